@@ -1,0 +1,39 @@
+# bnlab — every command a user needs. `make seed` runs the notebook reproduction,
+# `make test` runs the test suite; both install what they need first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: seed test lint data bench clean
+.DEFAULT_GOAL := seed
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Runtime dependencies (editable install of the package).
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Test-only dependencies (pytest, hypothesis, ruff, Keras for reference checks).
+$(VENV)/.test: pyproject.toml $(VENV)/.runtime
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+data:
+	@bash scripts/install-data.sh
+
+seed: $(VENV)/.runtime data
+	$(BIN)/bnlab seed $(ARGS)
+
+test: $(VENV)/.test data
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

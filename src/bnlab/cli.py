@@ -1,0 +1,178 @@
+"""The ``bnlab`` command: parse arguments, call the library, print with Rich.
+
+User mistakes (``BnlabError``) are printed as one line on stderr with exit status 2, never
+as a traceback. This is the only module that reads environment variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from bnlab.errors import BnlabError
+
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except BnlabError as err:
+        error_console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        error_console.print("interrupted; files written so far are complete (atomic writes)")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bnlab", description="Run, understand and compare Batch Normalization experiments."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data_options = argparse.ArgumentParser(add_help=False)
+    data_options.add_argument(
+        "--data-dir", type=Path, default=_env_path("BNLAB_DATA_DIR"),
+        help="folder holding the four Fashion-MNIST .gz files (env BNLAB_DATA_DIR); "
+             "default: user cache, then /usr/share/datasets, then download")
+    data_options.add_argument(
+        "--cache-dir", type=Path, default=_env_path("BNLAB_CACHE_DIR"),
+        help="bnlab's cache (downloads, compiled programs); env BNLAB_CACHE_DIR")
+    data_options.add_argument("--no-download", action="store_true",
+                              help="never download; fail if the files are not on disk")
+
+    p = sub.add_parser("data", parents=[data_options],
+                       help="find and verify the dataset files; show where each came from")
+    p.set_defaults(handler=cmd_data)
+
+    p = sub.add_parser("summary", help="Keras-style summary of a model preset")
+    p.add_argument("model", help="baseline, bn_after or bn_before")
+    p.set_defaults(handler=cmd_summary)
+
+    run_options = argparse.ArgumentParser(add_help=False, parents=[data_options])
+    run_options.add_argument("--seeds", type=int, help="number of seeds (overrides the file)")
+    run_options.add_argument("--epochs", type=int, help="epochs (overrides the file)")
+    run_options.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                             help="where run folders are written (default ./runs)")
+
+    p = sub.add_parser("seed", parents=[run_options],
+                       help="reproduce the notebook: baseline, bn_after, bn_before")
+    p.set_defaults(handler=cmd_run, experiment="seed")
+
+    p = sub.add_parser("run", parents=[run_options], help="run an experiment file or preset")
+    p.add_argument("experiment", help="path to a TOML experiment file, or a preset name")
+    p.set_defaults(handler=cmd_run)
+    return parser
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    if args.cache_dir is not None:
+        return args.cache_dir
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("bnlab"))
+
+
+def _load_splits(args: argparse.Namespace, dataset: str = "fashion_mnist"):
+    from bnlab.data.datasets import load_dataset
+
+    return load_dataset(dataset, data_dir=args.data_dir,
+                        cache_dir=_cache_dir(args) / "datasets" / dataset,
+                        download=not args.no_download)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    splits = _load_splits(args)
+    table = Table(title="Fashion-MNIST files", title_justify="left")
+    for column in ("role", "found in", "path", "sha256 (decompressed)", "verified"):
+        table.add_column(column)
+    for record in splits.sources:
+        table.add_row(record.role, record.origin, str(record.path), record.sha256[:16] + "…",
+                      "[green]yes[/]" if record.verified else "[red]no[/]")
+    console.print(table)
+    console.print(f"train {splits.x_train.shape[0]:,} · validation {splits.x_val.shape[0]:,} "
+                  f"(first rows of the training file) · test {splits.x_test.shape[0]:,}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from bnlab.nn.zoo import get_model
+    from bnlab.report.console import summary_table, variables_table
+
+    model = get_model(args.model)
+    console.print(summary_table(model))
+    variables = variables_table(model)
+    if variables is not None:
+        console.print(variables)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bnlab.experiments.config import load_experiment, with_overrides
+
+    config = with_overrides(load_experiment(args.experiment), seeds=args.seeds,
+                            epochs=args.epochs)
+    _enable_compilation_cache(_cache_dir(args))
+    splits = _load_splits(args, config.dataset)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from bnlab.experiments.runner import run_experiment
+    from bnlab.report.console import epoch_line, results_table
+    from bnlab.report.plots import plot_learning_curves
+    from bnlab.store import new_run_dir
+
+    run_dir = new_run_dir(args.runs_dir, config.name)
+    seeds = ", ".join(map(str, config.seed_list))
+    console.print(f"[bold]{config.name}[/]: {len(config.variants)} models × {config.seeds} "
+                  f"seed(s) ({seeds}) × {config.epochs} epochs → {run_dir}")
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("training", total=len(config.variants) * config.epochs)
+
+        def on_compiled(name: str, seconds: float) -> None:
+            progress.update(task, description=f"training {name}")
+            progress.console.print(f"[bold]{name}[/]: compiling… {seconds:.1f} s")
+
+        def on_epoch(log) -> None:
+            progress.console.print(f"Epoch {log.epoch}/{log.epochs}\n{epoch_line(log)}")
+            progress.advance(task)
+
+        results = run_experiment(config, splits, run_dir, on_compiled=on_compiled,
+                                 on_epoch=on_epoch)
+    plot_learning_curves(results, [run_dir / "curves.png", run_dir / "curves.svg"])
+    console.print(results_table(results))
+    console.print(f"total {time.perf_counter() - started:.1f} s")
+    console.print(f"saved: {run_dir}/<model>/seed-<s>/history.csv (Keras CSVLogger columns), "
+                  f"{run_dir / 'curves.png'}, {run_dir / 'summary.json'}")
+    return 0
+
+
+def _enable_compilation_cache(cache_dir: Path) -> None:
+    """JAX's persistent compilation cache under the user cache: reruns skip compilation."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The experiment file (TOML) and its strict validation into frozen dataclasses.
+
+    name = "seed"
+    dataset = "fashion_mnist"
+    epochs = 10
+    batch_size = 32
+    seed = 42            # first seed; a run with seeds = N uses seed, seed+1, …, seed+N−1
+    seeds = 1
+
+    [optimizer]          # any optax optimizer by name, with its keyword arguments
+    name = "sgd"
+    learning_rate = 1e-3
+
+    [[variants]]
+    name = "baseline"
+    model = "baseline"   # a preset of bnlab.nn.zoo …
+
+    [[variants]]
+    name = "bn_tiny"     # … or a list of layers
+    layers = [
+      { type = "flatten" },
+      { type = "batch_norm", momentum = 0.99, epsilon = 1e-3 },
+      { type = "dense", units = 10, activation = "softmax" },
+    ]
+
+Every mistake is a ``ConfigError`` with one line naming the file, the key (and its line
+where it can be found) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optax
+
+from bnlab.errors import BnlabError, ConfigError
+from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
+from bnlab.nn.model import Sequential
+from bnlab.nn.zoo import MODELS
+
+LAYER_TYPES = {
+    "flatten": Flatten,
+    "dense": Dense,
+    "batch_norm": BatchNorm,
+    "activation": Activation,
+    "leaky_relu": LeakyReLU,
+    "dropout": Dropout,
+}
+TOP_KEYS = {"name", "description", "dataset", "epochs", "batch_size", "seed", "seeds",
+            "optimizer", "variants"}
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``optax.<name>(learning_rate, **args)``."""
+
+    name: str = "sgd"
+    learning_rate: float = 1e-3
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> optax.GradientTransformation:
+        return getattr(optax, self.name)(learning_rate=self.learning_rate, **self.args)
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """One model to train: a zoo preset (``model``) or an explicit ``layers`` list."""
+
+    name: str
+    model: str | None = None
+    layers: tuple[dict[str, Any], ...] = ()
+
+    def build(self) -> Sequential:
+        if self.model is not None:
+            return dataclasses.replace(MODELS[self.model](), name=self.name)
+        return Sequential(tuple(_build_layer(spec) for spec in self.layers), name=self.name)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A validated experiment: variants × seeds trained with one recipe."""
+
+    name: str
+    variants: tuple[VariantConfig, ...]
+    description: str = ""
+    dataset: str = "fashion_mnist"
+    epochs: int = 10
+    batch_size: int = 32
+    seed: int = 42
+    seeds: int = 1
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready), the resolved config a run stores."""
+        return dataclasses.asdict(self)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_experiment(file_or_preset: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment file, or a shipped preset by name (``seed``)."""
+    path = Path(file_or_preset)
+    if not path.suffix and not path.exists():
+        if str(file_or_preset) not in preset_names():
+            raise ConfigError(
+                f"no experiment file or preset named {str(file_or_preset)!r}; presets: "
+                f"{', '.join(preset_names())}"
+            )
+        path = PRESET_DIR / f"{file_or_preset}.toml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read experiment file ({err.strerror})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    return parse_experiment(raw, source=str(path), text=text)
+
+
+def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
+                     text: str = "") -> ExperimentConfig:
+    """Validate parsed TOML ``raw`` into an ``ExperimentConfig``; ``text`` locates lines."""
+
+    def fail(key: str, message: str) -> ConfigError:
+        line = _line_of(text, key.split(".")[-1].split("[")[0])
+        where = f"{source}:{line}" if line else source
+        return ConfigError(f"{where}: {key}: {message}")
+
+    _reject_unknown(raw, TOP_KEYS, "", fail)
+    for key in ("name", "variants"):
+        if key not in raw:
+            raise fail(key, "missing; every experiment needs a name and [[variants]]")
+    name = _typed(raw, "name", str, fail)
+    epochs = _typed(raw, "epochs", int, fail, default=10)
+    batch_size = _typed(raw, "batch_size", int, fail, default=32)
+    seeds = _typed(raw, "seeds", int, fail, default=1)
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds)):
+        if value < 1:
+            raise fail(key, f"must be ≥ 1, got {value}")
+    optimizer = _parse_optimizer(raw.get("optimizer", {}), fail)
+    variants_raw = raw["variants"]
+    if not isinstance(variants_raw, list) or not variants_raw:
+        raise fail("variants", "must be a non-empty array of tables ([[variants]])")
+    variants = tuple(_parse_variant(i, v, fail) for i, v in enumerate(variants_raw))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise fail("variants", f"variant names must be unique, got {names}")
+    return ExperimentConfig(
+        name=name,
+        description=_typed(raw, "description", str, fail, default=""),
+        dataset=_typed(raw, "dataset", str, fail, default="fashion_mnist"),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=_typed(raw, "seed", int, fail, default=42),
+        seeds=seeds,
+        optimizer=optimizer,
+        variants=variants,
+    )
+
+
+def with_overrides(config: ExperimentConfig, **overrides: int | None) -> ExperimentConfig:
+    """Command-line overrides (``seeds``, ``epochs``, …); ``None`` leaves a value as it is."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in given.items():
+        if value < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} must be ≥ 1, got {value}")
+    return dataclasses.replace(config, **given)
+
+
+def _parse_optimizer(raw: Any, fail) -> OptimizerConfig:
+    if not isinstance(raw, dict):
+        raise fail("optimizer", "must be a table: [optimizer] name = \"sgd\" …")
+    name = _typed(raw, "name", str, fail, default="sgd", prefix="optimizer.")
+    factory = getattr(optax, name, None)
+    if not callable(factory) or "learning_rate" not in inspect.signature(factory).parameters:
+        known = "adam, adamw, sgd, rmsprop, lamb, lion, nadam, …"
+        raise fail("optimizer.name", f"{name!r} is not an optax optimizer (e.g. {known})")
+    learning_rate = raw.get("learning_rate", 1e-3)
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float) \
+            or learning_rate <= 0:
+        raise fail("optimizer.learning_rate", f"must be a positive number, got {learning_rate!r}")
+    args = {k: v for k, v in raw.items() if k not in ("name", "learning_rate")}
+    try:
+        inspect.signature(factory).bind(learning_rate=learning_rate, **args)
+    except TypeError:
+        allowed = [p for p in inspect.signature(factory).parameters if p != "learning_rate"]
+        bad = next(k for k in args if k not in allowed)
+        raise fail(f"optimizer.{bad}", f"not an argument of optax.{name}; allowed: "
+                   f"{', '.join(allowed)}") from None
+    return OptimizerConfig(name, float(learning_rate), args)
+
+
+def _parse_variant(index: int, raw: Any, fail) -> VariantConfig:
+    key = f"variants[{index}]"
+    if not isinstance(raw, dict):
+        raise fail(key, "must be a table with name and model or layers")
+    _reject_unknown(raw, {"name", "model", "layers"}, f"{key}.", fail)
+    name = _typed(raw, "name", str, fail, prefix=f"{key}.")
+    if name is None:
+        raise fail(f"{key}.name", "missing")
+    if ("model" in raw) == ("layers" in raw):
+        raise fail(key, f"give exactly one of model = \"{'|'.join(MODELS)}\" or layers = [...]")
+    if "model" in raw:
+        model = _typed(raw, "model", str, fail, prefix=f"{key}.")
+        if model not in MODELS:
+            raise fail(f"{key}.model", f"unknown model {model!r}; presets: {', '.join(MODELS)}")
+        variant = VariantConfig(name, model=model)
+    else:
+        layers = raw["layers"]
+        if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
+            raise fail(f"{key}.layers", "must be an array of inline tables { type = \"…\", … }")
+        variant = VariantConfig(name, layers=tuple(layers))
+    try:
+        model = variant.build()
+        model.output_shapes  # noqa: B018 — builds every layer once: catches impossible orders
+    except BnlabError as err:
+        raise fail(f"{key}.layers", str(err)) from None
+    if not model.layers or type(model.layers[-1]) is not Dense:
+        raise fail(f"{key}.layers", "the last layer must be a dense layer giving class scores")
+    return variant
+
+
+def _build_layer(spec: dict[str, Any]):
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in LAYER_TYPES:
+        raise ConfigError(f"layer type {kind!r} unknown; allowed: {', '.join(LAYER_TYPES)}")
+    cls = LAYER_TYPES[kind]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(spec) - fields)
+    if unknown:
+        raise ConfigError(f"{kind} layer has no option {unknown[0]!r}; allowed: "
+                          f"{', '.join(sorted(fields)) or 'none'}")
+    try:
+        return cls(**spec)
+    except TypeError as err:
+        raise ConfigError(f"{kind} layer: {err}") from None
+
+
+def _reject_unknown(raw: dict, allowed: set[str], prefix: str, fail) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise fail(f"{prefix}{key}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _typed(raw: dict, key: str, kind: type, fail, default: Any = None, prefix: str = "") -> Any:
+    if key not in raw:
+        return default
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise fail(f"{prefix}{key}", f"must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _line_of(text: str, key: str) -> int | None:
+    match = re.search(rf"^\s*{re.escape(key)}\s*=", text, flags=re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else None

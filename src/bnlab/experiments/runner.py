@@ -1,0 +1,230 @@
+"""Run an experiment's variants × seeds; all seeds of a variant train in one compiled program.
+
+For each variant the per-seed ``TrainState`` and keys are stacked on a leading seed axis and
+the epoch program of ``train.engine`` is ``jax.vmap``-ped over it: every seed has its own
+initialization, shuffle order and dropout keys, exactly as if it ran alone.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bnlab.data.datasets import Splits
+from bnlab.errors import DivergenceError
+from bnlab.experiments.config import ExperimentConfig, VariantConfig
+from bnlab.nn.model import Sequential
+from bnlab.store import atomic_write_bytes, atomic_write_json, history_csv
+from bnlab.train.engine import (
+    RunKeys,
+    TrainState,
+    init_train_state,
+    make_evaluate,
+    make_train_epoch,
+    steps_per_epoch,
+)
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """One epoch of one variant; every metric is ``(seeds,)``."""
+
+    variant: str
+    epoch: int  # 1-based
+    epochs: int
+    steps: int
+    seconds: float
+    metrics: dict[str, np.ndarray]
+
+
+@dataclass
+class VariantResult:
+    """A variant's outcome: ``history[metric]: (seeds, epochs)``, test metrics ``(seeds,)``."""
+
+    name: str
+    model: Sequential
+    seeds: tuple[int, ...]
+    history: dict[str, np.ndarray]
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+    epoch_seconds: list[float]
+    compile_seconds: float
+    state: TrainState = field(repr=False)
+
+
+class VariantTrainer:
+    """Compiled epoch and evaluation programs for one variant and a batch of seeds."""
+
+    def __init__(self, variant: VariantConfig, config: ExperimentConfig, splits: Splits,
+                 seeds: Sequence[int]) -> None:
+        self.model = variant.build()
+        self.optimizer = config.optimizer.build()
+        self.seeds = tuple(seeds)
+        self.keys = [RunKeys.from_seed(s) for s in self.seeds]
+        self.x_train = jnp.asarray(splits.x_train)
+        self.y_train = jnp.asarray(splits.y_train)
+        self.n_train = len(splits.y_train)
+        self.steps = steps_per_epoch(self.n_train, config.batch_size)
+        epoch = make_train_epoch(self.model, self.optimizer, self.n_train, config.batch_size)
+        self._epoch = jax.jit(jax.vmap(epoch, in_axes=(0, None, None, 0, 0)), donate_argnums=0)
+        self._evaluate = jax.jit(jax.vmap(make_evaluate(self.model), in_axes=(0, 0, None, None)))
+        self._eval_shapes = {len(splits.y_val): splits.x_val, len(splits.y_test): splits.x_test}
+        self._evaluate_compiled: dict[int, Callable] = {}
+        self.compile_seconds = 0.0
+
+    def init_state(self) -> TrainState:
+        """Seed-stacked initial state: leaves have a leading ``(seeds,)`` axis."""
+        init_keys = jnp.stack([k.init for k in self.keys])
+        return jax.vmap(lambda k: init_train_state(self.model, self.optimizer, k))(init_keys)
+
+    def epoch_keys(self, epoch: int) -> tuple[jax.Array, jax.Array]:
+        pairs = [k.epoch(epoch) for k in self.keys]
+        return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
+
+    def compile(self, state: TrainState) -> float:
+        """Compile the epoch and the evaluations (validation and test shapes) ahead of time;
+        returns the seconds it took."""
+        start = time.perf_counter()
+        shuffle, dropout = self.epoch_keys(0)
+        self._epoch = self._epoch.lower(state, self.x_train, self.y_train, shuffle,
+                                        dropout).compile()
+        for n, images in self._eval_shapes.items():
+            self._evaluate_compiled[n] = self._evaluate.lower(
+                state.params, state.bn_state, images, np.zeros(n, np.int32)).compile()
+        self.compile_seconds = time.perf_counter() - start
+        return self.compile_seconds
+
+    def train_epoch(self, state: TrainState, epoch: int) -> tuple[TrainState, np.ndarray,
+                                                                   np.ndarray]:
+        """One epoch (0-based ``epoch``) → ``(state, loss (seeds,), accuracy (seeds,))``."""
+        shuffle, dropout = self.epoch_keys(epoch)
+        state, metrics = self._epoch(state, self.x_train, self.y_train, shuffle, dropout)
+        return state, np.asarray(metrics.loss), np.asarray(metrics.accuracy)
+
+    def evaluate(self, state: TrainState, images: jax.Array,
+                 labels: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Inference-mode ``(loss (seeds,), accuracy (seeds,))`` on ``images`` / ``labels``."""
+        evaluate = self._evaluate_compiled.get(len(labels), self._evaluate)
+        loss, accuracy = evaluate(state.params, state.bn_state, images, labels)
+        return np.asarray(loss), np.asarray(accuracy)
+
+
+def train_variant(
+    variant: VariantConfig,
+    config: ExperimentConfig,
+    splits: Splits,
+    *,
+    on_compiled: Callable[[str, float], None] | None = None,
+    on_epoch: Callable[[EpochLog, dict[str, np.ndarray]], None] | None = None,
+) -> VariantResult:
+    """Train all ``config.seed_list`` seeds of ``variant`` for ``config.epochs`` epochs.
+
+    ``on_epoch(log, history)`` is called after each epoch with the history so far.
+    """
+    trainer = VariantTrainer(variant, config, splits, config.seed_list)
+    state = trainer.init_state()
+    compile_seconds = trainer.compile(state)
+    if on_compiled:
+        on_compiled(variant.name, compile_seconds)
+    x_val, y_val = jnp.asarray(splits.x_val), jnp.asarray(splits.y_val)
+    history = {m: np.zeros((len(trainer.seeds), config.epochs)) for m in METRICS}
+    epoch_seconds = []
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        state, loss, accuracy = trainer.train_epoch(state, epoch)
+        val_loss, val_accuracy = trainer.evaluate(state, x_val, y_val)
+        seconds = time.perf_counter() - start
+        _check_finite(variant.name, trainer.seeds, epoch, loss, config)
+        for metric, values in zip(METRICS, (loss, accuracy, val_loss, val_accuracy), strict=True):
+            history[metric][:, epoch] = values
+        epoch_seconds.append(seconds)
+        if on_epoch:
+            on_epoch(EpochLog(variant.name, epoch + 1, config.epochs, trainer.steps, seconds,
+                              {m: history[m][:, epoch] for m in METRICS}), history)
+    test_loss, test_accuracy = trainer.evaluate(state, jnp.asarray(splits.x_test),
+                                                jnp.asarray(splits.y_test))
+    return VariantResult(variant.name, trainer.model, trainer.seeds, history, test_loss,
+                         test_accuracy, epoch_seconds, compile_seconds, state)
+
+
+def _check_finite(name: str, seeds: Sequence[int], epoch: int, loss: np.ndarray,
+                  config: ExperimentConfig) -> None:
+    bad = [s for s, value in zip(seeds, loss, strict=True) if not np.isfinite(value)]
+    if bad:
+        raise DivergenceError(
+            f"{name} diverged in epoch {epoch + 1} (loss is not finite for seed(s) "
+            f"{', '.join(map(str, bad))}); lower optimizer.learning_rate (now "
+            f"{config.optimizer.learning_rate:g}) or add BatchNorm"
+        )
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    splits: Splits,
+    run_dir: Path,
+    *,
+    on_compiled: Callable[[str, float], None] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> list[VariantResult]:
+    """Train every variant × seed of ``config`` and keep everything in ``run_dir``.
+
+    Writes ``config.json`` and ``environment.json`` first, each seed's ``history.csv``
+    after every epoch (an interrupted run keeps its finished epochs), and ``summary.json``
+    with the final validation and test metrics at the end.
+    """
+    atomic_write_json(run_dir / "config.json", config.to_dict())
+    atomic_write_json(run_dir / "environment.json", environment(config))
+    results = []
+    for variant in config.variants:
+
+        def save_epoch(log: EpochLog, history: dict[str, np.ndarray]) -> None:
+            for i, seed in enumerate(config.seed_list):
+                rows = {m: history[m][i, : log.epoch] for m in METRICS}
+                atomic_write_bytes(run_dir / log.variant / f"seed-{seed}" / "history.csv",
+                                   history_csv(rows).encode())
+            if on_epoch:
+                on_epoch(log)
+
+        results.append(train_variant(variant, config, splits, on_compiled=on_compiled,
+                                     on_epoch=save_epoch))
+    atomic_write_json(run_dir / "summary.json", {
+        r.name: {
+            "seeds": list(r.seeds),
+            "final": {m: r.history[m][:, -1] for m in METRICS},
+            "test_loss": r.test_loss,
+            "test_accuracy": r.test_accuracy,
+            "epoch_seconds": r.epoch_seconds,
+            "compile_seconds": r.compile_seconds,
+        }
+        for r in results
+    })
+    return results
+
+
+def environment(config: ExperimentConfig) -> dict[str, object]:
+    """Where and with what a run ran: versions, device, seeds."""
+    versions = {}
+    for package in ("bnlab", "jax", "jaxlib", "optax", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    device = jax.devices()[0]
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device": f"{device.platform}:{device.device_kind}",
+        "device_count": jax.device_count(),
+        "seeds": list(config.seed_list),
+    }

@@ -1,0 +1,204 @@
+"""Batch Normalization, written from the paper (Ioffe & Szegedy 2015, Algorithm 1).
+
+For a mini-batch B = {x_1..m} of one feature (each feature is normalized independently):
+
+    μ_B  = (1/m) Σ x_i                         mini-batch mean
+    σ²_B = (1/m) Σ (x_i − μ_B)²                mini-batch variance (biased, two-pass: never < 0)
+    x̂_i  = (x_i − μ_B) / √(σ²_B + ε)           normalize
+    y_i  = γ · x̂_i + β                         scale and shift
+
+Training uses the batch statistics and updates moving statistics for inference:
+
+    momentum_on="old" (Keras, Flax):  moving ← momentum · moving + (1 − momentum) · batch
+    momentum_on="new" (PyTorch):      moving ← (1 − momentum) · moving + momentum · batch
+
+where the stored variance is σ²_B (``stored_variance="biased"``, Keras/Flax) or the
+unbiased m/(m−1) · σ²_B (``"unbiased"``, PyTorch and the paper's population estimate).
+Inference is one affine map per feature:
+
+    y = γ · (x − moving_mean) / √(moving_variance + ε) + β  =  s · x + (β − moving_mean · s)
+
+Keras's defaults are this module's defaults: momentum 0.99 on the old value, ε = 1e-3,
+biased stored variance, γ = 1, β = 0, moving_mean = 0, moving_variance = 1.
+
+Trainable parameters (``params``): ``gamma``, ``beta``. Non-trainable state (``state``):
+``moving_mean``, ``moving_variance``. Both are dicts of ``(features,)`` float32 arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from bnlab.errors import ConfigError
+
+Array = jax.Array
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """BatchNorm over the last axis of ``x: (batch, features)``.
+
+    Arguments:
+        momentum: moving-average momentum; its meaning depends on ``momentum_on``.
+        epsilon: added to the variance before the square root.
+        momentum_on: ``"old"`` — momentum weights the old moving value (Keras 0.99, Flax);
+            ``"new"`` — momentum weights the new batch value (PyTorch 0.1 = 1 − Keras 0.99).
+        stored_variance: ``"biased"`` stores σ²_B (Keras, Flax); ``"unbiased"`` stores
+            m/(m−1)·σ²_B (PyTorch; the paper's population variance). Training always
+            normalizes with the biased σ²_B.
+        center: learn β (Keras ``center``); ``scale``: learn γ (Keras ``scale``).
+        axis_name: for synchronized BN under ``pmap``/``shard_map``: batch statistics are
+            averaged over this mapped axis (the global batch), like PyTorch's SyncBatchNorm.
+    """
+
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    momentum_on: Literal["old", "new"] = "old"
+    stored_variance: Literal["biased", "unbiased"] = "biased"
+    center: bool = True
+    scale: bool = True
+    axis_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ConfigError(f"BatchNorm momentum must be in [0, 1], got {self.momentum}")
+        if self.epsilon <= 0.0:
+            raise ConfigError(f"BatchNorm epsilon must be > 0, got {self.epsilon}")
+        if self.momentum_on not in ("old", "new"):
+            raise ConfigError(
+                f"BatchNorm momentum_on must be 'old' (Keras/Flax) or 'new' (PyTorch), "
+                f"got {self.momentum_on!r}"
+            )
+        if self.stored_variance not in ("biased", "unbiased"):
+            raise ConfigError(
+                f"BatchNorm stored_variance must be 'biased' or 'unbiased', "
+                f"got {self.stored_variance!r}"
+            )
+
+    @classmethod
+    def keras(cls, **overrides: object) -> BatchNorm:
+        """Keras 3 ``BatchNormalization()``: momentum 0.99 on old, ε 1e-3, biased."""
+        return cls(**{"momentum": 0.99, "epsilon": 1e-3, **overrides})
+
+    @classmethod
+    def pytorch(cls, **overrides: object) -> BatchNorm:
+        """PyTorch ``BatchNorm1d()``: momentum 0.1 on new, ε 1e-5, unbiased stored variance."""
+        defaults = {"momentum": 0.1, "epsilon": 1e-5, "momentum_on": "new",
+                    "stored_variance": "unbiased"}
+        return cls(**{**defaults, **overrides})
+
+    @classmethod
+    def flax(cls, **overrides: object) -> BatchNorm:
+        """Flax ``nn.BatchNorm()``: momentum 0.99 on old, ε 1e-5, biased."""
+        return cls(**{"momentum": 0.99, "epsilon": 1e-5, **overrides})
+
+    @property
+    def decay(self) -> float:
+        """Weight of the old moving value in the update, whatever the convention."""
+        return self.momentum if self.momentum_on == "old" else 1.0 - self.momentum
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        """``(params, state, out_shape)`` for inputs ``(batch, *in_shape)``; ``key`` unused."""
+        del key
+        if len(in_shape) != 1:
+            raise ConfigError(
+                f"BatchNorm expects flat (batch, features) inputs, got feature shape {in_shape}; "
+                "put a Flatten layer before it"
+            )
+        (features,) = in_shape
+        params = {}
+        if self.scale:
+            params["gamma"] = jnp.ones((features,), jnp.float32)
+        if self.center:
+            params["beta"] = jnp.zeros((features,), jnp.float32)
+        state = {
+            "moving_mean": jnp.zeros((features,), jnp.float32),
+            "moving_variance": jnp.ones((features,), jnp.float32),
+        }
+        return params, state, in_shape
+
+    def apply(
+        self,
+        params: dict,
+        state: dict,
+        x: Array,
+        *,
+        train: bool,
+        mask: Array | None = None,
+        key: Array | None = None,
+    ) -> tuple[Array, dict]:
+        """Normalize ``x: (batch, features)``; returns ``(y, new_state)``.
+
+        ``mask: (batch,)`` bool marks the real rows of a padded batch (the ragged last
+        batch of an epoch): statistics are taken over those rows only. In training a batch
+        of one row is an error: its variance is 0 and every output would silently equal β.
+        """
+        del key
+        if not train:
+            scale, shift = inference_affine(params, state, self.epsilon)
+            return x * scale + shift, state
+        if x.shape[0] == 1 and mask is None:
+            raise ConfigError(
+                "BatchNorm in training needs at least 2 rows per batch, got 1 (its variance is "
+                "0 and the output would equal beta); use a larger batch or train=False"
+            )
+        mean, variance, count = batch_moments(x, mask, self.axis_name)
+        y = (x - mean) * jax.lax.rsqrt(variance + self.epsilon)
+        if self.scale:
+            y = y * params["gamma"]
+        if self.center:
+            y = y + params["beta"]
+        stored = variance * count / (count - 1) if self.stored_variance == "unbiased" else variance
+        new_state = {
+            "moving_mean": _moving_average(state["moving_mean"], mean, self.decay),
+            "moving_variance": _moving_average(state["moving_variance"], stored, self.decay),
+        }
+        return y, new_state
+
+
+def batch_moments(
+    x: Array, mask: Array | None = None, axis_name: str | None = None
+) -> tuple[Array, Array, Array]:
+    """Per-feature batch mean and biased variance of ``x: (batch, features)``.
+
+    Two-pass (variance of the centred values), so the variance is never negative.
+    ``mask: (batch,)`` keeps only the real rows; ``axis_name`` sums over mapped devices.
+    Returns ``(mean, variance, count)`` with ``mean, variance: (features,)`` and the
+    number of rows ``count`` as a float scalar.
+    """
+    weights = jnp.ones((x.shape[0],), x.dtype) if mask is None else mask.astype(x.dtype)
+    total = weights.sum()
+    row_sum = weights @ x
+    if axis_name is not None:
+        total = jax.lax.psum(total, axis_name)
+        row_sum = jax.lax.psum(row_sum, axis_name)
+    mean = row_sum / total
+    centred = (x - mean) * weights[:, None]
+    square_sum = jnp.sum(centred * centred, axis=0)
+    if axis_name is not None:
+        square_sum = jax.lax.psum(square_sum, axis_name)
+    return mean, square_sum / total, total
+
+
+def inference_affine(params: dict, state: dict, epsilon: float) -> tuple[Array, Array]:
+    """The inference-mode BN as ``y = scale · x + shift`` with ``(features,)`` arrays.
+
+    ``scale = γ / √(moving_variance + ε)``, ``shift = β − moving_mean · scale``; this is
+    the map that folds into a neighbouring Dense layer for deployment.
+    """
+    scale = jax.lax.rsqrt(state["moving_variance"] + epsilon)
+    if "gamma" in params:
+        scale = scale * params["gamma"]
+    shift = -state["moving_mean"] * scale
+    if "beta" in params:
+        shift = shift + params["beta"]
+    return scale, shift
+
+
+def _moving_average(old: Array, new: Array, decay: float) -> Array:
+    # The batch statistics carry no gradient into the running averages.
+    return decay * old + (1.0 - decay) * jax.lax.stop_gradient(new)

@@ -1,0 +1,169 @@
+"""Layers as frozen dataclasses with explicit ``init`` / ``apply`` over plain dicts.
+
+Every layer follows one protocol (BatchNorm in ``batchnorm.py`` too):
+
+    init(key, in_shape)  -> (params, state, out_shape)        in_shape excludes the batch axis
+    apply(params, state, x, *, train, mask=None, key=None) -> (y, new_state)
+
+``params`` holds trainable arrays, ``state`` non-trainable ones; both are dicts (empty for
+layers without any). Keras conventions are the defaults: Dense uses ``glorot_uniform``
+kernels and zero biases; ``he_normal`` is Keras's *truncated* normal (JAX's
+``jax.nn.initializers.he_normal`` is the same: VarianceScaling(2, fan_in, truncated normal,
+stddev divided by 0.87962566)); LeakyReLU's negative slope is 0.3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from bnlab.errors import ConfigError
+
+Array = jax.Array
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "linear": lambda x: x,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+    "gelu": jax.nn.gelu,
+    "swish": jax.nn.swish,
+    "softmax": jax.nn.softmax,
+}
+
+INITIALIZERS: dict[str, Callable[..., Callable]] = {
+    "glorot_uniform": jax.nn.initializers.glorot_uniform,
+    "glorot_normal": jax.nn.initializers.glorot_normal,
+    "he_normal": jax.nn.initializers.he_normal,
+    "he_uniform": jax.nn.initializers.he_uniform,
+    "lecun_normal": jax.nn.initializers.lecun_normal,
+    "lecun_uniform": jax.nn.initializers.lecun_uniform,
+}
+
+
+def _check_choice(kind: str, value: str, allowed: dict) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {kind} {value!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """``(batch, *dims) -> (batch, prod(dims))``."""
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        del key
+        return {}, {}, (math.prod(in_shape),)
+
+    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+              mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
+        del params, train, mask, key
+        return x.reshape(x.shape[0], -1), state
+
+
+@dataclass(frozen=True)
+class Dense:
+    """``y = activation(x @ kernel + bias)`` with ``kernel: (in, units)``, ``bias: (units,)``.
+
+    ``kernel_init`` names a ``jax.nn.initializers`` function (Keras names); ``use_bias=False``
+    drops the bias (redundant before a BatchNorm, whose β plays its role).
+    """
+
+    units: int
+    activation: str = "linear"
+    use_bias: bool = True
+    kernel_init: str = "glorot_uniform"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.units, int) or self.units < 1:
+            raise ConfigError(f"Dense units must be a positive integer, got {self.units!r}")
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("kernel initializer", self.kernel_init, INITIALIZERS)
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        if len(in_shape) != 1:
+            raise ConfigError(
+                f"Dense expects flat (batch, features) inputs, got feature shape {in_shape}; "
+                "put a Flatten layer before it"
+            )
+        kernel = INITIALIZERS[self.kernel_init]()(key, (in_shape[0], self.units), jnp.float32)
+        params = {"kernel": kernel}
+        if self.use_bias:
+            params["bias"] = jnp.zeros((self.units,), jnp.float32)
+        return params, {}, (self.units,)
+
+    def pre_activation(self, params: dict, x: Array) -> Array:
+        """``x @ kernel + bias``: ``(batch, in) -> (batch, units)``."""
+        z = x @ params["kernel"]
+        return z + params["bias"] if self.use_bias else z
+
+    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+              mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
+        del train, mask, key
+        return ACTIVATIONS[self.activation](self.pre_activation(params, x)), state
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Element-wise activation by name (``relu``, ``sigmoid``, ``tanh``, ``softmax``, …)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        _check_choice("activation", self.name, ACTIVATIONS)
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        del key
+        return {}, {}, in_shape
+
+    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+              mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
+        del params, train, mask, key
+        return ACTIVATIONS[self.name](x), state
+
+
+@dataclass(frozen=True)
+class LeakyReLU:
+    """``y = x if x ≥ 0 else negative_slope · x``; Keras's default slope is 0.3 (PyTorch 0.01)."""
+
+    negative_slope: float = 0.3
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        del key
+        return {}, {}, in_shape
+
+    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+              mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
+        del params, train, mask, key
+        return jax.nn.leaky_relu(x, self.negative_slope), state
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Inverted dropout: in training zero each value with probability ``rate``, scale by
+    ``1 / (1 − rate)``; identity at inference. Needs a PRNG ``key`` in training."""
+
+    rate: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate < 1.0:
+            raise ConfigError(f"Dropout rate must be in [0, 1), got {self.rate}")
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        del key
+        return {}, {}, in_shape
+
+    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+              mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
+        del params, mask
+        if not train or self.rate == 0.0:
+            return x, state
+        if key is None:
+            raise ConfigError("Dropout in training needs a PRNG key")
+        keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)
+        return jnp.where(keep, x / (1.0 - self.rate), 0.0), state

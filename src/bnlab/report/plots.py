@@ -1,0 +1,50 @@
+"""Learning curves with Matplotlib (headless ``Agg`` backend)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bnlab.experiments.runner import VariantResult  # noqa: E402
+from bnlab.store import atomic_write_bytes  # noqa: E402
+
+
+def plot_learning_curves(results: Sequence[VariantResult], paths: Sequence[Path]) -> None:
+    """Loss and accuracy per epoch, train (dashed) and validation (solid), per variant.
+
+    With several seeds each line is the mean and the band spans min–max over seeds.
+    Saved to every path in ``paths`` (format from the suffix: ``.png``, ``.svg``).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for color_index, result in enumerate(results):
+        color = f"C{color_index}"
+        epochs = np.arange(1, result.history["loss"].shape[1] + 1)
+        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+            for key, style, label in ((metric, "--", "train"), (f"val_{metric}", "-", "val")):
+                values = result.history[key]
+                ax.plot(epochs, values.mean(axis=0), style, color=color, marker="o",
+                        markersize=3, label=f"{result.name} ({label})")
+                if values.shape[0] > 1:
+                    ax.fill_between(epochs, values.min(axis=0), values.max(axis=0),
+                                    color=color, alpha=0.15, linewidth=0)
+    seeds = len(results[0].seeds)
+    suffix = f" — mean of {seeds} seeds, band = min–max" if seeds > 1 else ""
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cross-entropy loss" if metric == "loss" else "accuracy (fraction)")
+        ax.set_title(f"{metric}{suffix}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[1].legend(fontsize=8, loc="lower right")
+    for path in paths:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix.lstrip("."), dpi=120)
+        atomic_write_bytes(path, buffer.getvalue())
+    plt.close(fig)

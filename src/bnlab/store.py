@@ -1,0 +1,106 @@
+"""Run directories on disk: atomic writes, Keras-compatible history CSVs, JSON metadata.
+
+Layout of one run (one invocation of an experiment)::
+
+    runs/<experiment>-<YYYYmmdd-HHMMSS>/
+        config.json              the resolved experiment config
+        environment.json         package versions, device, seeds
+        summary.json             final metrics per variant and seed
+        <variant>/seed-<s>/history.csv   Keras CSVLogger columns: epoch,accuracy,loss,val_accuracy,val_loss
+        curves.png               learning curves
+
+Every file is written to a temporary name in the same folder, fsynced, then renamed: a
+crash leaves either the old file or the new one, never half of one. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnlab.errors import BnlabError
+
+CSV_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BnlabError(f"{path} is missing; is this a bnlab run directory?") from None
+    except json.JSONDecodeError as err:
+        raise BnlabError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
+                         "the run may be damaged, delete it or rerun") from None
+
+
+def history_csv(history: Mapping[str, Sequence[float]]) -> str:
+    """Keras CSVLogger format: 0-based ``epoch`` first, then metrics in sorted order."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for epoch in range(len(history["loss"])):
+        writer.writerow([epoch] + [repr(float(history[c][epoch])) for c in CSV_COLUMNS[1:]])
+    return out.getvalue()
+
+
+def read_history_csv(path: Path) -> dict[str, np.ndarray]:
+    """Inverse of ``history_csv``: ``{metric: (epochs,)}``."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {c: np.array([float(r[c]) for r in rows]) for c in CSV_COLUMNS[1:]}
+
+
+def new_run_dir(runs_dir: Path, experiment: str) -> Path:
+    """Create and return a fresh ``<runs_dir>/<experiment>-<timestamp>[-n]`` folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = runs_dir / (f"{experiment}-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise BnlabError(f"cannot create a run folder under {runs_dir}; clean it up")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")

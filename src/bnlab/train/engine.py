@@ -1,0 +1,176 @@
+"""One training epoch as one compiled program (``jax.jit`` over ``jax.lax.scan``).
+
+The data stay on the device as ``uint8`` images ``(n, 28, 28)`` and ``int32`` labels
+``(n,)``; each step gathers its rows and scales pixels by 1/255 (the notebook's
+preprocessing). An epoch shuffles the ``n`` training rows with its own PRNG key and walks
+them in ``ceil(n / batch_size)`` steps; the ragged last batch is padded to full size and a
+row mask keeps the padding out of the loss, the accuracy, the gradient and the BN
+statistics, so it behaves exactly like Keras's smaller last batch (24 rows of 55,000 / 32).
+
+The epoch's ``loss`` and ``accuracy`` are what Keras prints: means over all training
+samples seen in the epoch (each batch's mean loss weighted by its number of rows).
+
+All functions are pure: ``TrainState`` and keys flow in and out, so ``jax.vmap`` over a
+leading seed axis of the state and key batches seeds (see ``make_train_epoch(seeds=...)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bnlab.errors import ConfigError
+from bnlab.nn.model import Sequential
+
+Array = jax.Array
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training; separate trees for separate roles."""
+
+    params: tuple[dict, ...]  # trainable
+    bn_state: tuple[dict, ...]  # non-trainable (BN moving statistics)
+    opt_state: optax.OptState
+
+
+class EpochMetrics(NamedTuple):
+    """Per-epoch training metrics; ``step_loss: (steps,)`` is each batch's mean loss."""
+
+    loss: Array
+    accuracy: Array
+    step_loss: Array
+
+
+class RunKeys(NamedTuple):
+    """The keys of one run, split visibly from its root seed."""
+
+    init: Array
+    shuffle: Array
+    dropout: Array
+
+    @classmethod
+    def from_seed(cls, seed: int) -> RunKeys:
+        init, shuffle, dropout = jax.random.split(jax.random.key(seed), 3)
+        return cls(init, shuffle, dropout)
+
+    def epoch(self, epoch: int) -> tuple[Array, Array]:
+        """``(shuffle_key, dropout_key)`` for a 0-based epoch (same seed → same keys)."""
+        return jax.random.fold_in(self.shuffle, epoch), jax.random.fold_in(self.dropout, epoch)
+
+
+def steps_per_epoch(n_samples: int, batch_size: int) -> int:
+    """``ceil(n_samples / batch_size)``: 1,719 for 55,000 rows at batch 32."""
+    return -(-n_samples // batch_size)
+
+
+def check_batching(n_samples: int, batch_size: int, model: Sequential) -> None:
+    """Reject batchings that would leave a one-row batch for a model with BatchNorm."""
+    if batch_size < 1 or n_samples < 1:
+        raise ConfigError(f"batch_size and the dataset size must be ≥ 1, got {batch_size}, "
+                          f"{n_samples}")
+    has_bn = any(type(layer).__name__ == "BatchNorm" for layer in model.layers)
+    if has_bn and (batch_size == 1 or n_samples % batch_size == 1):
+        raise ConfigError(
+            f"with {n_samples} samples and batch_size {batch_size} a training batch has one "
+            "row, whose BatchNorm variance is 0; pick a batch_size that leaves ≥ 2 rows"
+        )
+
+
+def init_train_state(model: Sequential, optimizer: optax.GradientTransformation,
+                     key: Array) -> TrainState:
+    """Fresh parameters, BN statistics and optimizer state from ``key``."""
+    params, bn_state = model.init(key)
+    return TrainState(params, bn_state, optimizer.init(params))
+
+
+def scale_pixels(images: Array) -> Array:
+    """``uint8 (batch, …) → float32`` in [0, 1] (the notebook's ``X / 255.0``)."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def make_train_epoch(
+    model: Sequential,
+    optimizer: optax.GradientTransformation,
+    n_samples: int,
+    batch_size: int,
+) -> Callable[[TrainState, Array, Array, Array, Array], tuple[TrainState, EpochMetrics]]:
+    """Build ``train_epoch(state, images, labels, shuffle_key, dropout_key)`` (not jitted).
+
+    ``images: (n_samples, …) uint8``, ``labels: (n_samples,) int32``. Returns the new
+    state and ``EpochMetrics``. Jit it (``jax.jit(..., donate_argnums=0)``) or vmap it.
+    """
+    check_batching(n_samples, batch_size, model)
+    steps = steps_per_epoch(n_samples, batch_size)
+    padded = steps * batch_size
+    row_mask = (jnp.arange(padded) < n_samples).reshape(steps, batch_size)
+
+    def loss_fn(params, bn_state, x, y, mask, key):
+        logits, new_bn_state = model.apply(params, bn_state, x, train=True, mask=mask, key=key)
+        per_row = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        weights = mask.astype(per_row.dtype)
+        count = weights.sum()
+        loss = jnp.sum(per_row * weights) / count
+        correct = jnp.sum((jnp.argmax(logits, axis=-1) == y) * weights)
+        return loss, (new_bn_state, correct, count)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_epoch(state: TrainState, images: Array, labels: Array, shuffle_key: Array,
+                    dropout_key: Array) -> tuple[TrainState, EpochMetrics]:
+        def train_step(state: TrainState, batch):
+            rows, mask, step_key = batch  # rows, mask: (batch_size,)
+            x = scale_pixels(images[rows])  # (batch_size, 28, 28) float32
+            (loss, (bn_state, correct, count)), grads = grad_fn(
+                state.params, state.bn_state, x, labels[rows], mask, step_key
+            )
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            return TrainState(params, bn_state, opt_state), (loss, loss * count, correct, count)
+
+        order = jax.random.permutation(shuffle_key, n_samples)
+        order = jnp.pad(order, (0, padded - n_samples)).reshape(steps, batch_size)
+        step_keys = jax.random.split(dropout_key, steps)
+        state, (step_loss, loss_sum, correct, count) = jax.lax.scan(
+            train_step, state, (order, row_mask, step_keys)
+        )
+        total = count.sum()
+        return state, EpochMetrics(loss_sum.sum() / total, correct.sum() / total, step_loss)
+
+    return train_epoch
+
+
+def make_evaluate(
+    model: Sequential, chunk_size: int = 5000
+) -> Callable[[tuple[dict, ...], tuple[dict, ...], Array, Array], tuple[Array, Array]]:
+    """Build ``evaluate(params, bn_state, images, labels) -> (loss, accuracy)`` (not jitted).
+
+    Inference mode (moving statistics), means over all rows. Rows are processed in chunks
+    of ``chunk_size`` to bound memory; inference BN is per row, so chunking changes nothing.
+    """
+
+    def evaluate(params, bn_state, images, labels):
+        n = images.shape[0]
+        chunks = steps_per_epoch(n, chunk_size)
+        pad = chunks * chunk_size - n
+        x = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
+        y = jnp.pad(labels, (0, pad))
+        valid = jnp.arange(chunks * chunk_size) < n
+        x = x.reshape(chunks, chunk_size, *images.shape[1:])
+        y = y.reshape(chunks, chunk_size)
+        valid = valid.reshape(chunks, chunk_size)
+
+        def chunk(_, batch):
+            xb, yb, vb = batch
+            logits, _ = model.apply(params, bn_state, scale_pixels(xb), train=False)
+            per_row = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+            correct = jnp.argmax(logits, axis=-1) == yb
+            return None, (jnp.sum(per_row * vb), jnp.sum(correct * vb))
+
+        _, (loss_sum, correct) = jax.lax.scan(chunk, None, (x, y, valid))
+        return loss_sum.sum() / n, correct.sum() / n
+
+    return evaluate
