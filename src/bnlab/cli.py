@@ -17,8 +17,9 @@ from rich.console import Console
 
 from bnlab.errors import BnlabError
 
-console = Console(highlight=False, soft_wrap=True)
-error_console = Console(stderr=True, highlight=False)
+_WIDTH = None if sys.stdout.isatty() else 120  # logs and pipes: wide enough for the tables
+console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +93,7 @@ def _load_splits(args: argparse.Namespace, dataset: str = "fashion_mnist"):
     from bnlab.data.datasets import load_dataset
 
     return load_dataset(dataset, data_dir=args.data_dir,
-                        cache_dir=_cache_dir(args) / "datasets" / dataset,
+                        cache_dir=_cache_dir(args) / "datasets",
                         download=not args.no_download)
 
 

@@ -6,7 +6,7 @@ Layout of one run (one invocation of an experiment)::
         config.json              the resolved experiment config
         environment.json         package versions, device, seeds
         summary.json             final metrics per variant and seed
-        <variant>/seed-<s>/history.csv   Keras CSVLogger columns: epoch,accuracy,loss,val_accuracy,val_loss
+        <variant>/seed-<s>/history.csv   Keras CSVLogger columns (epoch, accuracy, loss, …)
         curves.png               learning curves
 
 Every file is written to a temporary name in the same folder, fsynced, then renamed: a

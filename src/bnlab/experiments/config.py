@@ -78,10 +78,13 @@ class VariantConfig:
     model: str | None = None
     layers: tuple[dict[str, Any], ...] = ()
 
-    def build(self) -> Sequential:
+    def build(self, input_shape: tuple[int, ...] = (28, 28)) -> Sequential:
+        """The model for inputs ``(batch, *input_shape)``."""
         if self.model is not None:
-            return dataclasses.replace(MODELS[self.model](), name=self.name)
-        return Sequential(tuple(_build_layer(spec) for spec in self.layers), name=self.name)
+            return dataclasses.replace(MODELS[self.model](), name=self.name,
+                                       input_shape=tuple(input_shape))
+        return Sequential(tuple(_build_layer(spec) for spec in self.layers),
+                          input_shape=tuple(input_shape), name=self.name)
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
     """Validate parsed TOML ``raw`` into an ``ExperimentConfig``; ``text`` locates lines."""
 
     def fail(key: str, message: str) -> ConfigError:
-        line = _line_of(text, key.split(".")[-1].split("[")[0])
+        line = _line_of(text, key)
         where = f"{source}:{line}" if line else source
         return ConfigError(f"{where}: {key}: {message}")
 
@@ -267,6 +270,19 @@ def _typed(raw: dict, key: str, kind: type, fail, default: Any = None, prefix: s
     return value
 
 
-def _line_of(text: str, key: str) -> int | None:
-    match = re.search(rf"^\s*{re.escape(key)}\s*=", text, flags=re.MULTILINE)
-    return text.count("\n", 0, match.start()) + 1 if match else None
+def _line_of(text: str, dotted_key: str) -> int | None:
+    """Best-effort line of ``optimizer.name`` / ``variants[1].model`` / ``epochs`` in ``text``
+    (tomllib reports positions only for syntax errors)."""
+    *tables, key = dotted_key.split(".")
+    start = 0
+    for table in tables:
+        name, _, index = table.partition("[")
+        headers = list(re.finditer(rf"^\s*\[\[?\s*{re.escape(name)}\s*\]\]?", text[start:],
+                                   flags=re.MULTILINE))
+        position = int(index.rstrip("]")) if index else 0
+        if position >= len(headers):
+            return None
+        start += headers[position].end()
+    key = key.split("[")[0]
+    match = re.search(rf"^[ \t{{,]*{re.escape(key)}\s*=", text[start:], flags=re.MULTILINE)
+    return text.count("\n", 0, start + match.start()) + 1 if match else None

@@ -67,7 +67,7 @@ class VariantTrainer:
 
     def __init__(self, variant: VariantConfig, config: ExperimentConfig, splits: Splits,
                  seeds: Sequence[int]) -> None:
-        self.model = variant.build()
+        self.model = variant.build(splits.x_train.shape[1:])
         self.optimizer = config.optimizer.build()
         self.seeds = tuple(seeds)
         self.keys = [RunKeys.from_seed(s) for s in self.seeds]

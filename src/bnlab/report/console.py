@@ -8,8 +8,7 @@ import numpy as np
 from rich.table import Table
 
 from bnlab.experiments.runner import EpochLog, VariantResult
-from bnlab.nn.model import Sequential, layer_variables, param_counts
-from bnlab.nn.model import KERAS_TYPE_NAMES
+from bnlab.nn.model import KERAS_TYPE_NAMES, Sequential, layer_variables, param_counts
 
 
 def summary_table(model: Sequential) -> Table:

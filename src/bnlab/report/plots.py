@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from bnlab.experiments.runner import VariantResult  # noqa: E402
-from bnlab.store import atomic_write_bytes  # noqa: E402
+from bnlab.experiments.runner import VariantResult
+from bnlab.store import atomic_write_bytes
 
 
 def plot_learning_curves(results: Sequence[VariantResult], paths: Sequence[Path]) -> None:

@@ -1,0 +1,353 @@
+"""Statistics across seeds: per-epoch summaries and seed-paired comparisons of variants.
+
+Every run of a variant is repeated over the same seeds, so two variants can be compared
+*paired by seed*: seed `i` of variant A and seed `i` of variant B share their data order and
+initialisation key, and their difference `d_i = a_i - b_i` removes the seed-to-seed noise they
+share. The comparison is the paired Student-t test on `d` (what `scipy.stats.ttest_rel` does),
+reported as a mean difference with its t confidence interval, a p-value, Cohen's `d_z`, and one
+English sentence for reports and the CLI.
+
+Distribution quantiles come from `scipy.stats.t`; the tests check every number against
+`scipy.stats.ttest_rel` and `scipy.stats.t.interval`.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from bnlab.errors import BnlabError, ConfigError
+
+__all__ = [
+    "PairedComparison",
+    "SeedSummary",
+    "compare_all",
+    "compare_paired",
+    "summarize_over_seeds",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class SeedSummary:
+    """Mean and spread over seeds of a metric, per epoch.
+
+    Attributes:
+        mean: `(epochs,)` (or `()` for a single value per seed) float64, mean over seeds.
+        std: same shape, sample standard deviation over seeds (`ddof=1`); NaN when `n == 1`.
+        ci_half_width: same shape, half-width `h` of the Student-t confidence interval of the
+            mean, `h = t_{(1+c)/2, n-1} · std / √n`; the interval is `mean ± h`. NaN when
+            `n == 1`: one seed says nothing about the spread, and 0 would claim certainty.
+        n: number of seeds.
+        confidence: the confidence level `c` of the interval, e.g. 0.95.
+
+    The arrays are read-only.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    ci_half_width: np.ndarray
+    n: int
+    confidence: float
+
+    @property
+    def ci_low(self) -> np.ndarray:
+        """Lower end of the confidence interval, `mean - ci_half_width`."""
+        return self.mean - self.ci_half_width
+
+    @property
+    def ci_high(self) -> np.ndarray:
+        """Upper end of the confidence interval, `mean + ci_half_width`."""
+        return self.mean + self.ci_half_width
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A seed-paired comparison of one metric between variants `a` and `b`.
+
+    With `d = a - b` over `n` seeds, `s = std(d, ddof=1)` and `df = n - 1`:
+
+    Attributes:
+        name_a, name_b: the variants; every signed number below is `a - b`.
+        metric: what was compared, e.g. "validation accuracy".
+        epochs: the epoch the final values come from (only used in the sentence), or None.
+        n: number of paired seeds.
+        mean_difference: `mean(d)`, in the metric's own units (fractions for accuracy).
+        ci_half_width: `t_{1-α/2, df} · s / √n`, the half-width of the `1 - α` interval of
+            `mean(d)`. 0 when all differences are equal, NaN when `n == 1`.
+        p_value: two-sided paired t-test, `2 · sf_t(|mean(d)| / (s/√n); df)`; equals
+            `scipy.stats.ttest_rel(a, b).pvalue`. When all differences are equal (`s == 0`)
+            it is 0 for a nonzero difference and 1 for a zero difference (SciPy would give
+            NaN and warn). NaN when `n == 1`.
+        effect_size_dz: Cohen's `d_z = mean(d) / s`; ±inf for a nonzero constant difference,
+            0 for an all-zero difference, NaN when `n == 1`.
+        alpha: significance level of the test; the interval has confidence `1 - α`.
+        higher_is_better: True for accuracy-like metrics, False for losses.
+        winner: the name of the variant that is significantly better (`p < α`), else None.
+        verdict: one sentence stating the result, see `compare_paired`.
+    """
+
+    name_a: str
+    name_b: str
+    metric: str
+    epochs: int | None
+    n: int
+    mean_difference: float
+    ci_half_width: float
+    p_value: float
+    effect_size_dz: float
+    alpha: float
+    higher_is_better: bool
+    winner: str | None
+    verdict: str
+
+
+def summarize_over_seeds(values: np.ndarray, confidence: float = 0.95) -> SeedSummary:
+    """Mean, sample std and t confidence interval of a metric over seeds.
+
+    Args:
+        values: `(seeds, epochs)` or `(seeds,)` array of a metric, one row per seed.
+        confidence: level `c` of the interval, in (0, 1).
+
+    Returns:
+        A `SeedSummary` whose arrays have shape `(epochs,)` (or `()` for `(seeds,)` input).
+        With a single seed, `std` and `ci_half_width` are NaN.
+
+    Raises:
+        ConfigError: `confidence` is not in (0, 1).
+        BnlabError: `values` is not 1-D or 2-D, has no seeds, or holds NaN/inf.
+    """
+    _check_level("confidence", confidence)
+    x = _as_seed_array(values, "values", ndims=(1, 2))  # (seeds, ...)
+    n = x.shape[0]
+    mean = x.mean(axis=0)
+    if n == 1:
+        std = np.full_like(mean, np.nan)
+        half = np.full_like(mean, np.nan)
+    else:
+        std = x.std(axis=0, ddof=1)
+        half = stats.t.ppf((1 + confidence) / 2, n - 1) * std / np.sqrt(n)
+    return SeedSummary(
+        mean=_read_only(mean),
+        std=_read_only(std),
+        ci_half_width=_read_only(np.asarray(half, dtype=np.float64)),
+        n=n,
+        confidence=confidence,
+    )
+
+
+def compare_paired(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    name_a: str,
+    name_b: str,
+    metric: str = "validation accuracy",
+    epochs: int | None = None,
+    alpha: float = 0.05,
+    higher_is_better: bool = True,
+    percentage_points: bool = True,
+) -> PairedComparison:
+    """Compare the final metric of two variants over the same seeds (paired t-test).
+
+    Args:
+        a, b: `(seeds,)` final values; `a[i]` and `b[i]` come from the same seed.
+        name_a, name_b: variant names used in the sentence.
+        metric: the metric's name as it should read in the sentence.
+        epochs: how many epochs the runs trained (the sentence says "after N epochs"), or None.
+        alpha: significance level; the difference is called real when `p < alpha`, and the
+            interval shown has confidence `1 - alpha`.
+        higher_is_better: True for accuracies, False for losses (lower wins).
+        percentage_points: the values are fractions in [0, 1] (accuracies) and the sentence
+            shows differences ×100 as "points"; when False it shows raw differences (use it for
+            losses). Either way numbers are rounded to the half-width's first significant digit
+            (1 to 4 decimals), or to 3 significant digits when there is no spread.
+
+    Returns:
+        A `PairedComparison` (see its attributes for the formulas). Its `verdict` is one of:
+
+        - "bn_after beats baseline by 3.4 ± 0.6 points of validation accuracy after 10 epochs
+          (p < 0.01, 5 seeds)" when `p < alpha`; the better variant is named first and the
+          advantage is shown positive.
+        - "bn_after and baseline are not distinguishable on validation accuracy after 10 epochs
+          (difference 0.3 ± 1.1 points, p = 0.52, 5 seeds)" otherwise; the difference is
+          `a - b`.
+        - "with one seed, bn_after and baseline cannot be distinguished on ... (difference 0.3
+          points; a paired t-test needs at least 2 seeds)" when `n == 1`.
+
+        `±` is the half-width of the `1 - alpha` interval; p reads "p < 0.001", "p < 0.01" or
+        "p = 0.034" (two significant digits).
+
+    Raises:
+        ConfigError: `alpha` is not in (0, 1).
+        BnlabError: `a` or `b` is not 1-D, is empty, holds NaN/inf, or their seed counts differ.
+    """
+    _check_level("alpha", alpha)
+    x = _as_seed_array(a, name_a, ndims=(1,))
+    y = _as_seed_array(b, name_b, ndims=(1,))
+    if x.shape != y.shape:
+        raise BnlabError(
+            f"cannot pair {name_a!r} ({x.shape[0]} seeds) with {name_b!r} ({y.shape[0]} seeds); "
+            "run both variants over the same seeds"
+        )
+    d = x - y  # (seeds,)
+    n = d.shape[0]
+    mean = float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
+    if n == 1:
+        half = p = dz = float("nan")
+    elif sd == 0:
+        # Constant differences: the t statistic is ±inf (or 0/0); state the limits directly.
+        half = 0.0
+        p = 0.0 if mean != 0 else 1.0
+        dz = float(np.copysign(np.inf, mean)) if mean != 0 else 0.0
+    else:
+        se = sd / np.sqrt(n)
+        p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
+        half = float(stats.t.ppf(1 - alpha / 2, n - 1) * se)
+        dz = mean / sd
+
+    a_is_better = mean > 0 if higher_is_better else mean < 0
+    winner = None
+    if n >= 2 and p < alpha:
+        winner = name_a if a_is_better else name_b
+    verdict = _verdict(name_a, name_b, metric, epochs, n, mean, half, p, winner, percentage_points)
+    return PairedComparison(
+        name_a=name_a,
+        name_b=name_b,
+        metric=metric,
+        epochs=epochs,
+        n=n,
+        mean_difference=mean,
+        ci_half_width=half,
+        p_value=p,
+        effect_size_dz=dz,
+        alpha=alpha,
+        higher_is_better=higher_is_better,
+        winner=winner,
+        verdict=verdict,
+    )
+
+
+def compare_all(finals: Mapping[str, np.ndarray], **kw: Any) -> list[PairedComparison]:
+    """Seed-paired comparisons of every pair of variants.
+
+    Args:
+        finals: variant name → `(seeds,)` final values, all over the same seeds.
+        **kw: passed to `compare_paired` (`metric`, `epochs`, `alpha`, `higher_is_better`,
+            `percentage_points`).
+
+    Returns:
+        One `PairedComparison` per unordered pair, `len(finals)·(len(finals)-1)/2` in all, in
+        the order of `itertools.combinations` over the mapping's order. Each pair is oriented
+        so that `a` is the variant with the better mean (`mean_difference >= 0` for
+        accuracies, `<= 0` for losses) and the sentence names it first; ties keep the
+        mapping's order. p-values are per pair, not corrected for multiple comparisons.
+    """
+    higher_is_better = kw.get("higher_is_better", True)
+    out = []
+    for (name_i, vi), (name_j, vj) in combinations(finals.items(), 2):
+        result = compare_paired(vi, vj, name_a=name_i, name_b=name_j, **kw)
+        j_is_better = result.mean_difference < 0 if higher_is_better else result.mean_difference > 0
+        if j_is_better:
+            result = compare_paired(vj, vi, name_a=name_j, name_b=name_i, **kw)
+        out.append(result)
+    return out
+
+
+def _verdict(
+    name_a: str,
+    name_b: str,
+    metric: str,
+    epochs: int | None,
+    n: int,
+    mean: float,
+    half: float,
+    p: float,
+    winner: str | None,
+    percentage_points: bool,
+) -> str:
+    """The one-sentence summary documented in `compare_paired`."""
+    after = "" if epochs is None else f" after {epochs} epoch{'s' if epochs != 1 else ''}"
+    unit = " points" if percentage_points else ""
+    scale = 100.0 if percentage_points else 1.0
+    if n == 1:
+        return (
+            f"with one seed, {name_a} and {name_b} cannot be distinguished on {metric}{after} "
+            f"(difference {_rounded(scale * mean, _decimal_places(0.0, scale * mean))}{unit}; "
+            "a paired t-test needs at least 2 seeds)"
+        )
+    places = _decimal_places(scale * half, scale * mean)
+    shown_half = _rounded(scale * half, places)
+    if winner is not None:
+        loser = name_b if winner == name_a else name_a
+        by = f"{_rounded(scale * abs(mean), places)} ± {shown_half}"
+        of = " points of " if percentage_points else " in "
+        return f"{winner} beats {loser} by {by}{of}{metric}{after} ({_p_text(p)}, {n} seeds)"
+    return (
+        f"{name_a} and {name_b} are not distinguishable on {metric}{after} "
+        f"(difference {_rounded(scale * mean, places)} ± {shown_half}{unit}, "
+        f"{_p_text(p)}, {n} seeds)"
+    )
+
+
+def _decimal_places(half: float, value: float) -> int:
+    """Decimals for a shown difference, from 1 to 4.
+
+    The usual "round to the uncertainty" rule: the half-width gets one significant digit
+    (0.44 → 1 place, 0.0044 → 3 places). Without a positive half-width (one seed, or constant
+    differences) the value gets three significant digits instead.
+    """
+    if half > 0:
+        places = -np.floor(np.log10(half))
+    elif value != 0:
+        places = 2 - np.floor(np.log10(abs(value)))
+    else:
+        places = 1
+    return int(np.clip(places, 1, 4))
+
+
+def _rounded(x: float, places: int) -> str:
+    """`x` with `places` decimals, never printed as "-0.0"."""
+    text = f"{x:.{places}f}"
+    return text.removeprefix("-") if float(text) == 0 else text
+
+
+def _p_text(p: float) -> str:
+    """The p-value as "p < 0.001", "p < 0.01" or "p = 0.034" (two significant digits)."""
+    if p < 0.001:
+        return "p < 0.001"
+    if p < 0.01:
+        return "p < 0.01"
+    return f"p = {p:.2g}"
+
+
+def _check_level(name: str, level: float) -> None:
+    """Reject a confidence level or significance level outside (0, 1)."""
+    if not 0 < level < 1:
+        raise ConfigError(f"{name} must be between 0 and 1 (exclusive), got {level}")
+
+
+def _as_seed_array(values: np.ndarray, name: str, *, ndims: tuple[int, ...]) -> np.ndarray:
+    """`values` as float64 with seeds on axis 0, or a one-line error saying what is wrong."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim not in ndims:
+        shapes = " or ".join(_SHAPE_NAMES[d] for d in ndims)
+        raise BnlabError(f"{name}: expected shape {shapes}, got {x.shape}")
+    if x.shape[0] == 0:
+        raise BnlabError(f"{name}: no seeds to summarise; run at least one seed")
+    if not np.all(np.isfinite(x)):
+        raise BnlabError(f"{name}: holds NaN or inf (a diverged run?); drop or rerun those seeds")
+    return x
+
+
+_SHAPE_NAMES = {1: "(seeds,)", 2: "(seeds, epochs)"}
+
+
+def _read_only(x: np.ndarray) -> np.ndarray:
+    """`x` as a float64 array that cannot be modified in place."""
+    x = np.array(x, dtype=np.float64)
+    x.flags.writeable = False
+    return x

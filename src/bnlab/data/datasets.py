@@ -1,0 +1,220 @@
+"""The dataset registry, and the notebook's train / validation / test split.
+
+The notebook (Géron, handson-ml2 ch. 11) does::
+
+    (X_train_full, y_train_full), (X_test, y_test) = keras.datasets.fashion_mnist.load_data()
+    X_valid, X_train = X_train_full[:5000] / 255., X_train_full[5000:] / 255.
+
+so validation is the FIRST 5,000 training images and train the remaining 55,000, in file
+order. `load_dataset` returns exactly those splits, with pixels left as uint8 (see `Splits`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from bnlab.data.idx import read_idx
+from bnlab.data.sources import LocatedFile, read_files
+from bnlab.errors import DataError
+
+ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One gzip-compressed IDX file of a dataset.
+
+    name: file name on disk and on the mirrors, e.g. "train-images-idx3-ubyte.gz".
+    sha256: hex digest of the DECOMPRESSED bytes (mirrors gzip differently, same content).
+    size: decompressed size in bytes.
+    shape: shape of the uint8 array it holds, e.g. (60000, 28, 28) or (60000,).
+    """
+
+    name: str
+    sha256: str
+    size: int
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything needed to find, verify and split one image-classification dataset.
+
+    Images are (n, height, width) uint8 and labels (n,) uint8 in 0..len(class_names)-1.
+    `mirrors` are URL prefixes ending in "/" (the file name is appended); `system_dirs` are
+    where an OS package installs the files; `debian_package` names that package.
+    """
+
+    name: str
+    train_images: IdxFile
+    train_labels: IdxFile
+    test_images: IdxFile
+    test_labels: IdxFile
+    class_names: tuple[str, ...]
+    validation_size: int = 5000
+    mirrors: tuple[str, ...] = ()
+    system_dirs: tuple[Path, ...] = ()
+    debian_package: str | None = None
+
+    def __post_init__(self) -> None:
+        n_train, n_test = self.train_images.shape[0], self.test_images.shape[0]
+        if self.train_labels.shape != (n_train,) or self.test_labels.shape != (n_test,):
+            raise ValueError(f"{self.name}: image and label counts differ in the registry")
+        if not 0 < self.validation_size < n_train:
+            raise ValueError(f"{self.name}: validation_size must be in 1..{n_train - 1}")
+
+    def files(self) -> dict[str, IdxFile]:
+        """The four files by role, in `ROLES` order."""
+        return {role: getattr(self, role) for role in ROLES}
+
+
+FASHION_MNIST = DatasetSpec(
+    name="fashion_mnist",
+    train_images=IdxFile(
+        "train-images-idx3-ubyte.gz",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        47_040_016,
+        (60_000, 28, 28),
+    ),
+    train_labels=IdxFile(
+        "train-labels-idx1-ubyte.gz",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        60_008,
+        (60_000,),
+    ),
+    test_images=IdxFile(
+        "t10k-images-idx3-ubyte.gz",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        7_840_016,
+        (10_000, 28, 28),
+    ),
+    test_labels=IdxFile(
+        "t10k-labels-idx1-ubyte.gz",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        10_008,
+        (10_000,),
+    ),
+    class_names=(
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ),
+    validation_size=5000,
+    mirrors=(
+        # The one the notebook's keras.datasets.fashion_mnist uses, then upstream's.
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    ),
+    system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+    debian_package="dataset-fashion-mnist",
+)
+
+DATASETS: Mapping[str, DatasetSpec] = {"fashion_mnist": FASHION_MNIST}
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """The notebook's three splits as read-only arrays (Fashion-MNIST shapes shown).
+
+    x_train: (55000, 28, 28) uint8   training images 5000.. of the training file
+    y_train: (55000,) int32          their labels, 0..9
+    x_val:   (5000, 28, 28) uint8    the FIRST 5000 images of the training file
+    y_val:   (5000,) int32
+    x_test:  (10000, 28, 28) uint8   the test file
+    y_test:  (10000,) int32
+    class_names: label -> name
+    sources: the verified files the arrays came from
+
+    Pixels stay uint8 in 0..255: a quarter of float32's memory and host-to-device traffic.
+    The training step scales them by 1/255 on the device, as the notebook's `/ 255.` does;
+    `scaled(split)` gives the same float32 values on the host.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    sources: tuple[LocatedFile, ...]
+
+    def scaled(self, split: Literal["train", "val", "test"]) -> np.ndarray:
+        """Images of `split` as float32 in [0, 1], i.e. x / 255 (same shape as x_{split}).
+
+        Float32 division of the exact operands equals Keras's float64 `/ 255.` cast to float32.
+        """
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
+        return getattr(self, f"x_{split}").astype(np.float32) / np.float32(255)
+
+
+def get_spec(name: str, registry: Mapping[str, DatasetSpec] = DATASETS) -> DatasetSpec:
+    """The registry entry `name`; an unknown name is a `DataError` listing the known ones."""
+    if name not in registry:
+        known = ", ".join(sorted(registry))
+        raise DataError(f"unknown dataset {name!r}; choose one of: {known}")
+    return registry[name]
+
+
+def load_dataset(
+    name: str = "fashion_mnist",
+    *,
+    data_dir: Path | None = None,
+    cache_dir: Path,
+    system_dirs: Sequence[Path] | None = None,
+    mirrors: Sequence[str] | None = None,
+    download: bool = True,
+    timeout: float = 60.0,
+    registry: Mapping[str, DatasetSpec] = DATASETS,
+) -> Splits:
+    """Find, verify, parse and split dataset `name` (see `bnlab.data.sources` for the search).
+
+    `system_dirs` and `mirrors` default to the spec's own (Debian's dir; the Keras bucket,
+    then upstream GitHub). Raises `DataError` with one line saying what is wrong and the fix.
+    """
+    spec = get_spec(name, registry)
+    found = read_files(
+        spec, data_dir=data_dir, cache_dir=cache_dir, system_dirs=system_dirs,
+        mirrors=mirrors, download=download, timeout=timeout,
+    )
+    arrays = {
+        role: _parse(record, raw, spec.files()[role], spec) for role, (record, raw) in found.items()
+    }
+    v = spec.validation_size
+    train_images, train_labels = arrays["train_images"], arrays["train_labels"]
+    return Splits(
+        x_train=train_images[v:],
+        y_train=train_labels[v:],
+        x_val=train_images[:v],
+        y_val=train_labels[:v],
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"],
+        class_names=spec.class_names,
+        sources=tuple(record for record, _ in found.values()),
+    )
+
+
+def _parse(record: LocatedFile, raw: bytes, file: IdxFile, spec: DatasetSpec) -> np.ndarray:
+    """Parse one verified file; labels come back as read-only int32, images as uint8."""
+    fix = f"the {spec.name} registry entry does not match its own digest; correct the registry"
+    array = read_idx(raw, name=str(record.path), fix=fix)
+    if array.dtype != np.uint8 or array.shape != file.shape:
+        raise DataError(
+            f"{record.path} holds a {array.dtype} array of shape {array.shape}, "
+            f"expected uint8 {file.shape}; {fix}"
+        )
+    if record.role.endswith("_images"):
+        return array
+    n_classes = len(spec.class_names)
+    if array.size and array.max() >= n_classes:
+        raise DataError(
+            f"{record.path} holds label {array.max()}, outside 0..{n_classes - 1}; {fix}"
+        )
+    labels = array.astype(np.int32)
+    labels.flags.writeable = False
+    return labels

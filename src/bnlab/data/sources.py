@@ -1,0 +1,256 @@
+"""Where dataset files come from, and the check that they are the right ones.
+
+Each file of a `DatasetSpec` is looked up in this order; the first place holding it wins:
+
+1. `data_dir`, when given, and then ONLY there: a missing or bad file is an error, never a
+   silent fallback past what the user asked for.
+2. The user cache, `cache_dir / spec.name / file.name`.
+3. Each of the system dirs (Debian's `dataset-fashion-mnist` installs
+   `/usr/share/datasets/fashion-mnist/`).
+4. A download from each mirror in turn, saved atomically into the cache.
+
+Every file is verified before use: the sha256 of its *decompressed* bytes must equal the
+registry's (mirrors compress differently; the content is the same). A bad file in the cache or
+a system dir is an error naming the path and its repair, not skipped: a damaged copy should
+be repaired, not masked. Nothing here reads environment variables; callers pass the dirs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
+
+from bnlab.data.idx import gunzip
+from bnlab.errors import DataError
+from bnlab.store import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from bnlab.data.datasets import DatasetSpec, IdxFile
+
+Origin = Literal["data-dir", "cache", "system", "download"]
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True)
+class LocatedFile:
+    """One dataset file that was found and verified.
+
+    role: "train_images", "train_labels", "test_images" or "test_labels".
+    path: where it lies (for a download, its new place in the cache).
+    origin: which step of the search order found it.
+    sha256: hex digest of its decompressed bytes, equal to the registry's.
+    """
+
+    role: str
+    path: Path
+    origin: Origin
+    sha256: str
+    verified: bool = True
+
+
+class _Rejected(Exception):
+    """A mirror served something that is not the expected file; the message is the reason."""
+
+
+def locate_files(
+    spec: DatasetSpec,
+    *,
+    data_dir: Path | None = None,
+    cache_dir: Path,
+    system_dirs: Sequence[Path] | None = None,
+    mirrors: Sequence[str] | None = None,
+    download: bool = True,
+    timeout: float = 60.0,
+) -> list[LocatedFile]:
+    """Find, download if needed, and verify every file of `spec`; see the module docstring.
+
+    `system_dirs` and `mirrors` default to the spec's own. Returns one record per role in
+    `spec.files()` order. Raises `DataError` (one line: which file, where, how to fix).
+    """
+    found = read_files(
+        spec, data_dir=data_dir, cache_dir=cache_dir, system_dirs=system_dirs,
+        mirrors=mirrors, download=download, timeout=timeout,
+    )
+    return [record for record, _ in found.values()]
+
+
+def read_files(
+    spec: DatasetSpec,
+    *,
+    data_dir: Path | None = None,
+    cache_dir: Path,
+    system_dirs: Sequence[Path] | None = None,
+    mirrors: Sequence[str] | None = None,
+    download: bool = True,
+    timeout: float = 60.0,
+) -> dict[str, tuple[LocatedFile, bytes]]:
+    """Like `locate_files`, but also return each file's decompressed IDX bytes.
+
+    Returns `{role: (record, raw_idx_bytes)}`; each file is decompressed and hashed once.
+    """
+    system_dirs = spec.system_dirs if system_dirs is None else tuple(system_dirs)
+    mirrors = spec.mirrors if mirrors is None else tuple(mirrors)
+    for mirror in mirrors:
+        _check_mirror(mirror)
+    return {
+        role: _read_one(
+            spec, role, file, data_dir=data_dir, cache_dir=cache_dir,
+            system_dirs=system_dirs, mirrors=mirrors, download=download, timeout=timeout,
+        )
+        for role, file in spec.files().items()
+    }
+
+
+def _read_one(
+    spec: DatasetSpec,
+    role: str,
+    file: IdxFile,
+    *,
+    data_dir: Path | None,
+    cache_dir: Path,
+    system_dirs: Sequence[Path],
+    mirrors: Sequence[str],
+    download: bool,
+    timeout: float,
+) -> tuple[LocatedFile, bytes]:
+    if data_dir is not None:
+        path = data_dir / file.name
+        fix = f"put the original {file.name} in {data_dir}, or leave out --data-dir"
+        if not path.is_file():
+            raise DataError(f"{file.name} is missing from the data directory {data_dir}; {fix}")
+        return _read_verified(role, path, "data-dir", file, fix=fix)
+    cache = cache_dir / spec.name
+    path = cache / file.name
+    if path.is_file():
+        fix = f"delete it (rm {path}) and run again to fetch a fresh copy"
+        return _read_verified(role, path, "cache", file, fix=fix)
+    for directory in system_dirs:
+        path = directory / file.name
+        if path.is_file():
+            return _read_verified(role, path, "system", file, fix=_reinstall(spec))
+    searched = ", ".join(str(d) for d in (cache, *system_dirs))
+    if not download:
+        raise DataError(
+            f"{file.name} is not in {searched} and downloading is off; {_how_to_get(spec)}"
+        )
+    if not mirrors:
+        raise DataError(
+            f"{file.name} is not in {searched} and there is no mirror to download it from; "
+            f"{_how_to_get(spec)}"
+        )
+    return _download(role, file, cache=cache, mirrors=mirrors, timeout=timeout, spec=spec)
+
+
+def _read_verified(
+    role: str, path: Path, origin: Origin, file: IdxFile, *, fix: str
+) -> tuple[LocatedFile, bytes]:
+    try:
+        compressed = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {path} ({err.strerror}); {fix}") from err
+    raw = gunzip(compressed, name=str(path), fix=fix)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != file.sha256:
+        raise DataError(f"{path} has the wrong content ({_mismatch(file, raw, digest)}); {fix}")
+    return LocatedFile(role, path, origin, digest), raw
+
+
+def _mismatch(file: IdxFile, raw: bytes, digest: str) -> str:
+    return (
+        f"decompressed: {len(raw):,} bytes, sha256 {digest[:12]}…; "
+        f"expected: {file.size:,} bytes, sha256 {file.sha256[:12]}…"
+    )
+
+
+def _reinstall(spec: DatasetSpec) -> str:
+    if spec.debian_package:
+        return f"reinstall it: sudo apt-get install --reinstall {spec.debian_package}"
+    return "replace it with the original file"
+
+
+def _how_to_get(spec: DatasetSpec) -> str:
+    apt = f"sudo apt-get install {spec.debian_package}, or " if spec.debian_package else ""
+    return f"{apt}pass --data-dir DIR holding the {len(spec.files())} .gz files of {spec.name}"
+
+
+def _check_mirror(mirror: str) -> None:
+    """Allow https:// anywhere, and plain http:// only on this machine (the tests' server)."""
+    parts = urlsplit(mirror)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return
+    raise DataError(
+        f"mirror {mirror!r} is not an https:// URL (plain http:// is allowed only for "
+        f"127.0.0.1, localhost and ::1); give an https:// mirror"
+    )
+
+
+def _download(
+    role: str,
+    file: IdxFile,
+    *,
+    cache: Path,
+    mirrors: Sequence[str],
+    timeout: float,
+    spec: DatasetSpec,
+) -> tuple[LocatedFile, bytes]:
+    """Try each mirror in turn; the first verified copy is saved into `cache` atomically."""
+    reasons = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + file.name
+        try:
+            compressed, raw = _fetch(url, file, timeout=timeout)
+        except urllib.error.HTTPError as err:
+            reasons.append(f"{url}: HTTP {err.code} {err.reason}")
+        except urllib.error.URLError as err:
+            reasons.append(f"{url}: {err.reason}")
+        except (_Rejected, OSError, http.client.HTTPException) as err:
+            reasons.append(f"{url}: {str(err) or type(err).__name__}")
+        else:
+            path = cache / file.name
+            _write_atomic(path, compressed)
+            return LocatedFile(role, path, "download", file.sha256), raw
+    raise DataError(
+        f"could not download {file.name} [{'; '.join(reasons)}]; {_how_to_get(spec)}"
+    )
+
+
+def _fetch(url: str, file: IdxFile, *, timeout: float) -> tuple[bytes, bytes]:
+    """Download `url` into memory; return (compressed, decompressed) once both check out.
+
+    `timeout` bounds each wait on the server, in seconds. A response shorter than its
+    Content-Length raises `http.client.IncompleteRead`.
+    """
+    # Loopback never goes through a proxy; elsewhere urllib's standard proxy settings apply.
+    proxies = {} if urlsplit(url).hostname in LOOPBACK_HOSTS else None
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+    with opener.open(url, timeout=timeout) as response:
+        compressed = response.read()
+    try:
+        raw = gunzip(compressed, name=url)
+    except DataError as err:
+        kind = "truncated" if isinstance(err.__cause__, EOFError) else "corrupt"
+        raise _Rejected(f"{kind} gzip data ({len(compressed):,} bytes)") from err
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != file.sha256:
+        raise _Rejected(f"wrong content ({_mismatch(file, raw, digest)})")
+    return compressed, raw
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    """``store.atomic_write_bytes`` with a disk or permission problem as a DataError."""
+    try:
+        atomic_write_bytes(path, payload)
+    except OSError as err:
+        raise DataError(
+            f"cannot save {path} ({err.strerror}); make {path.parent} writable "
+            f"or choose another cache directory"
+        ) from err

@@ -1,0 +1,160 @@
+"""Downloads against a real HTTP server on 127.0.0.1: good, broken and slow mirrors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnlab.data import sources
+from bnlab.data.datasets import load_dataset
+from bnlab.data.sources import locate_files
+from bnlab.errors import DataError
+from tests.data.tinydata import NAMES, Tiny, other_gz
+
+
+@dataclass
+class Server:
+    """base: "http://127.0.0.1:PORT"; requests: every path asked for, in order."""
+
+    base: str
+    requests: list[str]
+
+    def mirror(self, kind: str) -> str:
+        return f"{self.base}/{kind}/"
+
+
+@pytest.fixture
+def server(tiny: Tiny) -> Iterator[Server]:
+    """Serves each tiny file under /good/, /truncated/ (half, honest Content-Length),
+    /short/ (half, then the connection drops), /wrong/ (another valid file) and /slow/
+    (never answers); anything else is a 404."""
+    routes: dict[str, tuple[bytes, int]] = {}
+    for name, payload in tiny.gz.items():
+        half = payload[: len(payload) // 2]
+        routes[f"/good/{name}"] = (payload, len(payload))
+        routes[f"/truncated/{name}"] = (half, len(half))
+        routes[f"/short/{name}"] = (half, len(payload))
+        routes[f"/wrong/{name}"] = (other_gz(), len(other_gz()))
+    requests: list[str] = []
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            if self.path.startswith("/slow/"):
+                release.wait(10)
+                return
+            if self.path not in routes:
+                self.send_error(404)
+                return
+            payload, length = routes[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield Server(f"http://127.0.0.1:{httpd.server_port}", requests)
+    release.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def files_under(directory: Path) -> list[str]:
+    """Every file below `directory` (temp files included), relative, sorted."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+def download(tiny: Tiny, cache: Path, mirrors: list[str], **kwargs) -> list[sources.LocatedFile]:
+    return locate_files(tiny.spec, cache_dir=cache, system_dirs=[], mirrors=mirrors, **kwargs)
+
+
+def test_good_download_lands_in_the_cache_verified_and_is_reused(tiny, server, tmp_path):
+    records = download(tiny, tmp_path, [server.mirror("good")])
+    assert [r.origin for r in records] == ["download"] * 4
+    assert all(r.path == tmp_path / "tiny" / r.path.name for r in records)
+    assert files_under(tmp_path) == sorted(f"tiny/{name}" for name in NAMES.values())
+    for record in records:
+        assert record.path.read_bytes() == tiny.gz[record.path.name]
+    asked = len(server.requests)
+    again = download(tiny, tmp_path, [server.mirror("good")])
+    assert [r.origin for r in again] == ["cache"] * 4
+    assert len(server.requests) == asked  # nothing downloaded twice
+
+
+@pytest.mark.parametrize("bad", ["missing", "truncated", "short", "wrong", "slow"])
+def test_a_failing_mirror_falls_through_to_the_next_and_leaves_nothing_behind(
+    tiny, server, tmp_path, bad
+):
+    records = download(tiny, tmp_path, [server.mirror(bad), server.mirror("good")], timeout=0.25)
+    assert [r.origin for r in records] == ["download"] * 4
+    assert files_under(tmp_path) == sorted(f"tiny/{name}" for name in NAMES.values())
+    assert server.requests[:2] == [f"/{bad}/{NAMES['train_images']}",
+                                   f"/good/{NAMES['train_images']}"]
+
+
+def test_all_mirrors_failing_is_one_line_naming_each_reason_and_the_fix(tiny, server, tmp_path):
+    kinds = ["missing", "truncated", "short", "wrong", "slow"]
+    with pytest.raises(DataError) as err:
+        download(tiny, tmp_path, [server.mirror(kind) for kind in kinds], timeout=0.25)
+    message = str(err.value)
+    name = NAMES["train_images"]
+    url = {kind: f"{server.mirror(kind)}{name}" for kind in kinds}
+    assert message.startswith(f"could not download {name} [{url['missing']}: HTTP 404 ")
+    assert f"{url['truncated']}: truncated gzip data" in message
+    assert f"{url['short']}: IncompleteRead" in message
+    assert f"{url['wrong']}: wrong content (decompressed: " in message
+    assert f"{url['slow']}: timed out" in message
+    assert message.endswith(
+        "; sudo apt-get install dataset-tiny, or pass --data-dir DIR holding the 4 .gz files "
+        "of tiny"
+    )
+    assert "\n" not in message
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "mirror", ["http://example.com/data/", "http://10.0.0.1/", "ftp://127.0.0.1/", "file:///tmp/"]
+)
+def test_a_mirror_that_is_neither_https_nor_loopback_http_is_refused_up_front(
+    tiny, tmp_path, mirror
+):
+    tiny.put(tmp_path / "tiny")  # even with every file cached, the bad option is reported
+    with pytest.raises(DataError, match=r"is not an https:// URL \(plain http:// is allowed only"):
+        download(tiny, tmp_path, [mirror])
+
+
+def test_localhost_by_name_counts_as_loopback(tiny, server, tmp_path):
+    mirror = server.mirror("good").replace("127.0.0.1", "localhost")
+    assert [r.origin for r in download(tiny, tmp_path, [mirror])] == ["download"] * 4
+
+
+def test_a_failed_save_removes_its_temp_file(tiny, server, tmp_path, monkeypatch):
+    def disk_full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(DataError, match=r"cannot save .*tiny-train-images.gz \(No space left"):
+        download(tiny, tmp_path, [server.mirror("good")])
+    assert files_under(tmp_path) == []
+
+
+def test_load_dataset_downloads_then_splits(tiny, server, tmp_path):
+    splits = load_dataset("tiny", cache_dir=tmp_path, system_dirs=[],
+                          mirrors=[server.mirror("good")], registry={"tiny": tiny.spec})
+    assert [s.origin for s in splits.sources] == ["download"] * 4
+    np.testing.assert_array_equal(splits.x_val, tiny.arrays["train_images"][:3])

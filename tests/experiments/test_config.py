@@ -1,0 +1,89 @@
+"""Experiment files: the seed preset is the notebook; every mistake is one clear line."""
+
+from __future__ import annotations
+
+import pytest
+
+from bnlab.errors import ConfigError
+from bnlab.experiments.config import load_experiment, preset_names, with_overrides
+from bnlab.nn.model import param_counts
+
+GOOD = """
+name = "mine"
+epochs = 2
+[optimizer]
+name = "adam"
+learning_rate = 0.01
+b1 = 0.8
+[[variants]]
+name = "base"
+model = "baseline"
+[[variants]]
+name = "custom"
+layers = [
+  { type = "flatten" },
+  { type = "batch_norm", momentum = 0.9, epsilon = 1e-5 },
+  { type = "dense", units = 10, activation = "softmax" },
+]
+"""
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    return path
+
+
+def test_seed_preset_is_the_notebook_recipe():
+    config = load_experiment("seed")
+    assert "seed" in preset_names()
+    assert [v.name for v in config.variants] == ["baseline", "bn_after", "bn_before"]
+    assert (config.epochs, config.batch_size, config.seeds, config.seed) == (10, 32, 1, 42)
+    assert (config.optimizer.name, config.optimizer.learning_rate) == ("sgd", 1e-3)
+    totals = [param_counts(v.build())["total"] for v in config.variants]
+    assert totals == [266_610, 271_346, 270_946]
+
+
+def test_valid_file_builds_optimizer_with_arguments_and_custom_layers(tmp_path):
+    config = load_experiment(write(tmp_path, GOOD))
+    assert config.optimizer.args == {"b1": 0.8}
+    config.optimizer.build()  # optax.adam(learning_rate=0.01, b1=0.8)
+    model = config.variants[1].build()
+    assert model.layers[1].momentum == 0.9
+    assert with_overrides(config, seeds=5, epochs=None).seeds == 5
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("epochs = 2", "epoch = 2"), r"exp\.toml:3: epoch: unknown key; allowed: .*epochs"),
+    (("epochs = 2", 'epochs = "two"'), r"exp\.toml:3: epochs: must be int"),
+    (("epochs = 2", "epochs = 0"), r"epochs: must be ≥ 1"),
+    (('name = "adam"', 'name = "adamm"'), r"exp\.toml:5: optimizer\.name: 'adamm' is not an optax"),
+    (("b1 = 0.8", "beta1 = 0.8"), r"exp\.toml:7: optimizer\.beta1: not an argument of "
+                                  r"optax\.adam; allowed: .*b1"),
+    (('model = "baseline"', 'model = "resnet"'), r"exp\.toml:10: variants\[0\]\.model: unknown"),
+    (('{ type = "flatten" },', '{ type = "flaten" },'), r"layer type 'flaten' unknown"),
+    (("momentum = 0.9", "momentum = 1.5"), r"momentum must be in \[0, 1\]"),
+    (("momentum = 0.9", "momentun = 0.9"), r"batch_norm layer has no option 'momentun'"),
+    (('{ type = "flatten" },', ""), r"put a Flatten layer before it"),
+    (("epochs = 2", "epochs = 2\nepochs = 3"), r"invalid TOML: .*line 4"),
+])
+def test_invalid_file_gives_one_line_naming_file_key_and_allowed_values(tmp_path, edit, expected):
+    old, new = edit
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=expected) as err:
+        load_experiment(write(tmp_path, GOOD.replace(old, new, 1)))
+    assert "\n" not in str(err.value)
+
+
+def test_last_layer_must_give_class_scores(tmp_path):
+    text = GOOD.replace('{ type = "dense", units = 10, activation = "softmax" },',
+                        '{ type = "dense", units = 10 }, { type = "batch_norm" },')
+    with pytest.raises(ConfigError, match="last layer must be a dense layer"):
+        load_experiment(write(tmp_path, text))
+
+
+def test_unknown_preset_and_unreadable_file_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="no experiment file or preset named 'sed'; presets"):
+        load_experiment("sed")
+    with pytest.raises(ConfigError, match="cannot read experiment file"):
+        load_experiment(tmp_path / "missing.toml")

@@ -1,0 +1,53 @@
+"""The bnlab command: summaries with Keras's counts, and user errors as one line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bnlab.cli import main
+
+
+@pytest.mark.parametrize(("model", "total", "trainable", "non_trainable"), [
+    ("baseline", "266,610", "266,610", "0"),
+    ("bn_after", "271,346", "268,978", "2,368"),
+    ("bn_before", "270,946", "268,578", "2,368"),
+])
+def test_summary_prints_keras_totals_and_pytorch_view(capsys, model, total, trainable,
+                                                      non_trainable):
+    assert main(["summary", model]) == 0
+    out = capsys.readouterr().out
+    assert f"Total params: {total}" in out
+    assert f"Trainable params: {trainable}" in out
+    assert f"Non-trainable params: {non_trainable}" in out
+    assert f"PyTorch view: {trainable} parameters" in out
+    if model != "baseline":
+        assert "moving_variance" in out and "gamma" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["summary", "resnet"],
+    ["run", "no-such-experiment"],
+    ["seed", "--seeds", "0"],
+    ["data", "--data-dir", "EMPTY", "--no-download"],
+])
+def test_user_errors_exit_2_with_one_line_and_no_traceback(capsys, tmp_path, argv):
+    argv = [str(tmp_path) if a == "EMPTY" else a for a in argv]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "Traceback" not in captured.err
+
+
+def test_bad_experiment_file_names_the_line_in_a_real_subprocess(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nepochs = 3\nepochs = 4\n')
+    result = subprocess.run([sys.executable, "-m", "bnlab.cli", "run", str(bad), "--runs-dir",
+                             str(tmp_path / "runs")], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "bad.toml: invalid TOML" in result.stderr and "line 3" in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing is written for an invalid file
