@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     run_options.add_argument("--epochs", type=int, help="epochs (overrides the file)")
     run_options.add_argument("--runs-dir", type=Path, default=Path("runs"),
                              help="where run folders are written (default ./runs)")
+    run_options.add_argument("--resume", action="store_true",
+                             help="continue the newest unfinished run of this experiment")
 
     p = sub.add_parser("seed", parents=[run_options],
                        help="reproduce the notebook: baseline, bn_after, bn_before")
@@ -73,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[run_options], help="run an experiment file or preset")
     p.add_argument("experiment", help="path to a TOML experiment file, or a preset name")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("runs", help="list the runs under the runs directory")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.set_defaults(handler=cmd_runs)
+
+    p = sub.add_parser("show", help="print one run: config, results, verdicts")
+    p.add_argument("run", type=Path, help="a run folder (as listed by `bnlab runs`)")
+    p.set_defaults(handler=cmd_show)
     return parser
 
 
@@ -138,12 +148,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bnlab.experiments.runner import run_experiment
     from bnlab.report.console import epoch_line, results_table
     from bnlab.report.plots import plot_learning_curves
-    from bnlab.store import new_run_dir
+    from bnlab.store import find_resumable, new_run_dir
 
-    run_dir = new_run_dir(args.runs_dir, config.name)
+    if args.resume:
+        run_dir = find_resumable(args.runs_dir, config.to_dict())
+    else:
+        run_dir = new_run_dir(args.runs_dir, config.name)
     seeds = ", ".join(map(str, config.seed_list))
     console.print(f"[bold]{config.name}[/]: {len(config.variants)} models × {config.seeds} "
-                  f"seed(s) ({seeds}) × {config.epochs} epochs → {run_dir}")
+                  f"seed(s) ({seeds}) × {config.epochs} epochs → {run_dir}"
+                  + (" (resuming)" if args.resume else ""))
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True) as progress:
@@ -157,14 +171,78 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.console.print(f"Epoch {log.epoch}/{log.epochs}\n{epoch_line(log)}")
             progress.advance(task)
 
-        results = run_experiment(config, splits, run_dir, on_compiled=on_compiled,
-                                 on_epoch=on_epoch)
+        results = run_experiment(config, splits, run_dir, resume=args.resume,
+                                 on_compiled=on_compiled, on_epoch=on_epoch)
     plot_learning_curves(results, [run_dir / "curves.png", run_dir / "curves.svg"])
     console.print(results_table(results))
+    _print_verdicts({r.name: r.history["val_accuracy"][:, -1] for r in results}, config.epochs)
     console.print(f"total {time.perf_counter() - started:.1f} s")
     console.print(f"saved: {run_dir}/<model>/seed-<s>/history.csv (Keras CSVLogger columns), "
                   f"{run_dir / 'curves.png'}, {run_dir / 'summary.json'}")
     return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from bnlab.store import list_runs
+
+    runs = list_runs(args.runs_dir)
+    if not runs:
+        console.print(f"no runs under {args.runs_dir}")
+        return 0
+    table = Table(title=f"Runs under {args.runs_dir}", title_justify="left")
+    for column in ("run", "experiment", "variants", "seeds", "epochs", "status"):
+        table.add_column(column)
+    for run in runs:
+        config = run.config
+        table.add_row(run.path.name, config["name"],
+                      ", ".join(v["name"] for v in config["variants"]),
+                      str(config["seeds"]), f"{run.epochs_done}/{config['epochs']}",
+                      "complete" if run.complete else "[yellow]unfinished[/] (--resume)")
+    console.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import numpy as np
+    from rich.table import Table
+
+    from bnlab.report.console import mean_sd
+    from bnlab.store import load_run
+
+    run = load_run(args.run)
+    config, env = run.config, run.environment
+    console.print(f"[bold]{run.path}[/]: experiment {config['name']!r} — "
+                  f"{config.get('description', '')}")
+    console.print(f"optimizer {config['optimizer']['name']} lr "
+                  f"{config['optimizer']['learning_rate']:g}, batch {config['batch_size']}, "
+                  f"{config['epochs']} epochs, seeds {env['seeds']}; {env['device']}, "
+                  f"jax {env['packages'].get('jax')}")
+    table = Table(title="Final metrics (mean ± sd over seeds)", title_justify="left")
+    for column in ("variant", "epochs", "val_accuracy", "val_loss", "test_accuracy"):
+        table.add_column(column)
+    for name, history in run.histories.items():
+        test = run.summary[name]["test_accuracy"] if run.summary else None
+        table.add_row(name, str(history["loss"].shape[1]),
+                      mean_sd(history["val_accuracy"][:, -1]),
+                      mean_sd(history["val_loss"][:, -1]),
+                      mean_sd(np.asarray(test)) if test is not None else "unfinished")
+    console.print(table)
+    if run.complete:
+        _print_verdicts({n: h["val_accuracy"][:, -1] for n, h in run.histories.items()},
+                        config["epochs"])
+    return 0
+
+
+def _print_verdicts(finals: dict, epochs: int) -> None:
+    from bnlab.analysis.stats import compare_all
+
+    if len(finals) < 2:
+        return
+    console.print("[bold]Verdicts[/] (seed-paired t-tests on final validation accuracy):")
+    for comparison in compare_all(finals, epochs=epochs):
+        console.print(f"  • {comparison.verdict}")
 
 
 def _enable_compilation_cache(cache_dir: Path) -> None:

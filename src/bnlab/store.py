@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ import numpy as np
 
 from bnlab.errors import BnlabError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 CSV_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 
 
@@ -37,6 +40,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -104,3 +108,63 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run folder read back: ``histories[variant][metric]: (seeds, epochs_done)``."""
+
+    path: Path
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    summary: dict[str, Any] | None  # None while the run is unfinished
+    histories: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def complete(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def epochs_done(self) -> int:
+        return min((h["loss"].shape[1] for h in self.histories.values()), default=0)
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    """Read a run folder (JSON and CSV only)."""
+    if not (run_dir / "config.json").is_file():
+        raise BnlabError(f"{run_dir} is not a bnlab run folder (no config.json); "
+                         "`bnlab runs` lists the runs")
+    config = read_json(run_dir / "config.json")
+    summary_path = run_dir / "summary.json"
+    histories = {}
+    for variant in config["variants"]:
+        per_seed = [read_history_csv(p) for p in
+                    sorted((run_dir / variant["name"]).glob("seed-*/history.csv"),
+                           key=lambda p: int(p.parent.name.removeprefix("seed-")))]
+        if per_seed:
+            epochs = min(len(h["loss"]) for h in per_seed)
+            histories[variant["name"]] = {m: np.stack([h[m][:epochs] for h in per_seed])
+                                          for m in CSV_COLUMNS[1:]}
+    return RunRecord(run_dir, config, read_json(run_dir / "environment.json"),
+                     read_json(summary_path) if summary_path.exists() else None, histories)
+
+
+def list_runs(runs_dir: Path) -> list[RunRecord]:
+    """Every run folder under ``runs_dir``, oldest first."""
+    if not runs_dir.is_dir():
+        return []
+    folders = sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()),
+                     key=lambda p: ((p / "config.json").stat().st_mtime, p.name))
+    return [load_run(p) for p in folders]
+
+
+def find_resumable(runs_dir: Path, config: dict[str, Any]) -> Path:
+    """The newest unfinished run of exactly this resolved ``config``."""
+    same = json.loads(json.dumps(config, default=_json_default))
+    candidates = [r for r in list_runs(runs_dir) if r.config == same]
+    unfinished = [r for r in candidates if not r.complete]
+    if not unfinished:
+        state = "is already complete" if candidates else "was not found"
+        raise BnlabError(f"an unfinished run of {config['name']!r} with this configuration "
+                         f"{state} under {runs_dir}; run again without --resume")
+    return unfinished[-1].path

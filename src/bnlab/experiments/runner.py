@@ -23,6 +23,7 @@ from bnlab.errors import DivergenceError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig
 from bnlab.nn.model import Sequential
 from bnlab.store import atomic_write_bytes, atomic_write_json, history_csv
+from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from bnlab.train.engine import (
     RunKeys,
     TrainState,
@@ -124,22 +125,33 @@ def train_variant(
     config: ExperimentConfig,
     splits: Splits,
     *,
+    checkpoint: Path | None = None,
+    resume: bool = False,
     on_compiled: Callable[[str, float], None] | None = None,
-    on_epoch: Callable[[EpochLog, dict[str, np.ndarray]], None] | None = None,
+    on_epoch: Callable[[EpochLog, dict[str, np.ndarray], TrainState], None] | None = None,
 ) -> VariantResult:
     """Train all ``config.seed_list`` seeds of ``variant`` for ``config.epochs`` epochs.
 
-    ``on_epoch(log, history)`` is called after each epoch with the history so far.
+    With ``checkpoint`` (a path stem) the state is saved after every epoch; with ``resume``
+    training restarts from it, which gives the same numbers as an uninterrupted run (the
+    shuffle and dropout keys of an epoch derive from the seed and the epoch number).
+    ``on_epoch(log, history, state)`` is called after each epoch with the history so far.
     """
     trainer = VariantTrainer(variant, config, splits, config.seed_list)
     state = trainer.init_state()
+    history = {m: np.zeros((len(trainer.seeds), config.epochs)) for m in METRICS}
+    epoch_seconds: list[float] = []
+    first_epoch = 0
+    if resume and checkpoint is not None and checkpoint.with_suffix(".json").exists():
+        state, first_epoch, saved = load_checkpoint(checkpoint, state)
+        for m in METRICS:
+            history[m][:, :first_epoch] = np.asarray(saved["history"][m])[:, :first_epoch]
+        epoch_seconds = list(saved["epoch_seconds"])[:first_epoch]
     compile_seconds = trainer.compile(state)
     if on_compiled:
         on_compiled(variant.name, compile_seconds)
     x_val, y_val = jnp.asarray(splits.x_val), jnp.asarray(splits.y_val)
-    history = {m: np.zeros((len(trainer.seeds), config.epochs)) for m in METRICS}
-    epoch_seconds = []
-    for epoch in range(config.epochs):
+    for epoch in range(first_epoch, config.epochs):
         start = time.perf_counter()
         state, loss, accuracy = trainer.train_epoch(state, epoch)
         val_loss, val_accuracy = trainer.evaluate(state, x_val, y_val)
@@ -148,9 +160,15 @@ def train_variant(
         for metric, values in zip(METRICS, (loss, accuracy, val_loss, val_accuracy), strict=True):
             history[metric][:, epoch] = values
         epoch_seconds.append(seconds)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, state, epoch=epoch + 1,
+                            keys={"root": jnp.stack([jax.random.key(s) for s in trainer.seeds])},
+                            metadata={"variant": variant.name, "seeds": list(trainer.seeds),
+                                      "epoch_seconds": epoch_seconds,
+                                      "history": {m: history[m][:, : epoch + 1] for m in METRICS}})
         if on_epoch:
             on_epoch(EpochLog(variant.name, epoch + 1, config.epochs, trainer.steps, seconds,
-                              {m: history[m][:, epoch] for m in METRICS}), history)
+                              {m: history[m][:, epoch] for m in METRICS}), history, state)
     test_loss, test_accuracy = trainer.evaluate(state, jnp.asarray(splits.x_test),
                                                 jnp.asarray(splits.y_test))
     return VariantResult(variant.name, trainer.model, trainer.seeds, history, test_loss,
@@ -173,21 +191,24 @@ def run_experiment(
     splits: Splits,
     run_dir: Path,
     *,
+    resume: bool = False,
     on_compiled: Callable[[str, float], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> list[VariantResult]:
     """Train every variant × seed of ``config`` and keep everything in ``run_dir``.
 
-    Writes ``config.json`` and ``environment.json`` first, each seed's ``history.csv``
-    after every epoch (an interrupted run keeps its finished epochs), and ``summary.json``
-    with the final validation and test metrics at the end.
+    Writes ``config.json`` and ``environment.json`` first; after every epoch each seed's
+    ``history.csv`` and the variant's checkpoint (so an interrupted run loses at most the
+    epoch in progress and resumes with ``resume=True``); ``summary.json`` at the end.
     """
-    atomic_write_json(run_dir / "config.json", config.to_dict())
-    atomic_write_json(run_dir / "environment.json", environment(config))
+    if not resume:
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+        atomic_write_json(run_dir / "environment.json", environment(config))
     results = []
     for variant in config.variants:
 
-        def save_epoch(log: EpochLog, history: dict[str, np.ndarray]) -> None:
+        def save_epoch(log: EpochLog, history: dict[str, np.ndarray], state) -> None:
+            del state
             for i, seed in enumerate(config.seed_list):
                 rows = {m: history[m][i, : log.epoch] for m in METRICS}
                 atomic_write_bytes(run_dir / log.variant / f"seed-{seed}" / "history.csv",
@@ -195,8 +216,9 @@ def run_experiment(
             if on_epoch:
                 on_epoch(log)
 
-        results.append(train_variant(variant, config, splits, on_compiled=on_compiled,
-                                     on_epoch=save_epoch))
+        results.append(train_variant(
+            variant, config, splits, checkpoint=run_dir / variant.name / "checkpoint",
+            resume=resume, on_compiled=on_compiled, on_epoch=save_epoch))
     atomic_write_json(run_dir / "summary.json", {
         r.name: {
             "seeds": list(r.seeds),

@@ -73,17 +73,18 @@ def results_table(results: Sequence[VariantResult]) -> Table:
     for result in results:
         table.add_row(
             result.name,
-            _mean_sd(result.history["val_accuracy"][:, -1]),
-            _mean_sd(result.history["val_loss"][:, -1]),
-            _mean_sd(result.test_accuracy),
-            _mean_sd(result.test_loss),
+            mean_sd(result.history["val_accuracy"][:, -1]),
+            mean_sd(result.history["val_loss"][:, -1]),
+            mean_sd(result.test_accuracy),
+            mean_sd(result.test_loss),
             f"{np.median(result.epoch_seconds[1:] or result.epoch_seconds):.2f}",
             f"{result.compile_seconds:.1f}",
         )
     return table
 
 
-def _mean_sd(values: np.ndarray) -> str:
+def mean_sd(values: np.ndarray) -> str:
+    """``0.8406`` for one value, ``0.8406 ± 0.0031`` (sample sd) for several."""
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"

@@ -1,0 +1,94 @@
+"""A run killed with SIGKILL resumes from its last finished epoch and ends where an
+uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnlab.store import load_run
+
+pytestmark = pytest.mark.realdata
+
+EXPERIMENT = """
+name = "resume"
+epochs = 5
+seeds = 2
+[optimizer]
+name = "sgd"
+learning_rate = 0.01
+[[variants]]
+name = "bn"
+layers = [
+  { type = "flatten" },
+  { type = "batch_norm" },
+  { type = "dense", units = 64, activation = "relu" },
+  { type = "dense", units = 10, activation = "softmax" },
+]
+"""
+
+
+def bnlab(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bnlab.cli", *args]
+
+
+def checkpoint_epoch(runs: Path) -> int:
+    for path in runs.glob("*/bn/checkpoint.json"):
+        try:
+            return json.loads(path.read_text())["epoch"]
+        except (json.JSONDecodeError, FileNotFoundError):
+            return 0
+    return 0
+
+
+def test_sigkilled_run_resumes_to_the_same_final_metrics(fashion_mnist, tmp_path):
+    del fashion_mnist  # skip when the real data is absent
+    experiment = tmp_path / "resume.toml"
+    experiment.write_text(EXPERIMENT)
+    env = {**os.environ, "BNLAB_CACHE_DIR": str(tmp_path / "cache")}
+    common = ["--runs-dir"]
+
+    killed_runs = tmp_path / "killed"
+    process = subprocess.Popen(bnlab("run", str(experiment), *common, str(killed_runs)),
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while checkpoint_epoch(killed_runs) < 2 and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (run_dir,) = killed_runs.iterdir()
+    interrupted = load_run(run_dir)
+    # The checkpoint is written before the history CSVs, so they may lag it by one epoch.
+    assert not interrupted.complete and checkpoint_epoch(killed_runs) < 5
+    assert interrupted.epochs_done >= 1
+
+    subprocess.run(bnlab("run", str(experiment), *common, str(killed_runs), "--resume"),
+                   env=env, check=True, capture_output=True)
+    subprocess.run(bnlab("run", str(experiment), *common, str(tmp_path / "straight")),
+                   env=env, check=True, capture_output=True)
+    (straight_dir,) = (tmp_path / "straight").iterdir()
+    resumed, straight = load_run(run_dir), load_run(straight_dir)
+    assert resumed.complete
+    for metric, values in straight.histories["bn"].items():
+        np.testing.assert_allclose(resumed.histories["bn"][metric], values, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(resumed.summary["bn"]["test_accuracy"],
+                               straight.summary["bn"]["test_accuracy"], rtol=0, atol=1e-6)
+
+
+def test_resume_without_an_unfinished_run_is_a_clear_error(tmp_path):
+    experiment = tmp_path / "resume.toml"
+    experiment.write_text(EXPERIMENT)
+    result = subprocess.run(bnlab("run", str(experiment), "--runs-dir", str(tmp_path / "r"),
+                                  "--resume"), capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert "was not found" in result.stderr and "without --resume" in result.stderr
+    assert "Traceback" not in result.stderr
