@@ -173,7 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         results = run_experiment(config, splits, run_dir, resume=args.resume,
                                  on_compiled=on_compiled, on_epoch=on_epoch)
-    plot_learning_curves(results, [run_dir / "curves.png", run_dir / "curves.svg"])
+    plot_learning_curves({r.name: r.history for r in results},
+                         [run_dir / "curves.png", run_dir / "curves.svg"])
     console.print(results_table(results))
     _print_verdicts({r.name: r.history["val_accuracy"][:, -1] for r in results}, config.epochs)
     console.print(f"total {time.perf_counter() - started:.1f} s")

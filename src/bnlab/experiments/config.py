@@ -110,6 +110,16 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Inverse of ``ExperimentConfig.to_dict`` (a run's stored ``config.json``)."""
+    return ExperimentConfig(
+        **{k: v for k, v in data.items() if k not in ("variants", "optimizer")},
+        variants=tuple(VariantConfig(v["name"], v["model"], tuple(v["layers"]))
+                       for v in data["variants"]),
+        optimizer=OptimizerConfig(**data["optimizer"]),
+    )
+
+
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 

@@ -30,6 +30,7 @@ from bnlab.train.engine import (
     init_train_state,
     make_evaluate,
     make_train_epoch,
+    scale_pixels,
     steps_per_epoch,
 )
 
@@ -81,6 +82,7 @@ class VariantTrainer:
         self._evaluate = jax.jit(jax.vmap(make_evaluate(self.model), in_axes=(0, 0, None, None)))
         self._eval_shapes = {len(splits.y_val): splits.x_val, len(splits.y_test): splits.x_test}
         self._evaluate_compiled: dict[int, Callable] = {}
+        self._probe: Callable | None = None
         self.compile_seconds = 0.0
 
     def init_state(self) -> TrainState:
@@ -111,6 +113,17 @@ class VariantTrainer:
         shuffle, dropout = self.epoch_keys(epoch)
         state, metrics = self._epoch(state, self.x_train, self.y_train, shuffle, dropout)
         return state, np.asarray(metrics.loss), np.asarray(metrics.accuracy)
+
+    def probe(self, state: TrainState, images: jax.Array) -> dict[str, np.ndarray]:
+        """Inference-mode intermediates on a fixed probe batch ``images: (rows, …) uint8``:
+        ``{layer_name or "<dense>/pre_activation": (seeds, rows, features)}``."""
+        if self._probe is None:
+            def intermediates(params, bn_state, x):
+                return self.model.apply_with_intermediates(params, bn_state, scale_pixels(x),
+                                                           train=False)[2]
+            self._probe = jax.jit(jax.vmap(intermediates, in_axes=(0, 0, None)))
+        outputs = self._probe(state.params, state.bn_state, images)
+        return {name: np.asarray(values) for name, values in outputs.items()}
 
     def evaluate(self, state: TrainState, images: jax.Array,
                  labels: jax.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -12,29 +12,30 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bnlab.experiments.runner import VariantResult
 from bnlab.store import atomic_write_bytes
 
 
-def plot_learning_curves(results: Sequence[VariantResult], paths: Sequence[Path]) -> None:
+def plot_learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
+                         paths: Sequence[Path]) -> None:
     """Loss and accuracy per epoch, train (dashed) and validation (solid), per variant.
 
-    With several seeds each line is the mean and the band spans min–max over seeds.
-    Saved to every path in ``paths`` (format from the suffix: ``.png``, ``.svg``).
+    ``histories[variant][metric]: (seeds, epochs)`` for ``loss``, ``accuracy``,
+    ``val_loss``, ``val_accuracy``. With several seeds each line is the mean and the band
+    spans min–max over seeds. Saved to every path in ``paths`` (format from the suffix).
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for color_index, result in enumerate(results):
+    for color_index, (name, history) in enumerate(histories.items()):
         color = f"C{color_index}"
-        epochs = np.arange(1, result.history["loss"].shape[1] + 1)
+        epochs = np.arange(1, history["loss"].shape[1] + 1)
         for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
             for key, style, label in ((metric, "--", "train"), (f"val_{metric}", "-", "val")):
-                values = result.history[key]
+                values = history[key]
                 ax.plot(epochs, values.mean(axis=0), style, color=color, marker="o",
-                        markersize=3, label=f"{result.name} ({label})")
+                        markersize=3, label=f"{name} ({label})")
                 if values.shape[0] > 1:
                     ax.fill_between(epochs, values.min(axis=0), values.max(axis=0),
                                     color=color, alpha=0.15, linewidth=0)
-    seeds = len(results[0].seeds)
+    seeds = next(iter(histories.values()))["loss"].shape[0]
     suffix = f" — mean of {seeds} seeds, band = min–max" if seeds > 1 else ""
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.set_xlabel("epoch")
