@@ -1,0 +1,79 @@
+"""Run folders: atomic writes, Keras CSVLogger format, listing and resuming lookups."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from bnlab.errors import BnlabError
+from bnlab.store import (
+    atomic_write_bytes,
+    atomic_write_json,
+    find_resumable,
+    history_csv,
+    list_runs,
+    load_run,
+    new_run_dir,
+    read_history_csv,
+)
+
+
+def test_history_csv_has_keras_csvlogger_columns_and_round_trips(tmp_path):
+    history = {"loss": [1.5, 0.75], "accuracy": [0.5, 0.625], "val_loss": [1.25, 0.5],
+               "val_accuracy": [0.5, 0.75]}
+    text = history_csv(history)
+    assert text.splitlines()[0] == "epoch,accuracy,loss,val_accuracy,val_loss"
+    assert text.splitlines()[1] == "0,0.5,1.5,0.5,1.25"
+    (tmp_path / "h.csv").write_text(text)
+    back = read_history_csv(tmp_path / "h.csv")
+    for key, values in history.items():
+        np.testing.assert_array_equal(back[key], values)
+
+
+def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"v": 1})
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new")
+    assert target.read_text().strip() == '{\n  "v": 1\n}'
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def write_run(runs, name, *, complete: bool, seeds=(1,)):
+    run = new_run_dir(runs, name)
+    config = {"name": name, "epochs": 2, "seeds": len(seeds),
+              "variants": [{"name": "v", "model": "baseline", "layers": []}]}
+    atomic_write_json(run / "config.json", config)
+    atomic_write_json(run / "environment.json", {"seeds": list(seeds)})
+    for seed in seeds:
+        atomic_write_bytes(run / "v" / f"seed-{seed}" / "history.csv", history_csv(
+            {"loss": [1.0], "accuracy": [0.5], "val_loss": [1.0], "val_accuracy": [0.5]}
+        ).encode())
+    if complete:
+        atomic_write_json(run / "summary.json", {})
+    return run, config
+
+
+def test_listing_loading_and_finding_the_run_to_resume(tmp_path):
+    done, config = write_run(tmp_path, "exp", complete=True)
+    unfinished, _ = write_run(tmp_path, "exp", complete=False, seeds=(1, 2))
+    runs = list_runs(tmp_path)
+    assert [r.path for r in runs] == [done, unfinished]
+    record = load_run(unfinished)
+    assert not record.complete and record.epochs_done == 1
+    assert record.histories["v"]["loss"].shape == (2, 1)
+    assert find_resumable(tmp_path, {**config, "seeds": 2}) == unfinished
+    with pytest.raises(BnlabError, match="already complete"):
+        find_resumable(tmp_path, config)
+
+
+def test_loading_a_folder_that_is_not_a_run_says_so(tmp_path):
+    with pytest.raises(BnlabError, match="is not a bnlab run folder"):
+        load_run(tmp_path)

@@ -1,0 +1,56 @@
+"""Checkpoints restore exactly, and refuse damaged or foreign files with one clear line."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from bnlab.errors import BnlabError
+from bnlab.nn.zoo import get_model
+from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from bnlab.train.engine import init_train_state
+
+
+def adam_state(seed: int = 0):
+    return init_train_state(get_model("bn_after"), optax.adam(1e-3), jax.random.key(seed))
+
+
+def test_round_trip_restores_params_bn_statistics_optimizer_state_and_epoch(tmp_path):
+    state = adam_state()
+    keys = {"root": jax.random.key(7)}
+    save_checkpoint(tmp_path / "ckpt", state, epoch=3, keys=keys, metadata={"note": "x"})
+    restored, epoch, metadata = load_checkpoint(tmp_path / "ckpt", adam_state(seed=1))
+    assert epoch == 3 and metadata["note"] == "x"
+    for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state),
+                         strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(state)
+
+
+def test_checkpoint_files_are_safetensors_and_json_never_pickle(tmp_path):
+    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, keys={}, metadata={})
+    header = (tmp_path / "ckpt.safetensors").read_bytes()[:8]
+    assert int.from_bytes(header, "little") > 0  # safetensors: u64 header length first
+    assert (tmp_path / "ckpt.json").read_text().startswith("{")
+
+
+def test_arrays_from_another_save_are_detected(tmp_path):
+    save_checkpoint(tmp_path / "a", adam_state(0), epoch=1, keys={}, metadata={})
+    save_checkpoint(tmp_path / "b", adam_state(1), epoch=2, keys={}, metadata={})
+    (tmp_path / "a.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
+    with pytest.raises(BnlabError, match=r"does not match a\.json"):
+        load_checkpoint(tmp_path / "a", adam_state())
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, keys={}, metadata={})
+    other = init_train_state(get_model("baseline"), optax.adam(1e-3), jax.random.key(0))
+    with pytest.raises(BnlabError, match="does not fit this experiment"):
+        load_checkpoint(tmp_path / "ckpt", other)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(BnlabError, match="missing; rerun without --resume"):
+        load_checkpoint(tmp_path / "nothing", adam_state())
