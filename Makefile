@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: seed test lint data bench clean
+.PHONY: seed test lint data test-tools bench bench-envs clean
 .DEFAULT_GOAL := seed
 
 $(BIN)/python:
@@ -25,10 +25,14 @@ $(VENV)/.test: pyproject.toml $(VENV)/.runtime
 data:
 	@bash scripts/install-data.sh
 
+# Debian's chromium for the HTML report's browser test (skipped, with a reason, if absent).
+test-tools:
+	@bash scripts/install-test-tools.sh
+
 seed: $(VENV)/.runtime data
 	$(BIN)/bnlab seed $(ARGS)
 
-test: $(VENV)/.test data
+test: $(VENV)/.test data test-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(ARGS)
 

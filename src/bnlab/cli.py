@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print one run: config, results, verdicts")
     p.add_argument("run", type=Path, help="a run folder (as listed by `bnlab runs`)")
     p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of one or more runs")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                   help="run folders (as listed by `bnlab runs`)")
+    p.add_argument("--out", type=Path,
+                   help="the HTML file (default RUN/report.html for one run, "
+                        "./report.html for several)")
+    p.set_defaults(handler=cmd_report)
     return parser
 
 
@@ -233,6 +241,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run.complete:
         _print_verdicts({n: h["val_accuracy"][:, -1] for n, h in run.histories.items()},
                         config["epochs"])
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bnlab.report.html import write_report
+    from bnlab.store import load_run
+
+    runs = [load_run(path) for path in args.runs]
+    out = args.out or (args.runs[0] / "report.html" if len(runs) == 1 else Path("report.html"))
+    console.print(str(write_report(runs, out)), markup=False)
     return 0
 
 

@@ -1,0 +1,281 @@
+"""The self-contained HTML report of one or more runs.
+
+One file a reader can open anywhere, offline: the CSS is inline, the learning curves are
+PNGs inlined as ``data:`` URLs, there is no script and nothing is fetched from the network.
+Per run it shows the experiment (recipe, environment, folder), the final metrics over seeds
+with their 95% t intervals, the seed-paired verdicts, the learning curves and a Keras-style
+summary of every model. An unfinished run is reported with what it has so far.
+
+Every string that comes from a run (names, descriptions, paths, versions) is escaped with
+``html.escape``: a run folder is data, never markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bnlab.analysis.stats import compare_all, summarize_over_seeds
+from bnlab.data.datasets import DATASETS
+from bnlab.errors import BnlabError
+from bnlab.experiments.config import ExperimentConfig, VariantConfig, config_from_dict
+from bnlab.nn.model import param_counts
+from bnlab.report.console import summary_table
+from bnlab.report.plots import plot_learning_curves
+from bnlab.store import RunRecord, atomic_write_bytes
+
+CONFIDENCE = 0.95
+RESULT_METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+
+
+def write_report(runs: Sequence[RunRecord], out: Path) -> Path:
+    """Write the report of ``runs`` to ``out`` atomically and return ``out``."""
+    atomic_write_bytes(out, render_report(runs).encode("utf-8"))
+    return out
+
+
+def render_report(runs: Sequence[RunRecord]) -> str:
+    """The report of ``runs`` as one HTML document (a string)."""
+    if not runs:
+        raise BnlabError("no runs to report; pass at least one run folder")
+    title = ("bnlab report: " + runs[0].config["name"] if len(runs) == 1
+             else f"bnlab report: {len(runs)} runs")
+    contents = ""
+    if len(runs) > 1:
+        items = "".join(f'<li><a href="#run-{i}">{_e(run.config["name"])}</a> '
+                        f'<span class="muted">{_e(run.path.name)}</span></li>'
+                        for i, run in enumerate(runs, 1))
+        contents = f'<nav><h2>Runs</h2><ol>{items}</ol></nav>'
+    sections = "\n".join(_run_section(run, f"run-{i}") for i, run in enumerate(runs, 1))
+    generated = time.strftime("%Y-%m-%d %H:%M:%S")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+<header><h1>{_e(title)}</h1>
+<p class="muted">Generated {_e(generated)} by bnlab. Self-contained: no scripts, no network.
+Values are mean ± sample sd over seeds; intervals are {CONFIDENCE:.0%} Student-t intervals of
+the mean.</p></header>
+{contents}
+{sections}
+</main>
+</body>
+</html>
+"""
+
+
+def _run_section(run: RunRecord, anchor: str) -> str:
+    config = config_from_dict(run.config)
+    if run.complete:
+        status = '<span class="badge ok">complete</span>'
+    else:
+        status = '<span class="badge warn">unfinished</span>'
+    description = (f'<p class="description">{_e(config.description)}</p>'
+                   if config.description else "")
+    return f"""<section class="run" id="{anchor}">
+<h2>{_e(config.name)} {status}</h2>
+{description}
+<h3>Experiment</h3>
+{_experiment_table(run, config)}
+<h3>Results</h3>
+{_results_table(run, config)}
+{_verdicts(run, config)}
+<h3>Learning curves</h3>
+{_curves(run)}
+<h3>Models</h3>
+<div class="models">{"".join(_model_summary(v, config) for v in config.variants)}</div>
+</section>"""
+
+
+def _experiment_table(run: RunRecord, config: ExperimentConfig) -> str:
+    env = run.environment
+    optimizer = f"{config.optimizer.name}, learning rate {config.optimizer.learning_rate:g}"
+    if config.optimizer.args:
+        optimizer += ", " + ", ".join(f"{k}={v!r}" for k, v in config.optimizer.args.items())
+    packages = ", ".join(f"{name} {version or 'not installed'}"
+                         for name, version in env.get("packages", {}).items())
+    device = str(env.get("device", "unknown"))
+    if env.get("device_count", 1) > 1:
+        device += f" × {env['device_count']}"
+    rows = [
+        ("run folder", f"<code>{_e(run.path)}</code>"),
+        ("variants", _e(", ".join(v.name for v in config.variants))),
+        ("dataset", _e(config.dataset)),
+        ("optimizer", _e(optimizer)),
+        ("batch size", _e(config.batch_size)),
+        ("epochs", _e(config.epochs if run.complete else
+                      f"{config.epochs} planned; the results show what each variant finished")),
+        ("seeds", _e(", ".join(map(str, env.get("seeds", config.seed_list))))),
+        ("device", _e(device)),
+        ("python", _e(f"{env.get('python', '?')} on {env.get('platform', '?')}")),
+        ("packages", _e(packages)),
+    ]
+    body = "".join(f'<tr><th scope="row">{k}</th><td>{v}</td></tr>' for k, v in rows)
+    return f'<table class="facts">{body}</table>'
+
+
+def _results_table(run: RunRecord, config: ExperimentConfig) -> str:
+    head = "".join(f'<th class="num">{m}</th>' for m in RESULT_METRICS)
+    rows = []
+    for variant in config.variants:
+        history = run.histories.get(variant.name)
+        if history is None:
+            cells = '<td class="muted" colspan="5">not started</td>'
+        else:
+            finals = {m: history[m][:, -1] for m in ("val_accuracy", "val_loss")}
+            summary = (run.summary or {}).get(variant.name)
+            for metric in ("test_accuracy", "test_loss"):
+                finals[metric] = None if summary is None else np.asarray(summary[metric])
+            cells = f'<td class="num">{history["loss"].shape[1]}</td>' + "".join(
+                _metric_cell(finals[m]) for m in RESULT_METRICS)
+        rows.append(f"<tr><td>{_e(variant.name)}</td>{cells}</tr>")
+    note = "" if run.complete else (
+        '<p class="note">The run is unfinished: validation metrics are from the last finished '
+        "epoch; test metrics are computed at the end of training.</p>")
+    return (f'<table class="results"><thead><tr><th>variant</th><th class="num">epochs</th>'
+            f'{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}')
+
+
+def _metric_cell(values: np.ndarray | None) -> str:
+    """``mean ± sd`` over seeds, the confidence interval below it."""
+    if values is None:
+        return '<td class="num muted">pending</td>'
+    s = summarize_over_seeds(values, CONFIDENCE)
+    if s.n == 1:
+        return f'<td class="num">{s.mean:.4f}<div class="ci">one seed: no interval</div></td>'
+    return (f'<td class="num">{s.mean:.4f} ± {s.std:.4f}'
+            f'<div class="ci">{CONFIDENCE:.0%} CI [{s.ci_low:.4f}, {s.ci_high:.4f}]</div></td>')
+
+
+def _verdicts(run: RunRecord, config: ExperimentConfig) -> str:
+    if len(config.variants) < 2:
+        return ""
+    heading = "<h3>Verdicts</h3>"
+    if not run.complete:
+        return (f'{heading}<p class="note">Verdicts compare the final validation accuracy; they '
+                "appear when the run is complete.</p>")
+    finals = {name: h["val_accuracy"][:, -1] for name, h in run.histories.items()}
+    try:
+        comparisons = compare_all(finals, epochs=config.epochs)
+    except BnlabError as err:
+        return f'{heading}<p class="note">No verdicts: {_e(err)}</p>'
+    items = "".join(f'<li class="{"win" if c.winner else "tie"}">{_e(c.verdict)}</li>'
+                    for c in comparisons)
+    return (f'{heading}<p class="muted">Seed-paired t-tests on the final validation accuracy '
+            f'(α = 0.05, not corrected for multiple comparisons).</p>'
+            f'<ul class="verdicts">{items}</ul>')
+
+
+def _curves(run: RunRecord) -> str:
+    if not run.histories:
+        return '<p class="note">No epoch has finished yet.</p>'
+    with tempfile.TemporaryDirectory(prefix="bnlab-report-") as tmp:
+        path = Path(tmp) / "curves.png"
+        plot_learning_curves(run.histories, [path])
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="Loss and accuracy per '
+            f'epoch of {_e(", ".join(run.histories))}, train dashed, validation solid">'
+            "<figcaption>Train (dashed) and validation (solid) loss and accuracy per epoch."
+            "</figcaption></figure>")
+
+
+def _model_summary(variant: VariantConfig, config: ExperimentConfig) -> str:
+    """Keras ``model.summary()`` as a table: the rows of ``console.summary_table``."""
+    spec = DATASETS.get(config.dataset)
+    model = (variant.build(spec.train_images.shape[1:]) if spec is not None
+             else variant.build())
+    table = summary_table(model)
+    rows = []
+    for layer, shape, params in zip(*(column.cells for column in table.columns), strict=True):
+        name, _, type_name = str(layer).rpartition(" (")  # "dense_1 (Dense)"
+        rows.append(f'<tr><td>{_e(name)} <span class="type">({_e(type_name)}</span></td>'
+                    f'<td><code>{_e(shape)}</code></td><td class="num">{_e(params)}</td></tr>')
+    counts = param_counts(model)
+    pytorch = str(table.caption).splitlines()[-1]  # "PyTorch view: …", as `bnlab summary`
+    origin = f"preset {variant.model}" if variant.model else "custom layers"
+    return f"""<div class="model"><h4>{_e(variant.name)}
+<span class="muted">{_e(origin)}</span></h4>
+<table class="summary"><thead><tr><th>Layer (type)</th><th>Output Shape</th>
+<th class="num">Param #</th></tr></thead><tbody>{"".join(rows)}</tbody></table>
+<dl class="totals">
+<dt>Total params</dt><dd>{counts["total"]:,}</dd>
+<dt>Trainable params</dt><dd>{counts["trainable"]:,}</dd>
+<dt>Non-trainable params</dt><dd>{counts["non_trainable"]:,}</dd>
+</dl><p class="pytorch">{_e(pytorch)}</p></div>"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+_CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --zebra: #f6f8fa;
+  --accent: #0969da; --ok: #1a7f37; --warn: #9a6700; --bg: #ffffff; }
+* { box-sizing: border-box; }
+body { margin: 0; background: #eef1f4; color: var(--fg); line-height: 1.5;
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+  sans-serif; }
+main { max-width: 1240px; margin: 0 auto; padding: 24px 20px 48px; }
+header h1 { margin: 0 0 4px; font-size: 26px; }
+h2 { font-size: 21px; margin: 0 0 6px; display: flex; align-items: center; gap: 10px;
+  flex-wrap: wrap; }
+h3 { font-size: 16px; margin: 26px 0 8px; padding-bottom: 4px;
+  border-bottom: 1px solid var(--line); }
+h4 { font-size: 15px; margin: 0 0 8px; }
+nav, section.run { background: var(--bg); border: 1px solid var(--line); border-radius: 8px;
+  padding: 20px 24px; margin: 20px 0; }
+nav h2 { font-size: 17px; }
+nav ol { margin: 0; padding-left: 22px; }
+a { color: var(--accent); }
+.muted { color: var(--muted); font-weight: normal; font-size: 13px; }
+.description { margin: 0 0 4px; font-size: 15px; }
+.note { color: var(--warn); background: #fff8c5; border: 1px solid #eed888; border-radius: 6px;
+  padding: 6px 10px; font-size: 14px; }
+.badge { font-size: 12px; font-weight: 600; padding: 2px 9px; border-radius: 999px;
+  border: 1px solid currentColor; }
+.badge.ok { color: var(--ok); background: #dafbe1; }
+.badge.warn { color: var(--warn); background: #fff8c5; }
+code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
+  overflow-wrap: anywhere; }
+table { border-collapse: collapse; font-size: 14px; }
+th, td { padding: 5px 10px; text-align: left; vertical-align: top; }
+thead th { border-bottom: 2px solid var(--line); font-weight: 600; white-space: nowrap; }
+tbody tr:nth-child(even), table.facts tr:nth-child(even) { background: var(--zebra); }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.facts { width: 100%; }
+table.facts th { width: 140px; color: var(--muted); font-weight: 600; }
+table.results { width: 100%; border: 1px solid var(--line); }
+.ci { color: var(--muted); font-size: 12px; }
+ul.verdicts { list-style: none; padding: 0; margin: 0; }
+ul.verdicts li { border-left: 4px solid var(--line); background: var(--zebra);
+  padding: 6px 12px; margin: 6px 0; border-radius: 0 6px 6px 0; }
+ul.verdicts li.win { border-left-color: var(--ok); }
+figure { margin: 0; }
+figure img { display: block; width: 100%; height: auto; border: 1px solid var(--line);
+  border-radius: 6px; }
+figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
+.models { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr));
+  gap: 16px; align-items: start; }
+.model { border: 1px solid var(--line); border-radius: 6px; padding: 12px 14px; }
+table.summary { width: 100%; font-size: 13px; }
+table.summary th, table.summary td { padding: 3px 6px; }
+table.summary td:nth-child(2) { white-space: nowrap; }
+.type { display: block; color: var(--muted); font-size: 12px; }
+dl.totals { display: grid; grid-template-columns: auto auto; gap: 0 12px; margin: 10px 0 4px;
+  font-size: 13px; }
+dl.totals dt { color: var(--muted); }
+dl.totals dd { margin: 0; text-align: right; font-variant-numeric: tabular-nums; }
+.pytorch { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
+"""

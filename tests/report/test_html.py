@@ -1,0 +1,208 @@
+"""The HTML report: one self-contained file, every run string escaped, the numbers of the run,
+and a real headless Chromium renders it offline (images decoded, no console errors)."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bnlab.analysis.stats import compare_all
+from bnlab.cli import main
+from bnlab.experiments.config import ExperimentConfig, OptimizerConfig, VariantConfig
+from bnlab.experiments.runner import run_experiment
+from bnlab.report.html import write_report
+from bnlab.store import history_csv, load_run, read_history_csv
+from tests.synthetic import tiny_splits
+
+PLAIN_LAYERS = (
+    {"type": "flatten"},
+    {"type": "dense", "units": 8, "activation": "relu"},
+    {"type": "dense", "units": 3, "activation": "softmax"},
+)
+BN_LAYERS = (
+    {"type": "flatten"},
+    {"type": "batch_norm"},
+    {"type": "dense", "units": 8, "activation": "relu"},
+    {"type": "batch_norm"},
+    {"type": "dense", "units": 3, "activation": "softmax"},
+)
+HOSTILE = "bn_<script>&'q\""  # a variant name that is markup (a legal folder name)
+DESCRIPTION = '<script>alert("x")</script> & <b>friends</b>'
+CHROMIUM = Path("/usr/bin/chromium")
+# Chromium with no way out: every host resolves to NOTFOUND and every request that is not
+# loopback goes to a proxy on the discard port, which refuses. file:// pages still load.
+OFFLINE_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>", "--host-resolver-rules=MAP * ~NOTFOUND",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A finished 2-variant × 2-seed × 2-epoch run on the synthetic 4×4 splits (a few s)."""
+    config = ExperimentConfig(
+        name="tiny-report", description=DESCRIPTION, epochs=2, batch_size=32, seeds=2,
+        optimizer=OptimizerConfig("sgd", 0.1),
+        variants=(VariantConfig("plain", layers=PLAIN_LAYERS),
+                  VariantConfig(HOSTILE, layers=BN_LAYERS)))
+    path = tmp_path_factory.mktemp("runs") / "tiny-report-20260101-000000"
+    run_experiment(config, tiny_splits(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(run_dir, tmp_path_factory) -> tuple[Path, str]:
+    out = write_report([load_run(run_dir)], tmp_path_factory.mktemp("report") / "report.html")
+    return out, out.read_text(encoding="utf-8")
+
+
+def test_report_names_the_experiment_its_settings_and_every_variant(report, run_dir):
+    _, text = report
+    assert "<title>bnlab report: tiny-report</title>" in text
+    for expected in ("sgd, learning rate 0.1", "<td>32</td>", "42, 43", html.escape(str(run_dir)),
+                     "jaxlib", "plain", html.escape(HOSTILE)):
+        assert expected in text, expected
+    assert text.count('<div class="model">') == 2
+
+
+def test_results_show_mean_sd_and_95_percent_t_interval_over_seeds(report, run_dir):
+    _, text = report
+    finals = load_run(run_dir).histories["plain"]["val_accuracy"][:, -1]  # (2,)
+    mean, sd = finals.mean(), finals.std(ddof=1)
+    half = stats.t.ppf(0.975, df=1) * sd / np.sqrt(2)  # 12.706 · sd / √2
+    assert f"{mean:.4f} ± {sd:.4f}" in text
+    assert f"95% CI [{mean - half:.4f}, {mean + half:.4f}]" in text
+    assert "pending" not in text  # the run is complete: test metrics are there
+
+
+def test_report_states_every_verdict_on_final_validation_accuracy(report, run_dir):
+    _, text = report
+    run = load_run(run_dir)
+    verdicts = compare_all({n: h["val_accuracy"][:, -1] for n, h in run.histories.items()},
+                           epochs=2)
+    assert len(verdicts) == 1
+    assert html.escape(verdicts[0].verdict) in text
+
+
+def test_model_summaries_carry_keras_totals_for_28x28_inputs(report):
+    # plain: 784·8+8 + 8·3+3 = 6,307 trainable. bn: γ,β of 784 and 8 features (1,584) + the
+    # dense layers (6,307) = 7,891 trainable; moving mean and variance 1,584 non-trainable.
+    _, text = report
+    for total, trainable, non_trainable in (("6,307", "6,307", "0"),
+                                            ("9,475", "7,891", "1,584")):
+        assert (f"<dt>Total params</dt><dd>{total}</dd>\n<dt>Trainable params</dt>"
+                f"<dd>{trainable}</dd>\n<dt>Non-trainable params</dt>"
+                f"<dd>{non_trainable}</dd>") in text
+    assert "PyTorch view: 7,891 parameters; buffers: 1,584 running statistics + 2 " \
+           "num_batches_tracked" in text
+    assert "batch_normalization_1 <span class=\"type\">(BatchNormalization)</span>" in text
+
+
+def test_report_is_self_contained_with_inline_png_and_no_network_reference(report):
+    _, text = report
+    references = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)""", text, flags=re.I)
+    assert references, "expected at least the inline image"
+    assert all(r.startswith(("data:image/png;base64,", "#")) for r in references), references
+    assert not re.search(r"url\(|@import|<link|<script", text, flags=re.I)
+
+
+def test_strings_from_the_run_are_escaped(report):
+    _, text = report
+    assert "<script" not in text.lower() and "<b>friends" not in text
+    assert html.escape(DESCRIPTION) in text  # &lt;script&gt;alert(&quot;x&quot;)…
+    assert html.escape(HOSTILE) in text and "bn_&lt;script&gt;&amp;&#x27;q&quot;" in text
+
+
+def test_unfinished_run_is_reported_with_what_it_has(run_dir, tmp_path):
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    (run / "summary.json").unlink()
+    for path in (run / HOSTILE).glob("seed-*/history.csv"):  # interrupted after epoch 1
+        history = read_history_csv(path)
+        path.write_text(history_csv({m: v[:1] for m, v in history.items()}))
+    text = write_report([load_run(run)], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert '<span class="badge warn">unfinished</span>' in text
+    assert re.search(rf"<td>{re.escape(html.escape(HOSTILE))}</td><td class=\"num\">1</td>", text)
+    assert text.count("pending") == 4  # test metrics of 2 variants
+    assert "they appear when the run is complete" in text.replace("\n", " ")
+    assert text.count("data:image/png;base64,") == 1
+
+
+def test_run_with_no_finished_epoch_reports_variants_as_not_started(run_dir, tmp_path):
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    (run / "summary.json").unlink()
+    for name in ("plain", HOSTILE):
+        shutil.rmtree(run / name)
+    text = write_report([load_run(run)], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert text.count("not started") == 2
+    assert "No epoch has finished yet" in text and "<img" not in text
+
+
+def test_cli_report_writes_report_html_in_the_run_folder_and_prints_its_path(run_dir, tmp_path,
+                                                                             capsys):
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    assert "tiny-report" in (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_cli_report_of_several_runs_writes_one_file_with_both(run_dir, tmp_path, capsys,
+                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(run_dir), str(run_dir)]) == 0
+    assert capsys.readouterr().out.strip() == "report.html"
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert 'href="#run-1"' in text and 'id="run-2"' in text
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "x" / "y.html")]) == 0
+    assert (tmp_path / "x" / "y.html").is_file()
+
+
+def test_cli_report_of_a_folder_that_is_no_run_is_one_line_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a bnlab run folder" in err
+
+
+def test_headless_chromium_renders_report_offline_images_decoded_no_console_errors(
+        report, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing; `bash scripts/install-test-tools.sh` (as root) "
+                    "installs Debian's chromium")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Python playwright is missing (pip install -e '.[test]')")
+    page_path, _ = report
+    shot = tmp_path / "report.png"
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / "profile", executable_path=CHROMIUM, headless=True, args=OFFLINE_FLAGS,
+            viewport={"width": 1280, "height": 900}, timeout=10_000)
+        try:
+            page = context.new_page()
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+            page.on("requestfailed", lambda r: errors.append(f"{r.url[:80]}: {r.failure}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_path.as_uri(), wait_until="load", timeout=10_000)
+            page.screenshot(path=shot, full_page=True)
+            images = page.evaluate(
+                "Array.from(document.images, i => i.complete && i.naturalWidth > 0)")
+            overflowing = page.evaluate("""Array.from(document.querySelectorAll('table'))
+                .filter(t => t.scrollWidth > t.parentElement.clientWidth + 1).length""")
+            title = page.title()
+        finally:
+            context.close()
+    where = f"(screenshot: {shot})"
+    assert title == "bnlab report: tiny-report", where
+    assert images == [True], f"an <img> did not decode: {images} {where}"
+    assert errors == [], f"console errors or failed loads: {errors} {where}"
+    assert all(u.startswith(("file:", "data:")) for u in requests), f"{requests} {where}"
+    assert overflowing == 0, f"{overflowing} table(s) wider than their box {where}"
+    assert shot.stat().st_size > 10_000, where
