@@ -7,6 +7,7 @@ initialization, shuffle order and dropout keys, exactly as if it ran alone.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import platform
 import time
@@ -22,6 +23,7 @@ from bnlab.data.datasets import Splits
 from bnlab.errors import DivergenceError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig
 from bnlab.nn.model import Sequential
+from bnlab.report.tensorboard import TensorBoardLogger, variant_hparams
 from bnlab.store import atomic_write_bytes, atomic_write_json, history_csv
 from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from bnlab.train.engine import (
@@ -140,6 +142,7 @@ def train_variant(
     *,
     checkpoint: Path | None = None,
     resume: bool = False,
+    tensorboard_dir: Path | None = None,
     on_compiled: Callable[[str, float], None] | None = None,
     on_epoch: Callable[[EpochLog, dict[str, np.ndarray], TrainState], None] | None = None,
 ) -> VariantResult:
@@ -148,6 +151,8 @@ def train_variant(
     With ``checkpoint`` (a path stem) the state is saved after every epoch; with ``resume``
     training restarts from it, which gives the same numbers as an uninterrupted run (the
     shuffle and dropout keys of an epoch derive from the seed and the epoch number).
+    With ``tensorboard_dir`` each epoch's scalars and histograms of the layers' outputs on a
+    fixed probe batch (the first 256 validation images) go to TensorBoard event files.
     ``on_epoch(log, history, state)`` is called after each epoch with the history so far.
     """
     trainer = VariantTrainer(variant, config, splits, config.seed_list)
@@ -164,24 +169,35 @@ def train_variant(
     if on_compiled:
         on_compiled(variant.name, compile_seconds)
     x_val, y_val = jnp.asarray(splits.x_val), jnp.asarray(splits.y_val)
-    for epoch in range(first_epoch, config.epochs):
-        start = time.perf_counter()
-        state, loss, accuracy = trainer.train_epoch(state, epoch)
-        val_loss, val_accuracy = trainer.evaluate(state, x_val, y_val)
-        seconds = time.perf_counter() - start
-        _check_finite(variant.name, trainer.seeds, epoch, loss, config)
-        for metric, values in zip(METRICS, (loss, accuracy, val_loss, val_accuracy), strict=True):
-            history[metric][:, epoch] = values
-        epoch_seconds.append(seconds)
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, state, epoch=epoch + 1,
-                            keys={"root": jnp.stack([jax.random.key(s) for s in trainer.seeds])},
-                            metadata={"variant": variant.name, "seeds": list(trainer.seeds),
-                                      "epoch_seconds": epoch_seconds,
-                                      "history": {m: history[m][:, : epoch + 1] for m in METRICS}})
-        if on_epoch:
-            on_epoch(EpochLog(variant.name, epoch + 1, config.epochs, trainer.steps, seconds,
-                              {m: history[m][:, epoch] for m in METRICS}), history, state)
+    probe_images = jnp.asarray(splits.x_val[:256])
+    board = (TensorBoardLogger(tensorboard_dir, trainer.seeds, variant_hparams(config, variant))
+             if tensorboard_dir is not None else contextlib.nullcontext())
+    with board:
+        for epoch in range(first_epoch, config.epochs):
+            start = time.perf_counter()
+            state, loss, accuracy = trainer.train_epoch(state, epoch)
+            val_loss, val_accuracy = trainer.evaluate(state, x_val, y_val)
+            seconds = time.perf_counter() - start
+            _check_finite(variant.name, trainer.seeds, epoch, loss, config)
+            for metric, values in zip(METRICS, (loss, accuracy, val_loss, val_accuracy),
+                                      strict=True):
+                history[metric][:, epoch] = values
+            epoch_seconds.append(seconds)
+            if tensorboard_dir is not None:  # before the checkpoint: a resume rewrites it
+                board.log_epoch(epoch, {m: history[m][:, epoch] for m in METRICS},
+                                config.optimizer.learning_rate,
+                                trainer.probe(state, probe_images))
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint, state, epoch=epoch + 1,
+                    keys={"root": jnp.stack([jax.random.key(s) for s in trainer.seeds])},
+                    metadata={"variant": variant.name, "seeds": list(trainer.seeds),
+                              "epoch_seconds": epoch_seconds,
+                              "history": {m: history[m][:, : epoch + 1] for m in METRICS}})
+            if on_epoch:
+                on_epoch(EpochLog(variant.name, epoch + 1, config.epochs, trainer.steps,
+                                  seconds, {m: history[m][:, epoch] for m in METRICS}),
+                         history, state)
     test_loss, test_accuracy = trainer.evaluate(state, jnp.asarray(splits.x_test),
                                                 jnp.asarray(splits.y_test))
     return VariantResult(variant.name, trainer.model, trainer.seeds, history, test_loss,
@@ -231,7 +247,8 @@ def run_experiment(
 
         results.append(train_variant(
             variant, config, splits, checkpoint=run_dir / variant.name / "checkpoint",
-            resume=resume, on_compiled=on_compiled, on_epoch=save_epoch))
+            resume=resume, tensorboard_dir=run_dir / "tensorboard" / variant.name,
+            on_compiled=on_compiled, on_epoch=save_epoch))
     atomic_write_json(run_dir / "summary.json", {
         r.name: {
             "seeds": list(r.seeds),

@@ -66,8 +66,8 @@ class BatchNorm:
     def __post_init__(self) -> None:
         if not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"BatchNorm momentum must be in [0, 1], got {self.momentum}")
-        if self.epsilon <= 0.0:
-            raise ConfigError(f"BatchNorm epsilon must be > 0, got {self.epsilon}")
+        if not 0.0 < self.epsilon < float("inf"):  # written so that NaN is rejected too
+            raise ConfigError(f"BatchNorm epsilon must be a finite number > 0, got {self.epsilon}")
         if self.momentum_on not in ("old", "new"):
             raise ConfigError(
                 f"BatchNorm momentum_on must be 'old' (Keras/Flax) or 'new' (PyTorch), "

@@ -1,0 +1,189 @@
+"""TensorBoard event files for one variant's seeds, laid out as Keras's ``TensorBoard`` callback.
+
+    <log_dir>/                      e.g. runs/<run>/tensorboard/<variant>/
+      seed-<s>/                     HParams session: the variant's hyperparameters and ``seed``
+        train/                      epoch_loss, epoch_accuracy, epoch_learning_rate and the
+                                    activations/<layer> histograms on the probe batch
+        validation/                 epoch_loss, epoch_accuracy (from val_loss, val_accuracy)
+
+Every value's step is the 0-based epoch index, as Keras logs it (``on_epoch_end(epoch)``).
+``tensorboard --logdir runs/<run>/tensorboard`` shows the runs ``<variant>/seed-<s>/train``
+and ``…/validation``, and the HPARAMS tab one row per variant × seed (``seed`` is an hparam,
+so seeds are not merged into one group). Its metric columns are the last values of the scalar
+curves below each session (group ``validation``, tag ``epoch_accuracy``: the final
+val_accuracy), so the table is current after every epoch and right for an interrupted run.
+
+Writes are synchronous: when ``log_epoch`` returns, the epoch is in the event files and
+fsync-ed, so a killed run keeps every complete epoch (tensorboardX's ``SummaryWriter`` hands
+events to a background thread and its ``flush`` does not wait for them). The first epoch a
+logger writes is marked as a session (re)start, so when a resumed run logs epoch k again,
+TensorBoard drops what the killed process had written for epochs ≥ k.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
+from tensorboardX.proto.summary_pb2 import Summary
+from tensorboardX.summary import histogram, scalar
+from tensorboardX.summary import hparams as hparams_summaries
+
+from bnlab.experiments.config import ExperimentConfig, VariantConfig
+from bnlab.nn.batchnorm import BatchNorm
+
+HParam = bool | int | float | str
+HISTOGRAM_BINS = 30  # equal-width buckets from min to max, as tf.summary.histogram (Keras)
+
+
+def is_histogram_layer(name: str) -> bool:
+    """Which probe intermediates get a histogram: Dense pre-activations
+    (``dense_1/pre_activation``) and BatchNorm outputs (``batch_normalization_2``)."""
+    return name.endswith("/pre_activation") or name.startswith("batch_normalization")
+
+
+def variant_hparams(config: ExperimentConfig, variant: VariantConfig) -> dict[str, HParam]:
+    """The hyperparameters of ``variant`` in ``config``, flat and TensorBoard-typed.
+
+    Optimizer arguments become ``optimizer.<arg>``; the BatchNorm layers are counted in
+    ``batch_norm_layers`` and their options summarized in ``batch_norm`` (``"none"``
+    without BN; distinct option sets joined by ``" | "``).
+    """
+    bn_layers = [layer for layer in variant.build().layers if isinstance(layer, BatchNorm)]
+    bn_options = dict.fromkeys(  # ordered set
+        " ".join(f"{f.name}={getattr(layer, f.name)}" for f in fields(layer)
+                 if f.name != "axis_name")
+        for layer in bn_layers)
+    values: dict[str, HParam] = {
+        "experiment": config.name,
+        "dataset": config.dataset,
+        "variant": variant.name,
+        "model": variant.model or "layers",
+        "optimizer": config.optimizer.name,
+        "learning_rate": config.optimizer.learning_rate,
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "batch_norm_layers": len(bn_layers),
+        "batch_norm": " | ".join(bn_options) or "none",
+    }
+    for key, value in config.optimizer.args.items():
+        values[f"optimizer.{key}"] = value if isinstance(value, HParam) else str(value)
+    return values
+
+
+class TensorBoardLogger:
+    """Per-epoch scalars, activation histograms and HParams of one variant's seeds.
+
+    Arguments:
+        log_dir: the variant's folder (created); layout in the module docstring.
+        seeds: the seeds, in the order of the leading axis of every array logged.
+        hparams: ``{name: bool | int | float | str}``, e.g. ``variant_hparams(config,
+            variant)``; each seed's session gets these plus ``seed``.
+
+    Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, log_dir: Path, seeds: Sequence[int],
+                 hparams: Mapping[str, HParam]) -> None:
+        for key, value in hparams.items():
+            if not isinstance(value, HParam):
+                raise TypeError(f"hparam {key!r} is a {type(value).__name__}; TensorBoard "
+                                "takes bool, int, float or str")
+        self.seeds = tuple(seeds)
+        self._sessions = [_open(log_dir / f"seed-{seed}") for seed in self.seeds]
+        self._train = [_open(log_dir / f"seed-{seed}" / "train") for seed in self.seeds]
+        self._validation = [_open(log_dir / f"seed-{seed}" / "validation")
+                            for seed in self.seeds]
+        self._restart_marked = False
+        self._closed = False
+        # Only the session start is written, not the hparams "experiment" summary: without
+        # one, TensorBoard takes the columns from all sessions (their union, across variants)
+        # and the metrics from the scalar tags below them.
+        for session, seed in zip(self._sessions, self.seeds, strict=True):
+            _, start, _ = hparams_summaries({**hparams, "seed": seed}, {})
+            _write(session, start, step=0)
+        self._flush()
+
+    def log_epoch(self, epoch: int, metrics: Mapping[str, np.ndarray], learning_rate: float,
+                  activations: Mapping[str, np.ndarray] | None = None) -> None:
+        """Write one epoch (0-based ``epoch``, the step) for every seed and flush.
+
+        Arguments:
+            metrics: ``{name: (seeds,)}``; ``val_<m>`` goes to ``validation`` as
+                ``epoch_<m>``, any other ``<m>`` to ``train`` as ``epoch_<m>``.
+            learning_rate: logged to ``train`` as ``epoch_learning_rate``.
+            activations: ``{layer: (seeds, rows, features)}`` as ``VariantTrainer.probe``
+                returns them; the layers that ``is_histogram_layer`` selects are written to
+                ``train`` as ``activations/<layer>`` histograms of all rows × features values
+                (non-finite values left out), the others are ignored.
+        """
+        metrics = {name: self._per_seed(name, values, 1) for name, values in metrics.items()}
+        layers = {name: self._per_seed(name, values, 3)
+                  for name, values in (activations or {}).items() if is_histogram_layer(name)}
+        if not self._restart_marked:  # hides a killed process's events at steps ≥ epoch
+            for run in (*self._train, *self._validation):
+                run.write_event(Event(step=epoch, wall_time=time.time(),
+                                      session_log=SessionLog(status=SessionLog.START)))
+            self._restart_marked = True
+        for i, (train, validation) in enumerate(zip(self._train, self._validation,
+                                                    strict=True)):
+            for name, values in metrics.items():
+                run = validation if name.startswith("val_") else train
+                _write(run, scalar(f"epoch_{name.removeprefix('val_')}", values[i]), epoch)
+            _write(train, scalar("epoch_learning_rate", learning_rate), epoch)
+            for name, values in layers.items():
+                finite = values[i][np.isfinite(values[i])]  # (rows·features,) at most
+                if finite.size:
+                    _write(train, histogram(f"activations/{name}", finite, HISTOGRAM_BINS),
+                           epoch)
+        self._flush()
+
+    def close(self, *, completed: bool = True) -> None:
+        """Flush and close the files. ``completed`` records each session's successful end;
+        without it (training raised) TensorBoard shows the sessions as unfinished."""
+        if self._closed:
+            return
+        if completed:
+            *_, end = hparams_summaries({}, {})  # status: success
+            for session in self._sessions:
+                _write(session, end, step=0)
+        for run in (*self._sessions, *self._train, *self._validation):
+            run.close()
+        self._closed = True
+
+    def __enter__(self) -> TensorBoardLogger:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close(completed=exc_type is None)
+
+    def _per_seed(self, name: str, values: np.ndarray, ndim: int) -> np.ndarray:
+        values = np.asarray(values)
+        if values.ndim != ndim or len(values) != len(self.seeds):
+            raise ValueError(f"{name}: expected {ndim} axes with {len(self.seeds)} seeds "
+                             f"first, got shape {values.shape}")
+        return values
+
+    def _flush(self) -> None:
+        for run in (*self._sessions, *self._train, *self._validation):
+            run.flush()  # writes the buffer and fsyncs
+
+
+def _open(directory: Path) -> EventsWriter:
+    directory.mkdir(parents=True, exist_ok=True)
+    # tensorboardX names event files by the second (and opens them with "wb"): the suffix
+    # keeps a resume within the same second from truncating the killed run's file, and
+    # keeps the names in time order, the order TensorBoard reads them in.
+    return EventsWriter(str(directory / "events"), filename_suffix=f".{time.time_ns()}")
+
+
+def _write(run: EventsWriter, summary: Summary, step: int) -> None:
+    run.write_event(Event(summary=summary, step=step, wall_time=time.time()))
+
