@@ -152,7 +152,10 @@ class BatchNorm:
             y = y * params["gamma"]
         if self.center:
             y = y + params["beta"]
-        stored = variance * count / (count - 1) if self.stored_variance == "unbiased" else variance
+        if self.stored_variance == "unbiased":  # m/(m−1); one real row (masked) stays finite
+            stored = variance * count / jnp.maximum(count - 1.0, 1.0)
+        else:
+            stored = variance
         new_state = {
             "moving_mean": _moving_average(state["moving_mean"], mean, self.decay),
             "moving_variance": _moving_average(state["moving_variance"], stored, self.decay),
@@ -170,14 +173,18 @@ def batch_moments(
     Returns ``(mean, variance, count)`` with ``mean, variance: (features,)`` and the
     number of rows ``count`` as a float scalar.
     """
-    weights = jnp.ones((x.shape[0],), x.dtype) if mask is None else mask.astype(x.dtype)
-    total = weights.sum()
-    row_sum = weights @ x
+    if mask is None:
+        total = jnp.asarray(x.shape[0], x.dtype)
+        real = x
+    else:  # `where`, not a product: a non-finite padded row must not leak in via 0·inf
+        total = mask.sum().astype(x.dtype)
+        real = jnp.where(mask[:, None], x, 0.0)
+    row_sum = real.sum(axis=0)
     if axis_name is not None:
         total = jax.lax.psum(total, axis_name)
         row_sum = jax.lax.psum(row_sum, axis_name)
     mean = row_sum / total
-    centred = (x - mean) * weights[:, None]
+    centred = real - mean if mask is None else jnp.where(mask[:, None], x - mean, 0.0)
     square_sum = jnp.sum(centred * centred, axis=0)
     if axis_name is not None:
         square_sum = jax.lax.psum(square_sum, axis_name)

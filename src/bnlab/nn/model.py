@@ -133,8 +133,10 @@ class Sequential:
 
 
 def layer_variables(model: Sequential) -> list[tuple[str, str, tuple[int, ...], bool]]:
-    """``(layer_name, variable_name, shape, trainable)`` for every variable, in order."""
-    params, state = jax.eval_shape(model.init, jax.random.key(0))
+    """``(layer_name, variable_name, shape, trainable)`` for every variable, in Keras's order
+    (gamma, beta, moving_mean, moving_variance). A real ``init``: ``eval_shape`` would
+    return dicts with sorted keys."""
+    params, state = model.init(jax.random.key(0))
     rows = []
     for name, p, s in zip(model.layer_names, params, state, strict=True):
         rows += [(name, var, tuple(arr.shape), True) for var, arr in p.items()]

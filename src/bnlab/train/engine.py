@@ -111,10 +111,9 @@ def make_train_epoch(
     def loss_fn(params, bn_state, x, y, mask, key):
         logits, new_bn_state = model.apply(params, bn_state, x, train=True, mask=mask, key=key)
         per_row = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        weights = mask.astype(per_row.dtype)
-        count = weights.sum()
-        loss = jnp.sum(per_row * weights) / count
-        correct = jnp.sum((jnp.argmax(logits, axis=-1) == y) * weights)
+        count = mask.sum().astype(per_row.dtype)
+        loss = jnp.sum(jnp.where(mask, per_row, 0.0)) / count  # padded rows count nowhere
+        correct = jnp.sum(mask & (jnp.argmax(logits, axis=-1) == y))
         return loss, (new_bn_state, correct, count)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
