@@ -36,6 +36,14 @@ test: $(VENV)/.test data test-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(ARGS)
 
+# Speed benchmark: bnlab, the notebook's Keras code and PyTorch eager side by side (see
+# benchmarks/README.md). The peers live in their own environments (.venv-keras, .venv-torch).
+bench-envs:
+	PYTHON=$(PYTHON) bash scripts/bench-envs.sh
+
+bench: $(VENV)/.runtime data bench-envs
+	$(BIN)/python benchmarks/epoch_speed.py --torch-threads 1,2 --out bench-out $(ARGS)
+
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
 

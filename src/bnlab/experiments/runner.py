@@ -80,8 +80,10 @@ class VariantTrainer:
         self.n_train = len(splits.y_train)
         self.steps = steps_per_epoch(self.n_train, config.batch_size)
         epoch = make_train_epoch(self.model, self.optimizer, self.n_train, config.batch_size)
-        self._epoch = jax.jit(jax.vmap(epoch, in_axes=(0, None, None, 0, 0)), donate_argnums=0)
-        self._evaluate = jax.jit(jax.vmap(make_evaluate(self.model), in_axes=(0, 0, None, None)))
+        self._epoch = jax.jit(over_seeds(epoch, (0, None, None, 0, 0), len(self.seeds)),
+                              donate_argnums=0)
+        self._evaluate = jax.jit(over_seeds(make_evaluate(self.model), (0, 0, None, None),
+                                            len(self.seeds)))
         self._eval_shapes = {len(splits.y_val): splits.x_val, len(splits.y_test): splits.x_test}
         self._evaluate_compiled: dict[int, Callable] = {}
         self._probe: Callable | None = None
@@ -93,6 +95,7 @@ class VariantTrainer:
         return jax.vmap(lambda k: init_train_state(self.model, self.optimizer, k))(init_keys)
 
     def epoch_keys(self, epoch: int) -> tuple[jax.Array, jax.Array]:
+        """``(shuffle, dropout)`` keys of a 0-based epoch, each ``(seeds,)``."""
         pairs = [k.epoch(epoch) for k in self.keys]
         return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
 
@@ -123,7 +126,7 @@ class VariantTrainer:
             def intermediates(params, bn_state, x):
                 return self.model.apply_with_intermediates(params, bn_state, scale_pixels(x),
                                                            train=False)[2]
-            self._probe = jax.jit(jax.vmap(intermediates, in_axes=(0, 0, None)))
+            self._probe = jax.jit(over_seeds(intermediates, (0, 0, None), len(self.seeds)))
         outputs = self._probe(state.params, state.bn_state, images)
         return {name: np.asarray(values) for name, values in outputs.items()}
 
@@ -133,6 +136,21 @@ class VariantTrainer:
         evaluate = self._evaluate_compiled.get(len(labels), self._evaluate)
         loss, accuracy = evaluate(state.params, state.bn_state, images, labels)
         return np.asarray(loss), np.asarray(accuracy)
+
+
+def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int) -> Callable:
+    """``jax.vmap(fn, in_axes)`` over a leading seed axis — except for one seed, where the
+    axis is dropped and restored around a plain call: a vmap of size 1 turns every matrix
+    product into a batched one, measured 1.1–1.7× slower per epoch on CPU."""
+    if seeds > 1:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def single(*args):
+        unbatched = [arg if axis is None else jax.tree_util.tree_map(lambda a: a[0], arg)
+                     for arg, axis in zip(args, in_axes, strict=True)]
+        return jax.tree_util.tree_map(lambda a: a[None], fn(*unbatched))
+
+    return single
 
 
 def train_variant(

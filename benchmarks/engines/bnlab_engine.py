@@ -1,0 +1,59 @@
+"""Engine: bnlab itself — the library's compiled epoch (`jit` + `lax.scan`), seeds `vmap`-ped.
+
+Uses exactly what `bnlab seed` runs (`bnlab.experiments.runner.VariantTrainer`): one compiled
+program per epoch for all seeds, validation in inference mode. The thread count is enforced by
+the orchestrator, which pins every engine to `--threads` CPUs. Run by epoch_speed.py with
+.venv/bin/python; see protocol.py for the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import time
+
+import protocol
+
+
+def main() -> None:
+    args = protocol.parse_args(__doc__.splitlines()[0])
+    import jax.numpy as jnp
+
+    from bnlab.data.datasets import Splits
+    from bnlab.experiments.config import load_experiment
+    from bnlab.experiments.runner import VariantTrainer
+
+    data = protocol.load_data(args.data)
+    splits = Splits(x_train=data["x_train"], y_train=data["y_train"], x_val=data["x_val"],
+                    y_val=data["y_val"], x_test=data["x_val"], y_test=data["y_val"],
+                    class_names=(), sources=())
+    config = dataclasses.replace(load_experiment("seed"), seed=args.seed, seeds=args.seeds,
+                                 epochs=args.epochs)
+    variant = next(v for v in config.variants if v.name == args.model)
+    trainer = VariantTrainer(variant, config, splits, config.seed_list)
+    state = trainer.init_state()
+    compile_seconds = trainer.compile(state)
+    protocol.log(f"bnlab {args.model} ×{args.seeds}: compiled in {compile_seconds:.2f} s")
+    x_val, y_val = jnp.asarray(splits.x_val), jnp.asarray(splits.y_val)
+    history = {key: [] for key in protocol.HISTORY_KEYS}
+    epoch_seconds = []
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        state, loss, accuracy = trainer.train_epoch(state, epoch)
+        val_loss, val_accuracy = trainer.evaluate(state, x_val, y_val)
+        seconds = time.perf_counter() - start
+        if epoch == 0:
+            seconds += compile_seconds  # the first epoch includes compilation, as for peers
+        epoch_seconds.append(seconds)
+        for key, values in zip(protocol.HISTORY_KEYS, (loss, accuracy, val_loss, val_accuracy),
+                               strict=True):
+            history[key].append(float(values[0]) if args.seeds == 1 else values.tolist())
+        protocol.log(f"epoch {epoch + 1}: {seconds:.3f} s, val_accuracy "
+                     f"{float(val_accuracy.mean()):.4f}")
+    versions = {p: importlib.metadata.version(p) for p in ("bnlab", "jax", "jaxlib", "optax")}
+    protocol.emit(engine="bnlab", args=args, epoch_seconds=epoch_seconds, history=history,
+                  versions=versions)
+
+
+if __name__ == "__main__":
+    main()
