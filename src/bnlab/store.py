@@ -6,6 +6,7 @@ Layout of one run (one invocation of an experiment)::
         config.json              the resolved experiment config
         environment.json         package versions, device, seeds
         summary.json             final metrics per variant and seed
+        <variant>/statistics.csv per-epoch mean and 95% CI over seeds of every metric
         <variant>/seed-<s>/history.csv   Keras CSVLogger columns (epoch, accuracy, loss, …)
         curves.png               learning curves
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.analysis.stats import summarize_over_seeds
 from bnlab.errors import BnlabError
 
 _UMASK = os.umask(0)
@@ -77,6 +79,23 @@ def history_csv(history: Mapping[str, Sequence[float]]) -> str:
     writer.writerow(CSV_COLUMNS)
     for epoch in range(len(history["loss"])):
         writer.writerow([epoch] + [repr(float(history[c][epoch])) for c in CSV_COLUMNS[1:]])
+    return out.getvalue()
+
+
+def statistics_csv(history: Mapping[str, np.ndarray], confidence: float = 0.95) -> str:
+    """Per-epoch statistics over seeds of ``history[metric]: (seeds, epochs)``: for each
+    metric its mean and the half-width of the Student-t confidence interval (NaN for one
+    seed), columns ``epoch, seeds, <metric>_mean, <metric>_ci95, …``."""
+    summaries = {c: summarize_over_seeds(np.asarray(history[c]), confidence)
+                 for c in CSV_COLUMNS[1:]}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", "seeds"] + [f"{c}_{part}" for c in CSV_COLUMNS[1:]
+                                          for part in ("mean", "ci95")])
+    for epoch in range(len(summaries["loss"].mean)):
+        writer.writerow([epoch, summaries["loss"].n] + [
+            repr(float(getattr(summaries[c], part)[epoch]))
+            for c in CSV_COLUMNS[1:] for part in ("mean", "ci_half_width")])
     return out.getvalue()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 
 import numpy as np
@@ -17,6 +18,7 @@ from bnlab.store import (
     load_run,
     new_run_dir,
     read_history_csv,
+    statistics_csv,
 )
 
 
@@ -77,3 +79,20 @@ def test_listing_loading_and_finding_the_run_to_resume(tmp_path):
 def test_loading_a_folder_that_is_not_a_run_says_so(tmp_path):
     with pytest.raises(BnlabError, match="is not a bnlab run folder"):
         load_run(tmp_path)
+
+
+def test_statistics_csv_gives_per_epoch_mean_and_t_interval_over_seeds(tmp_path):
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    history = {m: rng.random((4, 3)) for m in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    (tmp_path / "s.csv").write_text(statistics_csv(history))
+
+    with (tmp_path / "s.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and rows[0]["seeds"] == "4"
+    for epoch, row in enumerate(rows):
+        values = history["val_accuracy"][:, epoch]
+        low, high = stats.t.interval(0.95, 3, loc=values.mean(), scale=stats.sem(values))
+        assert float(row["val_accuracy_mean"]) == pytest.approx(values.mean(), rel=1e-12)
+        assert float(row["val_accuracy_ci95"]) == pytest.approx((high - low) / 2, rel=1e-9)

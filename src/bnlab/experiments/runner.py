@@ -24,7 +24,7 @@ from bnlab.errors import DivergenceError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig
 from bnlab.nn.model import Sequential
 from bnlab.report.tensorboard import TensorBoardLogger, variant_hparams
-from bnlab.store import atomic_write_bytes, atomic_write_json, history_csv
+from bnlab.store import atomic_write_bytes, atomic_write_json, history_csv, statistics_csv
 from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from bnlab.train.engine import (
     RunKeys,
@@ -263,10 +263,13 @@ def run_experiment(
             if on_epoch:
                 on_epoch(log)
 
-        results.append(train_variant(
+        result = train_variant(
             variant, config, splits, checkpoint=run_dir / variant.name / "checkpoint",
             resume=resume, tensorboard_dir=run_dir / "tensorboard" / variant.name,
-            on_compiled=on_compiled, on_epoch=save_epoch))
+            on_compiled=on_compiled, on_epoch=save_epoch)
+        atomic_write_bytes(run_dir / variant.name / "statistics.csv",
+                           statistics_csv(result.history).encode())
+        results.append(result)
     atomic_write_json(run_dir / "summary.json", {
         r.name: {
             "seeds": list(r.seeds),

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from bnlab.analysis.stats import summarize_over_seeds
 from bnlab.store import atomic_write_bytes
 
 
@@ -20,8 +21,9 @@ def plot_learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
     """Loss and accuracy per epoch, train (dashed) and validation (solid), per variant.
 
     ``histories[variant][metric]: (seeds, epochs)`` for ``loss``, ``accuracy``,
-    ``val_loss``, ``val_accuracy``. With several seeds each line is the mean and the band
-    spans min–max over seeds. Saved to every path in ``paths`` (format from the suffix).
+    ``val_loss``, ``val_accuracy``. With several seeds each line is the mean over seeds and
+    the band its 95% Student-t confidence interval. Saved to every path in ``paths``
+    (format from the suffix).
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for color_index, (name, history) in enumerate(histories.items()):
@@ -29,14 +31,14 @@ def plot_learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
         epochs = np.arange(1, history["loss"].shape[1] + 1)
         for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
             for key, style, label in ((metric, "--", "train"), (f"val_{metric}", "-", "val")):
-                values = history[key]
-                ax.plot(epochs, values.mean(axis=0), style, color=color, marker="o",
+                summary = summarize_over_seeds(history[key])
+                ax.plot(epochs, summary.mean, style, color=color, marker="o",
                         markersize=3, label=f"{name} ({label})")
-                if values.shape[0] > 1:
-                    ax.fill_between(epochs, values.min(axis=0), values.max(axis=0),
+                if summary.n > 1:
+                    ax.fill_between(epochs, summary.ci_low, summary.ci_high,
                                     color=color, alpha=0.15, linewidth=0)
     seeds = next(iter(histories.values()))["loss"].shape[0]
-    suffix = f" — mean of {seeds} seeds, band = min–max" if seeds > 1 else ""
+    suffix = f" — mean of {seeds} seeds, band = 95% CI" if seeds > 1 else ""
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel("cross-entropy loss" if metric == "loss" else "accuracy (fraction)")
