@@ -28,7 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except BnlabError as err:
-        error_console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+        error_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, markup=True)
+        return 2
+    except OSError as err:  # a path the user gave cannot be written or read
+        where = f" ({err.filename})" if err.filename else ""
+        error_console.print(f"[bold red]error:[/] {err.strerror or err}{where}; check the "
+                            "path and its permissions", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         error_console.print("interrupted; files written so far are complete (atomic writes)")
@@ -196,7 +201,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     from bnlab.store import list_runs
 
-    runs = list_runs(args.runs_dir)
+    runs, damaged = list_runs(args.runs_dir)
+    for message in damaged:
+        error_console.print(f"[yellow]skipped:[/] {message}", markup=True)
     if not runs:
         console.print(f"no runs under {args.runs_dir}")
         return 0
@@ -226,8 +233,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                   f"{config.get('description', '')}")
     console.print(f"optimizer {config['optimizer']['name']} lr "
                   f"{config['optimizer']['learning_rate']:g}, batch {config['batch_size']}, "
-                  f"{config['epochs']} epochs, seeds {env['seeds']}; {env['device']}, "
-                  f"jax {env['packages'].get('jax')}")
+                  f"{config['epochs']} epochs, seeds {env.get('seeds')}; {env.get('device')}, "
+                  f"jax {env.get('packages', {}).get('jax')}")
     table = Table(title="Final metrics (mean ± sd over seeds)", title_justify="left")
     for column in ("variant", "epochs", "val_accuracy", "val_loss", "test_accuracy"):
         table.add_column(column)

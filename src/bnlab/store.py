@@ -5,10 +5,12 @@ Layout of one run (one invocation of an experiment)::
     runs/<experiment>-<YYYYmmdd-HHMMSS>/
         config.json              the resolved experiment config
         environment.json         package versions, device, seeds
-        summary.json             final metrics per variant and seed
+        summary.json             final metrics per variant and seed (written last)
         <variant>/statistics.csv per-epoch mean and 95% CI over seeds of every metric
         <variant>/seed-<s>/history.csv   Keras CSVLogger columns (epoch, accuracy, loss, …)
-        curves.png               learning curves
+        <variant>/checkpoint.safetensors (+ .json copy of its metadata)  see train/checkpoint.py
+        tensorboard/<variant>/seed-<s>/{train,validation}   TensorBoard event files
+        curves.png, curves.svg   learning curves
 
 Every file is written to a temporary name in the same folder, fsynced, then renamed: a
 crash leaves either the old file or the new one, never half of one. Nothing is pickled.
@@ -59,7 +61,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=json_default) + "\n").encode())
 
 
 def read_json(path: Path) -> Any:
@@ -103,7 +105,10 @@ def read_history_csv(path: Path) -> dict[str, np.ndarray]:
     """Inverse of ``history_csv``: ``{metric: (epochs,)}``."""
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return {c: np.array([float(r[c]) for r in rows]) for c in CSV_COLUMNS[1:]}
+    try:
+        return {c: np.array([float(r[c]) for r in rows]) for c in CSV_COLUMNS[1:]}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path.name} is not a Keras-style history ({err})") from None
 
 
 def new_run_dir(runs_dir: Path, experiment: str) -> Path:
@@ -119,7 +124,7 @@ def new_run_dir(runs_dir: Path, experiment: str) -> Path:
     raise BnlabError(f"cannot create a run folder under {runs_dir}; clean it up")
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -145,45 +150,65 @@ class RunRecord:
 
     @property
     def epochs_done(self) -> int:
-        return min((h["loss"].shape[1] for h in self.histories.values()), default=0)
+        """Epochs finished by every variant (0 while a variant has not started)."""
+        return min((self.histories[v["name"]]["loss"].shape[1]
+                    if v["name"] in self.histories else 0
+                    for v in self.config["variants"]), default=0)
 
 
 def load_run(run_dir: Path) -> RunRecord:
-    """Read a run folder (JSON and CSV only)."""
+    """Read a run folder (JSON and CSV only); a damaged one is a one-line BnlabError."""
     if not (run_dir / "config.json").is_file():
         raise BnlabError(f"{run_dir} is not a bnlab run folder (no config.json); "
                          "`bnlab runs` lists the runs")
     config = read_json(run_dir / "config.json")
+    environment = read_json(run_dir / "environment.json")
     summary_path = run_dir / "summary.json"
-    histories = {}
-    for variant in config["variants"]:
-        per_seed = [read_history_csv(p) for p in
-                    sorted((run_dir / variant["name"]).glob("seed-*/history.csv"),
-                           key=lambda p: int(p.parent.name.removeprefix("seed-")))]
-        if per_seed:
-            epochs = min(len(h["loss"]) for h in per_seed)
-            histories[variant["name"]] = {m: np.stack([h[m][:epochs] for h in per_seed])
-                                          for m in CSV_COLUMNS[1:]}
-    return RunRecord(run_dir, config, read_json(run_dir / "environment.json"),
-                     read_json(summary_path) if summary_path.exists() else None, histories)
+    summary = read_json(summary_path) if summary_path.exists() else None
+    try:
+        histories = {}
+        for variant in config["variants"]:
+            files = sorted((run_dir / variant["name"]).glob("seed-*/history.csv"),
+                           key=lambda p: int(p.parent.name.removeprefix("seed-")))
+            per_seed = [read_history_csv(p) for p in files]
+            epochs = min((len(h["loss"]) for h in per_seed), default=0)
+            if epochs:
+                histories[variant["name"]] = {m: np.stack([h[m][:epochs] for h in per_seed])
+                                              for m in CSV_COLUMNS[1:]}
+        record = RunRecord(run_dir, config, environment, summary, histories)
+        record.epochs_done  # noqa: B018 — checks every variant entry has a name
+        if summary is not None and not set(histories) <= set(summary):
+            raise ValueError("summary.json lacks variants that have histories")
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise BnlabError(f"{run_dir} is damaged ({type(err).__name__}: {err}); delete it "
+                         "or rerun the experiment") from None
+    return record
 
 
-def list_runs(runs_dir: Path) -> list[RunRecord]:
-    """Every run folder under ``runs_dir``, oldest first."""
+def list_runs(runs_dir: Path) -> tuple[list[RunRecord], list[str]]:
+    """Every readable run folder under ``runs_dir``, oldest first, and one message per
+    damaged folder (a damaged run never hides the others)."""
     if not runs_dir.is_dir():
-        return []
+        return [], []
     folders = sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()),
                      key=lambda p: ((p / "config.json").stat().st_mtime, p.name))
-    return [load_run(p) for p in folders]
+    runs, damaged = [], []
+    for folder in folders:
+        try:
+            runs.append(load_run(folder))
+        except BnlabError as err:
+            damaged.append(str(err))
+    return runs, damaged
 
 
 def find_resumable(runs_dir: Path, config: dict[str, Any]) -> Path:
     """The newest unfinished run of exactly this resolved ``config``."""
-    same = json.loads(json.dumps(config, default=_json_default))
-    candidates = [r for r in list_runs(runs_dir) if r.config == same]
+    same = json.loads(json.dumps(config, default=json_default))
+    candidates = [r for r in list_runs(runs_dir)[0] if r.config == same]
     unfinished = [r for r in candidates if not r.complete]
     if not unfinished:
         state = "is already complete" if candidates else "was not found"
         raise BnlabError(f"an unfinished run of {config['name']!r} with this configuration "
-                         f"{state} under {runs_dir}; run again without --resume")
+                         f"(same file and overrides) {state} under {runs_dir}; run again "
+                         "without --resume")
     return unfinished[-1].path

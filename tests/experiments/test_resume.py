@@ -67,7 +67,8 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(fashion_mnist, tmp_path
     process.wait()
     (run_dir,) = killed_runs.iterdir()
     interrupted = load_run(run_dir)
-    # The checkpoint is written before the history CSVs, so they may lag it by one epoch.
+    # The checkpoint is written before the history CSVs, so they may lag it by one epoch;
+    # the resumed run rewrites them from the checkpoint's history (checked below).
     assert not interrupted.complete and checkpoint_epoch(killed_runs) < 5
     assert interrupted.epochs_done >= 1
 
@@ -92,3 +93,25 @@ def test_resume_without_an_unfinished_run_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "was not found" in result.stderr and "without --resume" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_resume_after_the_last_checkpoint_rewrites_lagging_histories(tmp_path):
+    # Killed after a variant's last checkpoint but before its history.csv was written: the
+    # resumed run trains nothing for that variant and must still leave complete histories.
+    from bnlab.experiments.config import parse_experiment
+    from bnlab.experiments.runner import run_experiment
+    from tests.synthetic import tiny_splits
+
+    text = EXPERIMENT.replace("epochs = 5", "epochs = 2").replace("units = 10", "units = 3")
+    import tomllib
+
+    config = parse_experiment(tomllib.loads(text))
+    splits = tiny_splits()
+    run_experiment(config, splits, tmp_path)
+    history = tmp_path / "bn" / "seed-42" / "history.csv"
+    full = history.read_text()
+    history.write_text(full.splitlines()[0] + "\n")
+    (tmp_path / "summary.json").unlink()
+    run_experiment(config, splits, tmp_path, resume=True)
+    assert history.read_text() == full
+    assert load_run(tmp_path).complete and load_run(tmp_path).epochs_done == 2

@@ -59,15 +59,15 @@ def write_run(runs, name, *, complete: bool, seeds=(1,)):
             {"loss": [1.0], "accuracy": [0.5], "val_loss": [1.0], "val_accuracy": [0.5]}
         ).encode())
     if complete:
-        atomic_write_json(run / "summary.json", {})
+        atomic_write_json(run / "summary.json", {"v": {"test_accuracy": [0.5] * len(seeds)}})
     return run, config
 
 
 def test_listing_loading_and_finding_the_run_to_resume(tmp_path):
     done, config = write_run(tmp_path, "exp", complete=True)
     unfinished, _ = write_run(tmp_path, "exp", complete=False, seeds=(1, 2))
-    runs = list_runs(tmp_path)
-    assert [r.path for r in runs] == [done, unfinished]
+    runs, damaged = list_runs(tmp_path)
+    assert [r.path for r in runs] == [done, unfinished] and damaged == []
     record = load_run(unfinished)
     assert not record.complete and record.epochs_done == 1
     assert record.histories["v"]["loss"].shape == (2, 1)
@@ -96,3 +96,22 @@ def test_statistics_csv_gives_per_epoch_mean_and_t_interval_over_seeds(tmp_path)
         low, high = stats.t.interval(0.95, 3, loc=values.mean(), scale=stats.sem(values))
         assert float(row["val_accuracy_mean"]) == pytest.approx(values.mean(), rel=1e-12)
         assert float(row["val_accuracy_ci95"]) == pytest.approx((high - low) / 2, rel=1e-9)
+
+
+def test_a_damaged_run_is_reported_and_never_hides_the_others(tmp_path):
+    good, _ = write_run(tmp_path, "exp", complete=True)
+    bad, _ = write_run(tmp_path, "exp", complete=False)
+    (bad / "v" / "seed-1" / "history.csv").write_text("epoch,accuracy\n0,xx\n")
+    runs, damaged = list_runs(tmp_path)
+    assert [r.path for r in runs] == [good]
+    assert len(damaged) == 1 and "is damaged" in damaged[0] and "\n" not in damaged[0]
+    (bad / "config.json").write_text("[]")
+    with pytest.raises(BnlabError, match="is damaged"):
+        load_run(bad)
+
+
+def test_epochs_done_counts_a_variant_that_has_not_started_as_zero(tmp_path):
+    run, config = write_run(tmp_path, "exp", complete=False)
+    config["variants"].append({"name": "later", "model": "baseline", "layers": []})
+    atomic_write_json(run / "config.json", config)
+    assert load_run(run).epochs_done == 0

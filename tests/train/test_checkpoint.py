@@ -36,12 +36,27 @@ def test_checkpoint_files_are_safetensors_and_json_never_pickle(tmp_path):
     assert (tmp_path / "ckpt.json").read_text().startswith("{")
 
 
-def test_arrays_from_another_save_are_detected(tmp_path):
-    save_checkpoint(tmp_path / "a", adam_state(0), epoch=1, keys={}, metadata={})
-    save_checkpoint(tmp_path / "b", adam_state(1), epoch=2, keys={}, metadata={})
-    (tmp_path / "a.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
-    with pytest.raises(BnlabError, match=r"does not match a\.json"):
-        load_checkpoint(tmp_path / "a", adam_state())
+def test_checkpoint_is_one_file_and_the_json_copy_is_not_needed_to_load(tmp_path):
+    # A kill between the array file and its JSON copy must not break resuming: loading
+    # reads only the safetensors file, whose header carries the metadata.
+    save_checkpoint(tmp_path / "ckpt", adam_state(0), epoch=1, keys={}, metadata={"m": 1})
+    save_checkpoint(tmp_path / "newer", adam_state(1), epoch=2, keys={}, metadata={"m": 2})
+    (tmp_path / "ckpt.safetensors").write_bytes((tmp_path / "newer.safetensors").read_bytes())
+    (tmp_path / "ckpt.json").unlink()
+    state, epoch, metadata = load_checkpoint(tmp_path / "ckpt", adam_state())
+    assert (epoch, metadata["m"]) == (2, 2)
+    want = jax.tree_util.tree_leaves(adam_state(1))
+    for got, expected in zip(jax.tree_util.tree_leaves(state), want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_damaged_checkpoint_is_refused_with_one_line(tmp_path):
+    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, keys={}, metadata={})
+    data = (tmp_path / "ckpt.safetensors").read_bytes()
+    (tmp_path / "ckpt.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BnlabError, match="is not a bnlab checkpoint") as err:
+        load_checkpoint(tmp_path / "ckpt", adam_state())
+    assert "\n" not in str(err.value)
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):

@@ -12,7 +12,7 @@ import importlib.metadata
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -66,7 +66,6 @@ class VariantResult:
     test_accuracy: np.ndarray
     epoch_seconds: list[float]
     compile_seconds: float
-    state: TrainState = field(repr=False)
 
 
 class VariantTrainer:
@@ -181,7 +180,7 @@ def train_variant(
     history = {m: np.zeros((len(trainer.seeds), config.epochs)) for m in METRICS}
     epoch_seconds: list[float] = []
     first_epoch = 0
-    if resume and checkpoint is not None and checkpoint.with_suffix(".json").exists():
+    if resume and checkpoint is not None and checkpoint.with_suffix(".safetensors").exists():
         state, first_epoch, saved = load_checkpoint(checkpoint, state)
         for m in METRICS:
             history[m][:, :first_epoch] = np.asarray(saved["history"][m])[:, :first_epoch]
@@ -222,7 +221,7 @@ def train_variant(
     test_loss, test_accuracy = trainer.evaluate(state, jnp.asarray(splits.x_test),
                                                 jnp.asarray(splits.y_test))
     return VariantResult(variant.name, trainer.model, trainer.seeds, history, test_loss,
-                         test_accuracy, epoch_seconds, compile_seconds, state)
+                         test_accuracy, epoch_seconds, compile_seconds)
 
 
 def _check_finite(name: str, seeds: Sequence[int], epoch: int, loss: np.ndarray,
@@ -259,10 +258,7 @@ def run_experiment(
 
         def save_epoch(log: EpochLog, history: dict[str, np.ndarray], state) -> None:
             del state
-            for i, seed in enumerate(config.seed_list):
-                rows = {m: history[m][i, : log.epoch] for m in METRICS}
-                atomic_write_bytes(run_dir / log.variant / f"seed-{seed}" / "history.csv",
-                                   history_csv(rows).encode())
+            write_histories(run_dir / log.variant, config.seed_list, history, log.epoch)
             if on_epoch:
                 on_epoch(log)
 
@@ -270,6 +266,10 @@ def run_experiment(
             variant, config, splits, checkpoint=run_dir / variant.name / "checkpoint",
             resume=resume, tensorboard_dir=run_dir / "tensorboard" / variant.name,
             on_compiled=on_compiled, on_epoch=save_epoch)
+        # Again from the final history: a resumed variant may have no epoch left to train
+        # and its CSVs may lag the checkpoint by the epoch during which the run was killed.
+        write_histories(run_dir / variant.name, config.seed_list, result.history,
+                        config.epochs)
         atomic_write_bytes(run_dir / variant.name / "statistics.csv",
                            statistics_csv(result.history).encode())
         results.append(result)
@@ -285,6 +285,15 @@ def run_experiment(
         for r in results
     })
     return results
+
+
+def write_histories(variant_dir: Path, seeds: Sequence[int], history: dict[str, np.ndarray],
+                    epochs: int) -> None:
+    """Each seed's ``history.csv`` with its first ``epochs`` rows (Keras CSVLogger format)."""
+    for i, seed in enumerate(seeds):
+        rows = {m: history[m][i, :epochs] for m in METRICS}
+        atomic_write_bytes(variant_dir / f"seed-{seed}" / "history.csv",
+                           history_csv(rows).encode())
 
 
 def environment(config: ExperimentConfig) -> dict[str, object]:

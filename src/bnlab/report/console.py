@@ -8,6 +8,7 @@ import numpy as np
 from rich.table import Table
 
 from bnlab.experiments.runner import EpochLog, VariantResult
+from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.model import KERAS_TYPE_NAMES, Sequential, layer_variables, param_counts
 
 
@@ -26,7 +27,7 @@ def summary_table(model: Sequential) -> Table:
         table.add_row(f"{name} ({type_name})", str((None, *shape)),
                       f"{per_layer.get(name, 0):,}")
     counts = param_counts(model)
-    bn_layers = sum(type(layer).__name__ == "BatchNorm" for layer in model.layers)
+    bn_layers = sum(isinstance(layer, BatchNorm) for layer in model.layers)
     table.caption = (
         f"Total params: {counts['total']:,}   Trainable params: {counts['trainable']:,}   "
         f"Non-trainable params: {counts['non_trainable']:,}\n"

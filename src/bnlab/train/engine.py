@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from bnlab.errors import ConfigError
+from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.model import Sequential
 
 Array = jax.Array
@@ -72,7 +73,7 @@ def check_batching(n_samples: int, batch_size: int, model: Sequential) -> None:
     if batch_size < 1 or n_samples < 1:
         raise ConfigError(f"batch_size and the dataset size must be ≥ 1, got {batch_size}, "
                           f"{n_samples}")
-    has_bn = any(type(layer).__name__ == "BatchNorm" for layer in model.layers)
+    has_bn = any(isinstance(layer, BatchNorm) for layer in model.layers)
     if has_bn and (batch_size == 1 or n_samples % batch_size == 1):
         raise ConfigError(
             f"with {n_samples} samples and batch_size {batch_size} a training batch has one "
