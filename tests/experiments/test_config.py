@@ -87,3 +87,26 @@ def test_unknown_preset_and_unreadable_file_are_clear(tmp_path):
         load_experiment("sed")
     with pytest.raises(ConfigError, match="cannot read experiment file"):
         load_experiment(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("momentum = 0.9", 'momentum = "0.9"'), r"batch_norm layer option momentum must be a number"),
+    (("momentum = 0.9", "center = \"false\""), r"option center must be true or false"),
+    (("epsilon = 1e-5", "epsilon = true"), r"option epsilon must be a number"),
+    (("momentum = 0.9", 'axis_name = "d"'), r"batch_norm layer has no option 'axis_name'"),
+    (("units = 10, activation", "units = 10.5, activation"), r"units must be an integer"),
+    (("b1 = 0.8", 'b1 = "x"'), r"optimizer\.b1: must be a number"),
+    (('name = "mine"', 'name = "../up"'), r"must be a plain folder name"),
+    (('name = "custom"', 'name = "tensorboard"'), r"other than tensorboard"),
+    (("units = 10, activation", "units = 5, activation"), r"dense layer with 10 units"),
+    (('activation = "softmax" }', 'activation = "sigmoid" }'), r"activation softmax or linear"),
+    (('name = "adam"', 'name = "_deprecated_dpsgd"'), r"is not an optax optimizer"),
+    (("epochs = 2", 'epochs = 2\ndataset = "cifar"'), r"unknown dataset 'cifar'"),
+])
+def test_wrong_option_types_and_impossible_outputs_are_one_line_errors(tmp_path, edit,
+                                                                       expected):
+    old, new = edit
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=expected) as err:
+        load_experiment(write(tmp_path, GOOD.replace(old, new, 1)))
+    assert "\n" not in str(err.value)

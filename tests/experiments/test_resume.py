@@ -102,7 +102,7 @@ def test_resume_after_the_last_checkpoint_rewrites_lagging_histories(tmp_path):
     from bnlab.experiments.runner import run_experiment
     from tests.synthetic import tiny_splits
 
-    text = EXPERIMENT.replace("epochs = 5", "epochs = 2").replace("units = 10", "units = 3")
+    text = EXPERIMENT.replace("epochs = 5", "epochs = 2")
     import tomllib
 
     config = parse_experiment(tomllib.loads(text))

@@ -39,6 +39,7 @@ from typing import Any
 
 import optax
 
+from bnlab.data.datasets import DATASETS
 from bnlab.errors import BnlabError, ConfigError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
@@ -56,6 +57,9 @@ LAYER_TYPES = {
 TOP_KEYS = {"name", "description", "dataset", "epochs", "batch_size", "seed", "seeds",
             "optimizer", "variants"}
 PRESET_DIR = Path(__file__).parent / "presets"
+FILE_HIDDEN_OPTIONS = {"axis_name"}
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+RESERVED_VARIANT_NAMES = {"tensorboard"}
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,12 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
         if key not in raw:
             raise fail(key, "missing; every experiment needs a name and [[variants]]")
     name = _typed(raw, "name", str, fail)
+    if not NAME_PATTERN.fullmatch(name):
+        raise fail("name", f"{name!r} must be a plain folder name (letters, digits, _ . -)")
+    dataset = _typed(raw, "dataset", str, fail, default="fashion_mnist")
+    if dataset not in DATASETS:
+        raise fail("dataset", f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    classes = len(DATASETS[dataset].class_names)
     epochs = _typed(raw, "epochs", int, fail, default=10)
     batch_size = _typed(raw, "batch_size", int, fail, default=32)
     seeds = _typed(raw, "seeds", int, fail, default=1)
@@ -169,14 +179,14 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
     variants_raw = raw["variants"]
     if not isinstance(variants_raw, list) or not variants_raw:
         raise fail("variants", "must be a non-empty array of tables ([[variants]])")
-    variants = tuple(_parse_variant(i, v, fail) for i, v in enumerate(variants_raw))
+    variants = tuple(_parse_variant(i, v, fail, classes) for i, v in enumerate(variants_raw))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise fail("variants", f"variant names must be unique, got {names}")
     return ExperimentConfig(
         name=name,
         description=_typed(raw, "description", str, fail, default=""),
-        dataset=_typed(raw, "dataset", str, fail, default="fashion_mnist"),
+        dataset=dataset,
         epochs=epochs,
         batch_size=batch_size,
         seed=_typed(raw, "seed", int, fail, default=42),
@@ -200,7 +210,8 @@ def _parse_optimizer(raw: Any, fail) -> OptimizerConfig:
         raise fail("optimizer", "must be a table: [optimizer] name = \"sgd\" …")
     name = _typed(raw, "name", str, fail, default="sgd", prefix="optimizer.")
     factory = getattr(optax, name, None)
-    if not callable(factory) or "learning_rate" not in inspect.signature(factory).parameters:
+    if name.startswith("_") or not callable(factory) or inspect.isclass(factory) \
+            or "learning_rate" not in inspect.signature(factory).parameters:
         known = "adam, adamw, sgd, rmsprop, lamb, lion, nadam, …"
         raise fail("optimizer.name", f"{name!r} is not an optax optimizer (e.g. {known})")
     learning_rate = raw.get("learning_rate", 1e-3)
@@ -208,17 +219,32 @@ def _parse_optimizer(raw: Any, fail) -> OptimizerConfig:
             or learning_rate <= 0:
         raise fail("optimizer.learning_rate", f"must be a positive number, got {learning_rate!r}")
     args = {k: v for k, v in raw.items() if k not in ("name", "learning_rate")}
+    parameters = inspect.signature(factory).parameters
+    allowed = [p for p in parameters if p != "learning_rate"]
+    for key, value in args.items():
+        if key not in parameters:
+            raise fail(f"optimizer.{key}", f"not an argument of optax.{name}; allowed: "
+                       f"{', '.join(allowed)}")
+        default = parameters[key].default
+        if not _same_kind(value, default):
+            raise fail(f"optimizer.{key}", f"must be {_kind_name(default)} like its default "
+                       f"{default!r}, got {value!r}")
+    missing = [p.name for p in parameters.values()
+               if p.default is inspect.Parameter.empty and p.name != "learning_rate"
+               and p.kind is not p.VAR_KEYWORD and p.kind is not p.VAR_POSITIONAL
+               and p.name not in args]
+    if missing:
+        raise fail("optimizer", f"optax.{name} needs {', '.join(missing)}")
     try:
-        inspect.signature(factory).bind(learning_rate=learning_rate, **args)
-    except TypeError:
-        allowed = [p for p in inspect.signature(factory).parameters if p != "learning_rate"]
-        bad = next(k for k in args if k not in allowed)
-        raise fail(f"optimizer.{bad}", f"not an argument of optax.{name}; allowed: "
-                   f"{', '.join(allowed)}") from None
+        built = factory(learning_rate=learning_rate, **args)
+    except (TypeError, ValueError) as err:
+        raise fail("optimizer", f"optax.{name} rejects these arguments: {err}") from None
+    if not isinstance(built, optax.GradientTransformation):
+        raise fail("optimizer.name", f"optax.{name} is not an optimizer")
     return OptimizerConfig(name, float(learning_rate), args)
 
 
-def _parse_variant(index: int, raw: Any, fail) -> VariantConfig:
+def _parse_variant(index: int, raw: Any, fail, classes: int) -> VariantConfig:
     key = f"variants[{index}]"
     if not isinstance(raw, dict):
         raise fail(key, "must be a table with name and model or layers")
@@ -226,6 +252,9 @@ def _parse_variant(index: int, raw: Any, fail) -> VariantConfig:
     name = _typed(raw, "name", str, fail, prefix=f"{key}.")
     if name is None:
         raise fail(f"{key}.name", "missing")
+    if not NAME_PATTERN.fullmatch(name) or name in RESERVED_VARIANT_NAMES:
+        raise fail(f"{key}.name", f"{name!r} must be a plain folder name (letters, digits, "
+                   f"_ . -) other than {', '.join(sorted(RESERVED_VARIANT_NAMES))}")
     if ("model" in raw) == ("layers" in raw):
         raise fail(key, f"give exactly one of model = \"{'|'.join(MODELS)}\" or layers = [...]")
     if "model" in raw:
@@ -243,8 +272,12 @@ def _parse_variant(index: int, raw: Any, fail) -> VariantConfig:
         model.output_shapes  # noqa: B018 — builds every layer once: catches impossible orders
     except BnlabError as err:
         raise fail(f"{key}.layers", str(err)) from None
-    if not model.layers or type(model.layers[-1]) is not Dense:
-        raise fail(f"{key}.layers", "the last layer must be a dense layer giving class scores")
+    last = model.layers[-1] if model.layers else None
+    if type(last) is not Dense or last.units != classes \
+            or last.activation not in ("softmax", "linear"):
+        raise fail(f"{key}.layers", f"the last layer must be a dense layer with {classes} "
+                   "units (one per class) and activation softmax or linear (the loss is "
+                   "softmax cross-entropy)")
     return variant
 
 
@@ -254,15 +287,39 @@ def _build_layer(spec: dict[str, Any]):
     if kind not in LAYER_TYPES:
         raise ConfigError(f"layer type {kind!r} unknown; allowed: {', '.join(LAYER_TYPES)}")
     cls = LAYER_TYPES[kind]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(spec) - fields)
-    if unknown:
-        raise ConfigError(f"{kind} layer has no option {unknown[0]!r}; allowed: "
-                          f"{', '.join(sorted(fields)) or 'none'}")
-    try:
-        return cls(**spec)
-    except TypeError as err:
-        raise ConfigError(f"{kind} layer: {err}") from None
+    # Every option has a default of its kind (Dense.units, the one without, is an int);
+    # BatchNorm.axis_name is for code that maps over devices, not for experiment files.
+    fields = {f.name: (f.default if f.default is not dataclasses.MISSING else 0)
+              for f in dataclasses.fields(cls) if f.name not in FILE_HIDDEN_OPTIONS}
+    for option, value in spec.items():
+        if option not in fields:
+            raise ConfigError(f"{kind} layer has no option {option!r}; allowed: "
+                              f"{', '.join(sorted(fields)) or 'none'}")
+        if not _same_kind(value, fields[option]):
+            raise ConfigError(f"{kind} layer option {option} must be "
+                              f"{_kind_name(fields[option])}, got {value!r}")
+    return cls(**spec)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether a TOML ``value`` may replace ``default``: bools only for bools, numbers for
+    numbers (an int for a float is fine), strings for strings; anything for a None default."""
+    if default is None or default is inspect.Parameter.empty:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, int | float):
+        return isinstance(value, int | float) and (isinstance(default, float)
+                                                   or isinstance(value, int))
+    return isinstance(value, type(default))
+
+
+def _kind_name(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int | float):
+        return "a number" if isinstance(default, float) else "an integer"
+    return "a string" if isinstance(default, str) else type(default).__name__
 
 
 def _reject_unknown(raw: dict, allowed: set[str], prefix: str, fail) -> None:
