@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from bnlab.errors import BnlabError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig, config_from_dict
 from bnlab.nn.model import param_counts
 from bnlab.report.console import summary_table
-from bnlab.report.plots import plot_learning_curves
+from bnlab.report.plots import render_learning_curves
 from bnlab.store import RunRecord, atomic_write_bytes
 
 CONFIDENCE = 0.95
@@ -181,10 +180,7 @@ def _verdicts(run: RunRecord, config: ExperimentConfig) -> str:
 def _curves(run: RunRecord) -> str:
     if not run.histories:
         return '<p class="note">No epoch has finished yet.</p>'
-    with tempfile.TemporaryDirectory(prefix="bnlab-report-") as tmp:
-        path = Path(tmp) / "curves.png"
-        plot_learning_curves(run.histories, [path])
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+    data = base64.b64encode(render_learning_curves(run.histories)).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="Loss and accuracy per '
             f'epoch of {_e(", ".join(run.histories))}, train dashed, validation solid">'
             "<figcaption>Train (dashed) and validation (solid) loss and accuracy per epoch."

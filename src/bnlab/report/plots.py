@@ -18,12 +18,18 @@ from bnlab.store import atomic_write_bytes
 
 def plot_learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
                          paths: Sequence[Path]) -> None:
+    """Write ``render_learning_curves`` to every path (format from the suffix)."""
+    for path in paths:
+        atomic_write_bytes(path, render_learning_curves(histories, path.suffix.lstrip(".")))
+
+
+def render_learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
+                           image_format: str = "png") -> bytes:
     """Loss and accuracy per epoch, train (dashed) and validation (solid), per variant.
 
     ``histories[variant][metric]: (seeds, epochs)`` for ``loss``, ``accuracy``,
     ``val_loss``, ``val_accuracy``. With several seeds each line is the mean over seeds and
-    the band its 95% Student-t confidence interval. Saved to every path in ``paths``
-    (format from the suffix).
+    the band its 95% Student-t confidence interval. Returns the image file's bytes.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for color_index, (name, history) in enumerate(histories.items()):
@@ -46,8 +52,7 @@ def plot_learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[1].legend(fontsize=8, loc="lower right")
-    for path in paths:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=path.suffix.lstrip("."), dpi=120)
-        atomic_write_bytes(path, buffer.getvalue())
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=image_format, dpi=120)
     plt.close(fig)
+    return buffer.getvalue()
