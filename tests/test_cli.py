@@ -42,6 +42,28 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(capsys, tmp_path, arg
     assert "Traceback" not in captured.err
 
 
+def test_error_text_with_brackets_is_printed_verbatim_not_as_markup(capsys, tmp_path):
+    # Rich markup must not eat "[[variants]]" or crash on a path holding "[/]".
+    no_variants = tmp_path / "novariants.toml"
+    no_variants.write_text('name = "x"\n')
+    assert main(["run", str(no_variants)]) == 2
+    assert "needs a name and [[variants]]" in capsys.readouterr().err
+    odd = tmp_path / "set[/]"
+    assert main(["data", "--data-dir", str(odd), "--no-download"]) == 2
+    err = capsys.readouterr().err
+    assert f"the data directory {odd} does not exist" in err.replace("\n", "")
+
+
+def test_data_shows_where_each_verified_file_was_found(capsys, fashion_mnist):
+    # Same search as the fixture (default cache, then Debian's folder), so the same files.
+    assert main(["data", "--no-download"]) == 0
+    out = capsys.readouterr().out
+    for source in fashion_mnist.sources:
+        assert f" {source.origin} " in out and f" {source.path} " in out  # whole, on one line
+    assert "each verified" in out and "c59f468a2f67…" in out  # train images, FACTS.md
+    assert "train 55,000 · validation 5,000" in out
+
+
 def test_bad_experiment_file_names_the_line_in_a_real_subprocess(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\nepochs = 3\nepochs = 4\n')

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from bnlab.errors import BnlabError
 
@@ -28,12 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except BnlabError as err:
-        error_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, markup=True)
+        error_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         return 2
     except OSError as err:  # a path the user gave cannot be written or read
         where = f" ({err.filename})" if err.filename else ""
-        error_console.print(f"[bold red]error:[/] {err.strerror or err}{where}; check the "
-                            "path and its permissions", soft_wrap=True)
+        error_console.print(f"[bold red]error:[/] {escape(str(err.strerror or err) + where)}; "
+                            "check the path and its permissions", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         error_console.print("interrupted; files written so far are complete (atomic writes)")
@@ -124,12 +125,15 @@ def cmd_data(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     splits = _load_splits(args)
-    table = Table(title="Fashion-MNIST files", title_justify="left")
-    for column in ("role", "found in", "path", "sha256 (decompressed)", "verified"):
-        table.add_column(column)
+    table = Table(title="Fashion-MNIST files, each verified (the SHA-256 of its decompressed "
+                        "bytes is the registry's)", title_justify="left")
+    table.add_column("role", no_wrap=True)
+    table.add_column("found in", no_wrap=True)
+    table.add_column("path", overflow="fold")
+    table.add_column("sha256", no_wrap=True)
     for record in splits.sources:
-        table.add_row(record.role, record.origin, str(record.path), record.sha256[:16] + "…",
-                      "[green]yes[/]" if record.verified else "[red]no[/]")
+        table.add_row(record.role, record.origin, escape(str(record.path)),
+                      record.sha256[:12] + "…")
     console.print(table)
     console.print(f"train {splits.x_train.shape[0]:,} · validation {splits.x_val.shape[0]:,} "
                   f"(first rows of the training file) · test {splits.x_test.shape[0]:,}")
@@ -169,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = new_run_dir(args.runs_dir, config.name)
     seeds = ", ".join(map(str, config.seed_list))
     console.print(f"[bold]{config.name}[/]: {len(config.variants)} models × {config.seeds} "
-                  f"seed(s) ({seeds}) × {config.epochs} epochs → {run_dir}"
+                  f"seed(s) ({seeds}) × {config.epochs} epochs → {escape(str(run_dir))}"
                   + (" (resuming)" if args.resume else ""))
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -187,13 +191,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         results = run_experiment(config, splits, run_dir, resume=args.resume,
                                  on_compiled=on_compiled, on_epoch=on_epoch)
     plot_learning_curves({r.name: r.history for r in results},
-                         [run_dir / "curves.png", run_dir / "curves.svg"])
+                         [run_dir / "curves.png", run_dir / "curves.svg"],
+                         title=f"{config.name} ({run_dir.name})")
     console.print(results_table(results))
     _print_verdicts({r.name: r.history["val_accuracy"][:, -1] for r in results}, config.epochs)
     console.print(f"total {time.perf_counter() - started:.1f} s")
-    console.print(f"saved: {run_dir}/<model>/seed-<s>/history.csv (Keras CSVLogger columns), "
-                  f"{run_dir / 'curves.png'}, {run_dir / 'summary.json'}")
+    _print_saved(run_dir, [r.name for r in results], config.seed_list)
     return 0
+
+
+def _print_saved(run_dir: Path, variants: Sequence[str], seeds: Sequence[int]) -> None:
+    """The files a run wrote, relative to its folder (layout: ``bnlab.store``)."""
+    console.print(f"saved in {run_dir}/ (show it: bnlab show {run_dir}; report: bnlab report "
+                  f"{run_dir}; tensorboard --logdir {run_dir / 'tensorboard'})", markup=False)
+    console.print("  config.json  environment.json  summary.json  curves.png  curves.svg  "
+                  "tensorboard/", markup=False)
+    seed_part = f"seed-{seeds[0]}" if len(seeds) == 1 else f"seed-{{{seeds[0]}..{seeds[-1]}}}"
+    for name in variants:
+        console.print(f"  {name}/{seed_part}/history.csv (Keras CSVLogger)  "
+                      f"{name}/statistics.csv  {name}/checkpoint.safetensors", markup=False)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -203,18 +219,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     runs, damaged = list_runs(args.runs_dir)
     for message in damaged:
-        error_console.print(f"[yellow]skipped:[/] {message}", markup=True)
+        error_console.print(f"[yellow]skipped:[/] {escape(message)}")
     if not runs:
-        console.print(f"no runs under {args.runs_dir}")
+        console.print(f"no runs under {args.runs_dir}", markup=False)
         return 0
-    table = Table(title=f"Runs under {args.runs_dir}", title_justify="left")
+    table = Table(title=f"Runs under {escape(str(args.runs_dir))}", title_justify="left")
     for column in ("run", "experiment", "variants", "seeds", "epochs", "status"):
         table.add_column(column)
     for run in runs:
         config = run.config
+        done = run.epochs_per_variant
+        epochs = (f"{done[0]}/{config['epochs']}" if len(set(done)) == 1
+                  else f"{', '.join(map(str, done))} of {config['epochs']}")
         table.add_row(run.path.name, config["name"],
                       ", ".join(v["name"] for v in config["variants"]),
-                      str(config["seeds"]), f"{run.epochs_done}/{config['epochs']}",
+                      str(config["seeds"]), epochs,
                       "complete" if run.complete else "[yellow]unfinished[/] (--resume)")
     console.print(table)
     return 0
@@ -229,8 +248,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     config, env = run.config, run.environment
-    console.print(f"[bold]{run.path}[/]: experiment {config['name']!r} — "
-                  f"{config.get('description', '')}")
+    console.print(f"[bold]{escape(str(run.path))}[/]: experiment {config['name']!r} — "
+                  f"{escape(config.get('description', ''))}")
     console.print(f"optimizer {config['optimizer']['name']} lr "
                   f"{config['optimizer']['learning_rate']:g}, batch {config['batch_size']}, "
                   f"{config['epochs']} epochs, seeds {env.get('seeds')}; {env.get('device')}, "
@@ -266,8 +285,15 @@ def _print_verdicts(finals: dict, epochs: int) -> None:
 
     if len(finals) < 2:
         return
+    comparisons = compare_all(finals, epochs=epochs)
+    if comparisons[0].n == 1:
+        differences = ", ".join(f"{c.name_a} − {c.name_b} {100 * c.mean_difference:+.2f}"
+                                for c in comparisons)
+        console.print(f"One seed: no verdict (a seed-paired test needs ≥ 2 seeds; try --seeds "
+                      f"5). Differences in final validation accuracy, points: {differences}")
+        return
     console.print("[bold]Verdicts[/] (seed-paired t-tests on final validation accuracy):")
-    for comparison in compare_all(finals, epochs=epochs):
+    for comparison in comparisons:
         console.print(f"  • {comparison.verdict}")
 
 

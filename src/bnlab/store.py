@@ -41,8 +41,11 @@ CSV_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # name the file the caller asked for, not the temporary one
+        raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         with os.fdopen(fd, "wb") as handle:
@@ -149,11 +152,15 @@ class RunRecord:
         return self.summary is not None
 
     @property
+    def epochs_per_variant(self) -> list[int]:
+        """Epochs finished by each variant, in the config's order (0 if not started)."""
+        return [self.histories[v["name"]]["loss"].shape[1] if v["name"] in self.histories
+                else 0 for v in self.config["variants"]]
+
+    @property
     def epochs_done(self) -> int:
         """Epochs finished by every variant (0 while a variant has not started)."""
-        return min((self.histories[v["name"]]["loss"].shape[1]
-                    if v["name"] in self.histories else 0
-                    for v in self.config["variants"]), default=0)
+        return min(self.epochs_per_variant, default=0)
 
 
 def load_run(run_dir: Path) -> RunRecord:
@@ -166,6 +173,7 @@ def load_run(run_dir: Path) -> RunRecord:
     summary_path = run_dir / "summary.json"
     summary = read_json(summary_path) if summary_path.exists() else None
     try:
+        _check_config(config, environment)
         histories = {}
         for variant in config["variants"]:
             files = sorted((run_dir / variant["name"]).glob("seed-*/history.csv"),
@@ -175,14 +183,39 @@ def load_run(run_dir: Path) -> RunRecord:
             if epochs:
                 histories[variant["name"]] = {m: np.stack([h[m][:epochs] for h in per_seed])
                                               for m in CSV_COLUMNS[1:]}
+        if summary is not None:
+            for name in histories:
+                _need(summary.get(name), _SUMMARY_FIELDS, f"summary.json[{name!r}]")
         record = RunRecord(run_dir, config, environment, summary, histories)
-        record.epochs_done  # noqa: B018 — checks every variant entry has a name
-        if summary is not None and not set(histories) <= set(summary):
-            raise ValueError("summary.json lacks variants that have histories")
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise BnlabError(f"{run_dir} is damaged ({type(err).__name__}: {err}); delete it "
                          "or rerun the experiment") from None
     return record
+
+
+# What `bnlab runs`, `show` and `report` read from a run's JSON files.
+_CONFIG_FIELDS = {"name": str, "epochs": int, "batch_size": int, "seed": int, "seeds": int,
+                  "dataset": str, "optimizer": dict, "variants": list}
+_SUMMARY_FIELDS = {"seeds": list, "final": dict, "test_loss": list, "test_accuracy": list}
+
+
+def _need(data: Any, fields: dict[str, Any], where: str) -> None:
+    """Raise ValueError naming the first field of ``fields`` missing from ``data`` or of
+    another type than the one given."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} is not a JSON object")
+    for key, kind in fields.items():
+        if not isinstance(data.get(key), kind):
+            raise ValueError(f"{where} lacks {key!r}")
+
+
+def _check_config(config: Any, environment: Any) -> None:
+    _need(config, _CONFIG_FIELDS, "config.json")
+    _need(config["optimizer"], {"name": str, "learning_rate": float | int},
+          "config.json optimizer")
+    for variant in config["variants"]:
+        _need(variant, {"name": str}, "config.json variant")
+    _need(environment, {}, "environment.json")
 
 
 def list_runs(runs_dir: Path) -> tuple[list[RunRecord], list[str]]:

@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from bnlab.analysis.stats import compare_all, compare_paired, summarize_over_seeds
+from bnlab.analysis.stats import (
+    _p_text,
+    compare_all,
+    compare_paired,
+    holm_adjust,
+    summarize_over_seeds,
+)
 from bnlab.errors import BnlabError, ConfigError
 
 RTOL = 1e-12
@@ -143,18 +149,25 @@ def test_paired_hand_example_differences_one_to_five():
 
 
 @pytest.mark.filterwarnings("error")
-def test_paired_constant_nonzero_difference_gives_p_zero_and_infinite_dz_without_warning():
-    a = np.array([0.9, 0.8, 0.7, 0.6])
-    b = a - 0.25  # exact in binary, so every difference is exactly 0.25
+@pytest.mark.parametrize("n", [2, 4, 6])
+def test_paired_constant_nonzero_difference_falls_back_to_the_exact_sign_test(n):
+    # Every difference is exactly 0.25: the t statistic is undefined (SciPy gives NaN), so
+    # the p-value is the two-sided sign test of n agreeing signs, as scipy.stats.binomtest.
+    a = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])[:n]
+    b = a - 0.25  # exact in binary
     result = compare_paired(a, b, name_a="bn", name_b="plain", epochs=3)
-    assert result.p_value == 0.0
+    assert result.p_value == pytest.approx(stats.binomtest(n, n).pvalue, rel=1e-12)
     assert result.effect_size_dz == math.inf
     assert result.ci_half_width == 0.0
-    assert result.winner == "bn"
-    assert result.verdict == (
-        "bn beats plain by 25.0 ± 0.0 points of validation accuracy after 3 epochs "
-        "(p < 0.001, 4 seeds)"
-    )
+    if n < 6:  # 2·0.5^4 = 0.125: four agreeing seeds are not enough at α = 0.05
+        assert result.winner is None
+        assert result.verdict.startswith("bn and plain are not distinguishable")
+    else:
+        assert result.winner == "bn"
+        assert result.verdict == (
+            "bn beats plain by 25.0 ± 0.0 points of validation accuracy after 3 epochs "
+            "(p = 0.031, d_z = ∞, 6 seeds)"
+        )
 
 
 @pytest.mark.filterwarnings("error")
@@ -166,7 +179,7 @@ def test_paired_identical_runs_are_not_distinguishable_without_warning():
     assert result.winner is None
     assert result.verdict == (
         "x and y are not distinguishable on validation accuracy after 2 epochs "
-        "(difference 0.0 ± 0.0 points, p = 1, 3 seeds)"
+        "(difference 0.0 ± 0.0 points, p = 1.0, d_z = 0.0, 3 seeds)"
     )
 
 
@@ -189,7 +202,7 @@ def test_verdict_beats_names_winner_first_in_points_with_p_below_001():
     result = compare_paired(BASELINE, BN_AFTER, name_a="baseline", name_b="bn_after", epochs=10)
     assert result.verdict == (
         "bn_after beats baseline by 3.5 ± 2.0 points of validation accuracy after 10 epochs "
-        "(p < 0.01, 6 seeds)"
+        "(p < 0.01, d_z = 1.9, 6 seeds)"
     )
     assert result.mean_difference < 0
     assert result.winner == "bn_after"
@@ -202,7 +215,7 @@ def test_verdict_beats_shows_p_with_two_significant_digits():
     )
     assert result.verdict == (
         "bn_after beats baseline by 3.0 ± 2.0 points of validation accuracy after 1 epoch "
-        "(p = 0.013, 5 seeds)"
+        "(p = 0.013, d_z = 1.9, 5 seeds)"
     )
 
 
@@ -216,7 +229,7 @@ def test_verdict_not_distinguishable_reports_signed_difference_and_p():
     assert result.winner is None
     assert result.verdict == (
         "bn_before and baseline are not distinguishable on validation accuracy after 10 epochs "
-        "(difference 0.5 ± 2.1 points, p = 0.5, 4 seeds)"
+        "(difference 0.5 ± 2.1 points, p = 0.50, d_z = 0.4, 4 seeds)"
     )
 
 
@@ -226,7 +239,7 @@ def test_verdict_p_above_alpha_is_not_distinguishable_even_when_below_005():
     )
     assert result.winner is None
     assert result.verdict.startswith("bn_after and baseline are not distinguishable")
-    assert "p = 0.013, 5 seeds)" in result.verdict
+    assert "p = 0.013, d_z = 1.9, 5 seeds)" in result.verdict
 
 
 @pytest.mark.filterwarnings("error")
@@ -262,14 +275,16 @@ def test_verdict_for_loss_calls_the_lower_loss_the_winner():
     assert result.mean_difference > 0
     assert result.winner == "bn"
     assert result.verdict == (
-        "bn beats plain by 0.03 ± 0.02 in validation loss after 5 epochs (p = 0.013, 5 seeds)"
+        "bn beats plain by 0.03 ± 0.02 in validation loss after 5 epochs "
+        "(p = 0.013, d_z = 1.9, 5 seeds)"
     )
 
 
 def test_verdict_without_epochs_omits_after_clause():
     result = compare_paired(BN_AFTER, BASELINE, name_a="bn_after", name_b="baseline")
     assert result.verdict == (
-        "bn_after beats baseline by 3.5 ± 2.0 points of validation accuracy (p < 0.01, 6 seeds)"
+        "bn_after beats baseline by 3.5 ± 2.0 points of validation accuracy "
+        "(p < 0.01, d_z = 1.9, 6 seeds)"
     )
 
 
@@ -319,11 +334,53 @@ def test_compare_all_gives_every_pair_once_with_the_better_variant_first():
     assert pairs == [("bn_after", "baseline"), ("bn_before", "baseline"), ("bn_before", "bn_after")]
     assert all(r.mean_difference >= 0 for r in results)
     # bn_before - bn_after = [1, 0, 1, 1, 2, 1] points: mean 1, s = √0.4,
-    # half-width = t_{0.975,5}·√0.4/√6 = 0.66, t = 3.87, p = 0.012.
+    # half-width = t_{0.975,5}·√0.4/√6 = 0.66, t = 3.87, p = 0.0117; Holm over 3 pairs: the
+    # raw p-values sort as 0.00455 (bn_before−baseline) ×3 = 0.0136, 0.00593 ×2 = 0.0119,
+    # 0.0117 ×1, and the running maximum makes this pair's adjusted p 0.0136.
+    raw = [stats.ttest_rel(finals[r.name_a], finals[r.name_b]).pvalue for r in results]
+    order = np.argsort(raw)
+    expected = np.maximum.accumulate([min(1, (3 - k) * raw[i]) for k, i in enumerate(order)])
+    for k, i in enumerate(order):
+        assert results[i].p_value == pytest.approx(raw[i], rel=RTOL)
+        assert results[i].p_adjusted == pytest.approx(expected[k], rel=RTOL)
+        assert results[i].comparisons == 3
+    assert results[2].p_adjusted == pytest.approx(0.0136, abs=1e-4)
     assert results[2].verdict == (
         "bn_before beats bn_after by 1.0 ± 0.7 points of validation accuracy after 10 epochs "
-        "(p = 0.012, 6 seeds)"
+        "(p = 0.014 Holm-adjusted over 3 pairs, d_z = 1.6, 6 seeds)"
     )
+
+
+def test_holm_adjust_hand_example_and_nan_passthrough():
+    # sorted 0.01, 0.03, 0.04 → ×3, ×2, ×1 = 0.03, 0.06, 0.04 → running max 0.03, 0.06, 0.06
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjust([0.6, 0.9]) == pytest.approx([1.0, 1.0])
+    adjusted = holm_adjust([float("nan"), 0.02])
+    assert math.isnan(adjusted[0]) and adjusted[1] == pytest.approx(0.02)
+
+
+def test_holm_adjustment_can_turn_a_pair_into_not_distinguishable():
+    # Three pairs with the same t statistic, p = 0.035 each: each would "beat" alone; Holm
+    # adjusts all three to 3 × 0.035 = 0.106.
+    base = np.array([0.80, 0.82, 0.81, 0.79])
+    step = np.array([1.5, 2.5, 0.5, 2.5]) / 100
+    finals = {"a": base + step, "b": base, "c": base - step}
+    alone = compare_paired(finals["a"], finals["b"], name_a="a", name_b="b")
+    assert alone.winner == "a"
+    together = compare_all(finals)
+    a_vs_b = next(r for r in together if (r.name_a, r.name_b) == ("a", "b"))
+    assert a_vs_b.p_value == pytest.approx(alone.p_value, rel=RTOL)
+    assert a_vs_b.p_adjusted == pytest.approx(3 * alone.p_value, rel=RTOL)
+    assert a_vs_b.winner is None
+    assert "Holm-adjusted over 3 pairs" in a_vs_b.verdict
+
+
+@pytest.mark.parametrize(("p", "text"), [
+    (0.0496, "p = 0.0496"), (0.0504, "p = 0.050"), (0.04, "p = 0.040"), (0.039, "p = 0.039"),
+    (0.0005, "p < 0.001"), (0.005, "p < 0.01"), (0.5, "p = 0.50"), (1.0, "p = 1.0"),
+])
+def test_p_values_are_never_rounded_across_alpha(p, text):
+    assert _p_text(p, 0.05) == text
 
 
 def test_compare_all_for_loss_puts_the_lower_loss_first():

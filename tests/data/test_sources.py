@@ -65,14 +65,21 @@ def test_data_dir_missing_a_file_is_an_error_not_a_fallback(tiny, tmp_path):
         locate(tiny, tmp_path, data_dir=data_dir, system_dirs=[system])
     assert str(err.value) == (
         f"tiny-train-labels.gz is missing from the data directory {data_dir}; "
-        f"put the original tiny-train-labels.gz in {data_dir}, or leave out --data-dir"
+        f"put the original tiny-train-labels.gz in {data_dir}, or leave out --data-dir "
+        "(and unset BNLAB_DATA_DIR)"
     )
+
+
+def test_a_data_dir_that_does_not_exist_is_named_as_such(tiny, tmp_path):
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(DataError, match=r"^the data directory .*no-such-folder does not exist;"):
+        locate(tiny, tmp_path, data_dir=missing)
 
 
 @pytest.mark.parametrize(
     ("origin", "fix"),
     [
-        ("data-dir", "or leave out --data-dir"),
+        ("data-dir", "or leave out --data-dir (and unset BNLAB_DATA_DIR)"),
         ("cache", "delete it (rm {path}) and run again to fetch a fresh copy"),
         ("system", "reinstall it: sudo apt-get install --reinstall dataset-tiny"),
     ],

@@ -56,7 +56,7 @@ def test_valid_file_builds_optimizer_with_arguments_and_custom_layers(tmp_path):
 @pytest.mark.parametrize(("edit", "expected"), [
     (("epochs = 2", "epoch = 2"), r"exp\.toml:3: epoch: unknown key; allowed: .*epochs"),
     (("epochs = 2", 'epochs = "two"'), r"exp\.toml:3: epochs: must be int"),
-    (("epochs = 2", "epochs = 0"), r"epochs: must be ≥ 1"),
+    (("epochs = 2", "epochs = 0"), r"exp\.toml:3: epochs: must be in 1\.\.100,000, got 0"),
     (('name = "adam"', 'name = "adamm"'), r"exp\.toml:5: optimizer\.name: 'adamm' is not an optax"),
     (("b1 = 0.8", "beta1 = 0.8"), r"exp\.toml:7: optimizer\.beta1: not an argument of "
                                   r"optax\.adam; allowed: .*b1"),
@@ -97,11 +97,23 @@ def test_unknown_preset_and_unreadable_file_are_clear(tmp_path):
     (("units = 10, activation", "units = 10.5, activation"), r"units must be an integer"),
     (("b1 = 0.8", 'b1 = "x"'), r"optimizer\.b1: must be a number"),
     (('name = "mine"', 'name = "../up"'), r"must be a plain folder name"),
-    (('name = "custom"', 'name = "tensorboard"'), r"other than tensorboard"),
+    (('name = "custom"', 'name = "tensorboard"'), r"other than comparisons, tensorboard"),
     (("units = 10, activation", "units = 5, activation"), r"dense layer with 10 units"),
     (('activation = "softmax" }', 'activation = "sigmoid" }'), r"activation softmax or linear"),
     (('name = "adam"', 'name = "_deprecated_dpsgd"'), r"is not an optax optimizer"),
     (("epochs = 2", 'epochs = 2\ndataset = "cifar"'), r"unknown dataset 'cifar'"),
+    (("momentum = 0.9", 'momentum_on = "newest"'), r"momentum_on must be one of 'old', 'new'"),
+    (("units = 10, activation", "activation"), r"dense layer needs units"),
+    (("b1 = 0.8", "b1 = 0.8\nnesterov = 1"), r"optimizer\.nesterov: must be true or false"),
+    (('name = "adam"\nlearning_rate = 0.01\nb1 = 0.8', 'name = "sgd"\nmomentum = "fast"'),
+     r"optimizer: optax\.sgd fails with these arguments \(TypeError"),
+    (('name = "adam"\nlearning_rate = 0.01\nb1 = 0.8', 'name = "lbfgs"'),
+     r"optax\.lbfgs fails with these arguments"),
+    (("epochs = 2", "epochs = 2\nbatch_size = 54999"),
+     r"batch_size: .*a training batch has one row.*\(variant 'custom'\)"),
+    (("epochs = 2", "epochs = 2\nseeds = 1001"), r"seeds: must be in 1\.\.1,000"),
+    (("epochs = 2", "epochs = 2\nseed = 2147483647\nseeds = 2"), r"seed: must be in 0\.\."),
+    (("epochs = 2", "epochs = 2\nseed = -1"), r"seed: must be in 0\.\."),
 ])
 def test_wrong_option_types_and_impossible_outputs_are_one_line_errors(tmp_path, edit,
                                                                        expected):
@@ -110,3 +122,31 @@ def test_wrong_option_types_and_impossible_outputs_are_one_line_errors(tmp_path,
     with pytest.raises(ConfigError, match=expected) as err:
         load_experiment(write(tmp_path, GOOD.replace(old, new, 1)))
     assert "\n" not in str(err.value)
+
+
+def test_activation_dropout_and_leaky_relu_layers_are_valid_in_a_file(tmp_path):
+    text = GOOD.replace('{ type = "batch_norm", momentum = 0.9, epsilon = 1e-5 },',
+                        '{ type = "dense", units = 32, use_bias = false }, '
+                        '{ type = "batch_norm", momentum_on = "new", momentum = 0.1 }, '
+                        '{ type = "activation", name = "relu" }, { type = "dropout", rate = 0.5 }, '
+                        '{ type = "leaky_relu", negative_slope = 0.2 },')
+    model = load_experiment(write(tmp_path, text)).variants[1].build()
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Flatten", "Dense", "BatchNorm", "Activation", "Dropout", "LeakyReLU", "Dense"]
+    assert (model.layers[3].name, model.layers[4].rate, model.layers[5].negative_slope) == (
+        "relu", 0.5, 0.2)
+
+
+def test_non_utf8_file_is_one_line(tmp_path):
+    path = tmp_path / "latin.toml"
+    path.write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"latin\.toml: not a UTF-8 text file"):
+        load_experiment(path)
+
+
+def test_command_line_overrides_are_bounded():
+    config = load_experiment("seed")
+    with pytest.raises(ConfigError, match=r"--seeds must be in 1\.\.1,000, got 5,000"):
+        with_overrides(config, seeds=5000)
+    with pytest.raises(ConfigError, match=r"--epochs must be in 1\.\.100,000, got 0"):
+        with_overrides(config, epochs=0)

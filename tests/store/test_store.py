@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -50,7 +51,9 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, mon
 
 def write_run(runs, name, *, complete: bool, seeds=(1,)):
     run = new_run_dir(runs, name)
-    config = {"name": name, "epochs": 2, "seeds": len(seeds),
+    config = {"name": name, "dataset": "fashion_mnist", "epochs": 2, "batch_size": 32,
+              "seed": seeds[0], "seeds": len(seeds),
+              "optimizer": {"name": "sgd", "learning_rate": 0.001, "args": {}},
               "variants": [{"name": "v", "model": "baseline", "layers": []}]}
     atomic_write_json(run / "config.json", config)
     atomic_write_json(run / "environment.json", {"seeds": list(seeds)})
@@ -59,7 +62,9 @@ def write_run(runs, name, *, complete: bool, seeds=(1,)):
             {"loss": [1.0], "accuracy": [0.5], "val_loss": [1.0], "val_accuracy": [0.5]}
         ).encode())
     if complete:
-        atomic_write_json(run / "summary.json", {"v": {"test_accuracy": [0.5] * len(seeds)}})
+        atomic_write_json(run / "summary.json", {"v": {
+            "seeds": list(seeds), "final": {"val_accuracy": [0.5] * len(seeds)},
+            "test_loss": [1.0] * len(seeds), "test_accuracy": [0.5] * len(seeds)}})
     return run, config
 
 
@@ -110,8 +115,28 @@ def test_a_damaged_run_is_reported_and_never_hides_the_others(tmp_path):
         load_run(bad)
 
 
+@pytest.mark.parametrize(("file", "edit", "named"), [
+    ("config.json", lambda d: d.pop("optimizer"), "config.json lacks 'optimizer'"),
+    ("config.json", lambda d: d.update(epochs="2"), "config.json lacks 'epochs'"),
+    ("config.json", lambda d: d["variants"][0].pop("name"), "config.json variant lacks 'name'"),
+    ("summary.json", lambda d: d["v"].pop("test_accuracy"),
+     "summary.json['v'] lacks 'test_accuracy'"),
+    ("summary.json", lambda d: d.pop("v"), "summary.json['v'] is not a JSON object"),
+])
+def test_a_hand_edited_run_is_one_line_naming_the_missing_field(tmp_path, file, edit, named):
+    run, _ = write_run(tmp_path, "exp", complete=True)
+    data = json.loads((run / file).read_text())
+    edit(data)
+    atomic_write_json(run / file, data)
+    with pytest.raises(BnlabError) as err:
+        load_run(run)
+    assert str(err.value) == (f"{run} is damaged (ValueError: {named}); delete it or rerun "
+                              "the experiment")
+
+
 def test_epochs_done_counts_a_variant_that_has_not_started_as_zero(tmp_path):
     run, config = write_run(tmp_path, "exp", complete=False)
     config["variants"].append({"name": "later", "model": "baseline", "layers": []})
     atomic_write_json(run / "config.json", config)
     assert load_run(run).epochs_done == 0
+    assert load_run(run).epochs_per_variant == [1, 0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import optax
@@ -30,10 +32,19 @@ def test_round_trip_restores_params_bn_statistics_optimizer_state_and_epoch(tmp_
 
 
 def test_checkpoint_files_are_safetensors_and_json_never_pickle(tmp_path):
-    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, keys={}, metadata={})
-    header = (tmp_path / "ckpt.safetensors").read_bytes()[:8]
-    assert int.from_bytes(header, "little") > 0  # safetensors: u64 header length first
-    assert (tmp_path / "ckpt.json").read_text().startswith("{")
+    state = adam_state()
+    save_checkpoint(tmp_path / "ckpt", state, epoch=3, keys={"root": jax.random.key(7)},
+                    metadata={"variant": "v"})
+    data = (tmp_path / "ckpt.safetensors").read_bytes()
+    # safetensors: a little-endian u64 header length, a JSON header, then raw tensor bytes.
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    leaf_names = {jax.tree_util.keystr(path)
+                  for path, _ in jax.tree_util.tree_leaves_with_path(state)}
+    assert set(header) == leaf_names | {"keys/root", "__metadata__"}
+    assert json.loads(header["__metadata__"]["bnlab"]) == {"epoch": 3, "variant": "v"}
+    assert json.loads((tmp_path / "ckpt.json").read_text()) == {"epoch": 3, "variant": "v"}
+    assert b"\x80\x04" not in data[:8 + length]  # no pickle protocol marker in the header
 
 
 def test_checkpoint_is_one_file_and_the_json_copy_is_not_needed_to_load(tmp_path):

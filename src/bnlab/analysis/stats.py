@@ -5,13 +5,15 @@ Every run of a variant is repeated over the same seeds, so two variants can be c
 initialisation key, and their difference `d_i = a_i - b_i` removes the seed-to-seed noise they
 share. The comparison is the paired Student-t test on `d` (what `scipy.stats.ttest_rel` does),
 reported as a mean difference with its t confidence interval, a p-value, Cohen's `d_z`, and one
-English sentence for reports and the CLI.
+English sentence for reports and the CLI. When every pair of several variants is compared
+(`compare_all`), the p-values are Holm-adjusted over the pairs, so that the chance of calling
+any difference real when none is stays below α for the whole table.
 
 Distribution quantiles come from `scipy.stats.t`; the tests check every number against
 `scipy.stats.ttest_rel` and `scipy.stats.t.interval`.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -26,6 +28,7 @@ __all__ = [
     "SeedSummary",
     "compare_all",
     "compare_paired",
+    "holm_adjust",
     "summarize_over_seeds",
 ]
 
@@ -79,13 +82,19 @@ class PairedComparison:
             `mean(d)`. 0 when all differences are equal, NaN when `n == 1`.
         p_value: two-sided paired t-test, `2 · sf_t(|mean(d)| / (s/√n); df)`; equals
             `scipy.stats.ttest_rel(a, b).pvalue`. When all differences are equal (`s == 0`)
-            it is 0 for a nonzero difference and 1 for a zero difference (SciPy would give
-            NaN and warn). NaN when `n == 1`.
+            the t statistic is undefined (SciPy gives NaN); then it is the exact two-sided
+            sign test, `min(1, 2 · 0.5^n)` for a nonzero difference (all n signs agree) and 1
+            for a zero difference. NaN when `n == 1`.
+        p_adjusted: `p_value` Holm-adjusted over the `comparisons` pairs of one table
+            (`compare_all`); equal to `p_value` for a single comparison.
+        comparisons: how many pairs were compared together (the Holm family size).
         effect_size_dz: Cohen's `d_z = mean(d) / s`; ±inf for a nonzero constant difference,
             0 for an all-zero difference, NaN when `n == 1`.
-        alpha: significance level of the test; the interval has confidence `1 - α`.
+        alpha: significance level of the test; the interval has confidence `1 - α`
+            (per pair, not adjusted).
         higher_is_better: True for accuracy-like metrics, False for losses.
-        winner: the name of the variant that is significantly better (`p < α`), else None.
+        winner: the name of the variant that is significantly better (`p_adjusted < α`),
+            else None.
         verdict: one sentence stating the result, see `compare_paired`.
     """
 
@@ -97,6 +106,8 @@ class PairedComparison:
     mean_difference: float
     ci_half_width: float
     p_value: float
+    p_adjusted: float
+    comparisons: int
     effect_size_dz: float
     alpha: float
     higher_is_better: bool
@@ -149,6 +160,7 @@ def compare_paired(
     alpha: float = 0.05,
     higher_is_better: bool = True,
     percentage_points: bool = True,
+    holm: tuple[float, int] | None = None,
 ) -> PairedComparison:
     """Compare the final metric of two variants over the same seeds (paired t-test).
 
@@ -164,21 +176,24 @@ def compare_paired(
             shows differences ×100 as "points"; when False it shows raw differences (use it for
             losses). Either way numbers are rounded to the half-width's first significant digit
             (1 to 4 decimals), or to 3 significant digits when there is no spread.
+        holm: `(p_adjusted, comparisons)` when this pair is one of several compared together
+            (`compare_all` passes it); the verdict then uses the adjusted p.
 
     Returns:
         A `PairedComparison` (see its attributes for the formulas). Its `verdict` is one of:
 
         - "bn_after beats baseline by 3.4 ± 0.6 points of validation accuracy after 10 epochs
-          (p < 0.01, 5 seeds)" when `p < alpha`; the better variant is named first and the
-          advantage is shown positive.
+          (p < 0.01, d_z = 3.1, 5 seeds)" when `p < alpha`; the better variant is named first
+          and the advantage is shown positive.
         - "bn_after and baseline are not distinguishable on validation accuracy after 10 epochs
-          (difference 0.3 ± 1.1 points, p = 0.52, 5 seeds)" otherwise; the difference is
-          `a - b`.
+          (difference 0.3 ± 1.1 points, p = 0.52, d_z = 0.3, 5 seeds)" otherwise; the
+          difference is `a - b`.
         - "with one seed, bn_after and baseline cannot be distinguished on ... (difference 0.3
           points; a paired t-test needs at least 2 seeds)" when `n == 1`.
 
         `±` is the half-width of the `1 - alpha` interval; p reads "p < 0.001", "p < 0.01" or
-        "p = 0.034" (two significant digits).
+        "p = 0.034" (two significant digits, three where two would round across α), followed
+        by "Holm-adjusted over k pairs" when `holm` is given with k > 1.
 
     Raises:
         ConfigError: `alpha` is not in (0, 1).
@@ -199,9 +214,10 @@ def compare_paired(
     if n == 1:
         half = p = dz = float("nan")
     elif sd == 0:
-        # Constant differences: the t statistic is ±inf (or 0/0); state the limits directly.
+        # Constant differences: the t statistic is ±inf (or 0/0) and says nothing; n equal
+        # signs have the exact two-sided sign-test p-value 2·0.5^n (= scipy.stats.binomtest).
         half = 0.0
-        p = 0.0 if mean != 0 else 1.0
+        p = min(1.0, 2.0 * 0.5**n) if mean != 0 else 1.0
         dz = float(np.copysign(np.inf, mean)) if mean != 0 else 0.0
     else:
         se = sd / np.sqrt(n)
@@ -209,11 +225,15 @@ def compare_paired(
         half = float(stats.t.ppf(1 - alpha / 2, n - 1) * se)
         dz = mean / sd
 
+    p_adjusted, comparisons = holm if holm is not None else (p, 1)
     a_is_better = mean > 0 if higher_is_better else mean < 0
     winner = None
-    if n >= 2 and p < alpha:
+    if n >= 2 and p_adjusted < alpha:
         winner = name_a if a_is_better else name_b
-    verdict = _verdict(name_a, name_b, metric, epochs, n, mean, half, p, winner, percentage_points)
+    p_text = _p_text(p_adjusted, alpha) + (
+        f" Holm-adjusted over {comparisons} pairs" if comparisons > 1 else "")
+    verdict = _verdict(name_a, name_b, metric, epochs, n, mean, half, p_text, dz, winner,
+                       percentage_points)
     return PairedComparison(
         name_a=name_a,
         name_b=name_b,
@@ -223,6 +243,8 @@ def compare_paired(
         mean_difference=mean,
         ci_half_width=half,
         p_value=p,
+        p_adjusted=p_adjusted,
+        comparisons=comparisons,
         effect_size_dz=dz,
         alpha=alpha,
         higher_is_better=higher_is_better,
@@ -244,17 +266,34 @@ def compare_all(finals: Mapping[str, np.ndarray], **kw: Any) -> list[PairedCompa
         the order of `itertools.combinations` over the mapping's order. Each pair is oriented
         so that `a` is the variant with the better mean (`mean_difference >= 0` for
         accuracies, `<= 0` for losses) and the sentence names it first; ties keep the
-        mapping's order. p-values are per pair, not corrected for multiple comparisons.
+        mapping's order. Verdicts use the Holm-adjusted p-values over all the pairs
+        (`p_adjusted`); `p_value` keeps each pair's own.
     """
     higher_is_better = kw.get("higher_is_better", True)
-    out = []
+    oriented, p_values = [], []
     for (name_i, vi), (name_j, vj) in combinations(finals.items(), 2):
-        result = compare_paired(vi, vj, name_a=name_i, name_b=name_j, **kw)
-        j_is_better = result.mean_difference < 0 if higher_is_better else result.mean_difference > 0
-        if j_is_better:
-            result = compare_paired(vj, vi, name_a=name_j, name_b=name_i, **kw)
-        out.append(result)
-    return out
+        first = compare_paired(vi, vj, name_a=name_i, name_b=name_j, **kw)  # p is symmetric
+        j_is_better = first.mean_difference < 0 if higher_is_better else first.mean_difference > 0
+        oriented.append(((name_j, vj), (name_i, vi)) if j_is_better
+                        else ((name_i, vi), (name_j, vj)))
+        p_values.append(first.p_value)
+    family = (holm_adjust(p_values), len(p_values))
+    return [compare_paired(va, vb, name_a=na, name_b=nb, holm=(p, family[1]), **kw)
+            for ((na, va), (nb, vb)), p in zip(oriented, family[0], strict=True)]
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: with `p_(1) ≤ … ≤ p_(m)` sorted,
+    `adj_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j))`; NaN (one seed) stays NaN and does
+    not count in `m`. Rejecting where `adj < α` keeps the family-wise error rate ≤ α."""
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not np.isnan(p))
+    m = len(finite)
+    adjusted = [float("nan")] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def _verdict(
@@ -265,7 +304,8 @@ def _verdict(
     n: int,
     mean: float,
     half: float,
-    p: float,
+    p_text: str,
+    dz: float,
     winner: str | None,
     percentage_points: bool,
 ) -> str:
@@ -281,15 +321,17 @@ def _verdict(
         )
     places = _decimal_places(scale * half, scale * mean)
     shown_half = _rounded(scale * half, places)
+    effect = "d_z = " + ("∞" if np.isinf(dz) else _rounded(abs(dz) if winner else dz, 1))
     if winner is not None:
         loser = name_b if winner == name_a else name_a
         by = f"{_rounded(scale * abs(mean), places)} ± {shown_half}"
         of = " points of " if percentage_points else " in "
-        return f"{winner} beats {loser} by {by}{of}{metric}{after} ({_p_text(p)}, {n} seeds)"
+        return (f"{winner} beats {loser} by {by}{of}{metric}{after} "
+                f"({p_text}, {effect}, {n} seeds)")
     return (
         f"{name_a} and {name_b} are not distinguishable on {metric}{after} "
         f"(difference {_rounded(scale * mean, places)} ± {shown_half}{unit}, "
-        f"{_p_text(p)}, {n} seeds)"
+        f"{p_text}, {effect}, {n} seeds)"
     )
 
 
@@ -315,13 +357,17 @@ def _rounded(x: float, places: int) -> str:
     return text.removeprefix("-") if float(text) == 0 else text
 
 
-def _p_text(p: float) -> str:
-    """The p-value as "p < 0.001", "p < 0.01" or "p = 0.034" (two significant digits)."""
-    if p < 0.001:
+def _p_text(p: float, alpha: float) -> str:
+    """The p-value as "p < 0.001", "p < 0.01" or "p = 0.034": two significant digits, or
+    three where two would round across α (0.0496 is "p = 0.0496", never "p = 0.050")."""
+    if p < 0.001 and alpha > 0.001:
         return "p < 0.001"
-    if p < 0.01:
+    if p < 0.01 and alpha > 0.01:
         return "p < 0.01"
-    return f"p = {p:.2g}"
+    text = f"{p:#.2g}"
+    if (float(text) < alpha) != (p < alpha):
+        text = f"{p:#.3g}"
+    return f"p = {text.rstrip('.')}"
 
 
 def _check_level(name: str, level: float) -> None:

@@ -104,6 +104,8 @@ def gunzip(compressed: bytes, *, name: str, fix: str = _REPLACE) -> bytes:
     Raises:
       DataError: one line naming `name`, whether it is truncated or corrupt, and `fix`.
     """
+    if not compressed:
+        raise DataError(f"{name} is empty (0 bytes); {fix}")
     try:
         return gzip.decompress(compressed)
     except EOFError as err:

@@ -121,8 +121,13 @@ def _read_one(
     timeout: float,
 ) -> tuple[LocatedFile, bytes]:
     if data_dir is not None:
+        if not data_dir.is_dir():
+            raise DataError(f"the data directory {data_dir} does not exist; give a folder "
+                            f"holding the {len(spec.files())} .gz files of {spec.name}, or "
+                            "leave out --data-dir (and unset BNLAB_DATA_DIR)")
         path = data_dir / file.name
-        fix = f"put the original {file.name} in {data_dir}, or leave out --data-dir"
+        fix = (f"put the original {file.name} in {data_dir}, or leave out --data-dir "
+               "(and unset BNLAB_DATA_DIR)")
         if not path.is_file():
             raise DataError(f"{file.name} is missing from the data directory {data_dir}; {fix}")
         return _read_verified(role, path, "data-dir", file, fix=fix)

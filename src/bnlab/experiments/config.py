@@ -33,10 +33,14 @@ import dataclasses
 import inspect
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from bnlab.data.datasets import DATASETS
@@ -45,6 +49,7 @@ from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 from bnlab.nn.model import Sequential
 from bnlab.nn.zoo import MODELS
+from bnlab.train.engine import check_batching
 
 LAYER_TYPES = {
     "flatten": Flatten,
@@ -59,7 +64,12 @@ TOP_KEYS = {"name", "description", "dataset", "epochs", "batch_size", "seed", "s
 PRESET_DIR = Path(__file__).parent / "presets"
 FILE_HIDDEN_OPTIONS = {"axis_name"}
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-RESERVED_VARIANT_NAMES = {"tensorboard"}
+# Upper bounds that catch typos before anything is allocated or written (a run's history is
+# (seeds, epochs) per metric; seeds are 32-bit PRNG seeds).
+MAX_EPOCHS = 100_000
+MAX_SEEDS = 1_000
+MAX_SEED = 2**31 - 1
+RESERVED_VARIANT_NAMES = {"tensorboard", "comparisons"}  # run-folder and summary.json keys
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,9 @@ def load_experiment(file_or_preset: str | Path) -> ExperimentConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read experiment file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); save the "
+                          "experiment as UTF-8 TOML") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -169,17 +182,25 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
     if dataset not in DATASETS:
         raise fail("dataset", f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     classes = len(DATASETS[dataset].class_names)
+    spec = DATASETS[dataset]
+    n_train = spec.train_images.shape[0] - spec.validation_size
     epochs = _typed(raw, "epochs", int, fail, default=10)
     batch_size = _typed(raw, "batch_size", int, fail, default=32)
     seeds = _typed(raw, "seeds", int, fail, default=1)
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds)):
-        if value < 1:
-            raise fail(key, f"must be ≥ 1, got {value}")
+    seed = _typed(raw, "seed", int, fail, default=42)
+    for key, value, high in (("epochs", epochs, MAX_EPOCHS), ("batch_size", batch_size, n_train),
+                             ("seeds", seeds, MAX_SEEDS)):
+        if not 1 <= value <= high:
+            raise fail(key, f"must be in 1..{high:,}, got {value:,}")
+    if not 0 <= seed <= MAX_SEED - seeds + 1:
+        raise fail("seed", f"must be in 0..{MAX_SEED - seeds + 1:,} (seeds seed, seed+1, … "
+                   f"are 31-bit), got {seed:,}")
     optimizer = _parse_optimizer(raw.get("optimizer", {}), fail)
     variants_raw = raw["variants"]
     if not isinstance(variants_raw, list) or not variants_raw:
         raise fail("variants", "must be a non-empty array of tables ([[variants]])")
-    variants = tuple(_parse_variant(i, v, fail, classes) for i, v in enumerate(variants_raw))
+    variants = tuple(_parse_variant(i, v, fail, classes, n_train, batch_size)
+                     for i, v in enumerate(variants_raw))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise fail("variants", f"variant names must be unique, got {names}")
@@ -189,7 +210,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
         dataset=dataset,
         epochs=epochs,
         batch_size=batch_size,
-        seed=_typed(raw, "seed", int, fail, default=42),
+        seed=seed,
         seeds=seeds,
         optimizer=optimizer,
         variants=variants,
@@ -199,9 +220,11 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
 def with_overrides(config: ExperimentConfig, **overrides: int | None) -> ExperimentConfig:
     """Command-line overrides (``seeds``, ``epochs``, …); ``None`` leaves a value as it is."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    limits = {"epochs": MAX_EPOCHS, "seeds": min(MAX_SEEDS, MAX_SEED - config.seed + 1)}
     for key, value in given.items():
-        if value < 1:
-            raise ConfigError(f"--{key.replace('_', '-')} must be ≥ 1, got {value}")
+        high = limits.get(key)
+        if value < 1 or (high is not None and value > high):
+            raise ConfigError(f"--{key.replace('_', '-')} must be in 1..{high:,}, got {value:,}")
     return dataclasses.replace(config, **given)
 
 
@@ -241,10 +264,29 @@ def _parse_optimizer(raw: Any, fail) -> OptimizerConfig:
         raise fail("optimizer", f"optax.{name} rejects these arguments: {err}") from None
     if not isinstance(built, optax.GradientTransformation):
         raise fail("optimizer.name", f"optax.{name} is not an optimizer")
+    _try_one_update(built, name, fail)
     return OptimizerConfig(name, float(learning_rate), args)
 
 
-def _parse_variant(index: int, raw: Any, fail, classes: int) -> VariantConfig:
+def _try_one_update(optimizer: optax.GradientTransformation, name: str, fail) -> None:
+    """Trace (never run) one ``init`` + ``update`` on a tiny tree, so that an argument of
+    the wrong kind (``momentum = "fast"``) is caught here and not in the middle of a run."""
+    params = {"w": jax.ShapeDtypeStruct((2, 2), jnp.float32)}
+
+    def step(params):
+        state = optimizer.init(params)
+        return optimizer.update(params, state, params)
+
+    try:
+        jax.eval_shape(step, params)
+    except Exception as err:  # any failure here means the arguments are bad
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise fail("optimizer", f"optax.{name} fails with these arguments "
+                   f"({type(err).__name__}: {first_line}); check their types") from None
+
+
+def _parse_variant(index: int, raw: Any, fail, classes: int, n_train: int,
+                   batch_size: int) -> VariantConfig:
     key = f"variants[{index}]"
     if not isinstance(raw, dict):
         raise fail(key, "must be a table with name and model or layers")
@@ -278,6 +320,10 @@ def _parse_variant(index: int, raw: Any, fail, classes: int) -> VariantConfig:
         raise fail(f"{key}.layers", f"the last layer must be a dense layer with {classes} "
                    "units (one per class) and activation softmax or linear (the loss is "
                    "softmax cross-entropy)")
+    try:
+        check_batching(n_train, batch_size, model)
+    except ConfigError as err:
+        raise fail("batch_size", f"{err} (variant {name!r})") from None
     return variant
 
 
@@ -287,18 +333,42 @@ def _build_layer(spec: dict[str, Any]):
     if kind not in LAYER_TYPES:
         raise ConfigError(f"layer type {kind!r} unknown; allowed: {', '.join(LAYER_TYPES)}")
     cls = LAYER_TYPES[kind]
-    # Every option has a default of its kind (Dense.units, the one without, is an int);
-    # BatchNorm.axis_name is for code that maps over devices, not for experiment files.
-    fields = {f.name: (f.default if f.default is not dataclasses.MISSING else 0)
-              for f in dataclasses.fields(cls) if f.name not in FILE_HIDDEN_OPTIONS}
+    # The layer dataclass is the schema: its fields are the options, their annotations the
+    # types. BatchNorm.axis_name is for code that maps over devices, not for experiment files.
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in FILE_HIDDEN_OPTIONS}
     for option, value in spec.items():
         if option not in fields:
             raise ConfigError(f"{kind} layer has no option {option!r}; allowed: "
                               f"{', '.join(sorted(fields)) or 'none'}")
-        if not _same_kind(value, fields[option]):
-            raise ConfigError(f"{kind} layer option {option} must be "
-                              f"{_kind_name(fields[option])}, got {value!r}")
+        accepts, description = _option_type(hints[option])
+        if not accepts(value):
+            raise ConfigError(f"{kind} layer option {option} must be {description}, "
+                              f"got {value!r}")
+    missing = [name for name, f in fields.items() if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and name not in spec]
+    if missing:
+        raise ConfigError(f"{kind} layer needs {', '.join(missing)}")
     return cls(**spec)
+
+
+def _option_type(hint: Any) -> tuple[Any, str]:
+    """``(accepts(value) -> bool, description)`` for a layer option annotated ``hint``
+    (``int``, ``float``, ``str``, ``bool``, ``Literal[...]``, or one of those ``| None``)."""
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        return (lambda v: isinstance(v, str) and v in choices,
+                "one of " + ", ".join(repr(c) for c in choices))
+    if isinstance(hint, types.UnionType):  # X | None: TOML has no null, so X
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _option_type(hint)
+    if hint is bool:
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if hint is int:
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
+    if hint is float:
+        return (lambda v: isinstance(v, int | float) and not isinstance(v, bool)), "a number"
+    return (lambda v: isinstance(v, hint)), f"a {hint.__name__}"
 
 
 def _same_kind(value: Any, default: Any) -> bool:

@@ -8,17 +8,20 @@ initialization, shuffle order and dropout keys, exactly as if it ran alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnlab.analysis.stats import compare_all
 from bnlab.data.datasets import Splits
 from bnlab.errors import DivergenceError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig
@@ -29,6 +32,7 @@ from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from bnlab.train.engine import (
     RunKeys,
     TrainState,
+    compiler_options,
     init_train_state,
     make_evaluate,
     make_train_epoch,
@@ -106,11 +110,12 @@ class VariantTrainer:
         returns the seconds it took."""
         start = time.perf_counter()
         shuffle, dropout = self.epoch_keys(0)
+        options = compiler_options()
         self._epoch = self._epoch.lower(state, self.x_train, self.y_train, shuffle,
-                                        dropout).compile()
+                                        dropout).compile(options)
         for n, images in self._eval_shapes.items():
             self._evaluate_compiled[n] = self._evaluate.lower(
-                state.params, state.bn_state, images, np.zeros(n, np.int32)).compile()
+                state.params, state.bn_state, images, np.zeros(n, np.int32)).compile(options)
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
@@ -273,7 +278,7 @@ def run_experiment(
         atomic_write_bytes(run_dir / variant.name / "statistics.csv",
                            statistics_csv(result.history).encode())
         results.append(result)
-    atomic_write_json(run_dir / "summary.json", {
+    summary: dict[str, Any] = {
         r.name: {
             "seeds": list(r.seeds),
             "final": {m: r.history[m][:, -1] for m in METRICS},
@@ -283,7 +288,13 @@ def run_experiment(
             "compile_seconds": r.compile_seconds,
         }
         for r in results
-    })
+    }
+    summary["comparisons"] = [  # seed-paired, final val_accuracy, Holm-adjusted; JSON null = NaN
+        {key: (None if isinstance(value, float) and not np.isfinite(value) else value)
+         for key, value in dataclasses.asdict(c).items()}
+        for c in compare_all({r.name: r.history["val_accuracy"][:, -1] for r in results},
+                             epochs=config.epochs)]
+    atomic_write_json(run_dir / "summary.json", summary)
     return results
 
 

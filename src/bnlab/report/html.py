@@ -172,18 +172,30 @@ def _verdicts(run: RunRecord, config: ExperimentConfig) -> str:
         return f'{heading}<p class="note">No verdicts: {_e(err)}</p>'
     items = "".join(f'<li class="{"win" if c.winner else "tie"}">{_e(c.verdict)}</li>'
                     for c in comparisons)
-    return (f'{heading}<p class="muted">Seed-paired t-tests on the final validation accuracy '
-            f'(α = 0.05, not corrected for multiple comparisons).</p>'
-            f'<ul class="verdicts">{items}</ul>')
+    rows = "".join(
+        f"<tr><td>{_e(c.name_a)} − {_e(c.name_b)}</td>"
+        f"<td>{100 * c.mean_difference:+.2f} ± {100 * c.ci_half_width:.2f}</td>"
+        f"<td>{c.p_value:.3g}</td><td>{c.p_adjusted:.3g}</td><td>{c.effect_size_dz:.2f}</td>"
+        f"<td>{_e(c.winner or '—')}</td></tr>"
+        for c in comparisons)
+    table = ("<table><tr><th>pair</th><th>difference, points (95% CI)</th><th>p</th>"
+             f"<th>p, Holm</th><th>d<sub>z</sub></th><th>better</th></tr>{rows}</table>")
+    return (f'{heading}<p class="muted">Seed-paired t-tests on the final validation accuracy, '
+            f"α = 0.05, p-values Holm-adjusted over the {len(comparisons)} pairs; ± is the 95% "
+            "confidence interval of the mean paired difference, d<sub>z</sub> = mean / sd of "
+            "the paired differences (an exact sign test replaces the t-test when every seed's "
+            f'difference is the same).</p><ul class="verdicts">{items}</ul>{table}')
 
 
 def _curves(run: RunRecord) -> str:
     if not run.histories:
         return '<p class="note">No epoch has finished yet.</p>'
-    data = base64.b64encode(render_learning_curves(run.histories)).decode("ascii")
+    image = render_learning_curves(run.histories, title=run.path.name)
+    data = base64.b64encode(image).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="Loss and accuracy per '
-            f'epoch of {_e(", ".join(run.histories))}, train dashed, validation solid">'
-            "<figcaption>Train (dashed) and validation (solid) loss and accuracy per epoch."
+            f'epoch of {_e(", ".join(run.histories))}, training (left) and validation (right)">'
+            "<figcaption>Loss (top) and accuracy (bottom) per epoch, training (left) and "
+            "validation (right); with several seeds, the mean and its 95% confidence band."
             "</figcaption></figure>")
 
 

@@ -1,0 +1,182 @@
+"""Where does a training epoch's time go? XLA's own per-operation timings, grouped.
+
+Compiles the training epoch that `bnlab run` uses (one `jax.jit`-compiled `lax.scan`, seeds
+`vmap`-ped when --seeds > 1) with XLA's per-thunk trace events switched on
+(`xla_cpu_enable_xprof_traceme`), runs one epoch after a warm-up under `jax.profiler.trace`,
+reads the trace back with `jax.profiler.ProfileData`, and sums each compiled operation's time.
+Every operation is put in one group by what the optimized HLO says it computes:
+
+  matrix products  a `dot` (alone or inside a fusion), labelled by its shape, e.g.
+                   `(32,784)·(784,300)`, and as forward / weight-grad / input-grad
+  parameter update an elementwise fusion whose output has a parameter's shape (SGD's w − η·g)
+  batch gather     the fusion that gathers a batch's rows and scales the pixels
+  shuffle          the epoch's permutation (sort)
+  copies           buffer copies XLA inserts inside the loop (e.g. a weight it cannot update
+                   in place)
+  other            BN statistics, activations, loss, masking, bookkeeping
+
+and the table shows each group's µs per step and share of the summed operation time, with the
+operations that cost most. The per-op times are measured with tracing on, which adds a little
+to each event; the shares are what to read.
+
+    .venv/bin/python benchmarks/profile_epoch.py --models baseline,bn_after --seeds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.profiler import ProfileData
+from rich.console import Console
+from rich.table import Table
+
+from bnlab.data.datasets import load_dataset
+from bnlab.experiments.runner import over_seeds
+from bnlab.nn.zoo import get_model
+from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
+
+INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.-]+) = (\S+?\[[^\]]*\])\S* (\w[\w-]*)\((.*)$")
+COMPUTATION = re.compile(r"^%?([\w.-]+) .*\{$")
+
+
+def parse_hlo(text: str) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """``({instruction: {shape, op, rest, computation}}, {computation: [instruction lines]})``
+    from an optimized HLO module's text."""
+    instructions, computations, current = {}, collections.defaultdict(list), None
+    for line in text.splitlines():
+        if (match := COMPUTATION.match(line)) and "=" not in line.split("{")[0]:
+            current = match.group(1)
+            continue
+        if match := INSTRUCTION.match(line):
+            name, shape, op, rest = match.groups()
+            instructions[name] = {"shape": shape, "op": op, "rest": rest, "computation": current}
+            computations[current].append(line)
+    return instructions, computations
+
+
+def dot_label(line: str, shapes: dict[str, str], parameter_shapes: set[str]) -> str:
+    """``"forward (32,784)·(784,300)"``: the product's role and operand shapes. A product whose
+    result has a kernel's shape is a weight gradient; one with a kernel operand is a forward
+    product when its result has the kernel's last (units) dimension, else an input gradient."""
+    match = INSTRUCTION.match(line)
+    operand_shapes = [shapes.get(o, "?") for o in re.findall(r"%([\w.-]+)", match.group(4))[:2]]
+    dims = [tuple(re.findall(r"\d+", s.partition("[")[2])) for s in
+            (*operand_shapes, match.group(2))]
+    kernels = [d for d, s in zip(dims, operand_shapes, strict=False) if s in parameter_shapes]
+    if match.group(2) in parameter_shapes:
+        role = "weight-grad"
+    elif kernels and dims[2][-1:] == kernels[0][-1:]:
+        role = "forward"
+    else:
+        role = "input-grad"
+    return f"{role} {'·'.join('(' + ','.join(d) + ')' for d in dims[:2])}"
+
+
+def classify(name: str, instructions: dict[str, dict], computations: dict[str, list[str]],
+             parameter_shapes: set[str]) -> tuple[str, str]:
+    """``(group, label)`` of a traced operation ``name`` (see the module docstring)."""
+    info = instructions.get(name)
+    if info is None:
+        return "other", name
+    called = re.search(r"calls=%([\w.-]+)", info["rest"])
+    body = computations.get(called.group(1), []) if called else []
+    dots = [line for line in body if " dot(" in line]
+    shapes = {key: value["shape"] for key, value in instructions.items()}
+    if info["op"] == "dot":
+        return "matrix products", dot_label(f"%{name} = {info['shape']} dot({info['rest']}",
+                                            shapes, parameter_shapes)
+    if dots:  # a fusion: the dot's operands are the fused computation's own instructions
+        local = {m.group(1): m.group(2) for line in body if (m := INSTRUCTION.match(line))}
+        return "matrix products", dot_label(dots[0], shapes | local, parameter_shapes)
+    if info["op"] == "copy":
+        return "copies", f"{name} {info['shape']}"
+    if info["op"] == "sort" or any(" sort(" in line for line in body):
+        return "shuffle", name
+    if any(" gather(" in line for line in body):
+        return "batch gather", f"{name} {info['shape']}"
+    if info["shape"] in parameter_shapes and any(" multiply(" in line for line in body) \
+            and not any(" reduce(" in line for line in body):
+        return "parameter update", f"{name} {info['shape']}"
+    return "other", name
+
+
+def profile(model_name: str, seeds: int, x: jax.Array, y: jax.Array, workdir: Path) -> dict:
+    model, optimizer = get_model(model_name), optax.sgd(1e-3)
+    keys = [RunKeys.from_seed(s) for s in range(seeds)]
+    state = jax.vmap(lambda k: init_train_state(model, optimizer, k))(
+        jnp.stack([k.init for k in keys]))
+    shuffle = jnp.stack([k.epoch(0)[0] for k in keys])
+    dropout = jnp.stack([k.epoch(0)[1] for k in keys])
+    epoch = over_seeds(make_train_epoch(model, optimizer, len(y), 32), (0, None, None, 0, 0),
+                       seeds)
+    compiled = jax.jit(epoch).lower(state, x, y, shuffle, dropout).compile(
+        compiler_options() | {"xla_cpu_enable_xprof_traceme": True})
+    jax.block_until_ready(compiled(state, x, y, shuffle, dropout))  # warm-up
+    trace_dir = workdir / f"{model_name}-{seeds}"
+    with jax.profiler.trace(str(trace_dir)):
+        jax.block_until_ready(compiled(state, x, y, shuffle, dropout))
+    [xplane] = trace_dir.rglob("*.xplane.pb")
+    instructions, computations = parse_hlo(compiled.as_text())
+    parameter_shapes = {  # as the program sees them: one seed runs without the seed axis
+        f"f32[{','.join(map(str, leaf.shape[1:] if seeds == 1 else leaf.shape))}]"
+        for leaf in jax.tree_util.tree_leaves(state.params)}
+    per_op: collections.Counter = collections.Counter()
+    total_ns = 0
+    for plane in ProfileData.from_file(str(xplane)).planes:
+        for line in plane.lines:
+            for event in line.events:
+                if event.name.startswith("ThunkExecutor::Execute (wait"):
+                    total_ns = max(total_ns, event.duration_ns)
+                elif "Eigen" in line.name and not event.name.startswith(("ThunkExecutor",
+                                                                          "Slinky", "while")):
+                    per_op[event.name] += event.duration_ns
+    groups: collections.Counter = collections.Counter()
+    labels: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for name, ns in per_op.items():
+        group, label = classify(name, instructions, computations, parameter_shapes)
+        groups[group] += ns
+        labels[group][label] += ns
+    return {"total_ns": total_ns, "groups": groups, "labels": labels}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="baseline,bn_after,bn_before")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds in one program (vmap)")
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/bnlab-bench-cache"))
+    args = parser.parse_args()
+    splits = load_dataset("fashion_mnist", cache_dir=args.cache_dir)
+    x, y = jnp.asarray(splits.x_train), jnp.asarray(splits.y_train)
+    steps = -(-len(y) // 32)
+    console = Console(width=140)
+    with tempfile.TemporaryDirectory() as workdir:
+        for model_name in args.models.split(","):
+            result = profile(model_name, args.seeds, x, y, Path(workdir))
+            total = result["total_ns"]
+            busy = sum(result["groups"].values())
+            table = Table(
+                title=f"{model_name}, {args.seeds} seed(s): one training epoch, "
+                      f"{total / 1e9:.3f} s wall ({total / 1e3 / steps:.0f} µs per step); "
+                      f"operations {busy / 1e3 / steps:.0f} µs per step summed over threads",
+                caption="Independent operations run on both threads at once, so their sum can "
+                        "exceed the wall time; shares are of the summed operation time.",
+                title_justify="left", caption_justify="left")
+            for column in ("group", "µs/step", "share", "largest operations (µs/step)"):
+                table.add_column(column, justify="left" if column in ("group",
+                                 "largest operations (µs/step)") else "right")
+            for group, ns in result["groups"].most_common():
+                top = "; ".join(f"{label} {value / 1e3 / steps:.1f}"
+                                for label, value in result["labels"][group].most_common(4))
+                table.add_row(group, f"{ns / 1e3 / steps:.1f}", f"{ns / busy:.0%}", top)
+            console.print(table)
+
+
+if __name__ == "__main__":
+    main()
