@@ -145,19 +145,44 @@ class VariantTrainer:
         return np.asarray(loss), np.asarray(accuracy)
 
 
-def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int) -> Callable:
-    """``jax.vmap(fn, in_axes)`` over a leading seed axis — except for one seed, where the
-    axis is dropped and restored around a plain call: a vmap of size 1 turns every matrix
-    product into a batched one, measured 1.1–1.7× slower per epoch on CPU."""
-    if seeds > 1:
+# Seeds per vmapped group. Measured per model-epoch against separate runs (benchmarks/
+# README.md, two VMs): 5 seeds in one vmap are the fastest layout; 10 in one vmap lose it again
+# (the working set leaves the cache; bn_after 1.2× slower than separate runs on Zen 4).
+SEEDS_PER_VMAP = 5
+
+
+def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
+               group: int = SEEDS_PER_VMAP) -> Callable:
+    """``fn`` over a leading seed axis of the arguments whose ``in_axes`` is 0 (the others,
+    ``None``, are shared), as one program:
+
+    - one seed: a plain call, the axis dropped and restored (a vmap of size 1 turns every
+      matrix product into a batched one, measured 1.1–1.7× slower per epoch on CPU);
+    - up to ``group`` seeds: ``jax.vmap``;
+    - more: ``jax.lax.map`` over groups of ``group`` seeds, each group vmapped (the last may
+      be smaller). Every seed's numbers are the same whichever layout runs it.
+    """
+    if seeds == 1:
+        def single(*args):
+            unbatched = [arg if axis is None else jax.tree_util.tree_map(lambda a: a[0], arg)
+                         for arg, axis in zip(args, in_axes, strict=True)]
+            return jax.tree_util.tree_map(lambda a: a[None], fn(*unbatched))
+
+        return single
+    if seeds <= group:
         return jax.vmap(fn, in_axes=in_axes)
 
-    def single(*args):
-        unbatched = [arg if axis is None else jax.tree_util.tree_map(lambda a: a[0], arg)
-                     for arg, axis in zip(args, in_axes, strict=True)]
-        return jax.tree_util.tree_map(lambda a: a[None], fn(*unbatched))
+    def grouped(*args):
+        per_seed = [arg for arg, axis in zip(args, in_axes, strict=True) if axis is not None]
 
-    return single
+        def one_seed(seed_args):
+            it = iter(seed_args)
+            return fn(*[arg if axis is None else next(it)
+                        for arg, axis in zip(args, in_axes, strict=True)])
+
+        return jax.lax.map(one_seed, per_seed, batch_size=group)
+
+    return grouped
 
 
 def train_variant(
