@@ -65,7 +65,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 FILE_HIDDEN_OPTIONS = {"axis_name"}
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Upper bounds that catch typos before anything is allocated or written (a run's history is
-# (seeds, epochs) per metric; seeds are 32-bit PRNG seeds).
+# (seeds, epochs) per metric; seed, seed+1, … must stay distinct 31-bit PRNG seeds).
 MAX_EPOCHS = 100_000
 MAX_SEEDS = 1_000
 MAX_SEED = 2**31 - 1
@@ -181,8 +181,8 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
     dataset = _typed(raw, "dataset", str, fail, default="fashion_mnist")
     if dataset not in DATASETS:
         raise fail("dataset", f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
-    classes = len(DATASETS[dataset].class_names)
     spec = DATASETS[dataset]
+    classes = len(spec.class_names)
     n_train = spec.train_images.shape[0] - spec.validation_size
     epochs = _typed(raw, "epochs", int, fail, default=10)
     batch_size = _typed(raw, "batch_size", int, fail, default=32)
@@ -222,8 +222,8 @@ def with_overrides(config: ExperimentConfig, **overrides: int | None) -> Experim
     given = {k: v for k, v in overrides.items() if v is not None}
     limits = {"epochs": MAX_EPOCHS, "seeds": min(MAX_SEEDS, MAX_SEED - config.seed + 1)}
     for key, value in given.items():
-        high = limits.get(key)
-        if value < 1 or (high is not None and value > high):
+        high = limits.get(key, value)
+        if not 1 <= value <= high:
             raise ConfigError(f"--{key.replace('_', '-')} must be in 1..{high:,}, got {value:,}")
     return dataclasses.replace(config, **given)
 

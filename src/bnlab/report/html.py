@@ -172,11 +172,14 @@ def _verdicts(run: RunRecord, config: ExperimentConfig) -> str:
         return f'{heading}<p class="note">No verdicts: {_e(err)}</p>'
     items = "".join(f'<li class="{"win" if c.winner else "tie"}">{_e(c.verdict)}</li>'
                     for c in comparisons)
+    def number(value: float, spec: str) -> str:  # NaN (one seed): no spread, no test
+        return "—" if np.isnan(value) else format(value, spec)
+
     rows = "".join(
         f"<tr><td>{_e(c.name_a)} − {_e(c.name_b)}</td>"
-        f"<td>{100 * c.mean_difference:+.2f} ± {100 * c.ci_half_width:.2f}</td>"
-        f"<td>{c.p_value:.3g}</td><td>{c.p_adjusted:.3g}</td><td>{c.effect_size_dz:.2f}</td>"
-        f"<td>{_e(c.winner or '—')}</td></tr>"
+        f"<td>{100 * c.mean_difference:+.2f} ± {number(100 * c.ci_half_width, '.2f')}</td>"
+        f"<td>{number(c.p_value, '.3g')}</td><td>{number(c.p_adjusted, '.3g')}</td>"
+        f"<td>{number(c.effect_size_dz, '.2f')}</td><td>{_e(c.winner or '—')}</td></tr>"
         for c in comparisons)
     table = ("<table><tr><th>pair</th><th>difference, points (95% CI)</th><th>p</th>"
              f"<th>p, Holm</th><th>d<sub>z</sub></th><th>better</th></tr>{rows}</table>")
