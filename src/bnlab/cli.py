@@ -194,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          [run_dir / "curves.png", run_dir / "curves.svg"],
                          title=f"{config.name} ({run_dir.name})")
     console.print(results_table(results))
-    _print_verdicts({r.name: r.history["val_accuracy"][:, -1] for r in results}, config.epochs)
+    _print_verdicts({r.name: r.history for r in results}, config.epochs)
     console.print(f"total {time.perf_counter() - started:.1f} s")
     _print_saved(run_dir, [r.name for r in results], config.seed_list)
     return 0
@@ -265,8 +265,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                       mean_sd(np.asarray(test)) if test is not None else "unfinished")
     console.print(table)
     if run.complete:
-        _print_verdicts({n: h["val_accuracy"][:, -1] for n, h in run.histories.items()},
-                        config["epochs"])
+        _print_verdicts(run.histories, config["epochs"])
     return 0
 
 
@@ -280,12 +279,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_verdicts(finals: dict, epochs: int) -> None:
-    from bnlab.analysis.stats import compare_all
+def _print_verdicts(histories: dict, epochs: int) -> None:
+    from bnlab.analysis.stats import compare_final_accuracy
 
-    if len(finals) < 2:
+    if len(histories) < 2:
         return
-    comparisons = compare_all(finals, epochs=epochs)
+    comparisons = compare_final_accuracy(histories, epochs)
     if comparisons[0].n == 1:
         differences = ", ".join(f"{c.name_a} − {c.name_b} {100 * c.mean_difference:+.2f}"
                                 for c in comparisons)

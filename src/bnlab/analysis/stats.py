@@ -27,6 +27,7 @@ __all__ = [
     "PairedComparison",
     "SeedSummary",
     "compare_all",
+    "compare_final_accuracy",
     "compare_paired",
     "holm_adjust",
     "summarize_over_seeds",
@@ -277,9 +278,18 @@ def compare_all(finals: Mapping[str, np.ndarray], **kw: Any) -> list[PairedCompa
         oriented.append(((name_j, vj), (name_i, vi)) if j_is_better
                         else ((name_i, vi), (name_j, vj)))
         p_values.append(first.p_value)
-    family = (holm_adjust(p_values), len(p_values))
-    return [compare_paired(va, vb, name_a=na, name_b=nb, holm=(p, family[1]), **kw)
-            for ((na, va), (nb, vb)), p in zip(oriented, family[0], strict=True)]
+    adjusted = holm_adjust(p_values)
+    return [compare_paired(va, vb, name_a=na, name_b=nb, holm=(p, len(p_values)), **kw)
+            for ((na, va), (nb, vb)), p in zip(oriented, adjusted, strict=True)]
+
+
+def compare_final_accuracy(histories: Mapping[str, Mapping[str, np.ndarray]],
+                           epochs: int) -> list[PairedComparison]:
+    """The verdicts bnlab prints, stores and reports: `compare_all` of every pair of
+    variants on the final validation accuracy, `histories[variant]["val_accuracy"]:
+    (seeds, epochs)`."""
+    return compare_all({name: np.asarray(h["val_accuracy"])[:, -1]
+                        for name, h in histories.items()}, epochs=epochs)
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:

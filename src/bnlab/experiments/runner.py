@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnlab.analysis.stats import compare_all
+from bnlab.analysis.stats import compare_final_accuracy
 from bnlab.data.datasets import Splits
 from bnlab.errors import DivergenceError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig
@@ -317,8 +317,7 @@ def run_experiment(
     summary["comparisons"] = [  # seed-paired, final val_accuracy, Holm-adjusted; JSON null = NaN
         {key: (None if isinstance(value, float) and not np.isfinite(value) else value)
          for key, value in dataclasses.asdict(c).items()}
-        for c in compare_all({r.name: r.history["val_accuracy"][:, -1] for r in results},
-                             epochs=config.epochs)]
+        for c in compare_final_accuracy({r.name: r.history for r in results}, config.epochs)]
     atomic_write_json(run_dir / "summary.json", summary)
     return results
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnlab.analysis.stats import compare_all, summarize_over_seeds
+from bnlab.analysis.stats import compare_final_accuracy, summarize_over_seeds
 from bnlab.data.datasets import DATASETS
 from bnlab.errors import BnlabError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig, config_from_dict
@@ -165,9 +165,8 @@ def _verdicts(run: RunRecord, config: ExperimentConfig) -> str:
     if not run.complete:
         return (f'{heading}<p class="note">Verdicts compare the final validation accuracy; they '
                 "appear when the run is complete.</p>")
-    finals = {name: h["val_accuracy"][:, -1] for name, h in run.histories.items()}
     try:
-        comparisons = compare_all(finals, epochs=config.epochs)
+        comparisons = compare_final_accuracy(run.histories, config.epochs)
     except BnlabError as err:
         return f'{heading}<p class="note">No verdicts: {_e(err)}</p>'
     items = "".join(f'<li class="{"win" if c.winner else "tie"}">{_e(c.verdict)}</li>'
