@@ -10,6 +10,9 @@ reported separately), with the spread of the repeats.
 
     .venv/bin/python benchmarks/epoch_speed.py --engines bnlab,keras,torch --epochs 4 \\
         --repeats 3 --threads 2 --torch-threads 1,2 --out bench-out
+
+`--device gpu` runs the engines that have a GPU path (bnlab on JAX's CUDA backend, PyTorch on
+CUDA) on the machine's first GPU instead; the floors are CPU floors and are then not measured.
 """
 
 from __future__ import annotations
@@ -83,7 +86,18 @@ def write_data(data_dir: Path, path: Path) -> None:
     np.savez(path, x_train=x[N_VAL:], y_train=y[N_VAL:], x_val=x[:N_VAL], y_val=y[:N_VAL])
 
 
-def machine_facts() -> dict:
+def gpu_names() -> str:
+    """The machine's NVIDIA GPUs and driver, as nvidia-smi names them ("" without one)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return "; ".join(line.strip() for line in out.splitlines() if line.strip())
+
+
+def machine_facts(device: str) -> dict:
     cpu: dict[str, str] = {}
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
@@ -100,6 +114,8 @@ def machine_facts() -> dict:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "loadavg_start": os.getloadavg()[0],
+        "device": device,
+        "gpu": gpu_names() if device == "gpu" else "",
     }
 
 
@@ -139,9 +155,9 @@ def run_json(cmd: list[str], threads: int, timeout: float, verbose: bool,
     return json.loads(lines[-1]), tail
 
 
-def check_result(result: dict, column: Column, model: str, epochs: int) -> None:
-    keys = {"engine", "model", "threads", "seeds", "epoch_seconds", "first_epoch_seconds",
-            "history", "versions"}
+def check_result(result: dict, column: Column, model: str, epochs: int, device: str) -> None:
+    keys = {"engine", "model", "threads", "seeds", "device", "epoch_seconds",
+            "first_epoch_seconds", "history", "versions"}
     if missing := keys - result.keys():
         raise RuntimeError(f"result lacks {sorted(missing)}")
     if result["model"] != model or len(result["epoch_seconds"]) != epochs:
@@ -149,6 +165,8 @@ def check_result(result: dict, column: Column, model: str, epochs: int) -> None:
                            f"{len(result['epoch_seconds'])} epochs, asked {model} × {epochs}")
     if int(result["threads"]) != column.threads:
         raise RuntimeError(f"engine ran {result['threads']} threads, asked {column.threads}")
+    if result["device"].partition(":")[0] != device:
+        raise RuntimeError(f"engine ran on {result['device']}, asked {device}")
 
 
 def final_val_accuracy(result: dict) -> float:
@@ -251,6 +269,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--torch-threads", default=None,
                         help="e.g. 1,2: a torch column per thread count (default: --threads)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="where the engines train (gpu: engines with a CUDA path; no floors)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="models per engine run (only engines that batch seeds accept >1)")
     parser.add_argument("--floor-rounds", type=int, default=40)
@@ -308,9 +328,13 @@ def main() -> None:
     columns, pythons = make_columns(args, notes)
     for note in notes:
         print(f"NOTE: {note}", file=sys.stderr)
-    machine = machine_facts()
-    # One-thread floors always: on these VMs they are the stable anchor (FACTS.md).
+    machine = machine_facts(args.device)
+    # One-thread floors always: on these VMs they are the stable anchor (FACTS.md). The floors
+    # are CPU floors: a GPU sitting has none.
     thread_counts = sorted({1, args.threads} | {c.threads for c in columns})
+    if args.device == "gpu":
+        thread_counts = []
+        notes.append("--device gpu: F_shape and F_peak are CPU floors and were not measured")
     # The floors are the machine's best case, so they use the AVX-512 kernels the engines' own
     # GEMMs use, even where the environment pins OpenBLAS to AVX2 ones (OPENBLAS_CORETYPE=Haswell
     # on this project's VMs) or OpenBLAS does not recognise the CPU. Only the floors see this.
@@ -341,13 +365,13 @@ def main() -> None:
                     cmd = [str(pythons[col.engine]), ENGINES[col.engine][1], "--model", model,
                            "--epochs", str(args.epochs), "--seed", str(args.seed),
                            "--data", str(data), "--threads", str(col.threads),
-                           "--seeds", str(args.seeds)]
+                           "--seeds", str(args.seeds), "--device", args.device]
                     run = {"repeat": rep, "label": col.label, "engine": col.engine,
                            "threads": col.threads, "model": model, "command": shlex.join(cmd)}
                     start = time.perf_counter()
                     try:
                         result, _ = run_json(cmd, col.threads, args.timeout, args.verbose)
-                        check_result(result, col, model, args.epochs)
+                        check_result(result, col, model, args.epochs, args.device)
                         run["result"] = result
                         acc = final_val_accuracy(result)
                         status = (f"{steady_epoch(result):.2f} s/epoch (epoch 1 "
@@ -378,12 +402,16 @@ def main() -> None:
     facts = [f"CPU: {machine['cpu']} (family/model/stepping {machine['cpu_family_model_stepping']},"
              f" AVX-512 {'yes' if machine['avx512f'] else 'no'}), {machine['cores']} cores; "
              f"load average {machine['loadavg_start']:.2f} → {machine['loadavg_end']:.2f}",
-             "2048³ sgemm: " + ", ".join(f"{g:.0f} GFLOP/s on {t} thread(s)"
-                                         for t, g in peak.items()),
+             *([f"GPU: {machine['gpu'] or 'nvidia-smi found none'}; engines ran on "
+                + (", ".join(sorted({r["result"]["device"] for r in runs if "result" in r}))
+                   or "nothing")] if args.device == "gpu" else []),
+             *(["2048³ sgemm: " + ", ".join(f"{g:.0f} GFLOP/s on {t} thread(s)"
+                                          for t, g in peak.items())] if peak else []),
              *[f"{name}: " + ", ".join(f"{k} {v}" for k, v in ver.items())
                for name, ver in versions.items()]]
     title = (f"s/epoch, median over {args.repeats} repeat(s) of the median of epochs "
-             f"2–{args.epochs} (training + validation); ÷ columns divide this row's s/epoch")
+             f"2–{args.epochs} (training + validation) on the {args.device.upper()}; "
+             "÷ columns divide this row's s/epoch")
     print_table(rows, title)
     for line in facts:
         print(line)

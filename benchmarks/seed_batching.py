@@ -3,11 +3,12 @@
 For each model and N in --seeds, in one invocation, with repeats interleaved so drift hits
 every layout alike (median of --repeats training epochs after compilation):
 
-  bnlab     what ``bnlab run --seeds N`` does (``runner.over_seeds``): one seed plainly, up
-            to 5 seeds in one ``vmap``, more as ``lax.map`` over vmapped groups of 5
+  bnlab     what ``bnlab run --seeds N`` does on this backend (``runner.over_seeds``): one
+            seed plainly, several in one ``vmap`` or as groups (``runner.seeds_per_vmap``)
   vmap      one program, ``jax.vmap`` over all N seeds
-  vmap, shared order   the same with one data order for all seeds (``shared_data_order``):
-            a first Dense layer fed by the data becomes one wide product over the seeds
+  vmap by 5  one program, ``jax.lax.map`` over vmapped groups of 5 seeds
+  vmap shared order  ``vmap`` over all N seeds with one data order for all of them: a
+            first Dense layer fed by the data becomes one wide product over the seeds
   lax.map   one program, the seeds' epochs one after another inside it (``jax.lax.map``)
   separate  N single-seed programs called one after another (N runs of ``--seeds 1``)
 
@@ -34,9 +35,13 @@ from bnlab.experiments.runner import over_seeds
 from bnlab.nn.zoo import get_model
 from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
 
+LAYOUTS = ("bnlab", "vmap", "vmap by 5", "vmap shared order", "lax.map", "separate")
 
-def layouts(name: str, n: int, x: jax.Array, y: jax.Array) -> dict[str, Callable[[], object]]:
-    """The ways to train ``n`` seeds of model ``name`` for one epoch, as no-argument calls."""
+
+def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
+            wanted: list[str]) -> dict[str, Callable[[], object]]:
+    """The ``wanted`` ways to train ``n`` seeds of model ``name`` for one epoch, as no-argument
+    calls (only those are compiled)."""
     model, optimizer = get_model(name), optax.sgd(1e-3)
     epoch = make_train_epoch(model, optimizer, len(y), 32)
     keys = [RunKeys.from_seed(s) for s in range(n)]
@@ -49,23 +54,28 @@ def layouts(name: str, n: int, x: jax.Array, y: jax.Array) -> dict[str, Callable
     def compiled(fn, *args):  # as bnlab compiles (runner.VariantTrainer.compile)
         return jax.jit(fn).lower(*args).compile(compiler_options())
 
-    single = compiled(epoch, seed_states[0], x, y, shuffle[0], dropout[0])
-    vmapped = compiled(jax.vmap(epoch, in_axes=(0, None, None, 0, 0)), state, x, y, shuffle,
-                       dropout)
-    shared = compiled(jax.vmap(epoch, in_axes=(0, None, None, None, 0)), state, x, y,
-                      shuffle[0], dropout)
-    mapped = compiled(lambda s, a, b: jax.lax.map(lambda t: epoch(t[0], x, y, t[1], t[2]),
-                                                  (s, a, b)), state, shuffle, dropout)
-    grouped = compiled(over_seeds(epoch, (0, None, None, 0, 0), n), state, x, y, shuffle,
-                       dropout)
-    return {
-        "bnlab": lambda: grouped(state, x, y, shuffle, dropout),
-        "vmap": lambda: vmapped(state, x, y, shuffle, dropout),
-        "vmap, shared order": lambda: shared(state, x, y, shuffle[0], dropout),
-        "lax.map": lambda: mapped(state, shuffle, dropout),
-        "separate": lambda: [single(seed_states[i], x, y, shuffle[i], dropout[i])
-                             for i in range(n)],
+    seeded = (0, None, None, 0, 0)
+    programs = {  # layout -> (function, its arguments)
+        "bnlab": (over_seeds(epoch, seeded, n), (state, x, y, shuffle, dropout)),
+        "vmap": (jax.vmap(epoch, in_axes=seeded), (state, x, y, shuffle, dropout)),
+        "vmap by 5": (over_seeds(epoch, seeded, n, group=5),
+                              (state, x, y, shuffle, dropout)),
+        "vmap shared order": (jax.vmap(epoch, in_axes=(0, None, None, None, 0)),
+                               (state, x, y, shuffle[0], dropout)),
+        "lax.map": (lambda s, a, b: jax.lax.map(lambda t: epoch(t[0], x, y, t[1], t[2]),
+                                                (s, a, b)), (state, shuffle, dropout)),
     }
+    calls: dict[str, Callable[[], object]] = {}
+    for layout in wanted:
+        if layout == "separate":
+            single = compiled(epoch, seed_states[0], x, y, shuffle[0], dropout[0])
+            calls[layout] = lambda single=single: [
+                single(seed_states[i], x, y, shuffle[i], dropout[i]) for i in range(n)]
+        else:
+            fn, args = programs[layout]
+            program = compiled(fn, *args)
+            calls[layout] = lambda program=program, args=args: program(*args)
+    return calls
 
 
 def main() -> None:
@@ -73,17 +83,24 @@ def main() -> None:
     parser.add_argument("--models", default="baseline,bn_after,bn_before")
     parser.add_argument("--seeds", default="1,5,10")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--layouts", default=",".join(LAYOUTS),
+                        help="comma-separated subset; separate is always run (the ratios' base)")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/bnlab-bench-cache"))
     args = parser.parse_args()
+    names = [k for k in LAYOUTS if k in args.layouts.split(",") and k != "separate"]
+    if unknown := set(args.layouts.split(",")) - set(LAYOUTS):
+        parser.error(f"unknown layout(s) {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")
+    names.append("separate")
     splits = load_dataset("fashion_mnist", cache_dir=args.cache_dir)
     x, y = jnp.asarray(splits.x_train), jnp.asarray(splits.y_train)
-    names = ("bnlab", "vmap", "vmap, shared order", "lax.map", "separate")
-    table = Table(title="seconds per model-epoch (median of repeats); ratio to separate runs")
-    for column in ("model", "N", *names, *(f"{k} ÷ separate" for k in names[:4])):
+    device = jax.devices()[0]
+    table = Table(title="seconds per model-epoch (median of repeats); ratio to separate runs; "
+                        f"{device.platform}:{device.device_kind}")
+    for column in ("model", "N", *names, *(f"{k} ÷ separate" for k in names[:-1])):
         table.add_column(column, justify="right")
     for name in args.models.split(","):
         for n in map(int, args.seeds.split(",")):
-            calls = layouts(name, n, x, y)
+            calls = layouts(name, n, x, y, names)
             for call in calls.values():
                 jax.block_until_ready(call())  # warm-up
             times: dict[str, list[float]] = {k: [] for k in calls}
@@ -94,7 +111,7 @@ def main() -> None:
                     times[key].append((time.perf_counter() - start) / n)
             med = {k: statistics.median(v) for k, v in times.items()}
             table.add_row(name, str(n), *(f"{med[k]:.3f}" for k in names),
-                          *(f"{med[k] / med['separate']:.2f}" for k in names[:4]))
+                          *(f"{med[k] / med['separate']:.2f}" for k in names[:-1]))
             print(name, n, {k: round(v, 3) for k, v in med.items()}, flush=True)
     Console(width=160).print(table)
 

@@ -1,13 +1,15 @@
 """Engine: bnlab itself — the library's compiled epoch (`jit` + `lax.scan`), seeds `vmap`-ped.
 
 Uses exactly what `bnlab seed` runs (`bnlab.experiments.runner.VariantTrainer`): one compiled
-program per epoch for all seeds, validation in inference mode. The thread count is enforced by
-the orchestrator, which pins every engine to `--threads` CPUs. Run by epoch_speed.py with
-.venv/bin/python; see protocol.py for the command line.
+program per epoch for all seeds, validation in inference mode. `--device gpu` runs it on JAX's
+CUDA backend, `cpu` (the default) on the CPU even where JAX sees a GPU. The thread count is
+enforced by the orchestrator, which pins every engine to `--threads` CPUs. Run by epoch_speed.py
+with .venv/bin/python; see protocol.py for the command line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import time
@@ -17,7 +19,15 @@ import protocol
 
 def main() -> None:
     args = protocol.parse_args(__doc__.splitlines()[0])
+    import jax
     import jax.numpy as jnp
+
+    if args.device == "cpu":
+        jax.config.update("jax_platforms", "cpu")
+    elif jax.default_backend() != "gpu":  # jax without its CUDA plugin, or no GPU
+        protocol.refuse(f"bnlab: JAX's backend here is {jax.default_backend()}, not gpu; "
+                        "install the `gpu` extra on a machine with an NVIDIA GPU")
+    device = jax.devices()[0]
 
     from bnlab.data.datasets import Splits
     from bnlab.experiments.config import load_experiment
@@ -50,9 +60,12 @@ def main() -> None:
             history[key].append(float(values[0]) if args.seeds == 1 else values.tolist())
         protocol.log(f"epoch {epoch + 1}: {seconds:.3f} s, val_accuracy "
                      f"{float(val_accuracy.mean()):.4f}")
-    versions = {p: importlib.metadata.version(p) for p in ("bnlab", "jax", "jaxlib", "optax")}
+    versions = {}
+    for package in ("bnlab", "jax", "jaxlib", "optax", "jax-cuda12-plugin", "jax-cuda13-plugin"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
     protocol.emit(engine="bnlab", args=args, epoch_seconds=epoch_seconds, history=history,
-                  versions=versions)
+                  versions=versions, device=f"{args.device}:{device.device_kind}")
 
 
 if __name__ == "__main__":

@@ -78,9 +78,11 @@ class EpochTimer(keras.callbacks.Callback):
 def main() -> None:
     args = protocol.parse_args(__doc__.splitlines()[0])
     if args.seeds != 1:
-        protocol.log("keras_notebook: trains one seed per process; run it once per seed "
-                     "(--seeds 1).")
-        raise SystemExit(2)
+        protocol.refuse("keras_notebook: trains one seed per process; run it once per seed "
+                        "(--seeds 1).")
+    if args.device != "cpu":
+        protocol.refuse("keras_notebook: runs on the CPU only (its environment installs "
+                        "tensorflow-cpu).")
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     data = protocol.load_data(args.data)
@@ -101,6 +103,7 @@ def main() -> None:
                  for key in protocol.HISTORY_KEYS},
         versions={"tensorflow": tf.__version__, "keras": keras.__version__,
                   "numpy": np.__version__},
+        device="cpu",
     )
 
 

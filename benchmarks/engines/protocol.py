@@ -3,14 +3,14 @@
 An engine is a script run by its own interpreter (each engine has its own virtual environment):
 
     <python> benchmarks/engines/<name>.py --model {baseline,bn_after,bn_before} --epochs E
-        --seed S --data PATH.npz --threads T [--seeds N]
+        --seed S --data PATH.npz --threads T [--seeds N] [--device {cpu,gpu}]
 
 It trains the notebook's model on the data in PATH.npz (written by the orchestrator with
 `np.savez`: uint8 `x_train (55000, 28, 28)`, int32 `y_train (55000,)`, uint8 `x_val (5000, 28, 28)`,
 int32 `y_val (5000,)`), prints progress on stderr, and prints exactly one JSON object as the last
 line of stdout:
 
-    {"engine": str, "model": str, "threads": int, "seeds": int,
+    {"engine": str, "model": str, "threads": int, "seeds": int, "device": str,
      "epoch_seconds": [float per epoch, the first included],
      "first_epoch_seconds": float,
      "history": {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]},
@@ -18,7 +18,10 @@ line of stdout:
 
 An epoch's seconds are wall-clock training plus validation evaluation. With `--seeds N > 1` an
 engine trains N models per epoch (history entries are then lists of N values per epoch); an
-engine that cannot do that exits with status 2 and one line on stderr.
+engine that cannot do that exits with status 2 and one line on stderr. `--device gpu` asks for
+the engine's GPU path (the data on the GPU once, the epoch on it); an engine without one, or on a
+machine whose framework sees no GPU, exits with status 2 and one line on stderr. `device` in the
+result names what actually ran the epoch (e.g. "cpu", "gpu:NVIDIA H200").
 
 Scripts import this file as `protocol` (their own folder is first on `sys.path`); it needs only
 the standard library and NumPy.
@@ -37,6 +40,7 @@ MODELS = ("baseline", "bn_after", "bn_before")
 ARRAYS = {"x_train": (55_000, 28, 28), "y_train": (55_000,), "x_val": (5_000, 28, 28),
           "y_val": (5_000,)}
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+DEVICES = ("cpu", "gpu")
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -48,6 +52,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="npz written by epoch_speed.py")
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
     args = parser.parse_args()
     if args.epochs < 1 or args.threads < 1 or args.seeds < 1:
         parser.error("--epochs, --threads and --seeds must be at least 1")
@@ -71,14 +76,21 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def refuse(message: str) -> None:
+    """Exit with status 2 and one line: this engine cannot run what was asked."""
+    log(message)
+    raise SystemExit(2)
+
+
 def emit(*, engine: str, args: argparse.Namespace, epoch_seconds: list[float],
-         history: dict[str, list[Any]], versions: dict[str, str]) -> None:
+         history: dict[str, list[Any]], versions: dict[str, str], device: str) -> None:
     """Print the one JSON result line on stdout."""
     result = {
         "engine": engine,
         "model": args.model,
         "threads": args.threads,
         "seeds": args.seeds,
+        "device": device,
         "epoch_seconds": [float(s) for s in epoch_seconds],
         "first_epoch_seconds": float(epoch_seconds[0]),
         "history": {key: history[key] for key in HISTORY_KEYS},

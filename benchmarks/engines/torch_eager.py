@@ -7,7 +7,9 @@ weight on the new value, i.e. Keras's 0.99 on the old one. One difference stays:
 the unbiased batch variance in running_var (×32/31 at batch 32), Keras the biased one.
 Softmax is folded into `cross_entropy`. Training: SGD lr 1e-3, batch 32 over a shuffled index
 tensor (no DataLoader); validation in `model.eval()` under `torch.no_grad()`, in batches of 32
-like Keras's `fit` (its validation batch size defaults to the training one).
+like Keras's `fit` (its validation batch size defaults to the training one). With `--device gpu`
+the data and the model live on the CUDA device from the start; loss and accuracy are summed on
+the device and read once per pass. float32 products stay true float32 (PyTorch's default).
 Run by epoch_speed.py with .venv-torch/bin/python; see protocol.py for the command line.
 """
 
@@ -69,9 +71,9 @@ def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: 
                 generator: torch.Generator) -> tuple[float, float]:
     """One shuffled pass; returns the epoch's mean loss and accuracy (as Keras logs them)."""
     net.train()
-    order = torch.randperm(len(x), generator=generator)
-    loss_sum = torch.zeros(())
-    correct = torch.zeros((), dtype=torch.int64)
+    order = torch.randperm(len(x), generator=generator).to(x.device)
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for start in range(0, len(x), BATCH):
         idx = order[start:start + BATCH]
         xb, yb = x[idx], y[idx]
@@ -82,38 +84,45 @@ def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: 
         opt.step()
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == yb).sum()
-    return loss_sum.item() / len(x), correct.item() / len(x)
+    return loss_sum.item() / len(x), correct.item() / len(x)  # .item() waits for the device
 
 
 @torch.no_grad()
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean loss and accuracy with the running BN statistics."""
     net.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for start in range(0, len(x), BATCH):
         xb, yb = x[start:start + BATCH], y[start:start + BATCH]
         logits = net(xb)
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += int((logits.argmax(1) == yb).sum())
-    return loss_sum / len(x), correct / len(x)
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    return loss_sum.item() / len(x), correct.item() / len(x)
 
 
 def main() -> None:
     args = protocol.parse_args(__doc__.splitlines()[0])
     if args.seeds != 1:
-        protocol.log("torch_eager: trains one seed per process; run it once per seed "
-                     "(--seeds 1).")
-        raise SystemExit(2)
+        protocol.refuse("torch_eager: trains one seed per process; run it once per seed "
+                        "(--seeds 1).")
+    if args.device == "gpu" and not torch.cuda.is_available():
+        protocol.refuse(f"torch_eager: torch {torch.__version__} sees no CUDA device here")
+    device = torch.device("cuda" if args.device == "gpu" else "cpu")
     torch.set_num_threads(args.threads)
     data = protocol.load_data(args.data)
-    x_train = torch.from_numpy(data["x_train"].reshape(-1, 784).astype(np.float32) / 255.0)
-    x_val = torch.from_numpy(data["x_val"].reshape(-1, 784).astype(np.float32) / 255.0)
-    y_train = torch.from_numpy(data["y_train"].astype(np.int64))
-    y_val = torch.from_numpy(data["y_val"].astype(np.int64))
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(device)
+
+    x_train = tensor(data["x_train"].reshape(-1, 784).astype(np.float32) / 255.0)
+    x_val = tensor(data["x_val"].reshape(-1, 784).astype(np.float32) / 255.0)
+    y_train = tensor(data["y_train"].astype(np.int64))
+    y_val = tensor(data["y_val"].astype(np.int64))
 
     torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    net = build(args.model)
+    generator = torch.Generator().manual_seed(args.seed)  # the order is drawn on the CPU
+    net = build(args.model).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
     seconds: list[float] = []
     history: dict[str, list[float]] = {key: [] for key in protocol.HISTORY_KEYS}
@@ -127,8 +136,9 @@ def main() -> None:
             history[key].append(value)
         protocol.log(f"torch epoch {epoch + 1}: {seconds[-1]:.2f} s  loss {loss:.4f}  "
                      f"val_accuracy {val_acc:.4f}")
+    name = f"gpu:{torch.cuda.get_device_name(device)}" if args.device == "gpu" else "cpu"
     protocol.emit(engine="torch", args=args, epoch_seconds=seconds, history=history,
-                  versions={"torch": torch.__version__, "numpy": np.__version__})
+                  versions={"torch": torch.__version__, "numpy": np.__version__}, device=name)
 
 
 if __name__ == "__main__":

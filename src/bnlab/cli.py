@@ -162,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from bnlab.experiments.runner import run_experiment
+    from bnlab.experiments.runner import device_name, run_experiment
     from bnlab.report.console import epoch_line, results_table
     from bnlab.report.plots import plot_learning_curves
     from bnlab.store import find_resumable, new_run_dir
@@ -174,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = ", ".join(map(str, config.seed_list))
     console.print(f"[bold]{config.name}[/]: {len(config.variants)} models × {config.seeds} "
                   f"seed(s) ({seeds}) × {config.epochs} epochs → {escape(str(run_dir))}"
-                  + (" (resuming)" if args.resume else ""))
+                  + (" (resuming)" if args.resume else "") + f" on {escape(device_name())}")
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True) as progress:

@@ -340,3 +340,19 @@ def test_dropout_in_training_without_a_key_raises_config_error():
 def test_dropout_rate_outside_0_1_raises_config_error(rate):
     with pytest.raises(ConfigError, match="Dropout rate"):
         Dropout(rate)
+
+
+def test_dense_products_ask_for_float32_so_gpu_results_match_cpu():
+    """JAX's default lets a GPU round float32 products to TensorFloat-32; Dense's forward,
+    weight-gradient and input-gradient products must all ask for full float32 instead."""
+    dense = Dense(3)
+    params, state, _ = dense.init(jax.random.key(0), (4,))
+
+    def loss(params, x):
+        return jnp.sum(dense.apply(params, state, x, train=True)[0] ** 2)
+
+    text = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(
+        params, jnp.ones((2, 4))).as_text()
+    dots = [line for line in text.splitlines() if "dot_general" in line]
+    assert len(dots) == 3
+    assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots)

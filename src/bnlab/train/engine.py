@@ -63,18 +63,28 @@ class RunKeys(NamedTuple):
         return jax.random.fold_in(self.shuffle, epoch), jax.random.fold_in(self.dropout, epoch)
 
 
-def compiler_options() -> dict[str, bool]:
+def compiler_options() -> dict[str, bool | int]:
     """XLA options for bnlab's compiled programs (``jit(...).lower(...).compile(options)``).
 
-    On CPU, copy insertion with region analysis: without it XLA copies a weight matrix at
-    every step when the step both reads it and updates it in place (the BN models' first
-    kernel, 784×300, whose input gradient feeds the input BatchNorm: ≈ 10% of a step).
-    Measured 12% less time per epoch for bn_after / bn_before and 3% for the baseline, with
-    identical results (``benchmarks/profile_epoch.py`` shows the copies).
+    CPU: copy insertion with region analysis. Without it XLA copies a weight matrix at every
+    step when the step both reads it and updates it in place (the BN models' first kernel,
+    784×300, whose input gradient feeds the input BatchNorm: ≈ 10% of a step). Measured 12%
+    less time per epoch for bn_after / bn_before and 3% for the baseline, identical results
+    (``benchmarks/profile_epoch.py`` shows the copies).
+
+    GPU: no GEMM autotuning (``xla_gpu_autotune_level`` 0: XLA's default kernel choice instead
+    of compiling and timing candidates). Measured on an H200 (``benchmarks/compile_options.py``,
+    bn_after): compilation 14.1 → 4.7 s with 16 CPU cores (40 s or more → 6.2 s on 2), for
+    6% (one seed) to 23% (five seeds) more time per epoch: 9–10 s saved against 0.01–0.04 s
+    per epoch, so autotuning would pay only after 220 (five seeds) to 1,000 (one seed) epochs
+    of one compiled program. The persistent compilation cache keeps either choice for reruns.
     """
-    if jax.default_backend() != "cpu":
-        return {}
-    return {"xla_cpu_copy_insertion_use_region_analysis": True}
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return {"xla_cpu_copy_insertion_use_region_analysis": True}
+    if backend == "gpu":
+        return {"xla_gpu_autotune_level": 0}
+    return {}
 
 
 def steps_per_epoch(n_samples: int, batch_size: int) -> int:
