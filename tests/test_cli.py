@@ -73,3 +73,19 @@ def test_bad_experiment_file_names_the_line_in_a_real_subprocess(tmp_path):
     assert "Traceback" not in result.stderr
     assert "bad.toml: invalid TOML" in result.stderr and "line 3" in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing is written for an invalid file
+
+
+def test_data_reports_every_unusable_file_not_only_the_first(capsys, tmp_path):
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")
+    assert main(["data", "--data-dir", str(tmp_path), "--no-download"]) == 2
+    captured = capsys.readouterr()
+    problems = {line.split(":")[0]: line for line in captured.out.splitlines()
+                if line.startswith(("train_", "test_"))}  # one whole line per unusable file
+    assert "train-images-idx3-ubyte.gz" in problems["train_images"]
+    assert "is empty (0 bytes)" in problems["test_labels"]
+    for role in ("train_labels", "test_images"):
+        assert "is missing from the data directory" in problems[role]
+    errors = [line for line in captured.err.splitlines() if line.strip()]
+    assert errors == ["error: 4 of 4 files are unusable (train_images, train_labels, "
+                      "test_images, test_labels); each is listed above with its fix"]

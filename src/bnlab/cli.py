@@ -124,17 +124,32 @@ def _load_splits(args: argparse.Namespace, dataset: str = "fashion_mnist"):
 def cmd_data(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    splits = _load_splits(args)
+    from bnlab.data.datasets import get_spec
+    from bnlab.data.sources import check_files
+
+    spec = get_spec("fashion_mnist")
+    checked = check_files(spec, data_dir=args.data_dir, cache_dir=_cache_dir(args) / "datasets",
+                          download=not args.no_download)
     table = Table(title="Fashion-MNIST files, each verified (the SHA-256 of its decompressed "
                         "bytes is the registry's)", title_justify="left")
     table.add_column("role", no_wrap=True)
     table.add_column("found in", no_wrap=True)
     table.add_column("path", overflow="fold")
     table.add_column("sha256", no_wrap=True)
-    for record in splits.sources:
-        table.add_row(record.role, record.origin, escape(str(record.path)),
-                      record.sha256[:12] + "…")
+    bad = {role: str(r) for role, r in checked.items() if isinstance(r, BnlabError)}
+    for role, result in checked.items():
+        if role in bad:
+            table.add_row(role, "[red]unusable[/]", "(below)", "—")
+        else:
+            table.add_row(role, result.origin, escape(str(result.path)),
+                          result.sha256[:12] + "…")
     console.print(table)
+    for role, message in bad.items():
+        console.print(f"[red]{role}[/]: {escape(message)}", soft_wrap=True)
+    if bad:
+        raise BnlabError(f"{len(bad)} of {len(checked)} files are unusable ({', '.join(bad)}); "
+                         "each is listed above with its fix")
+    splits = _load_splits(args)
     console.print(f"train {splits.x_train.shape[0]:,} · validation {splits.x_val.shape[0]:,} "
                   f"(first rows of the training file) · test {splits.x_test.shape[0]:,}")
     return 0
@@ -188,8 +203,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.console.print(f"Epoch {log.epoch}/{log.epochs}\n{epoch_line(log)}")
             progress.advance(task)
 
+        def on_resume(changes: list[str]) -> None:
+            for change in changes:
+                progress.console.print(f"[yellow]note:[/] resuming with {escape(change)}; the "
+                                       "finished epochs were trained in the other environment "
+                                       "(environment.json records both)")
+
         results = run_experiment(config, splits, run_dir, resume=args.resume,
-                                 on_compiled=on_compiled, on_epoch=on_epoch)
+                                 on_compiled=on_compiled, on_epoch=on_epoch,
+                                 on_resume=on_resume)
     plot_learning_curves({r.name: r.history for r in results},
                          [run_dir / "curves.png", run_dir / "curves.svg"],
                          title=f"{config.name} ({run_dir.name})")
@@ -253,7 +275,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     console.print(f"optimizer {config['optimizer']['name']} lr "
                   f"{config['optimizer']['learning_rate']:g}, batch {config['batch_size']}, "
                   f"{config['epochs']} epochs, seeds {env.get('seeds')}; {env.get('device')}, "
-                  f"jax {env.get('packages', {}).get('jax')}")
+                  f"jax {env.get('packages', {}).get('jax')}"
+                  + (f"; resumed {len(env['resumes'])}× (environment.json)"
+                     if env.get("resumes") else ""))
     table = Table(title="Final metrics (mean ± sd over seeds)", title_justify="left")
     for column in ("variant", "epochs", "val_accuracy", "val_loss", "test_accuracy"):
         table.add_column(column)

@@ -115,3 +115,30 @@ def test_resume_after_the_last_checkpoint_rewrites_lagging_histories(tmp_path):
     run_experiment(config, splits, tmp_path, resume=True)
     assert history.read_text() == full
     assert load_run(tmp_path).complete and load_run(tmp_path).epochs_done == 2
+
+
+def test_a_resume_is_recorded_and_a_changed_environment_is_reported(tmp_path):
+    import tomllib
+
+    from bnlab.experiments.config import parse_experiment
+    from bnlab.experiments.runner import run_experiment
+    from tests.synthetic import tiny_splits
+
+    config = parse_experiment(tomllib.loads(EXPERIMENT.replace("epochs = 5", "epochs = 1")))
+    splits = tiny_splits()
+    run_experiment(config, splits, tmp_path)
+    env_path = tmp_path / "environment.json"
+    started = json.loads(env_path.read_text())
+    reported: list[list[str]] = []
+    run_experiment(config, splits, tmp_path, resume=True, on_resume=reported.append)
+    assert reported == [[]]  # same environment: nothing to say, but the resume is on record
+    after = json.loads(env_path.read_text())
+    assert after["packages"] == started["packages"] and len(after["resumes"]) == 1
+    assert after["resumes"][0]["packages"] == started["packages"] and after["resumes"][0]["at"]
+
+    after["packages"]["jax"] = "0.0.1"  # as if the run had started with another jax
+    env_path.write_text(json.dumps(after))
+    run_experiment(config, splits, tmp_path, resume=True, on_resume=reported.append)
+    current = started["packages"]["jax"]
+    assert reported[-1] == [f"jax {current} (started with 0.0.1)"]
+    assert len(json.loads(env_path.read_text())["resumes"]) == 2

@@ -206,3 +206,17 @@ def test_headless_chromium_renders_report_offline_images_decoded_no_console_erro
     assert all(u.startswith(("file:", "data:")) for u in requests), f"{requests} {where}"
     assert overflowing == 0, f"{overflowing} table(s) wider than their box {where}"
     assert shot.stat().st_size > 10_000, where
+
+
+def test_a_resumed_run_shows_where_each_resume_ran(run_dir, tmp_path):
+    import json
+
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    env = json.loads((copy / "environment.json").read_text())
+    env["resumes"] = [{"at": "2026-11-26T05:00:00+00:00", "device": "gpu:<H200>",
+                       "packages": {"jax": "0.11.2"}}]
+    (copy / "environment.json").write_text(json.dumps(env))
+    text = write_report([load_run(copy)], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<th scope=\"row\">resumed</th><td>2026-11-26T05:00:00+00:00 on gpu:&lt;H200&gt;; " \
+           "jax 0.11.2</td>" in text

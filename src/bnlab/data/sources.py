@@ -108,6 +108,32 @@ def read_files(
     }
 
 
+def check_files(
+    spec: DatasetSpec,
+    *,
+    data_dir: Path | None = None,
+    cache_dir: Path,
+    download: bool = True,
+    timeout: float = 60.0,
+) -> dict[str, LocatedFile | DataError]:
+    """Every file of `spec` checked on its own, as `read_files` would find and verify it:
+    `{role: record, or the DataError that file gives}` — all problems at once, for a report
+    (`bnlab data`), where `read_files` stops at the first."""
+    if data_dir is not None:
+        _check_data_dir(spec, data_dir)  # one problem for all files: said once
+    results: dict[str, LocatedFile | DataError] = {}
+    for role, file in spec.files().items():
+        try:
+            results[role] = _read_one(
+                spec, role, file, data_dir=data_dir, cache_dir=cache_dir,
+                system_dirs=spec.system_dirs, mirrors=spec.mirrors, download=download,
+                timeout=timeout,
+            )[0]
+        except DataError as err:
+            results[role] = err
+    return results
+
+
 def _read_one(
     spec: DatasetSpec,
     role: str,
@@ -121,10 +147,7 @@ def _read_one(
     timeout: float,
 ) -> tuple[LocatedFile, bytes]:
     if data_dir is not None:
-        if not data_dir.is_dir():
-            raise DataError(f"the data directory {data_dir} does not exist; give a folder "
-                            f"holding the {len(spec.files())} .gz files of {spec.name}, or "
-                            "leave out --data-dir (and unset BNLAB_DATA_DIR)")
+        _check_data_dir(spec, data_dir)
         path = data_dir / file.name
         fix = (f"put the original {file.name} in {data_dir}, or leave out --data-dir "
                "(and unset BNLAB_DATA_DIR)")
@@ -151,6 +174,13 @@ def _read_one(
             f"{_how_to_get(spec)}"
         )
     return _download(role, file, cache=cache, mirrors=mirrors, timeout=timeout, spec=spec)
+
+
+def _check_data_dir(spec: DatasetSpec, data_dir: Path) -> None:
+    if not data_dir.is_dir():
+        raise DataError(f"the data directory {data_dir} does not exist; give a folder "
+                        f"holding the {len(spec.files())} .gz files of {spec.name}, or "
+                        "leave out --data-dir (and unset BNLAB_DATA_DIR)")
 
 
 def _read_verified(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import importlib.metadata
 import platform
 import time
@@ -23,11 +24,17 @@ import numpy as np
 
 from bnlab.analysis.stats import compare_final_accuracy
 from bnlab.data.datasets import Splits
-from bnlab.errors import DivergenceError
+from bnlab.errors import BnlabError, DivergenceError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig
 from bnlab.nn.model import Sequential
 from bnlab.report.tensorboard import TensorBoardLogger, variant_hparams
-from bnlab.store import atomic_write_bytes, atomic_write_json, history_csv, statistics_csv
+from bnlab.store import (
+    atomic_write_bytes,
+    atomic_write_json,
+    history_csv,
+    read_json,
+    statistics_csv,
+)
 from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from bnlab.train.engine import (
     RunKeys,
@@ -283,14 +290,21 @@ def run_experiment(
     resume: bool = False,
     on_compiled: Callable[[str, float], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    on_resume: Callable[[list[str]], None] | None = None,
 ) -> list[VariantResult]:
     """Train every variant × seed of ``config`` and keep everything in ``run_dir``.
 
     Writes ``config.json`` and ``environment.json`` first; after every epoch each seed's
     ``history.csv`` and the variant's checkpoint (so an interrupted run loses at most the
-    epoch in progress and resumes with ``resume=True``); ``summary.json`` at the end.
+    epoch in progress and resumes with ``resume=True``); ``summary.json`` at the end. A resume
+    is recorded in ``environment.json`` (``record_resume``); ``on_resume`` gets the ways its
+    environment differs from the one the run started in (empty when none).
     """
-    if not resume:
+    if resume:
+        changes = record_resume(run_dir, config)
+        if on_resume:
+            on_resume(changes)
+    else:
         atomic_write_json(run_dir / "config.json", config.to_dict())
         atomic_write_json(run_dir / "environment.json", environment(config))
     results = []
@@ -345,6 +359,28 @@ def device_name() -> str:
     """JAX's first device as ``platform:kind``, e.g. ``cpu:cpu`` or ``gpu:NVIDIA H200``."""
     device = jax.devices()[0]
     return f"{device.platform}:{device.device_kind}"
+
+
+def record_resume(run_dir: Path, config: ExperimentConfig) -> list[str]:
+    """Append this process's environment to ``environment.json``'s ``resumes`` list (with the
+    time) and return how it differs from the environment the run started in, one phrase per
+    difference (``"jax 0.11.2 (started with 0.10.2)"``): a resumed run mixes both."""
+    path = run_dir / "environment.json"
+    started = read_json(path)
+    if not isinstance(started, dict):
+        raise BnlabError(f"{path} is not a JSON object; the run may be damaged, delete it or "
+                         "rerun without --resume")
+    now = environment(config)
+    changes = [f"{key} {now[key]} (started with {started.get(key)})"
+               for key in ("python", "device", "device_count") if started.get(key) != now[key]]
+    old_packages = started.get("packages") or {}
+    changes += [f"{name} {version} (started with {old_packages.get(name)})"
+                for name, version in now["packages"].items()
+                if old_packages.get(name) != version]
+    entry = {"at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+             **{k: v for k, v in now.items() if k != "seeds"}}
+    atomic_write_json(path, {**started, "resumes": [*started.get("resumes", []), entry]})
+    return changes
 
 
 def environment(config: ExperimentConfig) -> dict[str, object]:

@@ -121,6 +121,11 @@ def _experiment_table(run: RunRecord, config: ExperimentConfig) -> str:
         ("python", _e(f"{env.get('python', '?')} on {env.get('platform', '?')}")),
         ("packages", _e(packages)),
     ]
+    for resume in env.get("resumes", []):  # a resumed run: where each later part ran
+        versions = ", ".join(f"{name} {version or 'not installed'}"
+                             for name, version in resume.get("packages", {}).items())
+        rows.append(("resumed", _e(f"{resume.get('at', '?')} on {resume.get('device', '?')}; "
+                                   f"{versions}")))
     body = "".join(f'<tr><th scope="row">{k}</th><td>{v}</td></tr>' for k, v in rows)
     return f'<table class="facts">{body}</table>'
 
