@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -113,12 +114,47 @@ def _cache_dir(args: argparse.Namespace) -> Path:
     return Path(user_cache_dir("bnlab"))
 
 
+class _DownloadBars:
+    """A progress bar per file being downloaded (``sources.Progress``), shown only once a
+    download starts; use as a context manager."""
+
+    def __init__(self) -> None:
+        self.progress = None
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        if self.progress is None:
+            self.progress = Progress(TextColumn("downloading {task.description}"), BarColumn(),
+                                     DownloadColumn(), TransferSpeedColumn(), console=console,
+                                     transient=True)
+            self.progress.start()
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(escape(name), total=total)
+        self.progress.update(self.tasks[name], completed=done)
+
+    def __enter__(self) -> _DownloadBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 def _load_splits(args: argparse.Namespace, dataset: str = "fashion_mnist"):
     from bnlab.data.datasets import load_dataset
 
-    return load_dataset(dataset, data_dir=args.data_dir,
-                        cache_dir=_cache_dir(args) / "datasets",
-                        download=not args.no_download)
+    with _DownloadBars() as bars:
+        return load_dataset(dataset, data_dir=args.data_dir,
+                            cache_dir=_cache_dir(args) / "datasets",
+                            download=not args.no_download, on_progress=bars)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -128,8 +164,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     from bnlab.data.sources import check_files
 
     spec = get_spec("fashion_mnist")
-    checked = check_files(spec, data_dir=args.data_dir, cache_dir=_cache_dir(args) / "datasets",
-                          download=not args.no_download)
+    with _DownloadBars() as bars:
+        checked = check_files(spec, data_dir=args.data_dir,
+                              cache_dir=_cache_dir(args) / "datasets",
+                              download=not args.no_download, on_progress=bars)
     table = Table(title="Fashion-MNIST files, each verified (the SHA-256 of its decompressed "
                         "bytes is the registry's)", title_justify="left")
     table.add_column("role", no_wrap=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from bnlab.data.sources import locate_files
 from bnlab.errors import DataError
 from tests.data.tinydata import NAMES, Tiny, other_gz
 
+ROLES = {name: role for role, name in NAMES.items()}
+
 
 @dataclass
 class Server:
@@ -34,15 +37,22 @@ class Server:
 @pytest.fixture
 def server(tiny: Tiny) -> Iterator[Server]:
     """Serves each tiny file under /good/, /truncated/ (half, honest Content-Length),
-    /short/ (half, then the connection drops), /wrong/ (another valid file) and /slow/
-    (never answers); anything else is a 404."""
-    routes: dict[str, tuple[bytes, int]] = {}
+    /short/ (half, then the connection drops), /wrong/ (another valid file), /slow/
+    (never answers), /huge/ (announces more bytes than the file can be), /endless/ (sends
+    that many with no Content-Length) and /bomb/ (a small gzip of far too many bytes);
+    anything else is a 404."""
+    routes: dict[str, tuple[bytes, int | None]] = {}  # path -> (payload, Content-Length)
     for name, payload in tiny.gz.items():
         half = payload[: len(payload) // 2]
+        too_many = sources.max_download_bytes(tiny.spec.files()[ROLES[name]]) + 1
         routes[f"/good/{name}"] = (payload, len(payload))
         routes[f"/truncated/{name}"] = (half, len(half))
         routes[f"/short/{name}"] = (half, len(payload))
         routes[f"/wrong/{name}"] = (other_gz(), len(other_gz()))
+        routes[f"/huge/{name}"] = (payload, too_many)
+        routes[f"/endless/{name}"] = (bytes(too_many), None)
+        bomb = gzip.compress(bytes(10 * too_many))
+        routes[f"/bomb/{name}"] = (bomb, len(bomb))
     requests: list[str] = []
     release = threading.Event()
 
@@ -57,7 +67,8 @@ def server(tiny: Tiny) -> Iterator[Server]:
                 return
             payload, length = routes[self.path]
             self.send_response(200)
-            self.send_header("Content-Length", str(length))
+            if length is not None:
+                self.send_header("Content-Length", str(length))
             self.end_headers()
             self.wfile.write(payload)
 
@@ -116,7 +127,7 @@ def test_all_mirrors_failing_is_one_line_naming_each_reason_and_the_fix(tiny, se
     url = {kind: f"{server.mirror(kind)}{name}" for kind in kinds}
     assert message.startswith(f"could not download {name} [{url['missing']}: HTTP 404 ")
     assert f"{url['truncated']}: truncated gzip data" in message
-    assert f"{url['short']}: IncompleteRead" in message
+    assert f"{url['short']}: the connection closed after " in message
     assert f"{url['wrong']}: wrong content (decompressed: " in message
     assert f"{url['slow']}: timed out" in message
     assert message.endswith(
@@ -158,3 +169,25 @@ def test_load_dataset_downloads_then_splits(tiny, server, tmp_path):
                           mirrors=[server.mirror("good")], registry={"tiny": tiny.spec})
     assert [s.origin for s in splits.sources] == ["download"] * 4
     np.testing.assert_array_equal(splits.x_val, tiny.arrays["train_images"][:3])
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("huge", "announces "),
+    ("endless", "sent more than "),
+    ("bomb", "gzip data that decompresses to more than "),
+])
+def test_a_mirror_sending_too_much_is_refused_without_holding_it(tiny, server, tmp_path, kind,
+                                                                  reason):
+    with pytest.raises(DataError) as err:
+        download(tiny, tmp_path, [server.mirror(kind)])
+    assert f"{server.mirror(kind)}{NAMES['train_images']}: {reason}" in str(err.value)
+    assert files_under(tmp_path) == []
+
+
+def test_download_progress_is_reported_up_to_the_whole_file(tiny, server, tmp_path):
+    seen: list[tuple[str, int, int | None]] = []
+    download(tiny, tmp_path, [server.mirror("good")], on_progress=lambda *a: seen.append(a))
+    for name, payload in tiny.gz.items():
+        mine = [(done, total) for n, done, total in seen if n == name]
+        assert mine and mine[-1] == (len(payload), len(payload))
+        assert [done for done, _ in mine] == sorted(done for done, _ in mine)

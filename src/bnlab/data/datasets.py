@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from bnlab.data.idx import read_idx
-from bnlab.data.sources import LocatedFile, read_files
+from bnlab.data.sources import LocatedFile, Progress, read_files
 from bnlab.errors import DataError
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
@@ -171,16 +171,18 @@ def load_dataset(
     download: bool = True,
     timeout: float = 60.0,
     registry: Mapping[str, DatasetSpec] = DATASETS,
+    on_progress: Progress | None = None,
 ) -> Splits:
     """Find, verify, parse and split dataset `name` (see `bnlab.data.sources` for the search).
 
     `system_dirs` and `mirrors` default to the spec's own (Debian's dir; the Keras bucket,
-    then upstream GitHub). Raises `DataError` with one line saying what is wrong and the fix.
+    then upstream GitHub); `on_progress` hears about each download as it arrives. Raises
+    `DataError` with one line saying what is wrong and the fix.
     """
     spec = get_spec(name, registry)
     found = read_files(
         spec, data_dir=data_dir, cache_dir=cache_dir, system_dirs=system_dirs,
-        mirrors=mirrors, download=download, timeout=timeout,
+        mirrors=mirrors, download=download, timeout=timeout, on_progress=on_progress,
     )
     arrays = {
         role: _parse(record, raw, spec.files()[role], spec) for role, (record, raw) in found.items()

@@ -16,6 +16,7 @@ Reference: http://yann.lecun.com/exdb/mnist/ ("THE IDX FILE FORMAT").
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 
@@ -98,17 +99,25 @@ def write_idx(array: np.ndarray) -> bytes:
     return header + array.astype(IDX_DTYPES[code], copy=False).tobytes(order="C")
 
 
-def gunzip(compressed: bytes, *, name: str, fix: str = _REPLACE) -> bytes:
-    """Decompress a whole gzip file (all members).
+def gunzip(compressed: bytes, *, name: str, fix: str = _REPLACE,
+           max_size: int | None = None) -> bytes:
+    """Decompress a whole gzip file (all members); with `max_size`, never more than that
+    many bytes (a file that would decompress to more is rejected, not held in memory).
 
     Raises:
-      DataError: one line naming `name`, whether it is truncated or corrupt, and `fix`.
+      DataError: one line naming `name`, whether it is truncated, corrupt or too large, and
+        `fix`.
     """
     if not compressed:
         raise DataError(f"{name} is empty (0 bytes); {fix}")
     try:
-        return gzip.decompress(compressed)
+        with gzip.GzipFile(fileobj=io.BytesIO(compressed)) as stream:
+            raw = stream.read(-1 if max_size is None else max_size + 1)
     except EOFError as err:
         raise DataError(f"{name} is truncated: the gzip stream ends early; {fix}") from err
     except (gzip.BadGzipFile, zlib.error) as err:
         raise DataError(f"{name} is corrupt: not a valid gzip stream ({err}); {fix}") from err
+    if max_size is not None and len(raw) > max_size:
+        raise DataError(f"{name} decompresses to more than the expected {max_size:,} bytes; "
+                        f"{fix}")
+    return raw

@@ -21,7 +21,7 @@ import hashlib
 import http.client
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -55,6 +55,10 @@ class LocatedFile:
     verified: bool = True
 
 
+Progress = Callable[[str, int, "int | None"], None]
+"""A download's progress: ``(file name, bytes received so far, total bytes or None)``."""
+
+
 class _Rejected(Exception):
     """A mirror served something that is not the expected file; the message is the reason."""
 
@@ -68,15 +72,17 @@ def locate_files(
     mirrors: Sequence[str] | None = None,
     download: bool = True,
     timeout: float = 60.0,
+    on_progress: Progress | None = None,
 ) -> list[LocatedFile]:
     """Find, download if needed, and verify every file of `spec`; see the module docstring.
 
-    `system_dirs` and `mirrors` default to the spec's own. Returns one record per role in
-    `spec.files()` order. Raises `DataError` (one line: which file, where, how to fix).
+    `system_dirs` and `mirrors` default to the spec's own; `on_progress` hears about each
+    download as it arrives. Returns one record per role in `spec.files()` order. Raises
+    `DataError` (one line: which file, where, how to fix).
     """
     found = read_files(
         spec, data_dir=data_dir, cache_dir=cache_dir, system_dirs=system_dirs,
-        mirrors=mirrors, download=download, timeout=timeout,
+        mirrors=mirrors, download=download, timeout=timeout, on_progress=on_progress,
     )
     return [record for record, _ in found.values()]
 
@@ -90,6 +96,7 @@ def read_files(
     mirrors: Sequence[str] | None = None,
     download: bool = True,
     timeout: float = 60.0,
+    on_progress: Progress | None = None,
 ) -> dict[str, tuple[LocatedFile, bytes]]:
     """Like `locate_files`, but also return each file's decompressed IDX bytes.
 
@@ -103,6 +110,7 @@ def read_files(
         role: _read_one(
             spec, role, file, data_dir=data_dir, cache_dir=cache_dir,
             system_dirs=system_dirs, mirrors=mirrors, download=download, timeout=timeout,
+            on_progress=on_progress,
         )
         for role, file in spec.files().items()
     }
@@ -115,6 +123,7 @@ def check_files(
     cache_dir: Path,
     download: bool = True,
     timeout: float = 60.0,
+    on_progress: Progress | None = None,
 ) -> dict[str, LocatedFile | DataError]:
     """Every file of `spec` checked on its own, as `read_files` would find and verify it:
     `{role: record, or the DataError that file gives}` — all problems at once, for a report
@@ -127,7 +136,7 @@ def check_files(
             results[role] = _read_one(
                 spec, role, file, data_dir=data_dir, cache_dir=cache_dir,
                 system_dirs=spec.system_dirs, mirrors=spec.mirrors, download=download,
-                timeout=timeout,
+                timeout=timeout, on_progress=on_progress,
             )[0]
         except DataError as err:
             results[role] = err
@@ -145,6 +154,7 @@ def _read_one(
     mirrors: Sequence[str],
     download: bool,
     timeout: float,
+    on_progress: Progress | None = None,
 ) -> tuple[LocatedFile, bytes]:
     if data_dir is not None:
         _check_data_dir(spec, data_dir)
@@ -173,7 +183,8 @@ def _read_one(
             f"{file.name} is not in {searched} and there is no mirror to download it from; "
             f"{_how_to_get(spec)}"
         )
-    return _download(role, file, cache=cache, mirrors=mirrors, timeout=timeout, spec=spec)
+    return _download(role, file, cache=cache, mirrors=mirrors, timeout=timeout, spec=spec,
+                     on_progress=on_progress)
 
 
 def _check_data_dir(spec: DatasetSpec, data_dir: Path) -> None:
@@ -190,7 +201,7 @@ def _read_verified(
         compressed = path.read_bytes()
     except OSError as err:
         raise DataError(f"cannot read {path} ({err.strerror}); {fix}") from err
-    raw = gunzip(compressed, name=str(path), fix=fix)
+    raw = gunzip(compressed, name=str(path), fix=fix, max_size=file.size)
     digest = hashlib.sha256(raw).hexdigest()
     if digest != file.sha256:
         raise DataError(f"{path} has the wrong content ({_mismatch(file, raw, digest)}); {fix}")
@@ -236,13 +247,14 @@ def _download(
     mirrors: Sequence[str],
     timeout: float,
     spec: DatasetSpec,
+    on_progress: Progress | None = None,
 ) -> tuple[LocatedFile, bytes]:
     """Try each mirror in turn; the first verified copy is saved into `cache` atomically."""
     reasons = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + file.name
         try:
-            compressed, raw = _fetch(url, file, timeout=timeout)
+            compressed, raw = _fetch(url, file, timeout=timeout, on_progress=on_progress)
         except urllib.error.HTTPError as err:
             reasons.append(f"{url}: HTTP {err.code} {err.reason}")
         except urllib.error.URLError as err:
@@ -258,20 +270,47 @@ def _download(
     )
 
 
-def _fetch(url: str, file: IdxFile, *, timeout: float) -> tuple[bytes, bytes]:
+def max_download_bytes(file: IdxFile) -> int:
+    """The most a mirror may send for `file`: its decompressed size plus 1% and 64 KiB (gzip
+    never grows data by more than a few bytes per 16 KiB block, plus its header)."""
+    return file.size + file.size // 100 + 65_536
+
+
+def _fetch(url: str, file: IdxFile, *, timeout: float,
+           on_progress: Progress | None = None) -> tuple[bytes, bytes]:
     """Download `url` into memory; return (compressed, decompressed) once both check out.
 
     `timeout` bounds each wait on the server, in seconds. A response shorter than its
-    Content-Length raises `http.client.IncompleteRead`.
+    Content-Length, or longer than `max_download_bytes(file)` (the rest is not read), is
+    rejected.
     """
+    limit = max_download_bytes(file)
     # Loopback never goes through a proxy; elsewhere urllib's standard proxy settings apply.
     proxies = {} if urlsplit(url).hostname in LOOPBACK_HOSTS else None
     opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
     with opener.open(url, timeout=timeout) as response:
-        compressed = response.read()
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        if total is not None and total > limit:
+            raise _Rejected(f"announces {total:,} bytes, more than {file.name} can be "
+                            f"({limit:,})")
+        chunks, received = [], 0
+        while chunk := response.read(1 << 20):
+            received += len(chunk)
+            if received > limit:
+                raise _Rejected(f"sent more than {limit:,} bytes, more than {file.name} can be")
+            chunks.append(chunk)
+            if on_progress:
+                on_progress(file.name, received, total)
+    if total is not None and received < total:
+        raise _Rejected(f"the connection closed after {received:,} of {total:,} bytes")
+    compressed = b"".join(chunks)
     try:
-        raw = gunzip(compressed, name=url)
+        raw = gunzip(compressed, name=url, max_size=file.size)
     except DataError as err:
+        if err.__cause__ is None:  # gunzip's own size check
+            raise _Rejected(f"gzip data that decompresses to more than {file.size:,} bytes "
+                            f"({len(compressed):,} bytes)") from err
         kind = "truncated" if isinstance(err.__cause__, EOFError) else "corrupt"
         raise _Rejected(f"{kind} gzip data ({len(compressed):,} bytes)") from err
     digest = hashlib.sha256(raw).hexdigest()
