@@ -61,9 +61,14 @@ def test_valid_file_builds_optimizer_with_arguments_and_custom_layers(tmp_path):
     (("b1 = 0.8", "beta1 = 0.8"), r"exp\.toml:7: optimizer\.beta1: not an argument of "
                                   r"optax\.adam; allowed: .*b1"),
     (('model = "baseline"', 'model = "resnet"'), r"exp\.toml:10: variants\[0\]\.model: unknown"),
-    (('{ type = "flatten" },', '{ type = "flaten" },'), r"layer type 'flaten' unknown"),
-    (("momentum = 0.9", "momentum = 1.5"), r"momentum must be in \[0, 1\]"),
-    (("momentum = 0.9", "momentun = 0.9"), r"batch_norm layer has no option 'momentun'"),
+    (('{ type = "flatten" },', '{ type = "flaten" },'),
+     r"exp\.toml:14: variants\[1\]\.layers\[0\]: layer type 'flaten' unknown"),
+    (("momentum = 0.9", "momentum = 1.5"),
+     r"exp\.toml:15: variants\[1\]\.layers\[1\]: .*momentum must be in \[0, 1\]"),
+    (("momentum = 0.9", "momentun = 0.9"),
+     r"exp\.toml:15: variants\[1\]\.layers\[1\]: batch_norm layer has no option 'momentun'"),
+    (("units = 10, activation", "units = 0, activation"),
+     r"exp\.toml:16: variants\[1\]\.layers\[2\]: Dense units must be a positive integer"),
     (('{ type = "flatten" },', ""), r"put a Flatten layer before it"),
     (("epochs = 2", "epochs = 2\nepochs = 3"), r"invalid TOML: .*line 4"),
 ])

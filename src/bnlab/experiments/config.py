@@ -308,6 +308,11 @@ def _parse_variant(index: int, raw: Any, fail, classes: int, n_train: int,
         layers = raw["layers"]
         if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
             raise fail(f"{key}.layers", "must be an array of inline tables { type = \"…\", … }")
+        for index, spec in enumerate(layers):  # a bad layer is named by its own line
+            try:
+                _build_layer(spec)
+            except ConfigError as err:
+                raise fail(f"{key}.layers[{index}]", str(err)) from None
         variant = VariantConfig(name, layers=tuple(layers))
     try:
         model = variant.build()
@@ -420,6 +425,14 @@ def _line_of(text: str, dotted_key: str) -> int | None:
         if position >= len(headers):
             return None
         start += headers[position].end()
-    key = key.split("[")[0]
+    key, _, item = key.partition("[")
     match = re.search(rf"^[ \t{{,]*{re.escape(key)}\s*=", text[start:], flags=re.MULTILINE)
-    return text.count("\n", 0, start + match.start()) + 1 if match else None
+    if not match:
+        return None
+    position = start + match.end()
+    if item:  # layers[2]: the third inline table of the array (layer tables hold no tables)
+        braces = [m.start() for m in re.finditer(r"\{", text[position:])]
+        index = int(item.rstrip("]"))
+        if index < len(braces):
+            position += braces[index]
+    return text.count("\n", 0, position) + 1
