@@ -14,6 +14,7 @@ is stated next to its standard error.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 import jax
@@ -356,3 +357,65 @@ def test_dense_products_ask_for_float32_so_gpu_results_match_cpu():
     dots = [line for line in text.splitlines() if "dot_general" in line]
     assert len(dots) == 3
     assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots)
+
+
+def layer_by_layer(model, params, state, x, mask):
+    """Training forward pass through each layer's own ``apply`` (no fused pair); logits."""
+    new_state = []
+    for layer, p, s in zip(model.layers[:-1], params, state, strict=False):
+        x, s = layer.apply(p, s, x, train=True, mask=mask)
+        new_state.append(s)
+    return model.layers[-1].pre_activation(params[-1], x), (*new_state, state[-1])
+
+
+@pytest.mark.parametrize("name", ["bn_after", "bn_before"])
+def test_fused_input_batchnorm_gives_the_layer_by_layer_loss_gradients_and_state(name):
+    model = get_model(name)
+    assert model.input_batchnorm_before_dense() == 1  # Flatten, then the input BatchNorm
+    params, state = model.init(jax.random.key(3))
+    x = jax.random.uniform(jax.random.key(4), (12, 28, 28))
+    mask = jnp.arange(12) < 10  # a ragged batch: two padded rows
+    labels = jnp.arange(12) % 10
+
+    def loss(forward, params):
+        logits, new_state = forward(params)
+        per_row = -jax.nn.log_softmax(logits)[jnp.arange(12), labels]
+        return jnp.sum(jnp.where(mask, per_row, 0.0)), new_state
+
+    def fused(params):
+        return model.apply(params, state, x, train=True, mask=mask)
+
+    def plain(params):
+        return layer_by_layer(model, params, state, x, mask)
+
+    (value, fused_state), fused_grads = jax.value_and_grad(
+        lambda p: loss(fused, p), has_aux=True)(params)
+    (want, plain_state), plain_grads = jax.value_and_grad(
+        lambda p: loss(plain, p), has_aux=True)(params)
+    np.testing.assert_allclose(value, want, rtol=1e-6)
+    for got, expected in zip(jax.tree_util.tree_leaves((fused_grads, fused_state)),
+                             jax.tree_util.tree_leaves((plain_grads, plain_state)), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_no_fused_pair_without_an_input_batchnorm_before_a_dense_layer():
+    assert get_model("baseline").input_batchnorm_before_dense() is None
+    hidden_only = Sequential((Flatten(), Dense(8), BatchNorm(), Dense(3)), input_shape=(4,))
+    assert hidden_only.input_batchnorm_before_dense() is None
+    bn_then_activation = Sequential((BatchNorm(), LeakyReLU(), Dense(3)), input_shape=(4,))
+    assert bn_then_activation.input_batchnorm_before_dense() is None
+
+
+def test_bn_models_training_step_has_no_input_gradient_product_for_the_first_layer():
+    # The point of the fused pair: XLA drops dZ·Wᵀ, the (32, 784) product, from the step.
+    model = get_model("bn_after")
+    params, state = model.init(jax.random.key(0))
+    x = jnp.zeros((32, 28, 28))
+
+    def grads(params):
+        return jax.grad(lambda p: jnp.sum(model.apply(p, state, x, train=True)[0]))(params)
+
+    hlo = jax.jit(grads).lower(params).compile().as_text()
+    dot_shapes = re.findall(r"= (f32\[[\d,]+\])\S* dot\(", hlo)
+    assert dot_shapes, "no dot found: the HLO format changed"
+    assert "f32[32,784]" not in dot_shapes

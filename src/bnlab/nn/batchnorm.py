@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from bnlab.errors import ConfigError
+from bnlab.nn.layers import MATMUL_PRECISION
 
 Array = jax.Array
 
@@ -141,17 +142,21 @@ class BatchNorm:
         if not train:
             scale, shift = inference_affine(params, state, self.epsilon)
             return x * scale + shift, state
+        x_hat, new_state = self.normalize(state, x, mask=mask)
+        gamma, beta = self.affine(params, x_hat)
+        return x_hat * gamma + beta, new_state
+
+    def normalize(self, state: dict, x: Array, *,
+                  mask: Array | None = None) -> tuple[Array, dict]:
+        """Training-mode steps 1–3 of Algorithm 1: ``(x̂: (batch, features), new_state)``
+        with the moving statistics updated; ``apply`` then scales and shifts."""
         if x.shape[0] == 1 and mask is None:
             raise ConfigError(
                 "BatchNorm in training needs at least 2 rows per batch, got 1 (its variance is "
                 "0 and the output would equal beta); use a larger batch or train=False"
             )
         mean, variance, count = batch_moments(x, mask, self.axis_name)
-        y = (x - mean) * jax.lax.rsqrt(variance + self.epsilon)
-        if self.scale:
-            y = y * params["gamma"]
-        if self.center:
-            y = y + params["beta"]
+        x_hat = (x - mean) * jax.lax.rsqrt(variance + self.epsilon)
         if self.stored_variance == "unbiased":  # m/(m−1); one real row (masked) stays finite
             stored = variance * count / jnp.maximum(count - 1.0, 1.0)
         else:
@@ -160,7 +165,53 @@ class BatchNorm:
             "moving_mean": _moving_average(state["moving_mean"], mean, self.decay),
             "moving_variance": _moving_average(state["moving_variance"], stored, self.decay),
         }
-        return y, new_state
+        return x_hat, new_state
+
+    def affine(self, params: dict, x_hat: Array) -> tuple[Array, Array]:
+        """``(γ, β)`` for ``x̂: (batch, features)`` as ``(features,)`` arrays: the learned
+        ones, or 1 and 0 (constants, no gradient) where ``scale`` / ``center`` is off."""
+        gamma = params["gamma"] if self.scale else jnp.ones_like(x_hat[0])
+        beta = params["beta"] if self.center else jnp.zeros_like(x_hat[0])
+        return gamma, beta
+
+
+@jax.custom_vjp
+def scale_shift_dense(x_hat: Array, gamma: Array, beta: Array, kernel: Array,
+                      bias: Array) -> Array:
+    """``(γ·x̂ + β) @ kernel + bias``: a BatchNorm's step 4 and the Dense layer after it,
+    ``x_hat: (batch, features)``, ``kernel: (features, units)`` → ``(batch, units)``.
+
+    Same values as the two layers one after the other; the difference is the backward pass.
+    With ``M = x̂ᵀ·dZ`` (the product the kernel's gradient needs anyway) and ``c = Σ_rows dZ``:
+
+        dkernel = γ·M + β⊗c,   dγ_i = Σ_j kernel_ij·M_ij,   dβ = kernel·c,   dbias = c,
+        dx̂ = (dZ·kernelᵀ)·γ
+
+    so γ and β get their gradients without the batch's input gradient ``dZ·kernelᵀ``. Where
+    nothing needs ``dx̂`` — a BatchNorm on the model's input, whose input is the data — XLA
+    drops that product: one (batch × units × features) matrix product less per step (the
+    largest single operation of a bn_after step, measured by ``benchmarks/profile_epoch.py``).
+    """
+    y = x_hat * gamma + beta
+    return jnp.matmul(y, kernel, precision=MATMUL_PRECISION) + bias
+
+
+def _scale_shift_dense_forward(x_hat, gamma, beta, kernel, bias):
+    return scale_shift_dense(x_hat, gamma, beta, kernel, bias), (x_hat, gamma, beta, kernel)
+
+
+def _scale_shift_dense_backward(residuals, dz):
+    x_hat, gamma, beta, kernel = residuals
+    m = jnp.matmul(x_hat.T, dz, precision=MATMUL_PRECISION)  # (features, units)
+    c = dz.sum(axis=0)  # (units,)
+    dkernel = gamma[:, None] * m + beta[:, None] * c
+    dgamma = jnp.sum(kernel * m, axis=1)
+    dbeta = jnp.matmul(kernel, c, precision=MATMUL_PRECISION)
+    dx_hat = jnp.matmul(dz, kernel.T, precision=MATMUL_PRECISION) * gamma
+    return dx_hat, dgamma, dbeta, dkernel, c
+
+
+scale_shift_dense.defvjp(_scale_shift_dense_forward, _scale_shift_dense_backward)
 
 
 def batch_moments(

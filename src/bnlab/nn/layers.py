@@ -110,7 +110,11 @@ class Dense:
     def apply(self, params: dict, state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del train, mask, key
-        return ACTIVATIONS[self.activation](self.pre_activation(params, x)), state
+        return self.activate(self.pre_activation(params, x)), state
+
+    def activate(self, z: Array) -> Array:
+        """The activation applied to a pre-activation ``z: (batch, units)``."""
+        return ACTIVATIONS[self.activation](z)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ import math
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 
-from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.batchnorm import BatchNorm, scale_shift_dense
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 
 Array = jax.Array
@@ -111,20 +112,42 @@ class Sequential:
                 else [None] * len(self.layers))
         new_state = []
         outputs: dict[str, Array] = {}
-        last = len(self.layers) - 1
-        for i, (layer, name) in enumerate(zip(self.layers, self.layer_names, strict=True)):
+        names, last = self.layer_names, len(self.layers) - 1
+        fused = self.input_batchnorm_before_dense() if train else None
+        normalized: tuple[Array, Array, Array] | None = None  # (x̂, γ, β) of that BatchNorm
+        for i, layer in enumerate(self.layers):
             if isinstance(layer, Dense):
-                z = layer.pre_activation(params[i], x)
-                outputs[f"{name}/pre_activation"] = z
-                if i == last and layer.activation == "softmax":
-                    x, s = z, state[i]
+                if normalized is not None and i - 1 == fused:  # its scale, shift and product
+                    kernel = params[i]["kernel"]
+                    bias = params[i]["bias"] if layer.use_bias else jnp.zeros_like(kernel[0])
+                    z = scale_shift_dense(*normalized, kernel, bias)
                 else:
-                    x, s = layer.apply(params[i], state[i], x, train=train)
+                    z = layer.pre_activation(params[i], x)
+                outputs[f"{names[i]}/pre_activation"] = z
+                x = z if i == last and layer.activation == "softmax" else layer.activate(z)
+                s = state[i]
+            elif i == fused:
+                x_hat, s = layer.normalize(state[i], x, mask=mask)
+                normalized = (x_hat, *layer.affine(params[i], x_hat))
+                x = x_hat * normalized[1] + normalized[2]  # its output, for intermediates
             else:
                 x, s = layer.apply(params[i], state[i], x, train=train, mask=mask, key=keys[i])
-            outputs[name] = x
+            outputs[names[i]] = x
             new_state.append(s)
         return x, tuple(new_state), outputs
+
+    def input_batchnorm_before_dense(self) -> int | None:
+        """Index of a BatchNorm that normalizes the model's input (only Flatten before it)
+        and feeds a Dense layer, else ``None``. In training such a pair runs as one
+        ``batchnorm.scale_shift_dense``: the data needs no gradient, so γ and β get theirs
+        without the input-gradient product of that Dense layer (same values, ≈ 10% less
+        time per bn_after / bn_before epoch on CPU; see that function)."""
+        for i, layer in enumerate(self.layers[:-1]):
+            if isinstance(layer, BatchNorm):
+                return i if isinstance(self.layers[i + 1], Dense) else None
+            if not isinstance(layer, Flatten):
+                return None
+        return None
 
     def predict_proba(self, params: tuple[dict, ...], state: tuple[dict, ...], x: Array) -> Array:
         """Inference-mode class probabilities ``(batch, classes)``."""
