@@ -4,7 +4,7 @@ Layout of one run (one invocation of an experiment)::
 
     runs/<experiment>-<YYYYmmdd-HHMMSS>/
         config.json              the resolved experiment config
-        environment.json         package versions, device, seeds
+        environment.json         package versions, device, seeds; "resumes": one entry per resume
         summary.json             final metrics per variant and seed (written last)
         <variant>/statistics.csv per-epoch mean and 95% CI over seeds of every metric
         <variant>/seed-<s>/history.csv   Keras CSVLogger columns (epoch, accuracy, loss, …)

@@ -57,12 +57,20 @@ class Sequential:
 
     @property
     def output_shapes(self) -> tuple[tuple[int, ...], ...]:
-        """Each layer's output shape without the batch axis."""
-        shapes = []
+        """Each layer's output shape without the batch axis. Traced abstractly
+        (``jax.eval_shape``): no initializer runs, so validating a config costs no compute;
+        a layer that cannot take its input raises its ``ConfigError`` all the same."""
+        shapes: list[tuple[int, ...]] = []
         shape = self.input_shape
         for layer in self.layers:
-            _, _, shape = layer.init(jax.random.key(0), shape)
-            shapes.append(shape)
+
+            def init(key, layer=layer, shape=shape):
+                params, state, out_shape = layer.init(key, shape)
+                shapes.append(out_shape)  # a Python tuple: returned through the closure
+                return params, state
+
+            jax.eval_shape(init, jax.random.key(0))
+            shape = shapes[-1]
         return tuple(shapes)
 
     def init(self, key: Array) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
