@@ -39,8 +39,8 @@ def server(tiny: Tiny) -> Iterator[Server]:
     """Serves each tiny file under /good/, /truncated/ (half, honest Content-Length),
     /short/ (half, then the connection drops), /wrong/ (another valid file), /slow/
     (never answers), /huge/ (announces more bytes than the file can be), /endless/ (sends
-    that many with no Content-Length) and /bomb/ (a small gzip of far too many bytes);
-    anything else is a 404."""
+    that many with no Content-Length), /bomb/ (a small gzip of far too many bytes) and
+    /empty/ (200 with no body); anything else is a 404."""
     routes: dict[str, tuple[bytes, int | None]] = {}  # path -> (payload, Content-Length)
     for name, payload in tiny.gz.items():
         half = payload[: len(payload) // 2]
@@ -53,6 +53,7 @@ def server(tiny: Tiny) -> Iterator[Server]:
         routes[f"/endless/{name}"] = (bytes(too_many), None)
         bomb = gzip.compress(bytes(10 * too_many))
         routes[f"/bomb/{name}"] = (bomb, len(bomb))
+        routes[f"/empty/{name}"] = (b"", 0)
     requests: list[str] = []
     release = threading.Event()
 
@@ -175,9 +176,10 @@ def test_load_dataset_downloads_then_splits(tiny, server, tmp_path):
     ("huge", "announces "),
     ("endless", "sent more than "),
     ("bomb", "gzip data that decompresses to more than "),
+    ("empty", "an empty response (0 bytes)"),
 ])
-def test_a_mirror_sending_too_much_is_refused_without_holding_it(tiny, server, tmp_path, kind,
-                                                                  reason):
+def test_a_mirror_sending_too_much_or_nothing_is_refused_without_holding_it(
+        tiny, server, tmp_path, kind, reason):
     with pytest.raises(DataError) as err:
         download(tiny, tmp_path, [server.mirror(kind)])
     assert f"{server.mirror(kind)}{NAMES['train_images']}: {reason}" in str(err.value)

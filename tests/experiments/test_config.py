@@ -69,6 +69,9 @@ def test_valid_file_builds_optimizer_with_arguments_and_custom_layers(tmp_path):
      r"exp\.toml:15: variants\[1\]\.layers\[1\]: batch_norm layer has no option 'momentun'"),
     (("units = 10, activation", "units = 0, activation"),
      r"exp\.toml:16: variants\[1\]\.layers\[2\]: Dense units must be a positive integer"),
+    (('  { type = "batch_norm", momentum = 0.9', '  # { type = "dropout" }, "{"\n'
+      '  { type = "batch_norm", momentun = 0.9'),  # a commented-out layer is not counted
+     r"exp\.toml:16: variants\[1\]\.layers\[1\]: batch_norm layer has no option"),
     (('{ type = "flatten" },', ""), r"put a Flatten layer before it"),
     (("epochs = 2", "epochs = 2\nepochs = 3"), r"invalid TOML: .*line 4"),
 ])

@@ -305,10 +305,12 @@ def _fetch(url: str, file: IdxFile, *, timeout: float,
     if total is not None and received < total:
         raise _Rejected(f"the connection closed after {received:,} of {total:,} bytes")
     compressed = b"".join(chunks)
+    if not compressed:
+        raise _Rejected("an empty response (0 bytes)")
     try:
         raw = gunzip(compressed, name=url, max_size=file.size)
     except DataError as err:
-        if err.__cause__ is None:  # gunzip's own size check
+        if err.__cause__ is None:  # gunzip's own size check (empty input is handled above)
             raise _Rejected(f"gzip data that decompresses to more than {file.size:,} bytes "
                             f"({len(compressed):,} bytes)") from err
         kind = "truncated" if isinstance(err.__cause__, EOFError) else "corrupt"

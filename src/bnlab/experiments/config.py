@@ -308,11 +308,11 @@ def _parse_variant(index: int, raw: Any, fail, classes: int, n_train: int,
         layers = raw["layers"]
         if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
             raise fail(f"{key}.layers", "must be an array of inline tables { type = \"…\", … }")
-        for index, spec in enumerate(layers):  # a bad layer is named by its own line
+        for j, spec in enumerate(layers):  # a bad layer is named by its own line
             try:
                 _build_layer(spec)
             except ConfigError as err:
-                raise fail(f"{key}.layers[{index}]", str(err)) from None
+                raise fail(f"{key}.layers[{j}]", str(err)) from None
         variant = VariantConfig(name, layers=tuple(layers))
     try:
         model = variant.build()
@@ -431,8 +431,28 @@ def _line_of(text: str, dotted_key: str) -> int | None:
         return None
     position = start + match.end()
     if item:  # layers[2]: the third inline table of the array (layer tables hold no tables)
-        braces = [m.start() for m in re.finditer(r"\{", text[position:])]
+        braces = _table_starts(text, position)
         index = int(item.rstrip("]"))
         if index < len(braces):
-            position += braces[index]
+            position = braces[index]
     return text.count("\n", 0, position) + 1
+
+
+def _table_starts(text: str, start: int) -> list[int]:
+    """Offsets of the ``{`` that open inline tables in ``text[start:]``, skipping those in
+    comments and quoted strings (a commented-out layer is not a layer)."""
+    starts, quote, comment = [], "", False
+    for offset in range(start, len(text)):
+        char = text[offset]
+        if comment:
+            comment = char != "\n"
+        elif quote:
+            if char == quote and text[offset - 1] != "\\":
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            comment = True
+        elif char == "{":
+            starts.append(offset)
+    return starts

@@ -172,8 +172,8 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
 
     - one seed: a plain call, the axis dropped and restored (a vmap of size 1 turns every
       matrix product into a batched one, measured 1.1–1.7× slower per epoch on CPU);
-    - up to ``group`` seeds (default ``seeds_per_vmap()``; ``None``: any number):
-      ``jax.vmap``;
+    - up to ``group`` seeds: ``jax.vmap``; ``group=None`` takes ``seeds_per_vmap()`` (5 on
+      CPU, every seed elsewhere);
     - more: ``jax.lax.map`` over groups of ``group`` seeds, each group vmapped (the last may
       be smaller). Every seed's numbers are the same whichever layout runs it.
     """
@@ -371,10 +371,11 @@ def record_resume(run_dir: Path, config: ExperimentConfig) -> list[str]:
         raise BnlabError(f"{path} is not a JSON object; the run may be damaged, delete it or "
                          "rerun without --resume")
     now = environment(config)
-    changes = [f"{key} {now[key]} (started with {started.get(key)})"
+    changes = [f"{key} {now[key]} (started with {started.get(key, 'unknown')})"
                for key in ("python", "device", "device_count") if started.get(key) != now[key]]
     old_packages = started.get("packages") or {}
-    changes += [f"{name} {version} (started with {old_packages.get(name)})"
+    changes += [f"{name} {version or 'not installed'} (started with "
+                f"{old_packages.get(name) or 'not installed'})"
                 for name, version in now["packages"].items()
                 if old_packages.get(name) != version]
     entry = {"at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

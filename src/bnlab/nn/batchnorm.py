@@ -170,8 +170,8 @@ class BatchNorm:
     def affine(self, params: dict, x_hat: Array) -> tuple[Array, Array]:
         """``(γ, β)`` for ``x̂: (batch, features)`` as ``(features,)`` arrays: the learned
         ones, or 1 and 0 (constants, no gradient) where ``scale`` / ``center`` is off."""
-        gamma = params["gamma"] if self.scale else jnp.ones_like(x_hat[0])
-        beta = params["beta"] if self.center else jnp.zeros_like(x_hat[0])
+        gamma = params["gamma"] if self.scale else jnp.ones(x_hat.shape[-1:], x_hat.dtype)
+        beta = params["beta"] if self.center else jnp.zeros(x_hat.shape[-1:], x_hat.dtype)
         return gamma, beta
 
 

@@ -127,7 +127,8 @@ class Sequential:
             if isinstance(layer, Dense):
                 if normalized is not None and i - 1 == fused:  # its scale, shift and product
                     kernel = params[i]["kernel"]
-                    bias = params[i]["bias"] if layer.use_bias else jnp.zeros_like(kernel[0])
+                    bias = (params[i]["bias"] if layer.use_bias
+                            else jnp.zeros(kernel.shape[-1:], kernel.dtype))
                     z = scale_shift_dense(*normalized, kernel, bias)
                 else:
                     z = layer.pre_activation(params[i], x)
