@@ -187,9 +187,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     if bad:
         raise BnlabError(f"{len(bad)} of {len(checked)} files are unusable ({', '.join(bad)}); "
                          "each is listed above with its fix")
-    splits = _load_splits(args)
-    console.print(f"train {splits.x_train.shape[0]:,} · validation {splits.x_val.shape[0]:,} "
-                  f"(first rows of the training file) · test {splits.x_test.shape[0]:,}")
+    # Verified files hold exactly the registry's arrays, so their shapes give the split sizes.
+    files, validation = spec.files(), spec.validation_size
+    console.print(f"train {files['train_images'].shape[0] - validation:,} · validation "
+                  f"{validation:,} (first rows of the training file) · test "
+                  f"{files['test_images'].shape[0]:,}")
     return 0
 
 
