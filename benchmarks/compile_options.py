@@ -37,7 +37,9 @@ def measure(model: str, options: dict, epochs: int, seeds: int, params_out: Path
     from bnlab.experiments.config import load_experiment
 
     runner.compiler_options = lambda: options  # what VariantTrainer.compile passes to XLA
-    splits = load_dataset("fashion_mnist", cache_dir=Path(tempfile.gettempdir()) / "bnlab-bench")
+    # The same download cache as seed_batching.py and profile_epoch.py (used only without
+    # Debian's dataset package).
+    splits = load_dataset("fashion_mnist", cache_dir=Path("/tmp/bnlab-bench-cache"))
     config = dataclasses.replace(load_experiment("seed"), seeds=seeds, epochs=epochs)
     variant = next(v for v in config.variants if v.name == model)
     trainer = runner.VariantTrainer(variant, config, splits, config.seed_list)
