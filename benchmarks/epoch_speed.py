@@ -60,10 +60,11 @@ LOW_ACCURACY = 0.6  # after 2+ epochs every correct engine is above 0.75
 
 @dataclass(frozen=True)
 class Column:
-    """One engine at one thread count: a column of measurements."""
+    """One engine at one thread count, training ``seeds`` models per run: a column."""
     engine: str
     threads: int
     label: str
+    seeds: int = 1
 
 
 # ---- data and machine ----------------------------------------------------------------------
@@ -163,6 +164,8 @@ def check_result(result: dict, column: Column, model: str, epochs: int, device: 
     if result["model"] != model or len(result["epoch_seconds"]) != epochs:
         raise RuntimeError(f"result is for {result['model']} with "
                            f"{len(result['epoch_seconds'])} epochs, asked {model} × {epochs}")
+    if int(result["seeds"]) != column.seeds:
+        raise RuntimeError(f"engine trained {result['seeds']} seeds, asked {column.seeds}")
     if int(result["threads"]) != column.threads:
         raise RuntimeError(f"engine ran {result['threads']} threads, asked {column.threads}")
     if result["device"].partition(":")[0] != device:
@@ -185,66 +188,73 @@ def fmt(x: float | None, digits: int = 2, suffix: str = "") -> str:
     return "—" if x is None else f"{x:.{digits}f}{suffix}"
 
 
+def bnlab_columns(columns: list[Column], threads: int) -> list[Column]:
+    """The bnlab columns at the main thread count: the table's "÷ bnlab…" ratios."""
+    return [c for c in columns if c.engine == "bnlab" and c.threads == threads]
+
+
+def header(columns: list[Column], threads: int) -> list[str]:
+    return ["model", "engine", "thr", "s/model-epoch", "min–max", "epoch 1", "val_acc", "n",
+            *(f"÷ {c.label}" for c in bnlab_columns(columns, threads)), "÷ F_shape", "÷ F_peak"]
+
+
 def summarize(runs: list[dict], floors: dict[int, list[dict]], columns: list[Column],
               models: list[str], threads: int) -> list[list[str]]:
-    """Rows of the table: per model, each engine column, then the floors at each thread count."""
+    """Rows of the table: per model, each engine column, then the floors at each thread count.
+    Seconds are per model-epoch: a run of N seeds in one program counts its epoch ÷ N."""
     rows = []
+    references = bnlab_columns(columns, threads)
     for model in models:
         stats = {}
         for col in columns:
             ok = [r["result"] for r in runs
                   if r["label"] == col.label and r["model"] == model and "result" in r]
             if ok:
-                epochs = [steady_epoch(r) for r in ok]
+                epochs = [steady_epoch(r) / col.seeds for r in ok]
                 stats[col] = (statistics.median(epochs), min(epochs), max(epochs),
-                              statistics.median(r["first_epoch_seconds"] for r in ok),
+                              statistics.median(r["first_epoch_seconds"] for r in ok) / col.seeds,
                               statistics.median(final_val_accuracy(r) for r in ok), len(ok))
-        bnlab = next((stats[c][0] for c in stats if c.engine == "bnlab" and c.threads == threads),
-                     None)
         floor = {t: {key: statistics.median(f["models"][model][key] for f in fl)
                      for key in ("f_shape", "f_peak")} for t, fl in floors.items() if fl}
         for col in columns:
             if col not in stats:
                 rows.append([model, col.label, str(col.threads), "no result", *["—"] * 3, "0",
-                             *["—"] * 3])
+                             *["—"] * (len(references) + 2)])
                 continue
             med, lo, hi, first, acc, n = stats[col]
             fl = floor.get(col.threads, {})
+            ratios = [fmt(med / stats[ref][0] if ref in stats else None, 2, "×")
+                      for ref in references]
             rows.append([model, col.label, str(col.threads), fmt(med), f"{lo:.2f}–{hi:.2f}",
-                         fmt(first, 1), f"{acc:.4f}", str(n),
-                         fmt(med / bnlab if bnlab else None, 2, "×"),
-                         fmt(med / fl["f_shape"] if fl else None, 1, "×"),
-                         fmt(med / fl["f_peak"] if fl else None, 1, "×")])
+                         fmt(first, 1), f"{acc:.4f}", str(n), *ratios,
+                         fmt(med / fl["f_shape"] if fl else None, 2, "×"),
+                         fmt(med / fl["f_peak"] if fl else None, 2, "×")])
         for t, fl in sorted(floors.items()):
             for key, name in (("f_shape", "F_shape"), ("f_peak", "F_peak")):
                 values = [f["models"][model][key] for f in fl]
                 if values:
                     rows.append([model, name, str(t), fmt(statistics.median(values)),
                                  f"{min(values):.2f}–{max(values):.2f}", "", "", str(len(values)),
-                                 "", "", ""])
+                                 *[""] * (len(references) + 2)])
     return rows
 
 
-HEADER = ["model", "engine", "thr", "s/epoch", "min–max", "epoch 1", "val_acc", "n", "÷ bnlab",
-          "÷ F_shape", "÷ F_peak"]
-
-
-def markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def print_table(rows: list[list[str]], title: str) -> None:
+def print_table(head: list[str], rows: list[list[str]], title: str) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
         print(title)
-        print(markdown_table(rows))
+        print(markdown_table(head, rows))
         return
     table = Table(title=title)
-    for i, name in enumerate(HEADER):
+    for i, name in enumerate(head):
         table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
     for i, row in enumerate(rows):
         first = i == 0 or rows[i - 1][0] != row[0]
@@ -271,8 +281,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="where the engines train (gpu: engines with a CUDA path; no floors)")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="models per engine run (only engines that batch seeds accept >1)")
+    parser.add_argument("--bnlab-seeds", default="1,5",
+                        help="a bnlab column per seed count: N seeds of a model in one program "
+                             "(as `bnlab seed --seeds N` trains them), timed per model-epoch")
     parser.add_argument("--floor-rounds", type=int, default=40)
     parser.add_argument("--floor-coretype", default="auto",
                         help="OPENBLAS_CORETYPE for the floors' NumPy; auto: SkylakeX (AVX-512) "
@@ -314,9 +325,12 @@ def make_columns(args: argparse.Namespace, notes: list[str]) -> tuple[list[Colum
         counts = [args.threads]
         if name == "torch" and args.torch_threads:
             counts = [int(t) for t in args.torch_threads.split(",")]
+        seed_counts = [int(n) for n in args.bnlab_seeds.split(",")] if name == "bnlab" else [1]
         for t in counts:
-            label = name if t == args.threads else f"{name}@{t}"
-            columns.append(Column(name, t, label))
+            for n in seed_counts:
+                label = (name + ("" if t == args.threads else f"@{t}")
+                         + ("" if n == 1 else f"×{n}"))
+                columns.append(Column(name, t, label, n))
     return columns, pythons
 
 
@@ -365,7 +379,7 @@ def main() -> None:
                     cmd = [str(pythons[col.engine]), ENGINES[col.engine][1], "--model", model,
                            "--epochs", str(args.epochs), "--seed", str(args.seed),
                            "--data", str(data), "--threads", str(col.threads),
-                           "--seeds", str(args.seeds), "--device", args.device]
+                           "--seeds", str(col.seeds), "--device", args.device]
                     run = {"repeat": rep, "label": col.label, "engine": col.engine,
                            "threads": col.threads, "model": model, "command": shlex.join(cmd)}
                     start = time.perf_counter()
@@ -391,6 +405,7 @@ def main() -> None:
                           f"[{run['wall_seconds']:.0f} s]", file=sys.stderr)
     machine["loadavg_end"] = os.getloadavg()[0]
     rows = summarize(runs, floors, columns, args.models, args.threads)
+    head = header(columns, args.threads)
     versions = {}
     for run in runs:
         if "result" in run:
@@ -409,10 +424,10 @@ def main() -> None:
                                           for t, g in peak.items())] if peak else []),
              *[f"{name}: " + ", ".join(f"{k} {v}" for k, v in ver.items())
                for name, ver in versions.items()]]
-    title = (f"s/epoch, median over {args.repeats} repeat(s) of the median of epochs "
-             f"2–{args.epochs} (training + validation) on the {args.device.upper()}; "
-             "÷ columns divide this row's s/epoch")
-    print_table(rows, title)
+    title = (f"s/model-epoch, median over {args.repeats} repeat(s) of the median of epochs "
+             f"2–{args.epochs} (training + validation) on the {args.device.upper()}; ×N: N seeds "
+             "in one program, seconds ÷ N; ÷ columns divide this row's s/model-epoch")
+    print_table(head, rows, title)
     for line in facts:
         print(line)
     for note in notes:
@@ -424,7 +439,7 @@ def main() -> None:
             {"command": command, "args": {k: str(v) for k, v in vars(args).items()},
              "machine": machine, "floors": floors, "runs": runs, "notes": notes}, indent=1))
         md = [f"# Epoch speed, {machine['date']}", "", f"`{command}`", "",
-              *[f"- {line}" for line in facts], "", title + ".", "", markdown_table(rows), "",
+              *[f"- {line}" for line in facts], "", title + ".", "", markdown_table(head, rows), "",
               *[f"- NOTE: {note}" for note in notes]]
         (args.out / "table.md").write_text("\n".join(md) + "\n")
         print(f"wrote {args.out / 'results.json'} and {args.out / 'table.md'}")

@@ -38,9 +38,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bnlab.data.datasets import load_dataset
-from bnlab.experiments.runner import over_seeds
 from bnlab.nn.zoo import get_model
 from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
+from bnlab.train.seeds import over_seeds
 
 INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.-]+) = (\S+?\[[^\]]*\])\S* (\w[\w-]*)\((.*)$")
 COMPUTATION = re.compile(r"^%?([\w.-]+) .*\{$")

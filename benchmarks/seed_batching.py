@@ -3,14 +3,19 @@
 For each model and N in --seeds, in one invocation, with repeats interleaved so drift hits
 every layout alike (median of --repeats training epochs after compilation):
 
-  bnlab     what ``bnlab run --seeds N`` does on this backend (``runner.over_seeds``): one
-            seed plainly, several in one ``vmap`` or as groups (``runner.seeds_per_vmap``)
-  vmap      one program, ``jax.vmap`` over all N seeds
-  vmap by 5  one program, ``jax.lax.map`` over vmapped groups of 5 seeds
+  bnlab     what ``bnlab run --seeds N`` does on this backend (``train.seeds.over_seeds``):
+            the seeds spread over the devices (on CPU one per core, as the ``bnlab`` command
+            sets up), on each device one seed plainly, several in one ``vmap`` or as groups
+            (``train.seeds.seeds_per_vmap``)
+  one device  the same on the first device only (what bnlab did before it spread seeds)
+  vmap      one program, ``jax.vmap`` over all N seeds, one device
+  vmap by 5  one program, ``jax.lax.map`` over vmapped groups of 5 seeds, one device
   vmap shared order  ``vmap`` over all N seeds with one data order for all of them: a
             first Dense layer fed by the data becomes one wide product over the seeds
   lax.map   one program, the seeds' epochs one after another inside it (``jax.lax.map``)
   separate  N single-seed programs called one after another (N runs of ``--seeds 1``)
+
+All but ``bnlab`` run on the first device; every product may use every core.
 
 Prints seconds per model-epoch (training epoch of 55,000 rows at batch 32) and each layout's
 ratio to ``separate``. Run: ``.venv/bin/python benchmarks/seed_batching.py``.
@@ -19,6 +24,7 @@ ratio to ``separate``. Run: ``.venv/bin/python benchmarks/seed_batching.py``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -31,11 +37,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bnlab.data.datasets import load_dataset
-from bnlab.experiments.runner import over_seeds
 from bnlab.nn.zoo import get_model
 from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
+from bnlab.train.seeds import one_cpu_device_per_core, over_seeds
 
-LAYOUTS = ("bnlab", "vmap", "vmap by 5", "vmap shared order", "lax.map", "separate")
+LAYOUTS = ("bnlab", "one device", "vmap", "vmap by 5", "vmap shared order", "lax.map",
+           "separate")
 
 
 def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
@@ -55,11 +62,14 @@ def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
         return jax.jit(fn).lower(*args).compile(compiler_options())
 
     seeded = (0, None, None, 0, 0)
+    first = jax.devices()[:1]
     programs = {  # layout -> (function, its arguments)
         "bnlab": (over_seeds(epoch, seeded, n), (state, x, y, shuffle, dropout)),
         "vmap": (jax.vmap(epoch, in_axes=seeded), (state, x, y, shuffle, dropout)),
-        "vmap by 5": (over_seeds(epoch, seeded, n, group=5),
-                              (state, x, y, shuffle, dropout)),
+        "one device": (over_seeds(epoch, seeded, n, devices=first),
+                       (state, x, y, shuffle, dropout)),
+        "vmap by 5": (over_seeds(epoch, seeded, n, group=5, devices=first),
+                      (state, x, y, shuffle, dropout)),
         "vmap shared order": (jax.vmap(epoch, in_axes=(0, None, None, None, 0)),
                                (state, x, y, shuffle[0], dropout)),
         "lax.map": (lambda s, a, b: jax.lax.map(lambda t: epoch(t[0], x, y, t[1], t[2]),
@@ -87,6 +97,7 @@ def main() -> None:
                         help="comma-separated subset; separate is always run (the ratios' base)")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/bnlab-bench-cache"))
     args = parser.parse_args()
+    one_cpu_device_per_core(len(os.sched_getaffinity(0)))  # as the bnlab command does
     names = [k for k in LAYOUTS if k in args.layouts.split(",") and k != "separate"]
     if unknown := set(args.layouts.split(",")) - set(LAYOUTS):
         parser.error(f"unknown layout(s) {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")
@@ -95,7 +106,7 @@ def main() -> None:
     x, y = jnp.asarray(splits.x_train), jnp.asarray(splits.y_train)
     device = jax.devices()[0]
     table = Table(title="seconds per model-epoch (median of repeats); ratio to separate runs; "
-                        f"{device.platform}:{device.device_kind}")
+                        f"{jax.device_count()} × {device.platform}:{device.device_kind}")
     for column in ("model", "N", *names, *(f"{k} ÷ separate" for k in names[:-1])):
         table.add_column(column, justify="right")
     for name in args.models.split(","):

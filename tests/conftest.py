@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import pytest
 from platformdirs import user_cache_dir
 
 from bnlab.data.datasets import Splits
 from bnlab.errors import DataError
+
+# Two CPU devices, as the `bnlab` command gives a 2-core machine (one per core), whatever this
+# machine has: runs of several seeds then spread them over devices as they do for users.
+if jax.config.jax_num_cpu_devices == -1:
+    jax.config.update("jax_num_cpu_devices", 2)
 
 
 @pytest.fixture(scope="session")

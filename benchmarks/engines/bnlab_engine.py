@@ -1,4 +1,4 @@
-"""Engine: bnlab itself — the library's compiled epoch (`jit` + `lax.scan`), seeds `vmap`-ped.
+"""Engine: bnlab itself — the library's compiled epoch (`jit` + `lax.scan`), seeds side by side.
 
 Uses exactly what `bnlab seed` runs (`bnlab.experiments.runner.VariantTrainer`): one compiled
 program per epoch for all seeds, validation in inference mode. `--device gpu` runs it on JAX's
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
+import os
 import time
 
 import protocol
@@ -23,7 +24,12 @@ def main() -> None:
     import jax.numpy as jnp
 
     if args.device == "cpu":
+        from bnlab.train.seeds import one_cpu_device_per_core
+
         jax.config.update("jax_platforms", "cpu")
+        # As the `bnlab` command does: one CPU device per core this process may use (the
+        # orchestrator's mask), so that several seeds train side by side.
+        one_cpu_device_per_core(len(os.sched_getaffinity(0)))
     elif jax.default_backend() != "gpu":  # jax without its CUDA plugin, or no GPU
         protocol.refuse(f"bnlab: JAX's backend here is {jax.default_backend()}, not gpu; "
                         "install the `gpu` extra on a machine with an NVIDIA GPU")

@@ -208,16 +208,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _configure_jax(_cache_dir(args))  # before anything runs JAX (config validation does)
     from bnlab.experiments.config import load_experiment, with_overrides
 
     config = with_overrides(load_experiment(args.experiment), seeds=args.seeds,
                             epochs=args.epochs)
-    _enable_compilation_cache(_cache_dir(args))
     splits = _load_splits(args, config.dataset)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from bnlab.experiments.runner import device_name, run_experiment
+    from bnlab.experiments.runner import devices_label, run_experiment
     from bnlab.report.console import epoch_line, results_table
     from bnlab.report.plots import plot_learning_curves
     from bnlab.store import find_resumable, new_run_dir
@@ -229,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = ", ".join(map(str, config.seed_list))
     console.print(f"[bold]{config.name}[/]: {len(config.variants)} models × {config.seeds} "
                   f"seed(s) ({seeds}) × {config.epochs} epochs → {escape(str(run_dir))}"
-                  + (" (resuming)" if args.resume else "") + f" on {escape(device_name())}")
+                  + (" (resuming)" if args.resume else "") + f" on {escape(devices_label())}")
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True) as progress:
@@ -360,10 +360,17 @@ def _print_verdicts(histories: dict, epochs: int) -> None:
         console.print(f"  • {comparison.verdict}")
 
 
-def _enable_compilation_cache(cache_dir: Path) -> None:
-    """JAX's persistent compilation cache under the user cache: reruns skip compilation."""
+def _configure_jax(cache_dir: Path) -> None:
+    """Before JAX starts: one CPU device per core this process may use (unless
+    ``JAX_NUM_CPU_DEVICES`` or ``XLA_FLAGS`` chose a count), so that a run's seeds train side
+    by side on every core; and JAX's persistent compilation cache under the user cache, so that
+    reruns skip compilation."""
     import jax
 
+    from bnlab.train.seeds import one_cpu_device_per_core
+
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        one_cpu_device_per_core(len(os.sched_getaffinity(0)))
     jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -79,6 +80,11 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(fashion_mnist, tmp_path
     (straight_dir,) = (tmp_path / "straight").iterdir()
     resumed, straight = load_run(run_dir), load_run(straight_dir)
     assert resumed.complete
+    # On CPU the command gave JAX one device per core, so the two seeds trained side by side.
+    environment = json.loads((straight_dir / "environment.json").read_text())
+    cpu = jax.default_backend() == "cpu"
+    assert environment["device_count"] == (len(os.sched_getaffinity(0)) if cpu
+                                           else jax.device_count())
     for metric, values in straight.histories["bn"].items():
         np.testing.assert_allclose(resumed.histories["bn"][metric], values, rtol=0, atol=1e-6)
     np.testing.assert_allclose(resumed.summary["bn"]["test_accuracy"],

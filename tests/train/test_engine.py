@@ -13,7 +13,7 @@ import pytest
 
 from bnlab.errors import ConfigError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig
-from bnlab.experiments.runner import VariantTrainer, over_seeds, train_variant
+from bnlab.experiments.runner import VariantTrainer, train_variant
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Dense, Flatten
 from bnlab.nn.model import Sequential
@@ -133,28 +133,6 @@ def test_n_seed_program_equals_n_single_runs_per_seed():
                                        rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(batched.test_accuracy[i], single.test_accuracy[0],
                                    atol=1e-5)
-
-
-def test_seed_groups_give_each_seed_the_numbers_of_one_vmap():
-    # Five seeds as lax.map over groups of 2 (2 + 2 + a remainder of 1) against one vmap of
-    # all five: each seed's state and metrics agree (1e-5, float32 products may reorder).
-    splits = tiny_splits()
-    model, optimizer = tiny_model(), optax.sgd(0.05)
-    epoch = make_train_epoch(model, optimizer, len(splits.y_train), 32)
-    keys = [RunKeys.from_seed(s) for s in range(5)]
-    state = jax.vmap(lambda k: init_train_state(model, optimizer, k))(
-        jnp.stack([k.init for k in keys]))
-    shuffle = jnp.stack([k.epoch(0)[0] for k in keys])
-    dropout = jnp.stack([k.epoch(0)[1] for k in keys])
-    args = (state, jnp.asarray(splits.x_train), jnp.asarray(splits.y_train), shuffle, dropout)
-    in_axes = (0, None, None, 0, 0)
-    grouped = jax.jit(over_seeds(epoch, in_axes, 5, group=2))(*args)
-    vmapped = jax.jit(jax.vmap(epoch, in_axes=in_axes))(*args)
-    assert grouped[1].loss.shape == (5,)
-    for got, want in zip(jax.tree_util.tree_leaves(grouped), jax.tree_util.tree_leaves(vmapped),
-                         strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert len(set(np.asarray(grouped[1].loss).round(6))) == 5  # five different seeds
 
 
 def test_seeds_in_one_program_have_their_own_init_and_shuffle():

@@ -1,8 +1,9 @@
 """Run an experiment's variants × seeds; all seeds of a variant train in one compiled program.
 
 For each variant the per-seed ``TrainState`` and keys are stacked on a leading seed axis and
-the epoch program of ``train.engine`` is ``jax.vmap``-ped over it: every seed has its own
-initialization, shuffle order and dropout keys, exactly as if it ran alone.
+the epoch program of ``train.engine`` is mapped over it (``train.seeds.over_seeds``: spread
+over the devices, vmapped on each): every seed has its own initialization, shuffle order and
+dropout keys, exactly as if it ran alone.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from bnlab.train.engine import (
     scale_pixels,
     steps_per_epoch,
 )
+from bnlab.train.seeds import over_seeds
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # Rows of the fixed probe batch for TensorBoard histograms: 128 × features values per layer
@@ -120,6 +122,11 @@ class VariantTrainer:
         options = compiler_options()
         self._epoch = self._epoch.lower(state, self.x_train, self.y_train, shuffle,
                                         dropout).compile(options)
+        # The training data where the program wants them (on every device the seeds spread
+        # over), once, rather than a copy per epoch.
+        _, images, labels, _, _ = self._epoch.input_shardings[0]
+        self.x_train = jax.device_put(self.x_train, images)
+        self.y_train = jax.device_put(self.y_train, labels)
         for n, images in self._eval_shapes.items():
             self._evaluate_compiled[n] = self._evaluate.lower(
                 state.params, state.bn_state, images, np.zeros(n, np.int32)).compile(options)
@@ -150,56 +157,6 @@ class VariantTrainer:
         evaluate = self._evaluate_compiled.get(len(labels), self._evaluate)
         loss, accuracy = evaluate(state.params, state.bn_state, images, labels)
         return np.asarray(loss), np.asarray(accuracy)
-
-
-def seeds_per_vmap() -> int | None:
-    """Seeds per vmapped group on JAX's default backend (``None``: all seeds in one vmap).
-
-    Measured per model-epoch against separate runs (benchmarks/README.md). CPU, two VMs: 5
-    seeds in one vmap are the fastest layout; 10 lose it again (the working set leaves the
-    cache; bn_after 1.2× slower than separate runs on Zen 4). GPU: a batch-32 step leaves the
-    device mostly idle, so every seed goes into one vmap; on an H200 one vmap of 10 seeds took
-    0.014 / 0.023 s per model-epoch (baseline / bn_after) against 0.022 / 0.040 in groups of 5,
-    and 50 seeds of the baseline 0.006 s against 0.020.
-    """
-    return 5 if jax.default_backend() == "cpu" else None
-
-
-def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
-               group: int | None = None) -> Callable:
-    """``fn`` over a leading seed axis of the arguments whose ``in_axes`` is 0 (the others,
-    ``None``, are shared), as one program:
-
-    - one seed: a plain call, the axis dropped and restored (a vmap of size 1 turns every
-      matrix product into a batched one, measured 1.1–1.7× slower per epoch on CPU);
-    - up to ``group`` seeds: ``jax.vmap``; ``group=None`` takes ``seeds_per_vmap()`` (5 on
-      CPU, every seed elsewhere);
-    - more: ``jax.lax.map`` over groups of ``group`` seeds, each group vmapped (the last may
-      be smaller). Every seed's numbers are the same whichever layout runs it.
-    """
-    if group is None:
-        group = seeds_per_vmap() or seeds
-    if seeds == 1:
-        def single(*args):
-            unbatched = [arg if axis is None else jax.tree_util.tree_map(lambda a: a[0], arg)
-                         for arg, axis in zip(args, in_axes, strict=True)]
-            return jax.tree_util.tree_map(lambda a: a[None], fn(*unbatched))
-
-        return single
-    if seeds <= group:
-        return jax.vmap(fn, in_axes=in_axes)
-
-    def grouped(*args):
-        per_seed = [arg for arg, axis in zip(args, in_axes, strict=True) if axis is not None]
-
-        def one_seed(seed_args):
-            it = iter(seed_args)
-            return fn(*[arg if axis is None else next(it)
-                        for arg, axis in zip(args, in_axes, strict=True)])
-
-        return jax.lax.map(one_seed, per_seed, batch_size=group)
-
-    return grouped
 
 
 def train_variant(
@@ -359,6 +316,12 @@ def device_name() -> str:
     """JAX's first device as ``platform:kind``, e.g. ``cpu:cpu`` or ``gpu:NVIDIA H200``."""
     device = jax.devices()[0]
     return f"{device.platform}:{device.device_kind}"
+
+
+def devices_label() -> str:
+    """The devices a run's seeds spread over, e.g. ``gpu:NVIDIA H200`` or ``2 × cpu:cpu``."""
+    count = jax.device_count()
+    return device_name() if count == 1 else f"{count} × {device_name()}"
 
 
 def record_resume(run_dir: Path, config: ExperimentConfig) -> list[str]:

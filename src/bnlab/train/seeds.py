@@ -1,0 +1,120 @@
+"""Seeds side by side: one program trains a batch of seeds, spread over devices and vmapped.
+
+A run's seeds differ only in their keys, so one compiled program can train all of them: the
+per-seed ``TrainState`` and keys carry a leading seed axis, and ``over_seeds`` maps a
+single-seed function over it. How the seeds share the machine is a speed choice measured in
+``benchmarks/seed_batching.py``; every layout gives each seed the numbers it would get alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+
+
+def one_cpu_device_per_core(cores: int) -> bool:
+    """Give JAX's CPU backend ``cores`` devices, so that ``over_seeds`` trains seeds on every
+    core side by side. Must run before JAX's first computation. Changes nothing and returns
+    ``False`` when that is too late or when a CPU device count was already chosen
+    (``JAX_NUM_CPU_DEVICES`` or ``jax.config``); returns ``True`` when it set the count."""
+    if jax.config.jax_num_cpu_devices != -1:
+        return False
+    try:
+        jax.config.update("jax_num_cpu_devices", cores)
+    except RuntimeError:  # JAX's backends are already initialized
+        return False
+    return True
+
+
+def seeds_per_vmap() -> int | None:
+    """Seeds per vmapped group on each device of JAX's default backend (``None``: all of a
+    device's seeds in one vmap).
+
+    Measured per model-epoch (benchmarks/README.md). CPU: up to 3 seeds per vmap. On the
+    Zen 4 VM with one CPU device per core, 10 seeds of bn_after took 0.52 s per model-epoch in
+    groups of 3 against 0.58–0.60 in groups of 5; with one device, 3 and 5 were alike, and 10 in
+    one vmap were 1.2× slower than separate runs (the working set leaves the cache). GPU: a
+    batch-32 step leaves the device mostly idle, so every seed goes into one vmap; on an H200
+    one vmap of 10 seeds took 0.014 / 0.023 s per model-epoch (baseline / bn_after) against
+    0.022 / 0.040 in groups of 5, and 50 seeds of the baseline 0.006 s against 0.020.
+    """
+    return 3 if jax.default_backend() == "cpu" else None
+
+
+def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
+               group: int | None = None,
+               devices: Sequence[jax.Device] | None = None) -> Callable:
+    """``fn`` over a leading seed axis of the arguments whose ``in_axes`` is 0 (the others,
+    ``None``, are shared), as one program; every output has the seed axis in front.
+
+    The seeds are spread over ``devices`` (default: every device of JAX's default backend;
+    the ``bnlab`` command gives the CPU backend one device per core): ``d = min(devices,
+    seeds)`` devices each train ``ceil(seeds / d)`` seeds side by side (``jax.shard_map``; the
+    seed axis is padded by repeating the last seed, and the repeats are dropped from the
+    outputs). On the 2-core Zen 4 VM that made 5 seeds 1.3× (bn_after) to 1.35× (baseline)
+    cheaper per model-epoch than on one device using both cores for each product: a batch-32
+    product is too small to keep two threads busy. On each device:
+
+    - one seed: a plain call, the axis dropped and restored (a vmap of size 1 turns every
+      matrix product into a batched one, measured 1.1–1.7× slower per epoch on CPU);
+    - up to ``group`` seeds: ``jax.vmap``; ``group=None`` takes ``seeds_per_vmap()`` (3 on
+      CPU, every seed elsewhere);
+    - more: ``jax.lax.map`` over groups of ``group`` seeds, each group vmapped (the last may
+      be smaller).
+
+    Every seed's numbers are the same, up to float rounding, whichever layout runs it.
+    """
+    devices = list(jax.devices() if devices is None else devices)[:seeds]
+    per_device = -(-seeds // len(devices))
+    local = _on_one_device(fn, in_axes, per_device, group)
+    if len(devices) == 1:
+        return local
+    mesh = Mesh(np.array(devices), ("seeds",))
+    specs = tuple(PartitionSpec() if axis is None else PartitionSpec("seeds") for axis in in_axes)
+    spread = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("seeds"),
+                           check_vma=False)
+    padded = per_device * len(devices)
+
+    def pad(a: jax.Array) -> jax.Array:  # (seeds, …) → (padded, …), repeating the last seed
+        return jnp.concatenate([a, jnp.repeat(a[-1:], padded - seeds, axis=0)])
+
+    def spread_seeds(*args):
+        if padded > seeds:
+            args = [arg if axis is None else jax.tree_util.tree_map(pad, arg)
+                    for arg, axis in zip(args, in_axes, strict=True)]
+        return jax.tree_util.tree_map(lambda a: a[:seeds], spread(*args))
+
+    return spread_seeds
+
+
+def _on_one_device(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
+                   group: int | None) -> Callable:
+    """``fn`` over ``seeds`` seeds on one device: plain, one vmap, or lax.map over vmapped
+    groups (see ``over_seeds``)."""
+    if group is None:
+        group = seeds_per_vmap() or seeds
+    if seeds == 1:
+        def single(*args):
+            unbatched = [arg if axis is None else jax.tree_util.tree_map(lambda a: a[0], arg)
+                         for arg, axis in zip(args, in_axes, strict=True)]
+            return jax.tree_util.tree_map(lambda a: a[None], fn(*unbatched))
+
+        return single
+    if seeds <= group:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def grouped(*args):
+        per_seed = [arg for arg, axis in zip(args, in_axes, strict=True) if axis is not None]
+
+        def one_seed(seed_args):
+            it = iter(seed_args)
+            return fn(*[arg if axis is None else next(it)
+                        for arg, axis in zip(args, in_axes, strict=True)])
+
+        return jax.lax.map(one_seed, per_seed, batch_size=group)
+
+    return grouped

@@ -1,0 +1,82 @@
+"""Seeds side by side (``train.seeds``): every layout gives each seed the numbers of one vmap."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bnlab.train.engine import RunKeys, init_train_state, make_train_epoch
+from bnlab.train.seeds import one_cpu_device_per_core, over_seeds
+from tests.synthetic import tiny_splits
+from tests.train.test_engine import tiny_model
+
+IN_AXES = (0, None, None, 0, 0)  # state, images, labels, shuffle key, dropout key
+
+
+def epoch_and_args(seeds: int):
+    splits = tiny_splits()
+    model, optimizer = tiny_model(), optax.sgd(0.05)
+    epoch = make_train_epoch(model, optimizer, len(splits.y_train), 32)
+    keys = [RunKeys.from_seed(s) for s in range(seeds)]
+    state = jax.vmap(lambda k: init_train_state(model, optimizer, k))(
+        jnp.stack([k.init for k in keys]))
+    shuffle = jnp.stack([k.epoch(0)[0] for k in keys])
+    dropout = jnp.stack([k.epoch(0)[1] for k in keys])
+    return epoch, (state, jnp.asarray(splits.x_train), jnp.asarray(splits.y_train), shuffle,
+                   dropout)
+
+
+def assert_same_per_seed(got, want) -> None:
+    # 1e-5: float32 products of different batch layouts may round differently.
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_seed_groups_on_one_device_give_each_seed_the_numbers_of_one_vmap():
+    # Five seeds as lax.map over groups of 2 (2 + 2 + a remainder of 1) on one device.
+    epoch, args = epoch_and_args(5)
+    grouped = jax.jit(over_seeds(epoch, IN_AXES, 5, group=2, devices=jax.devices()[:1]))(*args)
+    vmapped = jax.jit(jax.vmap(epoch, in_axes=IN_AXES))(*args)
+    assert grouped[1].loss.shape == (5,)
+    assert_same_per_seed(grouped, vmapped)
+    assert len(set(np.asarray(grouped[1].loss).round(6))) == 5  # five different seeds
+
+
+@pytest.mark.parametrize("seeds", [2, 5])
+def test_seeds_spread_over_two_devices_give_each_seed_the_numbers_of_one_vmap(seeds):
+    # 5 seeds on 2 devices: 3 each, the last seed repeated once as padding and dropped.
+    devices = jax.devices()[:2]
+    if len(devices) < 2:
+        pytest.skip("needs two JAX devices (tests/conftest.py asks for two CPU devices)")
+    epoch, args = epoch_and_args(seeds)
+    program = jax.jit(over_seeds(epoch, IN_AXES, seeds, devices=devices))
+    spread = program(*args)
+    vmapped = jax.jit(jax.vmap(epoch, in_axes=IN_AXES))(*args)
+    assert spread[1].loss.shape == (seeds,)
+    assert_same_per_seed(spread, vmapped)
+    kernel = spread[0].params[2]["kernel"]
+    assert kernel.sharding.device_set == set(devices)  # the seeds live on both devices
+    again = program(spread[0], *args[1:])  # a spread state feeds the next epoch as it is
+    assert np.all(np.isfinite(np.asarray(again[1].loss)))
+
+
+def test_one_seed_is_a_plain_program_without_a_seed_mapping():
+    epoch, args = epoch_and_args(1)
+    jaxpr = str(jax.make_jaxpr(over_seeds(epoch, IN_AXES, 1))(*args))
+    assert "shard_map" not in jaxpr
+    single = jax.jit(epoch)(*[a if axis is None else jax.tree_util.tree_map(lambda x: x[0], a)
+                              for a, axis in zip(args, IN_AXES, strict=True)])
+    assert_same_per_seed(jax.jit(over_seeds(epoch, IN_AXES, 1))(*args),
+                         jax.tree_util.tree_map(lambda x: x[None], single))
+
+
+def test_cpu_device_count_is_left_alone_once_jax_has_started():
+    jax.devices()  # the backends are up (conftest chose two CPU devices before that)
+    before = jax.config.jax_num_cpu_devices
+    assert one_cpu_device_per_core(7) is False
+    assert jax.config.jax_num_cpu_devices == before
+    assert len(jax.devices("cpu")) == before
