@@ -42,7 +42,7 @@ bench-envs:
 	PYTHON=$(PYTHON) bash scripts/bench-envs.sh
 
 bench: $(VENV)/.runtime data bench-envs
-	$(BIN)/python benchmarks/epoch_speed.py --torch-threads 1,2 --out bench-out $(ARGS)
+	$(BIN)/python benchmarks/epoch_speed.py --torch-threads 1,2 --side-by-side 2 --out bench-out $(ARGS)
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

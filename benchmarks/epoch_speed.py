@@ -1,4 +1,4 @@
-"""Seconds per epoch of the notebook's three models, every engine side by side in one invocation.
+"""Seconds per model-epoch of the notebook's three models, every engine side by side in one run.
 
 Each engine is a script in benchmarks/engines/ run by its own interpreter (protocol.py there
 gives the command line and the one-line JSON result). This script writes the data once
@@ -6,7 +6,9 @@ gives the command line and the one-line JSON result). This script writes the dat
 measures the NumPy floors (floors.py) and runs every (model, engine) pair, the engines in a
 rotated order, so that the machine's slow phases hit all engines alike. An engine's figure is
 the median over repeats of its median epoch (epochs 2+; epoch 1 includes compilation and is
-reported separately), with the spread of the repeats.
+reported separately), with the spread of the repeats, per model: bnlab×N trains N seeds in one
+program (--bnlab-seeds), "torch P×1thr" runs P one-thread PyTorch processes at once, one per CPU
+(--side-by-side P); both count their epoch ÷ N (÷ P).
 
     .venv/bin/python benchmarks/epoch_speed.py --engines bnlab,keras,torch --epochs 4 \\
         --repeats 3 --threads 2 --torch-threads 1,2 --out bench-out
@@ -60,11 +62,16 @@ LOW_ACCURACY = 0.6  # after 2+ epochs every correct engine is above 0.75
 
 @dataclass(frozen=True)
 class Column:
-    """One engine at one thread count, training ``seeds`` models per run: a column."""
+    """One engine at one thread count, training ``seeds`` models per run: a column.
+
+    ``processes > 1``: that many one-thread runs at once, each pinned to its own CPU and with
+    its own seed (what a user of a framework without seed batching can do with the cores);
+    ``threads`` is then their total and ``seeds`` equals ``processes``."""
     engine: str
     threads: int
     label: str
     seeds: int = 1
+    processes: int = 1
 
 
 # ---- data and machine ----------------------------------------------------------------------
@@ -154,6 +161,37 @@ def run_json(cmd: list[str], threads: int, timeout: float, verbose: bool,
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"exit status {proc.returncode}\n{tail}")
     return json.loads(lines[-1]), tail
+
+
+def run_json_side_by_side(cmds: list[list[str]], timeout: float,
+                          verbose: bool) -> tuple[dict, str]:
+    """Run one-thread commands at once, the i-th pinned to the i-th CPU; return one result
+    whose epoch seconds are the runs' mean per epoch, with one history value per run."""
+    cpus = sorted(os.sched_getaffinity(0))
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=thread_env(1, {}), text=True,
+                              preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu}),
+                              stdout=subprocess.PIPE,
+                              stderr=None if verbose else subprocess.PIPE)
+             for cmd, cpu in zip(cmds, cpus, strict=False)]
+    results, tails = [], []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            tail = "\n".join((err or "").strip().splitlines()[-8:])
+            lines = out.strip().splitlines()
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(f"exit status {proc.returncode}\n{tail}")
+            results.append(json.loads(lines[-1]))
+            tails.append(tail)
+    finally:
+        for proc in procs:
+            proc.kill()
+    merged = dict(results[0], seeds=len(results), threads=len(results))
+    merged["epoch_seconds"] = np.mean([r["epoch_seconds"] for r in results], axis=0).tolist()
+    merged["first_epoch_seconds"] = float(np.mean([r["first_epoch_seconds"] for r in results]))
+    merged["history"] = {key: [list(values) for values in zip(
+        *(r["history"][key] for r in results), strict=True)] for key in results[0]["history"]}
+    return merged, "\n".join(tails)
 
 
 def check_result(result: dict, column: Column, model: str, epochs: int, device: str) -> None:
@@ -284,6 +322,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bnlab-seeds", default="1,5",
                         help="a bnlab column per seed count: N seeds of a model in one program "
                              "(as `bnlab seed --seeds N` trains them), timed per model-epoch")
+    parser.add_argument("--side-by-side", type=int, default=0, metavar="P",
+                        help="also a column per peer engine running P one-thread processes at "
+                             "once, one per CPU, each its own seed, timed per model-epoch "
+                             "(a peer's way to use every core for independent seeds)")
     parser.add_argument("--floor-rounds", type=int, default=40)
     parser.add_argument("--floor-coretype", default="auto",
                         help="OPENBLAS_CORETYPE for the floors' NumPy; auto: SkylakeX (AVX-512) "
@@ -303,6 +345,9 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: epoch 1 includes compilation")
+    if args.side_by_side > len(os.sched_getaffinity(0)):
+        parser.error(f"--side-by-side {args.side_by_side}: this process may use only "
+                     f"{len(os.sched_getaffinity(0))} CPUs")
     return args
 
 
@@ -331,6 +376,9 @@ def make_columns(args: argparse.Namespace, notes: list[str]) -> tuple[list[Colum
                 label = (name + ("" if t == args.threads else f"@{t}")
                          + ("" if n == 1 else f"×{n}"))
                 columns.append(Column(name, t, label, n))
+        if name != "bnlab" and args.side_by_side > 1:
+            p = args.side_by_side
+            columns.append(Column(name, p, f"{name} {p}×1thr", p, processes=p))
     return columns, pythons
 
 
@@ -376,15 +424,21 @@ def main() -> None:
             order = columns[rep % len(columns):] + columns[:rep % len(columns)] if columns else []
             for model in args.models:
                 for col in order:
-                    cmd = [str(pythons[col.engine]), ENGINES[col.engine][1], "--model", model,
-                           "--epochs", str(args.epochs), "--seed", str(args.seed),
-                           "--data", str(data), "--threads", str(col.threads),
-                           "--seeds", str(col.seeds), "--device", args.device]
+                    cmds = [[str(pythons[col.engine]), ENGINES[col.engine][1], "--model",
+                             model, "--epochs", str(args.epochs), "--seed", str(args.seed + i),
+                             "--data", str(data),
+                             "--threads", str(col.threads // col.processes),
+                             "--seeds", str(col.seeds // col.processes),
+                             "--device", args.device] for i in range(col.processes)]
+                    cmd = cmds[0]
                     run = {"repeat": rep, "label": col.label, "engine": col.engine,
-                           "threads": col.threads, "model": model, "command": shlex.join(cmd)}
+                           "threads": col.threads, "model": model,
+                           "command": " & ".join(map(shlex.join, cmds))}
                     start = time.perf_counter()
                     try:
-                        result, _ = run_json(cmd, col.threads, args.timeout, args.verbose)
+                        result, _ = (run_json(cmd, col.threads, args.timeout, args.verbose)
+                                     if col.processes == 1 else
+                                     run_json_side_by_side(cmds, args.timeout, args.verbose))
                         check_result(result, col, model, args.epochs, args.device)
                         run["result"] = result
                         acc = final_val_accuracy(result)

@@ -7,15 +7,18 @@ every layout alike (median of --repeats training epochs after compilation):
             the seeds spread over the devices (on CPU one per core, as the ``bnlab`` command
             sets up), on each device one seed plainly, several in one ``vmap`` or as groups
             (``train.seeds.seeds_per_vmap``)
-  one device  the same on the first device only (what bnlab did before it spread seeds)
+  spread by 5  like bnlab, with vmapped groups of up to 5 seeds per device instead of 3
+  one device  like bnlab on the first device only
   vmap      one program, ``jax.vmap`` over all N seeds, one device
-  vmap by 5  one program, ``jax.lax.map`` over vmapped groups of 5 seeds, one device
+  vmap by 5  one program, ``jax.lax.map`` over vmapped groups of 5 seeds, one device (what
+            bnlab ran on CPU before it spread seeds over the cores)
   vmap shared order  ``vmap`` over all N seeds with one data order for all of them: a
             first Dense layer fed by the data becomes one wide product over the seeds
   lax.map   one program, the seeds' epochs one after another inside it (``jax.lax.map``)
   separate  N single-seed programs called one after another (N runs of ``--seeds 1``)
 
-All but ``bnlab`` run on the first device; every product may use every core.
+All but ``bnlab`` and ``spread by 5`` run on the first device; every product may use every
+core.
 
 Prints seconds per model-epoch (training epoch of 55,000 rows at batch 32) and each layout's
 ratio to ``separate``. Run: ``.venv/bin/python benchmarks/seed_batching.py``.
@@ -41,8 +44,8 @@ from bnlab.nn.zoo import get_model
 from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
 from bnlab.train.seeds import one_cpu_device_per_core, over_seeds
 
-LAYOUTS = ("bnlab", "one device", "vmap", "vmap by 5", "vmap shared order", "lax.map",
-           "separate")
+LAYOUTS = ("bnlab", "spread by 5", "one device", "vmap", "vmap by 5", "vmap shared order",
+           "lax.map", "separate")
 
 
 def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
@@ -66,6 +69,7 @@ def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
     programs = {  # layout -> (function, its arguments)
         "bnlab": (over_seeds(epoch, seeded, n), (state, x, y, shuffle, dropout)),
         "vmap": (jax.vmap(epoch, in_axes=seeded), (state, x, y, shuffle, dropout)),
+        "spread by 5": (over_seeds(epoch, seeded, n, group=5), (state, x, y, shuffle, dropout)),
         "one device": (over_seeds(epoch, seeded, n, devices=first),
                        (state, x, y, shuffle, dropout)),
         "vmap by 5": (over_seeds(epoch, seeded, n, group=5, devices=first),
