@@ -8,10 +8,9 @@ every layout alike (median of --repeats training epochs after compilation):
             sets up), on each device one seed plainly, several in one ``vmap`` or as groups
             (``train.seeds.seeds_per_vmap``)
   spread by 5  like bnlab, with vmapped groups of up to 5 seeds per device instead of 3
-  one device  like bnlab on the first device only
   vmap      one program, ``jax.vmap`` over all N seeds, one device
   vmap by 5  one program, ``jax.lax.map`` over vmapped groups of 5 seeds, one device (what
-            bnlab ran on CPU before it spread seeds over the cores)
+            bnlab runs where JAX has one CPU device, and ran before it spread seeds)
   vmap shared order  ``vmap`` over all N seeds with one data order for all of them: a
             first Dense layer fed by the data becomes one wide product over the seeds
   lax.map   one program, the seeds' epochs one after another inside it (``jax.lax.map``)
@@ -44,8 +43,8 @@ from bnlab.nn.zoo import get_model
 from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
 from bnlab.train.seeds import one_cpu_device_per_core, over_seeds
 
-LAYOUTS = ("bnlab", "spread by 5", "one device", "vmap", "vmap by 5", "vmap shared order",
-           "lax.map", "separate")
+LAYOUTS = ("bnlab", "spread by 5", "vmap", "vmap by 5", "vmap shared order", "lax.map",
+           "separate")
 
 
 def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
@@ -70,8 +69,6 @@ def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
         "bnlab": (over_seeds(epoch, seeded, n), (state, x, y, shuffle, dropout)),
         "vmap": (jax.vmap(epoch, in_axes=seeded), (state, x, y, shuffle, dropout)),
         "spread by 5": (over_seeds(epoch, seeded, n, group=5), (state, x, y, shuffle, dropout)),
-        "one device": (over_seeds(epoch, seeded, n, devices=first),
-                       (state, x, y, shuffle, dropout)),
         "vmap by 5": (over_seeds(epoch, seeded, n, group=5, devices=first),
                       (state, x, y, shuffle, dropout)),
         "vmap shared order": (jax.vmap(epoch, in_axes=(0, None, None, None, 0)),

@@ -30,19 +30,23 @@ def one_cpu_device_per_core(cores: int) -> bool:
     return True
 
 
-def seeds_per_vmap() -> int | None:
-    """Seeds per vmapped group on each device of JAX's default backend (``None``: all of a
-    device's seeds in one vmap).
+def seeds_per_vmap(devices: int) -> int | None:
+    """Seeds per vmapped group on each of ``devices`` devices of JAX's default backend
+    (``None``: all of a device's seeds in one vmap).
 
-    Measured per model-epoch (benchmarks/README.md). CPU: up to 3 seeds per vmap. On the
-    Zen 4 VM with one CPU device per core, 10 seeds of bn_after took 0.52 s per model-epoch in
-    groups of 3 against 0.58–0.60 in groups of 5; with one device, 3 and 5 were alike, and 10 in
-    one vmap were 1.2× slower than separate runs (the working set leaves the cache). GPU: a
-    batch-32 step leaves the device mostly idle, so every seed goes into one vmap; on an H200
-    one vmap of 10 seeds took 0.014 / 0.023 s per model-epoch (baseline / bn_after) against
-    0.022 / 0.040 in groups of 5, and 50 seeds of the baseline 0.006 s against 0.020.
+    Measured per model-epoch, interleaved (``benchmarks/seed_batching.py``, benchmarks/README.md).
+    CPU, with one device per core (2-core Zen 4 VM): up to 3 seeds per vmap; 10 seeds of
+    baseline / bn_after took 0.41 / 0.50 s in groups of 3 against 0.45 / 0.61 in groups of 5.
+    CPU, one device using every core: up to 5; 10 seeds took 0.57 / 0.85 s in groups of 5
+    against 0.61 / 1.00 in groups of 3, and one vmap of 10 was up to 1.2× slower than ten
+    separate runs (the working set leaves the cache). GPU: a batch-32 step leaves the device
+    mostly idle, so every seed goes into one vmap; on an H200 one vmap of 10 seeds took 0.014 /
+    0.023 s per model-epoch against 0.022 / 0.040 in groups of 5, and 50 seeds of the baseline
+    0.006 s against 0.020.
     """
-    return 3 if jax.default_backend() == "cpu" else None
+    if jax.default_backend() != "cpu":
+        return None
+    return 3 if devices > 1 else 5
 
 
 def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
@@ -55,14 +59,14 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
     the ``bnlab`` command gives the CPU backend one device per core): ``d = min(devices,
     seeds)`` devices each train ``ceil(seeds / d)`` seeds side by side (``jax.shard_map``; the
     seed axis is padded by repeating the last seed, and the repeats are dropped from the
-    outputs). On the 2-core Zen 4 VM that made 5 seeds 1.3× (bn_after) to 1.35× (baseline)
-    cheaper per model-epoch than on one device using both cores for each product: a batch-32
-    product is too small to keep two threads busy. On each device:
+    outputs). A batch-32 product is too small to keep two threads busy, so on the 2-core Zen 4
+    VM 5 seeds spread over two CPU devices cost 1.3–1.5× less per model-epoch than on one
+    device using both cores for every product (``benchmarks/seed_batching.py``). On each device:
 
     - one seed: a plain call, the axis dropped and restored (a vmap of size 1 turns every
       matrix product into a batched one, measured 1.1–1.7× slower per epoch on CPU);
-    - up to ``group`` seeds: ``jax.vmap``; ``group=None`` takes ``seeds_per_vmap()`` (3 on
-      CPU, every seed elsewhere);
+    - up to ``group`` seeds: ``jax.vmap``; ``group=None`` takes ``seeds_per_vmap`` (on CPU 3
+      when the seeds spread over several devices, 5 on one; every seed elsewhere);
     - more: ``jax.lax.map`` over groups of ``group`` seeds, each group vmapped (the last may
       be smaller).
 
@@ -70,6 +74,8 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
     """
     devices = list(jax.devices() if devices is None else devices)[:seeds]
     per_device = -(-seeds // len(devices))
+    if group is None:
+        group = seeds_per_vmap(len(devices)) or per_device
     local = _on_one_device(fn, in_axes, per_device, group)
     if len(devices) == 1:
         return local
@@ -92,11 +98,9 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
 
 
 def _on_one_device(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
-                   group: int | None) -> Callable:
+                   group: int) -> Callable:
     """``fn`` over ``seeds`` seeds on one device: plain, one vmap, or lax.map over vmapped
     groups (see ``over_seeds``)."""
-    if group is None:
-        group = seeds_per_vmap() or seeds
     if seeds == 1:
         def single(*args):
             unbatched = [arg if axis is None else jax.tree_util.tree_map(lambda a: a[0], arg)
