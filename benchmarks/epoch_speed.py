@@ -7,8 +7,8 @@ measures the NumPy floors (floors.py) and runs every (model, engine) pair, the e
 rotated order, so that the machine's slow phases hit all engines alike. An engine's figure is
 the median over repeats of its median epoch (epochs 2+; epoch 1 includes compilation and is
 reported separately), with the spread of the repeats, per model: bnlab×N trains N seeds in one
-program (--bnlab-seeds), "torch P×1thr" runs P one-thread PyTorch processes at once, one per CPU
-(--side-by-side P); both count their epoch ÷ N (÷ P).
+program (--bnlab-seeds), "keras P×1thr" / "torch P×1thr" run P one-thread processes of the peer
+at once, one per CPU (--side-by-side P); both count their epoch ÷ N (÷ P).
 
     .venv/bin/python benchmarks/epoch_speed.py --engines bnlab,keras,torch --epochs 4 \\
         --repeats 3 --threads 2 --torch-threads 1,2 --out bench-out
@@ -20,7 +20,9 @@ CUDA) on the machine's first GPU instead; the floors are CPU floors and are then
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import gzip
 import hashlib
@@ -35,7 +37,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ SKYLAKEX_FLAGS = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
 LOW_ACCURACY = 0.6  # after 2+ epochs every correct engine is above 0.75
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Column:
     """One engine at one thread count, training ``seeds`` models per run: a column.
 
@@ -163,29 +164,36 @@ def run_json(cmd: list[str], threads: int, timeout: float, verbose: bool,
     return json.loads(lines[-1]), tail
 
 
-def run_json_side_by_side(cmds: list[list[str]], timeout: float,
-                          verbose: bool) -> tuple[dict, str]:
-    """Run one-thread commands at once, the i-th pinned to the i-th CPU; return one result
-    whose epoch seconds are the runs' mean per epoch, with one history value per run."""
+def run_json_side_by_side(cmds: list[list[str]], column: Column, model: str, epochs: int,
+                          device: str, timeout: float, verbose: bool) -> tuple[dict, str]:
+    """Run one-thread commands at once, the i-th pinned to the i-th CPU, each checked as a
+    one-seed run; return one result whose epoch seconds are the runs' mean per epoch, with one
+    history value per run. The runs start together but are not synchronised: with similar
+    speeds their epochs 2+ overlap."""
     cpus = sorted(os.sched_getaffinity(0))
     procs = [subprocess.Popen(cmd, cwd=REPO, env=thread_env(1, {}), text=True,
                               preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu}),
                               stdout=subprocess.PIPE,
                               stderr=None if verbose else subprocess.PIPE)
              for cmd, cpu in zip(cmds, cpus, strict=False)]
-    results, tails = [], []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            tail = "\n".join((err or "").strip().splitlines()[-8:])
-            lines = out.strip().splitlines()
-            if proc.returncode != 0 or not lines:
-                raise RuntimeError(f"exit status {proc.returncode}\n{tail}")
-            results.append(json.loads(lines[-1]))
-            tails.append(tail)
+    try:  # read every pipe at once, so that no run stalls on a full one
+        with concurrent.futures.ThreadPoolExecutor(len(procs)) as pool:
+            outputs = list(pool.map(lambda p: p.communicate(timeout=timeout), procs))
     finally:
         for proc in procs:
             proc.kill()
+            proc.wait()
+    results, tails = [], []
+    single = dataclasses.replace(column, threads=1, seeds=1, processes=1)
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        tail = "\n".join((err or "").strip().splitlines()[-8:])
+        lines = out.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"exit status {proc.returncode}\n{tail}")
+        result = json.loads(lines[-1])
+        check_result(result, single, model, epochs, device)
+        results.append(result)
+        tails.append(tail)
     merged = dict(results[0], seeds=len(results), threads=len(results))
     merged["epoch_seconds"] = np.mean([r["epoch_seconds"] for r in results], axis=0).tolist()
     merged["first_epoch_seconds"] = float(np.mean([r["first_epoch_seconds"] for r in results]))
@@ -345,6 +353,16 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: epoch 1 includes compilation")
+    try:
+        args.bnlab_seeds = sorted({int(n) for n in args.bnlab_seeds.split(",")})
+    except ValueError:
+        parser.error(f"--bnlab-seeds {args.bnlab_seeds!r}: give seed counts like 1,5")
+    if min(args.bnlab_seeds) < 1:
+        parser.error("--bnlab-seeds: every seed count must be at least 1")
+    if args.side_by_side == 1 or args.side_by_side < 0:
+        parser.error("--side-by-side P: P is at least 2 (0, the default, turns it off)")
+    if args.side_by_side and args.device == "gpu":
+        parser.error("--side-by-side pins one-thread runs to CPUs; it has no GPU form")
     if args.side_by_side > len(os.sched_getaffinity(0)):
         parser.error(f"--side-by-side {args.side_by_side}: this process may use only "
                      f"{len(os.sched_getaffinity(0))} CPUs")
@@ -370,7 +388,7 @@ def make_columns(args: argparse.Namespace, notes: list[str]) -> tuple[list[Colum
         counts = [args.threads]
         if name == "torch" and args.torch_threads:
             counts = [int(t) for t in args.torch_threads.split(",")]
-        seed_counts = [int(n) for n in args.bnlab_seeds.split(",")] if name == "bnlab" else [1]
+        seed_counts = args.bnlab_seeds if name == "bnlab" else [1]
         for t in counts:
             for n in seed_counts:
                 label = (name + ("" if t == args.threads else f"@{t}")
@@ -438,7 +456,9 @@ def main() -> None:
                     try:
                         result, _ = (run_json(cmd, col.threads, args.timeout, args.verbose)
                                      if col.processes == 1 else
-                                     run_json_side_by_side(cmds, args.timeout, args.verbose))
+                                     run_json_side_by_side(cmds, col, model, args.epochs,
+                                                           args.device, args.timeout,
+                                                           args.verbose))
                         check_result(result, col, model, args.epochs, args.device)
                         run["result"] = result
                         acc = final_val_accuracy(result)

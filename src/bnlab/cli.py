@@ -360,6 +360,13 @@ def _print_verdicts(histories: dict, epochs: int) -> None:
         console.print(f"  • {comparison.verdict}")
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _configure_jax(cache_dir: Path) -> None:
     """Before JAX starts: one CPU device per core this process may use (unless
     ``JAX_NUM_CPU_DEVICES`` or ``XLA_FLAGS`` chose a count), so that a run's seeds train side
@@ -369,8 +376,7 @@ def _configure_jax(cache_dir: Path) -> None:
 
     from bnlab.train.seeds import one_cpu_device_per_core
 
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        one_cpu_device_per_core(len(os.sched_getaffinity(0)))
+    one_cpu_device_per_core(available_cpus())
     jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.realdata
 EXPERIMENT = """
 name = "resume"
 epochs = 5
-seeds = 2
+seeds = 3
 [optimizer]
 name = "sgd"
 learning_rate = 0.01
@@ -54,7 +54,9 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(fashion_mnist, tmp_path
     del fashion_mnist  # skip when the real data is absent
     experiment = tmp_path / "resume.toml"
     experiment.write_text(EXPERIMENT)
-    env = {**os.environ, "BNLAB_CACHE_DIR": str(tmp_path / "cache")}
+    # The command's own CPU device choice (one per core): 3 seeds on 2 cores run as 2 + 2.
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    env["BNLAB_CACHE_DIR"] = str(tmp_path / "cache")
     common = ["--runs-dir"]
 
     killed_runs = tmp_path / "killed"
@@ -80,7 +82,7 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(fashion_mnist, tmp_path
     (straight_dir,) = (tmp_path / "straight").iterdir()
     resumed, straight = load_run(run_dir), load_run(straight_dir)
     assert resumed.complete
-    # On CPU the command gave JAX one device per core, so the two seeds trained side by side.
+    # On CPU the command gave JAX one device per core, so the seeds trained side by side.
     environment = json.loads((straight_dir / "environment.json").read_text())
     cpu = jax.default_backend() == "cpu"
     assert environment["device_count"] == (len(os.sched_getaffinity(0)) if cpu

@@ -1,5 +1,5 @@
 """The compiled epoch: equal to a Python loop of the same step, Keras's ragged last batch,
-reproducible from the seed, and N vmapped seeds equal to N single runs."""
+reproducible from the seed, and N seeds in one program equal to N single runs."""
 
 from __future__ import annotations
 
@@ -121,7 +121,8 @@ def test_same_seed_gives_identical_histories_and_other_seed_differs():
 
 
 def test_n_seed_program_equals_n_single_runs_per_seed():
-    # One vmapped program over seeds 7, 8, 9 against three separate single-seed programs.
+    # One program over seeds 7, 8, 9 (spread over the tests' two CPU devices, 2 + 2 with
+    # one padding seed) against three separate single-seed programs.
     # Batched matrix products may sum in another order: 1e-5 tolerance (float32).
     splits = tiny_splits()
     variant = VariantConfig("tiny", layers=TINY_LAYERS)

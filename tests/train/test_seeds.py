@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +13,7 @@ import optax
 import pytest
 
 from bnlab.train.engine import RunKeys, init_train_state, make_train_epoch
-from bnlab.train.seeds import one_cpu_device_per_core, over_seeds
+from bnlab.train.seeds import over_seeds, spread
 from tests.synthetic import tiny_splits
 from tests.train.test_engine import tiny_model
 
@@ -58,8 +62,10 @@ def test_seeds_spread_over_two_devices_give_each_seed_the_numbers_of_one_vmap(se
     vmapped = jax.jit(jax.vmap(epoch, in_axes=IN_AXES))(*args)
     assert spread[1].loss.shape == (seeds,)
     assert_same_per_seed(spread, vmapped)
-    kernel = spread[0].params[2]["kernel"]
-    assert kernel.sharding.device_set == set(devices)  # the seeds live on both devices
+    if seeds == 2:  # one seed on each device (5 seeds come back gathered, unpadded)
+        kernel = spread[0].params[2]["kernel"]
+        assert {s.device for s in kernel.addressable_shards} == set(devices)
+        assert [s.data.shape[0] for s in kernel.addressable_shards] == [1, 1]
     again = program(spread[0], *args[1:])  # a spread state feeds the next epoch as it is
     assert np.all(np.isfinite(np.asarray(again[1].loss)))
 
@@ -74,9 +80,39 @@ def test_one_seed_is_a_plain_program_without_a_seed_mapping():
                          jax.tree_util.tree_map(lambda x: x[None], single))
 
 
-def test_cpu_device_count_is_left_alone_once_jax_has_started():
-    jax.devices()  # the backends are up (conftest chose two CPU devices before that)
-    before = jax.config.jax_num_cpu_devices
-    assert one_cpu_device_per_core(7) is False
-    assert jax.config.jax_num_cpu_devices == before
-    assert len(jax.devices("cpu")) == before
+@pytest.mark.parametrize(("seeds", "devices", "expected"), [
+    (1, 2, (1, 1)), (2, 2, (2, 1)), (5, 2, (2, 3)), (10, 2, (2, 5)), (5, 16, (5, 1)),
+    (10, 8, (5, 2)), (5, 4, (3, 2)),
+])
+def test_seeds_spread_with_the_least_depth_then_the_least_padding(seeds, devices, expected):
+    used, per_device = spread(seeds, devices)
+    assert (used, per_device) == expected
+    assert used <= devices and used * per_device >= seeds > (used - 1) * per_device
+
+
+def run_python(code: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    result = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True,
+                            text=True, check=True, timeout=120)
+    return result.stdout.strip()
+
+
+SET_THEN_COUNT = """
+import jax
+from bnlab.train.seeds import one_cpu_device_per_core
+{before}
+print(one_cpu_device_per_core(3), len(jax.devices("cpu")))
+"""
+
+
+def test_cpu_devices_are_one_per_core_when_set_before_jax_starts():
+    assert run_python(SET_THEN_COUNT.format(before="")) == "True 3"
+
+
+@pytest.mark.parametrize(("before", "env", "count"), [
+    ("jax.devices()", {}, 1),  # too late: JAX has started
+    ("", {"JAX_NUM_CPU_DEVICES": "2"}, 2),  # the user chose
+    ("", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, 2),  # the user chose
+])
+def test_cpu_device_count_is_left_alone_when_late_or_chosen(before, env, count):
+    assert run_python(SET_THEN_COUNT.format(before=before), **env) == f"False {count}"

@@ -8,6 +8,7 @@ single-seed function over it. How the seeds share the machine is a speed choice 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import jax
@@ -18,10 +19,15 @@ from jax.sharding import Mesh, PartitionSpec
 
 def one_cpu_device_per_core(cores: int) -> bool:
     """Give JAX's CPU backend ``cores`` devices, so that ``over_seeds`` trains seeds on every
-    core side by side. Must run before JAX's first computation. Changes nothing and returns
-    ``False`` when that is too late or when a CPU device count was already chosen
-    (``JAX_NUM_CPU_DEVICES`` or ``jax.config``); returns ``True`` when it set the count."""
-    if jax.config.jax_num_cpu_devices != -1:
+    core side by side. Must run before JAX's first computation (right after ``import jax``).
+    Changes nothing and returns ``False`` when that is too late or when a CPU device count was
+    already chosen (``JAX_NUM_CPU_DEVICES``, ``jax.config``, or XLA_FLAGS'
+    ``--xla_force_host_platform_device_count``); returns ``True`` when it set the count.
+
+    The count changes how seeds are grouped (``seeds_per_vmap``), so float rounding, not
+    results, may differ between machines with different core counts."""
+    chosen_by_flag = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if jax.config.jax_num_cpu_devices != -1 or chosen_by_flag:
         return False
     try:
         jax.config.update("jax_num_cpu_devices", cores)
@@ -49,6 +55,14 @@ def seeds_per_vmap(devices: int) -> int | None:
     return 3 if devices > 1 else 5
 
 
+def spread(seeds: int, devices: int) -> tuple[int, int]:
+    """``(devices used, seeds per device)`` for ``seeds`` seeds on ``devices`` devices: the
+    fewest seeds per device, on as few devices as give that (the least padding), e.g. 10
+    seeds on 8 devices → 5 devices × 2, 5 seeds on 2 devices → 2 × 3 (one padding seed)."""
+    per_device = -(-seeds // min(devices, seeds))
+    return -(-seeds // per_device), per_device
+
+
 def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
                group: int | None = None,
                devices: Sequence[jax.Device] | None = None) -> Callable:
@@ -56,12 +70,12 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
     ``None``, are shared), as one program; every output has the seed axis in front.
 
     The seeds are spread over ``devices`` (default: every device of JAX's default backend;
-    the ``bnlab`` command gives the CPU backend one device per core): ``d = min(devices,
-    seeds)`` devices each train ``ceil(seeds / d)`` seeds side by side (``jax.shard_map``; the
-    seed axis is padded by repeating the last seed, and the repeats are dropped from the
-    outputs). A batch-32 product is too small to keep two threads busy, so on the 2-core Zen 4
-    VM 5 seeds spread over two CPU devices cost 1.3–1.5× less per model-epoch than on one
-    device using both cores for every product (``benchmarks/seed_batching.py``). On each device:
+    the ``bnlab`` command gives the CPU backend one device per core), as ``spread`` says, with
+    ``jax.shard_map``; the seed axis is padded by repeating the last seed where needed, and the
+    repeats are dropped from the outputs (5 seeds on 2 devices run as 3 + 3). A batch-32
+    product is too small to keep two threads busy, so on the 2-core Zen 4 VM 5 seeds spread
+    over two CPU devices cost 1.3–1.5× less per model-epoch than on one device using both
+    cores for every product (``benchmarks/seed_batching.py``). On each device:
 
     - one seed: a plain call, the axis dropped and restored (a vmap of size 1 turns every
       matrix product into a batched one, measured 1.1–1.7× slower per epoch on CPU);
@@ -72,8 +86,9 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
 
     Every seed's numbers are the same, up to float rounding, whichever layout runs it.
     """
-    devices = list(jax.devices() if devices is None else devices)[:seeds]
-    per_device = -(-seeds // len(devices))
+    devices = list(jax.devices() if devices is None else devices)
+    used, per_device = spread(seeds, len(devices))
+    devices = devices[:used]
     if group is None:
         group = seeds_per_vmap(len(devices)) or per_device
     local = _on_one_device(fn, in_axes, per_device, group)
@@ -81,8 +96,8 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
         return local
     mesh = Mesh(np.array(devices), ("seeds",))
     specs = tuple(PartitionSpec() if axis is None else PartitionSpec("seeds") for axis in in_axes)
-    spread = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("seeds"),
-                           check_vma=False)
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("seeds"),
+                            check_vma=False)
     padded = per_device * len(devices)
 
     def pad(a: jax.Array) -> jax.Array:  # (seeds, …) → (padded, …), repeating the last seed
@@ -92,7 +107,7 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
         if padded > seeds:
             args = [arg if axis is None else jax.tree_util.tree_map(pad, arg)
                     for arg, axis in zip(args, in_axes, strict=True)]
-        return jax.tree_util.tree_map(lambda a: a[:seeds], spread(*args))
+        return jax.tree_util.tree_map(lambda a: a[:seeds], sharded(*args))
 
     return spread_seeds
 
