@@ -157,10 +157,15 @@ def run_json(cmd: list[str], threads: int, timeout: float, verbose: bool,
     proc = subprocess.run(cmd, cwd=REPO, env=thread_env(threads, extra_env or {}),
                           preexec_fn=pin(threads), timeout=timeout, text=True,
                           stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE)
-    tail = "\n".join((proc.stderr or "").strip().splitlines()[-8:])
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"exit status {proc.returncode}\n{tail}")
+    return parse_output(proc.returncode, proc.stdout, proc.stderr)
+
+
+def parse_output(returncode: int, stdout: str, stderr: str | None) -> tuple[dict, str]:
+    """A finished engine's (last stdout line as JSON, stderr tail); raise on failure."""
+    tail = "\n".join((stderr or "").strip().splitlines()[-8:])
+    lines = stdout.strip().splitlines()
+    if returncode != 0 or not lines:
+        raise RuntimeError(f"exit status {returncode}\n{tail}")
     return json.loads(lines[-1]), tail
 
 
@@ -186,11 +191,7 @@ def run_json_side_by_side(cmds: list[list[str]], column: Column, model: str, epo
     results, tails = [], []
     single = dataclasses.replace(column, threads=1, seeds=1, processes=1)
     for proc, (out, err) in zip(procs, outputs, strict=True):
-        tail = "\n".join((err or "").strip().splitlines()[-8:])
-        lines = out.strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"exit status {proc.returncode}\n{tail}")
-        result = json.loads(lines[-1])
+        result, tail = parse_output(proc.returncode, out, err)
         check_result(result, single, model, epochs, device)
         results.append(result)
         tails.append(tail)
@@ -448,13 +449,12 @@ def main() -> None:
                              "--threads", str(col.threads // col.processes),
                              "--seeds", str(col.seeds // col.processes),
                              "--device", args.device] for i in range(col.processes)]
-                    cmd = cmds[0]
                     run = {"repeat": rep, "label": col.label, "engine": col.engine,
                            "threads": col.threads, "model": model,
                            "command": " & ".join(map(shlex.join, cmds))}
                     start = time.perf_counter()
                     try:
-                        result, _ = (run_json(cmd, col.threads, args.timeout, args.verbose)
+                        result, _ = (run_json(cmds[0], col.threads, args.timeout, args.verbose)
                                      if col.processes == 1 else
                                      run_json_side_by_side(cmds, col, model, args.epochs,
                                                            args.device, args.timeout,
