@@ -42,7 +42,8 @@ from bnlab.nn.zoo import get_model
 from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
 from bnlab.train.seeds import over_seeds
 
-INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.-]+) = (\S+?\[[^\]]*\])\S* (\w[\w-]*)\((.*)$")
+INSTRUCTION = re.compile(  # name, shape (an array or a tuple of arrays), op, the rest
+    r"^\s*(?:ROOT )?%([\w.-]+) = (\([^)]*\)|\S+?\[[^\]]*\])\S* (\w[\w-]*)\((.*)$")
 COMPUTATION = re.compile(r"^%?([\w.-]+) .*\{$")
 
 
