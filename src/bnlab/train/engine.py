@@ -150,8 +150,8 @@ def make_train_epoch(
         flat_images = images.reshape(images.shape[0], -1)
 
         def train_step(state: TrainState, batch):
-            rows, mask, step_key = batch  # rows, mask: (batch_size,)
-            x = scale_pixels(flat_images[rows].reshape(rows.shape + images.shape[1:]))  # (batch, 28, 28)
+            rows, mask, step_key = batch  # rows, mask: (batch_size,); x: (batch_size, 28, 28)
+            x = scale_pixels(flat_images[rows].reshape(rows.shape + images.shape[1:]))
             (loss, (bn_state, correct, count)), grads = grad_fn(
                 state.params, state.bn_state, x, labels[rows], mask, step_key
             )
