@@ -18,5 +18,14 @@ class ConfigError(BnlabError):
     """An experiment file or command-line option is invalid."""
 
 
+class LayerInputError(ConfigError):
+    """A model's layer cannot take what the layer before it gives; `index` is its 0-based
+    position in the model."""
+
+    def __init__(self, message: str, *, index: int):
+        super().__init__(message)
+        self.index = index
+
+
 class DivergenceError(BnlabError):
     """Training produced a non-finite loss."""

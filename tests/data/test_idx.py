@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bnlab.data.idx import IDX_DTYPES, gunzip, read_idx, write_idx
+from bnlab.data.idx import IDX_DTYPES, GzipError, gunzip, read_idx, write_idx
 from bnlab.errors import DataError
 
 NATIVE_DTYPES = [dtype.newbyteorder("=") for dtype in IDX_DTYPES.values()]
@@ -75,17 +75,23 @@ def test_gunzip_decompresses_every_member():
 
 
 @pytest.mark.parametrize(
-    ("compressed", "what"),
+    ("compressed", "max_size", "what", "problem"),
     [
-        (gzip.compress(bytes(range(256)) * 40)[:-20], "is truncated: the gzip stream ends early"),
-        (b"this is not gzip", "is corrupt: not a valid gzip stream"),
-        (gzip.compress(b"payload")[:-8] + bytes(8), "is corrupt: not a valid gzip stream"),
+        (gzip.compress(bytes(range(256)) * 40)[:-20], None,
+         "is truncated: the gzip stream ends early", "truncated"),
+        (b"this is not gzip", None, "is corrupt: not a valid gzip stream", "corrupt"),
+        (gzip.compress(b"payload")[:-8] + bytes(8), None, "is corrupt: not a valid gzip stream",
+         "corrupt"),
+        (gzip.compress(b"payload"), 6, "decompresses to more than the expected 6 bytes",
+         "too large"),
+        (b"", None, "is empty (0 bytes)", "empty"),
     ],
-    ids=["truncated", "not-gzip", "bad-crc"],
+    ids=["truncated", "not-gzip", "bad-crc", "too-large", "empty"],
 )
-def test_gunzip_maps_gzip_failures_to_one_line_data_errors(compressed, what):
-    with pytest.raises(DataError) as err:
-        gunzip(compressed, name="/data/f.gz", fix="fetch it again")
+def test_gunzip_maps_gzip_failures_to_one_line_data_errors(compressed, max_size, what, problem):
+    with pytest.raises(GzipError) as err:
+        gunzip(compressed, name="/data/f.gz", fix="fetch it again", max_size=max_size)
+    assert isinstance(err.value, DataError) and err.value.problem == problem
     message = str(err.value)
     assert message.startswith(f"/data/f.gz {what}")
     assert message.endswith("; fetch it again") and "\n" not in message

@@ -99,25 +99,37 @@ def write_idx(array: np.ndarray) -> bytes:
     return header + array.astype(IDX_DTYPES[code], copy=False).tobytes(order="C")
 
 
+class GzipError(DataError):
+    """A gzip file `gunzip` cannot use; `problem` is "empty", "truncated", "corrupt" or
+    "too large"."""
+
+    def __init__(self, message: str, *, problem: str):
+        super().__init__(message)
+        self.problem = problem
+
+
 def gunzip(compressed: bytes, *, name: str, fix: str = _REPLACE,
            max_size: int | None = None) -> bytes:
     """Decompress a whole gzip file (all members); with `max_size`, never more than that
     many bytes (a file that would decompress to more is rejected, not held in memory).
 
     Raises:
-      DataError: one line naming `name`, whether it is truncated, corrupt or too large, and
-        `fix`.
+      GzipError: one line naming `name`, whether it is empty, truncated, corrupt or too
+        large, and `fix`; `.problem` says which.
     """
     if not compressed:
-        raise DataError(f"{name} is empty (0 bytes); {fix}")
+        raise GzipError(f"{name} is empty (0 bytes); {fix}", problem="empty")
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(compressed)) as stream:
             raw = stream.read(-1 if max_size is None else max_size + 1)
     except EOFError as err:
-        raise DataError(f"{name} is truncated: the gzip stream ends early; {fix}") from err
+        raise GzipError(f"{name} is truncated: the gzip stream ends early; {fix}",
+                        problem="truncated") from err
     except (gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"{name} is corrupt: not a valid gzip stream ({err}); {fix}") from err
+        raise GzipError(f"{name} is corrupt: not a valid gzip stream ({err}); {fix}",
+                        problem="corrupt") from err
     if max_size is not None and len(raw) > max_size:
-        raise DataError(f"{name} decompresses to more than the expected {max_size:,} bytes; "
-                        f"{fix}")
+        raise GzipError(f"{name} decompresses to more than the expected {max_size:,} bytes; "
+                        f"{fix}", problem="too large")
     return raw
+

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from bnlab.data.idx import gunzip
+from bnlab.data.idx import GzipError, gunzip
 from bnlab.errors import DataError
 from bnlab.store import atomic_write_bytes
 
@@ -309,12 +309,11 @@ def _fetch(url: str, file: IdxFile, *, timeout: float,
         raise _Rejected("an empty response (0 bytes)")
     try:
         raw = gunzip(compressed, name=url, max_size=file.size)
-    except DataError as err:
-        if err.__cause__ is None:  # gunzip's own size check (empty input is handled above)
+    except GzipError as err:  # not "empty": an empty response is rejected above
+        if err.problem == "too large":
             raise _Rejected(f"gzip data that decompresses to more than {file.size:,} bytes "
                             f"({len(compressed):,} bytes)") from err
-        kind = "truncated" if isinstance(err.__cause__, EOFError) else "corrupt"
-        raise _Rejected(f"{kind} gzip data ({len(compressed):,} bytes)") from err
+        raise _Rejected(f"{err.problem} gzip data ({len(compressed):,} bytes)") from err
     digest = hashlib.sha256(raw).hexdigest()
     if digest != file.sha256:
         raise _Rejected(f"wrong content ({_mismatch(file, raw, digest)})")

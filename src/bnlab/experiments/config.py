@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import optax
 
 from bnlab.data.datasets import DATASETS
-from bnlab.errors import BnlabError, ConfigError
+from bnlab.errors import BnlabError, ConfigError, LayerInputError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 from bnlab.nn.model import Sequential
@@ -317,6 +317,8 @@ def _parse_variant(index: int, raw: Any, fail, classes: int, n_train: int,
     try:
         model = variant.build()
         model.output_shapes  # noqa: B018 — builds every layer once: catches impossible orders
+    except LayerInputError as err:  # named by the layer's own line
+        raise fail(f"{key}.layers[{err.index}]", str(err)) from None
     except BnlabError as err:
         raise fail(f"{key}.layers", str(err)) from None
     last = model.layers[-1] if model.layers else None

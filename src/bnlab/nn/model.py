@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from bnlab.errors import ConfigError, LayerInputError
 from bnlab.nn.batchnorm import BatchNorm, scale_shift_dense
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 
@@ -58,18 +59,21 @@ class Sequential:
     @property
     def output_shapes(self) -> tuple[tuple[int, ...], ...]:
         """Each layer's output shape without the batch axis. Traced abstractly
-        (``jax.eval_shape``): no initializer runs, so validating a config costs no compute;
-        a layer that cannot take its input raises its ``ConfigError`` all the same."""
+        (``jax.eval_shape``): no initializer runs, so validating a config costs no compute.
+        A layer that cannot take its input raises ``LayerInputError`` with its index."""
         shapes: list[tuple[int, ...]] = []
         shape = self.input_shape
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
 
             def init(key, layer=layer, shape=shape):
                 params, state, out_shape = layer.init(key, shape)
                 shapes.append(out_shape)  # a Python tuple: returned through the closure
                 return params, state
 
-            jax.eval_shape(init, jax.random.key(0))
+            try:
+                jax.eval_shape(init, jax.random.key(0))
+            except ConfigError as err:
+                raise LayerInputError(str(err), index=index) from None
             shape = shapes[-1]
         return tuple(shapes)
 
