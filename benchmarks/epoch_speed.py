@@ -328,7 +328,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="where the engines train (gpu: engines with a CUDA path; no floors)")
-    parser.add_argument("--bnlab-seeds", default="1,5",
+    parser.add_argument("--bnlab-seeds", default="1,5,10",
                         help="a bnlab column per seed count: N seeds of a model in one program "
                              "(as `bnlab seed --seeds N` trains them), timed per model-epoch")
     parser.add_argument("--side-by-side", type=int, default=0, metavar="P",

@@ -151,6 +151,13 @@ class VariantTrainer:
         outputs = self._probe(state.params, state.bn_state, images)
         return {name: np.asarray(values) for name, values in outputs.items()}
 
+    def placed_for_evaluation(self, images: np.ndarray,
+                              labels: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """``images``, ``labels`` where the compiled evaluation wants them (on every device
+        the seeds spread over), once, so that each epoch's evaluation copies nothing."""
+        _, _, at_images, at_labels = self._evaluate_compiled[len(labels)].input_shardings[0]
+        return jax.device_put(images, at_images), jax.device_put(labels, at_labels)
+
     def evaluate(self, state: TrainState, images: jax.Array,
                  labels: jax.Array) -> tuple[np.ndarray, np.ndarray]:
         """Inference-mode ``(loss (seeds,), accuracy (seeds,))`` on ``images`` / ``labels``."""
@@ -192,7 +199,7 @@ def train_variant(
     compile_seconds = trainer.compile(state)
     if on_compiled:
         on_compiled(variant.name, compile_seconds)
-    x_val, y_val = jnp.asarray(splits.x_val), jnp.asarray(splits.y_val)
+    x_val, y_val = trainer.placed_for_evaluation(splits.x_val, splits.y_val)
     probe_images = jnp.asarray(splits.x_val[:PROBE_ROWS])
     board = (TensorBoardLogger(tensorboard_dir, trainer.seeds, variant_hparams(config, variant))
              if tensorboard_dir is not None else contextlib.nullcontext())
@@ -222,8 +229,8 @@ def train_variant(
                 on_epoch(EpochLog(variant.name, epoch + 1, config.epochs, trainer.steps,
                                   seconds, {m: history[m][:, epoch] for m in METRICS}),
                          history, state)
-    test_loss, test_accuracy = trainer.evaluate(state, jnp.asarray(splits.x_test),
-                                                jnp.asarray(splits.y_test))
+    test_loss, test_accuracy = trainer.evaluate(
+        state, *trainer.placed_for_evaluation(splits.x_test, splits.y_test))
     return VariantResult(variant.name, trainer.model, trainer.seeds, history, test_loss,
                          test_accuracy, epoch_seconds, compile_seconds)
 
