@@ -132,4 +132,3 @@ def gunzip(compressed: bytes, *, name: str, fix: str = _REPLACE,
         raise GzipError(f"{name} decompresses to more than the expected {max_size:,} bytes; "
                         f"{fix}", problem="too large")
     return raw
-
