@@ -21,7 +21,6 @@ import protocol
 def main() -> None:
     args = protocol.parse_args(__doc__.splitlines()[0])
     import jax
-    import jax.numpy as jnp
 
     if args.device == "cpu":
         from bnlab.train.seeds import one_cpu_device_per_core
@@ -50,7 +49,7 @@ def main() -> None:
     state = trainer.init_state()
     compile_seconds = trainer.compile(state)
     protocol.log(f"bnlab {args.model} ×{args.seeds}: compiled in {compile_seconds:.2f} s")
-    x_val, y_val = jnp.asarray(splits.x_val), jnp.asarray(splits.y_val)
+    x_val, y_val = trainer.placed_for_evaluation(splits.x_val, splits.y_val)
     history = {key: [] for key in protocol.HISTORY_KEYS}
     epoch_seconds = []
     for epoch in range(args.epochs):

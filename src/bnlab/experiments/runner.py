@@ -155,7 +155,10 @@ class VariantTrainer:
                               labels: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """``images``, ``labels`` where the compiled evaluation wants them (on every device
         the seeds spread over), once, so that each epoch's evaluation copies nothing."""
-        _, _, at_images, at_labels = self._evaluate_compiled[len(labels)].input_shardings[0]
+        compiled = self._evaluate_compiled.get(len(labels))
+        if compiled is None:  # not compiled ahead (``compile`` not run): JAX places them
+            return jnp.asarray(images), jnp.asarray(labels)
+        _, _, at_images, at_labels = compiled.input_shardings[0]
         return jax.device_put(images, at_images), jax.device_put(labels, at_labels)
 
     def evaluate(self, state: TrainState, images: jax.Array,

@@ -145,8 +145,8 @@ def make_train_epoch(
 
     def train_epoch(state: TrainState, images: Array, labels: Array, shuffle_key: Array,
                     dropout_key: Array) -> tuple[TrainState, EpochMetrics]:
-        # Rows are gathered as flat vectors, then reshaped back (free): XLA's CPU gather of
-        # (28, 28) rows took 3× as long (benchmarks/README.md, "Batch gather").
+        # Rows are gathered as flat vectors, then reshaped back (free): in the BN models XLA's
+        # CPU gather of (28, 28) rows took 3× as long (benchmarks/README.md, "Batch gather").
         flat_images = images.reshape(images.shape[0], -1)
 
         def train_step(state: TrainState, batch):
