@@ -14,6 +14,15 @@ class DataError(BnlabError):
     """A dataset file is missing, truncated, corrupt or has the wrong digest."""
 
 
+class GzipError(DataError):
+    """A gzip file that cannot be decompressed; `problem` is "empty", "truncated", "corrupt"
+    or "too large"."""
+
+    def __init__(self, message: str, *, problem: str):
+        super().__init__(message)
+        self.problem = problem
+
+
 class ConfigError(BnlabError):
     """An experiment file or command-line option is invalid."""
 

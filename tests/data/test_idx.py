@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bnlab.data.idx import IDX_DTYPES, GzipError, gunzip, read_idx, write_idx
-from bnlab.errors import DataError
+from bnlab.data.idx import IDX_DTYPES, gunzip, read_idx, write_idx
+from bnlab.errors import DataError, GzipError
 
 NATIVE_DTYPES = [dtype.newbyteorder("=") for dtype in IDX_DTYPES.values()]
 

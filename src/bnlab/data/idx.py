@@ -22,7 +22,7 @@ import zlib
 
 import numpy as np
 
-from bnlab.errors import DataError
+from bnlab.errors import DataError, GzipError
 
 # IDX dtype code -> on-disk (big-endian) dtype.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -97,15 +97,6 @@ def write_idx(array: np.ndarray) -> bytes:
         raise ValueError(f"IDX cannot store shape {array.shape}")
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
     return header + array.astype(IDX_DTYPES[code], copy=False).tobytes(order="C")
-
-
-class GzipError(DataError):
-    """A gzip file `gunzip` cannot use; `problem` is "empty", "truncated", "corrupt" or
-    "too large"."""
-
-    def __init__(self, message: str, *, problem: str):
-        super().__init__(message)
-        self.problem = problem
 
 
 def gunzip(compressed: bytes, *, name: str, fix: str = _REPLACE,

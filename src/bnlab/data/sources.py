@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from bnlab.data.idx import GzipError, gunzip
-from bnlab.errors import DataError
+from bnlab.data.idx import gunzip
+from bnlab.errors import DataError, GzipError
 from bnlab.store import atomic_write_bytes
 
 if TYPE_CHECKING:
