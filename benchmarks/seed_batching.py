@@ -26,7 +26,6 @@ ratio to ``separate``. Run: ``.venv/bin/python benchmarks/seed_batching.py``.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -101,7 +100,7 @@ def main() -> None:
                         help="comma-separated subset; separate is always run (the ratios' base)")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/bnlab-bench-cache"))
     args = parser.parse_args()
-    one_cpu_device_per_core(len(os.sched_getaffinity(0)))  # as the bnlab command does
+    one_cpu_device_per_core()  # as the bnlab command does
     names = [k for k in LAYOUTS if k in args.layouts.split(",") and k != "separate"]
     if unknown := set(args.layouts.split(",")) - set(LAYOUTS):
         parser.error(f"unknown layout(s) {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")

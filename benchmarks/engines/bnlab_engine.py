@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
-import os
 import time
 
 import protocol
@@ -28,7 +27,7 @@ def main() -> None:
         jax.config.update("jax_platforms", "cpu")
         # As the `bnlab` command does: one CPU device per core this process may use (the
         # orchestrator's mask), so that several seeds train side by side.
-        one_cpu_device_per_core(len(os.sched_getaffinity(0)))
+        one_cpu_device_per_core()
     elif jax.default_backend() != "gpu":  # jax without its CUDA plugin, or no GPU
         protocol.refuse(f"bnlab: JAX's backend here is {jax.default_backend()}, not gpu; "
                         "install the `gpu` extra on a machine with an NVIDIA GPU")

@@ -360,13 +360,6 @@ def _print_verdicts(histories: dict, epochs: int) -> None:
         console.print(f"  • {comparison.verdict}")
 
 
-def _available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _configure_jax(cache_dir: Path) -> None:
     """Before JAX starts: one CPU device per core this process may use (unless
     ``JAX_NUM_CPU_DEVICES`` or ``XLA_FLAGS`` chose a count), so that a run's seeds train side
@@ -376,7 +369,7 @@ def _configure_jax(cache_dir: Path) -> None:
 
     from bnlab.train.seeds import one_cpu_device_per_core
 
-    one_cpu_device_per_core(_available_cpus())
+    one_cpu_device_per_core()
     jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 

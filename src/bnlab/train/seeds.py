@@ -17,9 +17,17 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 
-def one_cpu_device_per_core(cores: int) -> bool:
-    """Give JAX's CPU backend ``cores`` devices, so that ``over_seeds`` trains seeds on every
-    core side by side. Must run before JAX's first computation (right after ``import jax``).
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def one_cpu_device_per_core(cores: int | None = None) -> bool:
+    """Give JAX's CPU backend ``cores`` devices (default: ``available_cpus()``), so that
+    ``over_seeds`` trains seeds on every core side by side. Must run before JAX's first
+    computation (right after ``import jax``).
     Changes nothing and returns ``False`` when that is too late or when a CPU device count was
     already chosen (``JAX_NUM_CPU_DEVICES``, ``jax.config``, or XLA_FLAGS'
     ``--xla_force_host_platform_device_count``); returns ``True`` when it set the count.
@@ -30,7 +38,7 @@ def one_cpu_device_per_core(cores: int) -> bool:
     if jax.config.jax_num_cpu_devices != -1 or chosen_by_flag:
         return False
     try:
-        jax.config.update("jax_num_cpu_devices", cores)
+        jax.config.update("jax_num_cpu_devices", available_cpus() if cores is None else cores)
     except RuntimeError:  # JAX's backends are already initialized
         return False
     return True
