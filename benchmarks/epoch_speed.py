@@ -308,9 +308,10 @@ def print_table(head: list[str], rows: list[list[str]], title: str) -> None:
         last = i + 1 == len(rows) or rows[i + 1][0] != row[0]
         table.add_row(row[0] if first else "", *row[1:], end_section=last)
     console = Console()
-    if not console.is_terminal:  # piped into a file: do not squeeze to 80 columns
-        console = Console(width=max(console.width, 120))
-    console.print(table)
+    # At its natural width, never cut to fit (a terminal or file 80–120 columns wide cut the
+    # ratio columns to "÷ bn…"); a narrower terminal wraps the lines instead.
+    width = console.measure(table, options=console.options.update_width(10_000)).maximum
+    Console(width=max(width, console.width)).print(table)
 
 
 # ---- main ---------------------------------------------------------------------------------
