@@ -6,7 +6,8 @@ every layout alike (median of --repeats training epochs after compilation):
   bnlab     what ``bnlab run --seeds N`` does on this backend (``train.seeds.over_seeds``):
             the seeds spread over the devices (on CPU one per core, as the ``bnlab`` command
             sets up), on each device one seed plainly, several in one ``vmap`` or as groups
-            (``train.seeds.seeds_per_vmap``)
+            (``train.seeds.seeds_per_vmap``); where N does not fill the devices evenly the
+            program pads, where bnlab pads its state once (same epoch time, measured)
   spread by 5  like bnlab, with vmapped groups of up to 5 seeds per device instead of 3
   vmap      one program, ``jax.vmap`` over all N seeds, one device
   vmap by 5  one program, ``jax.lax.map`` over vmapped groups of 5 seeds, one device (what

@@ -148,6 +148,28 @@ def test_seeds_in_one_program_have_their_own_init_and_shuffle():
                               jax.random.permutation(shuffle[1], 70))
 
 
+def test_trainer_pads_the_seeds_once_and_reports_only_the_real_ones():
+    if len(jax.devices()) < 2:
+        pytest.skip("needs two JAX devices (tests/conftest.py asks for two CPU devices)")
+    trainer = VariantTrainer(VariantConfig("tiny", layers=TINY_LAYERS), tiny_config(seeds=3),
+                             tiny_splits(), seeds=(1, 2, 3))
+    state = trainer.init_state()  # 3 seeds on 2 devices run as 2 + 2: seed 3 twice
+    kernel = np.asarray(state.params[2]["kernel"])
+    assert kernel.shape[0] == 4 and np.array_equal(kernel[3], kernel[2])
+    trainer.compile(state)
+    state, loss, accuracy = trainer.train_epoch(state, 0)
+    assert loss.shape == accuracy.shape == (3,)
+    val_loss, _ = trainer.evaluate(state, *trainer.placed_for_evaluation(
+        tiny_splits().x_val, tiny_splits().y_val))
+    assert val_loss.shape == (3,)
+    saved = trainer.saved(state)  # what a checkpoint holds: the three real seeds
+    assert saved.params[2]["kernel"].shape[0] == 3
+    restored = trainer.restored(saved)  # the padding seed trained exactly as seed 3
+    for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state),
+                         strict=True):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-6, atol=1e-7)
+
+
 def test_one_row_batch_with_batchnorm_is_rejected_before_training():
     with pytest.raises(ConfigError, match="one row"):
         check_batching(65, 32, tiny_model())

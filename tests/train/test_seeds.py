@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from bnlab.train.engine import RunKeys, init_train_state, make_train_epoch
-from bnlab.train.seeds import over_seeds, spread
+from bnlab.train.seeds import over_seeds, seeds_to_run, spread
 from tests.synthetic import tiny_splits
 from tests.train.test_engine import tiny_model
 
@@ -88,6 +88,15 @@ def test_seeds_spread_with_the_least_depth_then_the_least_padding(seeds, devices
     used, per_device = spread(seeds, devices)
     assert (used, per_device) == expected
     assert used <= devices and used * per_device >= seeds > (used - 1) * per_device
+
+
+@pytest.mark.parametrize(("seeds", "devices", "expected"), [
+    ((42, 43, 44, 45, 46), 2, (42, 43, 44, 45, 46, 46)), ((3, 1, 2), 2, (3, 1, 2, 2)),
+    ((1, 2), 2, (1, 2)), ((7,), 2, (7,)), ((1, 2, 3), 8, (1, 2, 3)),
+])
+def test_seeds_to_run_repeat_the_last_seed_until_every_used_device_is_full(seeds, devices,
+                                                                           expected):
+    assert seeds_to_run(seeds, [jax.devices()[0]] * devices) == expected
 
 
 def run_python(code: str, **env: str) -> str:

@@ -47,7 +47,7 @@ from bnlab.train.engine import (
     scale_pixels,
     steps_per_epoch,
 )
-from bnlab.train.seeds import over_seeds
+from bnlab.train.seeds import over_seeds, seeds_to_run
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # Rows of the fixed probe batch for TensorBoard histograms: 128 × features values per layer
@@ -82,35 +82,53 @@ class VariantResult:
 
 
 class VariantTrainer:
-    """Compiled epoch and evaluation programs for one variant and a batch of seeds."""
+    """Compiled epoch and evaluation programs for one variant and a batch of seeds.
+
+    The state it trains holds the seeds as the programs run them, ``run_seeds =
+    seeds_to_run(seeds)``: padded once, by repeating the last seed, to fill every device (5
+    seeds on 2 → 6), so that no program pads and un-pads. Metrics come back for ``seeds``
+    only; ``saved`` and ``restored`` convert the state for a checkpoint, which holds ``seeds``
+    only.
+    """
 
     def __init__(self, variant: VariantConfig, config: ExperimentConfig, splits: Splits,
                  seeds: Sequence[int]) -> None:
         self.model = variant.build(splits.x_train.shape[1:])
         self.optimizer = config.optimizer.build()
         self.seeds = tuple(seeds)
-        self.keys = [RunKeys.from_seed(s) for s in self.seeds]
+        self.run_seeds = seeds_to_run(self.seeds)
+        self.keys = [RunKeys.from_seed(s) for s in self.run_seeds]
         self.x_train = jnp.asarray(splits.x_train)
         self.y_train = jnp.asarray(splits.y_train)
         self.n_train = len(splits.y_train)
         self.steps = steps_per_epoch(self.n_train, config.batch_size)
         epoch = make_train_epoch(self.model, self.optimizer, self.n_train, config.batch_size)
-        self._epoch = jax.jit(over_seeds(epoch, (0, None, None, 0, 0), len(self.seeds)),
+        self._epoch = jax.jit(over_seeds(epoch, (0, None, None, 0, 0), len(self.run_seeds)),
                               donate_argnums=0)
         self._evaluate = jax.jit(over_seeds(make_evaluate(self.model), (0, 0, None, None),
-                                            len(self.seeds)))
+                                            len(self.run_seeds)))
         self._eval_shapes = {len(splits.y_val): splits.x_val, len(splits.y_test): splits.x_test}
         self._evaluate_compiled: dict[int, Callable] = {}
         self._probe: Callable | None = None
         self.compile_seconds = 0.0
 
     def init_state(self) -> TrainState:
-        """Seed-stacked initial state: leaves have a leading ``(seeds,)`` axis."""
+        """Seed-stacked initial state: leaves have a leading ``(run seeds,)`` axis."""
         init_keys = jnp.stack([k.init for k in self.keys])
         return jax.vmap(lambda k: init_train_state(self.model, self.optimizer, k))(init_keys)
 
+    def saved(self, state: TrainState) -> TrainState:
+        """``state`` as NumPy arrays of ``seeds`` only (the padding dropped), to save."""
+        return jax.tree_util.tree_map(lambda a: np.asarray(a)[: len(self.seeds)], state)
+
+    def restored(self, state: TrainState) -> TrainState:
+        """A ``saved`` state padded again as ``init_state`` pads (the last seed repeated)."""
+        extra = len(self.run_seeds) - len(self.seeds)
+        return jax.tree_util.tree_map(
+            lambda a: np.concatenate([a, np.repeat(a[-1:], extra, axis=0)]), state)
+
     def epoch_keys(self, epoch: int) -> tuple[jax.Array, jax.Array]:
-        """``(shuffle, dropout)`` keys of a 0-based epoch, each ``(seeds,)``."""
+        """``(shuffle, dropout)`` keys of a 0-based epoch, each ``(run seeds,)``."""
         pairs = [k.epoch(epoch) for k in self.keys]
         return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
 
@@ -138,7 +156,11 @@ class VariantTrainer:
         """One epoch (0-based ``epoch``) → ``(state, loss (seeds,), accuracy (seeds,))``."""
         shuffle, dropout = self.epoch_keys(epoch)
         state, metrics = self._epoch(state, self.x_train, self.y_train, shuffle, dropout)
-        return state, np.asarray(metrics.loss), np.asarray(metrics.accuracy)
+        return state, self._own(metrics.loss), self._own(metrics.accuracy)
+
+    def _own(self, values: jax.Array) -> np.ndarray:
+        """``(run seeds, …)`` → ``(seeds, …)`` on the host: the padding seeds dropped."""
+        return np.asarray(values)[: len(self.seeds)]
 
     def probe(self, state: TrainState, images: jax.Array) -> dict[str, np.ndarray]:
         """Inference-mode intermediates on a fixed probe batch ``images: (rows, …) uint8``:
@@ -147,9 +169,10 @@ class VariantTrainer:
             def intermediates(params, bn_state, x):
                 return self.model.apply_with_intermediates(params, bn_state, scale_pixels(x),
                                                            train=False)[2]
-            self._probe = jax.jit(over_seeds(intermediates, (0, 0, None), len(self.seeds)))
+            self._probe = jax.jit(over_seeds(intermediates, (0, 0, None),
+                                             len(self.run_seeds)))
         outputs = self._probe(state.params, state.bn_state, images)
-        return {name: np.asarray(values) for name, values in outputs.items()}
+        return {name: self._own(values) for name, values in outputs.items()}
 
     def placed_for_evaluation(self, images: np.ndarray,
                               labels: np.ndarray) -> tuple[jax.Array, jax.Array]:
@@ -166,7 +189,7 @@ class VariantTrainer:
         """Inference-mode ``(loss (seeds,), accuracy (seeds,))`` on ``images`` / ``labels``."""
         evaluate = self._evaluate_compiled.get(len(labels), self._evaluate)
         loss, accuracy = evaluate(state.params, state.bn_state, images, labels)
-        return np.asarray(loss), np.asarray(accuracy)
+        return self._own(loss), self._own(accuracy)
 
 
 def train_variant(
@@ -178,7 +201,7 @@ def train_variant(
     resume: bool = False,
     tensorboard_dir: Path | None = None,
     on_compiled: Callable[[str, float], None] | None = None,
-    on_epoch: Callable[[EpochLog, dict[str, np.ndarray], TrainState], None] | None = None,
+    on_epoch: Callable[[EpochLog, dict[str, np.ndarray]], None] | None = None,
 ) -> VariantResult:
     """Train all ``config.seed_list`` seeds of ``variant`` for ``config.epochs`` epochs.
 
@@ -187,7 +210,7 @@ def train_variant(
     shuffle and dropout keys of an epoch derive from the seed and the epoch number).
     With ``tensorboard_dir`` each epoch's scalars and histograms of the layers' outputs on a
     fixed probe batch (the first PROBE_ROWS validation images) go to TensorBoard event files.
-    ``on_epoch(log, history, state)`` is called after each epoch with the history so far.
+    ``on_epoch(log, history)`` is called after each epoch with the history so far.
     """
     trainer = VariantTrainer(variant, config, splits, config.seed_list)
     state = trainer.init_state()
@@ -195,7 +218,8 @@ def train_variant(
     epoch_seconds: list[float] = []
     first_epoch = 0
     if resume and checkpoint is not None and checkpoint.with_suffix(".safetensors").exists():
-        state, first_epoch, saved = load_checkpoint(checkpoint, state)
+        state, first_epoch, saved = load_checkpoint(checkpoint, trainer.saved(state))
+        state = trainer.restored(state)
         for m in METRICS:
             history[m][:, :first_epoch] = np.asarray(saved["history"][m])[:, :first_epoch]
         epoch_seconds = list(saved["epoch_seconds"])[:first_epoch]
@@ -223,7 +247,7 @@ def train_variant(
                                 trainer.probe(state, probe_images))
             if checkpoint is not None:
                 save_checkpoint(
-                    checkpoint, state, epoch=epoch + 1,
+                    checkpoint, trainer.saved(state), epoch=epoch + 1,
                     keys={"root": jnp.stack([jax.random.key(s) for s in trainer.seeds])},
                     metadata={"variant": variant.name, "seeds": list(trainer.seeds),
                               "epoch_seconds": epoch_seconds,
@@ -231,7 +255,7 @@ def train_variant(
             if on_epoch:
                 on_epoch(EpochLog(variant.name, epoch + 1, config.epochs, trainer.steps,
                                   seconds, {m: history[m][:, epoch] for m in METRICS}),
-                         history, state)
+                         history)
     test_loss, test_accuracy = trainer.evaluate(
         state, *trainer.placed_for_evaluation(splits.x_test, splits.y_test))
     return VariantResult(variant.name, trainer.model, trainer.seeds, history, test_loss,
@@ -277,8 +301,7 @@ def run_experiment(
     results = []
     for variant in config.variants:
 
-        def save_epoch(log: EpochLog, history: dict[str, np.ndarray], state) -> None:
-            del state
+        def save_epoch(log: EpochLog, history: dict[str, np.ndarray]) -> None:
             write_histories(run_dir / log.variant, config.seed_list, history, log.epoch)
             if on_epoch:
                 on_epoch(log)
