@@ -50,7 +50,7 @@ def measure(model: str, options: dict, epochs: int, seeds: int, params_out: Path
         start = time.perf_counter()
         state, _, _ = trainer.train_epoch(state, epoch)
         seconds.append(time.perf_counter() - start)
-    leaves = jax.tree_util.tree_leaves(state.params)
+    leaves = jax.tree_util.tree_leaves(trainer.saved(state).params)  # the real seeds
     np.savez(params_out, *[np.asarray(leaf) for leaf in leaves])
     device = jax.devices()[0]
     return {"compile_seconds": compile_seconds, "epoch_seconds": seconds,

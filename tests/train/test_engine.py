@@ -170,6 +170,23 @@ def test_trainer_pads_the_seeds_once_and_reports_only_the_real_ones():
         np.testing.assert_allclose(got, np.asarray(want), rtol=1e-6, atol=1e-7)
 
 
+def test_a_resumed_padded_run_saves_the_real_seeds_and_equals_a_straight_run(tmp_path):
+    # 3 seeds on the tests' two CPU devices: the trainer's state holds 4 (seed 5 twice).
+    from safetensors import safe_open
+
+    splits, variant = tiny_splits(), VariantConfig("tiny", layers=TINY_LAYERS)
+    stem = tmp_path / "checkpoint"
+    train_variant(variant, tiny_config(seed=3, seeds=3, epochs=2), splits, checkpoint=stem)
+    with safe_open(str(stem.with_suffix(".safetensors")), framework="numpy") as saved:
+        assert {saved.get_tensor(name).shape[0] for name in saved.keys()} == {3}  # noqa: SIM118
+    resumed = train_variant(variant, tiny_config(seed=3, seeds=3, epochs=3), splits,
+                            checkpoint=stem, resume=True)
+    straight = train_variant(variant, tiny_config(seed=3, seeds=3, epochs=3), splits)
+    for metric, values in straight.history.items():
+        np.testing.assert_allclose(resumed.history[metric], values, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(resumed.test_accuracy, straight.test_accuracy, rtol=0, atol=1e-6)
+
+
 def test_one_row_batch_with_batchnorm_is_rejected_before_training():
     with pytest.raises(ConfigError, match="one row"):
         check_batching(65, 32, tiny_model())

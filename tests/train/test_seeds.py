@@ -99,6 +99,15 @@ def test_seeds_to_run_repeat_the_last_seed_until_every_used_device_is_full(seeds
     assert seeds_to_run(seeds, [jax.devices()[0]] * devices) == expected
 
 
+def test_seeds_to_run_fill_the_devices_so_that_no_program_pads_again():
+    for seeds in range(1, 13):
+        for devices in range(1, 10):
+            run = seeds_to_run(tuple(range(seeds)), [jax.devices()[0]] * devices)
+            used, per_device = spread(len(run), devices)
+            assert used * per_device == len(run)
+            assert run[:seeds] == tuple(range(seeds)) and set(run[seeds:]) <= {seeds - 1}
+
+
 def run_python(code: str, **env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
     result = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True,

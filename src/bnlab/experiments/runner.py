@@ -47,7 +47,7 @@ from bnlab.train.engine import (
     scale_pixels,
     steps_per_epoch,
 )
-from bnlab.train.seeds import over_seeds, seeds_to_run
+from bnlab.train.seeds import over_seeds, pad_seeds, seeds_to_run
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # Rows of the fixed probe batch for TensorBoard histograms: 128 × features values per layer
@@ -123,9 +123,7 @@ class VariantTrainer:
 
     def restored(self, state: TrainState) -> TrainState:
         """A ``saved`` state padded again as ``init_state`` pads (the last seed repeated)."""
-        extra = len(self.run_seeds) - len(self.seeds)
-        return jax.tree_util.tree_map(
-            lambda a: np.concatenate([a, np.repeat(a[-1:], extra, axis=0)]), state)
+        return pad_seeds(state, len(self.run_seeds))
 
     def epoch_keys(self, epoch: int) -> tuple[jax.Array, jax.Array]:
         """``(shuffle, dropout)`` keys of a 0-based epoch, each ``(run seeds,)``."""

@@ -76,11 +76,17 @@ def seeds_to_run(seeds: Sequence[int],
     """``seeds`` as ``over_seeds`` runs them on ``devices`` (default: every device of JAX's
     default backend): the last seed repeated until they fill every device used (``spread``),
     e.g. 5 seeds on 2 devices → 6. A caller that keeps its seed-stacked state at this size
-    (``runner.VariantTrainer``) spares every program the padding: on the 2-core Zen 4 VM a
-    padded five-seed epoch compiled in 2.1–2.2 s against 1.2 s, a padded evaluation in 0.9–1.1 s
-    against 0.2–0.3 s (the padding and un-padding of every leaf are kernels of their own)."""
+    (``runner.VariantTrainer``, with ``pad_seeds``) spares every program the padding and
+    un-padding of each leaf, which about doubled compilation (benchmarks/README.md, "Seeds
+    padded once")."""
     used, per_device = spread(len(seeds), len(jax.devices() if devices is None else devices))
     return (*seeds, *[seeds[-1]] * (used * per_device - len(seeds)))
+
+
+def pad_seeds(tree, count: int):
+    """``tree``'s leaves, each ``(seeds, …)``, as ``(count, …)``: the last seed repeated."""
+    return jax.tree_util.tree_map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], count - a.shape[0], axis=0)]), tree)
 
 
 def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
@@ -121,12 +127,9 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
                             check_vma=False)
     padded = per_device * len(devices)
 
-    def pad(a: jax.Array) -> jax.Array:  # (seeds, …) → (padded, …), repeating the last seed
-        return jnp.concatenate([a, jnp.repeat(a[-1:], padded - seeds, axis=0)])
-
     def spread_seeds(*args):
         if padded > seeds:
-            args = [arg if axis is None else jax.tree_util.tree_map(pad, arg)
+            args = [arg if axis is None else pad_seeds(arg, padded)
                     for arg, axis in zip(args, in_axes, strict=True)]
         return jax.tree_util.tree_map(lambda a: a[:seeds], sharded(*args))
 
