@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from safetensors import safe_open
 
 from bnlab.errors import ConfigError
 from bnlab.experiments.config import ExperimentConfig, VariantConfig
@@ -172,8 +173,6 @@ def test_trainer_pads_the_seeds_once_and_reports_only_the_real_ones():
 
 def test_a_resumed_padded_run_saves_the_real_seeds_and_equals_a_straight_run(tmp_path):
     # 3 seeds on the tests' two CPU devices: the trainer's state holds 4 (seed 5 twice).
-    from safetensors import safe_open
-
     splits, variant = tiny_splits(), VariantConfig("tiny", layers=TINY_LAYERS)
     stem = tmp_path / "checkpoint"
     train_variant(variant, tiny_config(seed=3, seeds=3, epochs=2), splits, checkpoint=stem)
