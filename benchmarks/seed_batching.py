@@ -6,8 +6,8 @@ every layout alike (median of --repeats training epochs after compilation):
   bnlab     what ``bnlab run --seeds N`` does on this backend (``train.seeds.over_seeds``):
             the seeds spread over the devices (on CPU one per core, as the ``bnlab`` command
             sets up), on each device one seed plainly, several in one ``vmap`` or as groups
-            (``train.seeds.seeds_per_vmap``); where N does not fill the devices evenly the
-            program pads, where bnlab pads its state once (same epoch time, measured)
+            (``train.seeds.seeds_per_vmap``); N seeds that do not fill the devices evenly
+            are padded once, before the program (``train.seeds.seeds_to_run``), as bnlab does
   spread by 5  like bnlab, with vmapped groups of up to 5 seeds per device instead of 3
   vmap      one program, ``jax.vmap`` over all N seeds, one device
   vmap by 5  one program, ``jax.lax.map`` over vmapped groups of 5 seeds, one device (what
@@ -41,7 +41,7 @@ from rich.table import Table
 from bnlab.data.datasets import load_dataset
 from bnlab.nn.zoo import get_model
 from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
-from bnlab.train.seeds import one_cpu_device_per_core, over_seeds
+from bnlab.train.seeds import one_cpu_device_per_core, over_seeds, pad_seeds, seeds_to_run
 
 LAYOUTS = ("bnlab", "spread by 5", "vmap", "vmap by 5", "vmap shared order", "lax.map",
            "separate")
@@ -65,8 +65,10 @@ def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
 
     seeded = (0, None, None, 0, 0)
     first = jax.devices()[:1]
+    run = len(seeds_to_run(range(n)))  # bnlab's padded seed count (5 on 2 devices → 6)
     programs = {  # layout -> (function, its arguments)
-        "bnlab": (over_seeds(epoch, seeded, n), (state, x, y, shuffle, dropout)),
+        "bnlab": (over_seeds(epoch, seeded, run),
+                  (pad_seeds(state, run), x, y, pad_seeds(shuffle, run), pad_seeds(dropout, run))),
         "vmap": (jax.vmap(epoch, in_axes=seeded), (state, x, y, shuffle, dropout)),
         "spread by 5": (over_seeds(epoch, seeded, n, group=5), (state, x, y, shuffle, dropout)),
         "vmap by 5": (over_seeds(epoch, seeded, n, group=5, devices=first),
