@@ -2,8 +2,9 @@
 
 For each option set (a JSON object of XLA debug options, as ``jit(...).lower(...).compile(options)``
 takes them), a fresh process compiles what ``bnlab seed`` compiles for one model (the training
-epoch and the 5,000-row evaluation, ``runner.VariantTrainer.compile``, with the option set in
-place of ``engine.compiler_options()``), then times --epochs epochs. A fresh process per set keeps
+epoch and the 5,000-row evaluation, ``trainer.SeedBatchTrainer.compile``, given the option set
+as its ``compiler_options`` in place of ``engine.compiler_options()``), then times --epochs
+epochs through ``train.loop``. A fresh process per set keeps
 XLA's in-memory autotuning results of one set from speeding up the next. The final parameters
 are compared with the first set's (max |Δ|), so an option that changes results shows it.
 
@@ -28,28 +29,28 @@ import numpy as np
 
 def measure(model: str, options: dict, epochs: int, seeds: int, params_out: Path) -> dict:
     """In this process: compile with ``options``, train ``epochs`` epochs, save final params."""
-    import dataclasses
-
     import jax
+    import optax
 
     from bnlab.data.datasets import load_dataset
-    from bnlab.experiments import runner
-    from bnlab.experiments.config import load_experiment
+    from bnlab.nn.zoo import get_model
+    from bnlab.train.loop import train_epochs
+    from bnlab.train.trainer import SeedBatchTrainer
 
-    runner.compiler_options = lambda: options  # what VariantTrainer.compile passes to XLA
     # The same download cache as seed_batching.py and profile_epoch.py (used only without
     # Debian's dataset package).
     splits = load_dataset("fashion_mnist", cache_dir=Path("/tmp/bnlab-bench-cache"))
-    config = dataclasses.replace(load_experiment("seed"), seeds=seeds, epochs=epochs)
-    variant = next(v for v in config.variants if v.name == model)
-    trainer = runner.VariantTrainer(variant, config, splits, config.seed_list)
+    trainer = SeedBatchTrainer(get_model(model), optax.sgd(1e-3), batch_size=32,
+                               x_train=splits.x_train, y_train=splits.y_train,
+                               seeds=range(42, 42 + seeds),
+                               evaluation={"val": (splits.x_val, splits.y_val)},
+                               compiler_options=options)
     state = trainer.init_state()
     compile_seconds = trainer.compile(state)
     seconds = []
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        state, _, _ = trainer.train_epoch(state, epoch)
-        seconds.append(time.perf_counter() - start)
+    for record in train_epochs(trainer, state, epochs=epochs):
+        seconds.append(record.seconds)  # training and validation, as bnlab seed times them
+        state = record.state
     leaves = jax.tree_util.tree_leaves(trainer.saved(state).params)  # the real seeds
     np.savez(params_out, *[np.asarray(leaf) for leaf in leaves])
     device = jax.devices()[0]

@@ -39,7 +39,7 @@ from rich.table import Table
 
 from bnlab.data.datasets import load_dataset
 from bnlab.nn.zoo import get_model
-from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
+from bnlab.train.engine import RunKeys, compiler_options, init_train_states, make_train_epoch
 from bnlab.train.seeds import over_seeds
 
 INSTRUCTION = re.compile(  # name, shape (an array or a tuple of arrays), op, the rest
@@ -110,11 +110,9 @@ def classify(name: str, instructions: dict[str, dict], computations: dict[str, l
 
 def profile(model_name: str, seeds: int, x: jax.Array, y: jax.Array, workdir: Path) -> dict:
     model, optimizer = get_model(model_name), optax.sgd(1e-3)
-    keys = [RunKeys.from_seed(s) for s in range(seeds)]
-    state = jax.vmap(lambda k: init_train_state(model, optimizer, k))(
-        jnp.stack([k.init for k in keys]))
-    shuffle = jnp.stack([k.epoch(0)[0] for k in keys])
-    dropout = jnp.stack([k.epoch(0)[1] for k in keys])
+    keys = RunKeys.for_seeds(range(seeds))
+    state = init_train_states(model, optimizer, keys)
+    shuffle, dropout = keys.epoch(0)
     epoch = over_seeds(make_train_epoch(model, optimizer, len(y), 32), (0, None, None, 0, 0),
                        seeds)
     compiled = jax.jit(epoch).lower(state, x, y, shuffle, dropout).compile(

@@ -40,7 +40,7 @@ from rich.table import Table
 
 from bnlab.data.datasets import load_dataset
 from bnlab.nn.zoo import get_model
-from bnlab.train.engine import RunKeys, compiler_options, init_train_state, make_train_epoch
+from bnlab.train.engine import RunKeys, compiler_options, init_train_states, make_train_epoch
 from bnlab.train.seeds import one_cpu_device_per_core, over_seeds, pad_seeds, seeds_to_run
 
 LAYOUTS = ("bnlab", "spread by 5", "vmap", "vmap by 5", "vmap shared order", "lax.map",
@@ -53,14 +53,12 @@ def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
     calls (only those are compiled)."""
     model, optimizer = get_model(name), optax.sgd(1e-3)
     epoch = make_train_epoch(model, optimizer, len(y), 32)
-    keys = [RunKeys.from_seed(s) for s in range(n)]
-    state = jax.vmap(lambda k: init_train_state(model, optimizer, k))(
-        jnp.stack([k.init for k in keys]))
-    shuffle = jnp.stack([k.epoch(0)[0] for k in keys])
-    dropout = jnp.stack([k.epoch(0)[1] for k in keys])
+    keys = RunKeys.for_seeds(range(n))
+    state = init_train_states(model, optimizer, keys)
+    shuffle, dropout = keys.epoch(0)
     seed_states = [jax.tree_util.tree_map(lambda a, i=i: a[i], state) for i in range(n)]
 
-    def compiled(fn, *args):  # as bnlab compiles (runner.VariantTrainer.compile)
+    def compiled(fn, *args):  # as bnlab compiles (trainer.SeedBatchTrainer.compile)
         return jax.jit(fn).lower(*args).compile(compiler_options())
 
     seeded = (0, None, None, 0, 0)
@@ -87,7 +85,7 @@ def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
         else:
             fn, args = programs[layout]
             program = compiled(fn, *args)
-            # The arguments where the program wants them, once (as VariantTrainer places the
+            # The arguments where the program wants them, once (as SeedBatchTrainer places the
             # data), so that a timed call copies nothing between devices.
             placed = jax.device_put(args, program.input_shardings[0])
             calls[layout] = lambda program=program, placed=placed: program(*placed)

@@ -15,6 +15,9 @@ from bnlab.errors import DataError
 # machine has: runs of several seeds then spread them over devices as they do for users.
 if jax.config.jax_num_cpu_devices == -1:
     jax.config.update("jax_num_cpu_devices", 2)
+# An implicit broadcast between arrays of different ranks is an error in the tests: bnlab's
+# shapes are explicit, and a silent (n,) + (n, 1) would be a bug.
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,23 @@
-"""Small synthetic splits for fast unit tests (never used in the main path)."""
+"""Small synthetic splits and a tiny model for fast unit tests (never used in the main path)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from bnlab.data.datasets import Splits
+from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.layers import Dense, Flatten
+from bnlab.nn.model import Sequential
+
+# The tiny model as an experiment file's layers: a 10-unit output, so that a stored config
+# reads back as a Fashion-MNIST experiment (the splits' labels 0..2 are valid classes of it).
+TINY_LAYERS = (
+    {"type": "flatten"},
+    {"type": "batch_norm"},
+    {"type": "dense", "units": 8, "activation": "relu"},
+    {"type": "batch_norm"},
+    {"type": "dense", "units": 10, "activation": "softmax"},
+)
 
 
 def tiny_splits(n_train: int = 70, n_val: int = 20, n_test: int = 20, seed: int = 0) -> Splits:
@@ -21,3 +34,9 @@ def tiny_splits(n_train: int = 70, n_val: int = 20, n_test: int = 20, seed: int 
     x_test, y_test = make(n_test)
     return Splits(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
                   y_test=y_test, class_names=("a", "b", "c"), sources=())
+
+
+def tiny_model() -> Sequential:
+    """Flatten → BN → Dense(8, relu) → BN → Dense(3, softmax) for 4×4 inputs."""
+    return Sequential((Flatten(), BatchNorm(), Dense(8, activation="relu"), BatchNorm(),
+                       Dense(3, activation="softmax")), input_shape=(4, 4), name="tiny")

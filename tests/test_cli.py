@@ -42,6 +42,14 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(capsys, tmp_path, arg
     assert "Traceback" not in captured.err
 
 
+def test_errors_name_the_options_as_this_command_spells_them(capsys, tmp_path):
+    # The library says "data_dir=DIR" and "leave out data_dir"; the command names its flags.
+    assert main(["data", "--data-dir", str(tmp_path / "none"), "--no-download"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert err.endswith("or leave out --data-dir (and BNLAB_DATA_DIR)")
+    assert "data_dir" not in err
+
+
 def test_error_text_with_brackets_is_printed_verbatim_not_as_markup(capsys, tmp_path):
     # Rich markup must not eat "[[variants]]" or crash on a path holding "[/]".
     no_variants = tmp_path / "novariants.toml"
@@ -60,7 +68,7 @@ def test_data_shows_where_each_verified_file_was_found(capsys, fashion_mnist):
     out = capsys.readouterr().out
     for source in fashion_mnist.sources:
         assert f" {source.origin} " in out and f" {source.path} " in out  # whole, on one line
-    assert "each verified" in out and "c59f468a2f67…" in out  # train images, FACTS.md
+    assert "each verified" in out and "c59f468a2f67…" in out  # docs/reference.md#fashion-mnist
     assert "train 55,000 · validation 5,000" in out
 
 

@@ -1,18 +1,17 @@
 """Engine: bnlab itself — the library's compiled epoch (`jit` + `lax.scan`), seeds side by side.
 
-Uses exactly what `bnlab seed` runs (`bnlab.experiments.runner.VariantTrainer`): one compiled
-program per epoch for all seeds, validation in inference mode. `--device gpu` runs it on JAX's
-CUDA backend, `cpu` (the default) on the CPU even where JAX sees a GPU. The thread count is
-enforced by the orchestrator, which pins every engine to `--threads` CPUs. Run by epoch_speed.py
-with .venv/bin/python; see protocol.py for the command line.
+Runs exactly what `bnlab seed` runs for one model: `bnlab.train.trainer.SeedBatchTrainer`
+(one compiled program per epoch for all seeds, validation in inference mode) driven by the
+same epoch loop, `bnlab.train.loop.train_epochs`. `--device gpu` runs it on JAX's CUDA
+backend, `cpu` (the default) on the CPU even where JAX sees a GPU. The thread count is
+enforced by the orchestrator, which pins every engine to `--threads` CPUs. Run by
+epoch_speed.py with .venv/bin/python; see protocol.py for the command line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.metadata
-import time
 
 import protocol
 
@@ -33,42 +32,36 @@ def main() -> None:
                         "install the `gpu` extra on a machine with an NVIDIA GPU")
     device = jax.devices()[0]
 
-    from bnlab.data.datasets import Splits
-    from bnlab.experiments.config import load_experiment
-    from bnlab.experiments.runner import VariantTrainer
+    from bnlab.config.experiment import load_experiment
+    from bnlab.train.loop import History, train_epochs
+    from bnlab.train.trainer import SeedBatchTrainer
 
     data = protocol.load_data(args.data)
-    splits = Splits(x_train=data["x_train"], y_train=data["y_train"], x_val=data["x_val"],
-                    y_val=data["y_val"], x_test=data["x_val"], y_test=data["y_val"],
-                    class_names=(), sources=())
-    config = dataclasses.replace(load_experiment("seed"), seed=args.seed, seeds=args.seeds,
-                                 epochs=args.epochs)
+    config = load_experiment("seed")  # the notebook's recipe: SGD 1e-3, batch 32
     variant = next(v for v in config.variants if v.name == args.model)
-    trainer = VariantTrainer(variant, config, splits, config.seed_list)
+    trainer = SeedBatchTrainer(
+        variant.build(), config.optimizer.build(), batch_size=config.batch_size,
+        x_train=data["x_train"], y_train=data["y_train"],
+        seeds=range(args.seed, args.seed + args.seeds),
+        evaluation={"val": (data["x_val"], data["y_val"])})
     state = trainer.init_state()
     compile_seconds = trainer.compile(state)
     protocol.log(f"bnlab {args.model} ×{args.seeds}: compiled in {compile_seconds:.2f} s")
-    x_val, y_val = trainer.placed_for_evaluation(splits.x_val, splits.y_val)
-    history = {key: [] for key in protocol.HISTORY_KEYS}
-    epoch_seconds = []
-    for epoch in range(args.epochs):
-        start = time.perf_counter()
-        state, loss, accuracy = trainer.train_epoch(state, epoch)
-        val_loss, val_accuracy = trainer.evaluate(state, x_val, y_val)
-        seconds = time.perf_counter() - start
-        if epoch == 0:
-            seconds += compile_seconds  # the first epoch includes compilation, as for peers
-        epoch_seconds.append(seconds)
-        for key, values in zip(protocol.HISTORY_KEYS, (loss, accuracy, val_loss, val_accuracy),
-                               strict=True):
-            history[key].append(float(values[0]) if args.seeds == 1 else values.tolist())
-        protocol.log(f"epoch {epoch + 1}: {seconds:.3f} s, val_accuracy "
-                     f"{float(val_accuracy.mean()):.4f}")
+    history = History(trainer.seeds)
+    for record in train_epochs(trainer, state, epochs=args.epochs):
+        history.append(record)
+        protocol.log(f"epoch {record.epoch}: {record.seconds:.3f} s, val_accuracy "
+                     f"{record.metrics['val_accuracy'].mean():.4f}")
+    # The first epoch includes compilation, as the peers' first epochs do.
+    epoch_seconds = [history.epoch_seconds[0] + compile_seconds, *history.epoch_seconds[1:]]
+    values = {key: history.per_seed[key].T for key in protocol.HISTORY_KEYS}  # (epochs, seeds)
     versions = {}
     for package in ("bnlab", "jax", "jaxlib", "optax", "jax-cuda12-plugin", "jax-cuda13-plugin"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
-    protocol.emit(engine="bnlab", args=args, epoch_seconds=epoch_seconds, history=history,
+    protocol.emit(engine="bnlab", args=args, epoch_seconds=epoch_seconds,
+                  history={key: [float(v[0]) if args.seeds == 1 else v.tolist() for v in rows]
+                           for key, rows in values.items()},
                   versions=versions, device=f"{args.device}:{device.device_kind}")
 
 

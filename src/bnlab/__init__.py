@@ -1,3 +1,49 @@
-"""bnlab: run, understand and compare Batch Normalization experiments."""
+"""bnlab: run, understand and compare Batch Normalization experiments.
+
+The public API (``bnlab.api``, documented in ``docs/api.md``) and the building blocks a
+notebook uses, importable from here. Names load on first use, so ``import bnlab`` is quick
+and changes no global state: no Matplotlib backend, no JAX flag (``configure_jax`` sets
+those, when called).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    # the workflow (bnlab.api)
+    "configure_jax": "bnlab.api", "load_fashion_mnist": "bnlab.api", "model": "bnlab.api",
+    "summary": "bnlab.api", "fit": "bnlab.api", "Fitted": "bnlab.api", "run": "bnlab.api",
+    "plot_curves": "bnlab.api", "compare": "bnlab.api", "show": "bnlab.api",
+    "report": "bnlab.api",
+    # runs, experiments and data
+    "load_run": "bnlab.store.runs", "list_runs": "bnlab.store.runs", "Run": "bnlab.store.runs",
+    "ExperimentConfig": "bnlab.config.experiment", "VariantConfig": "bnlab.config.experiment",
+    "OptimizerConfig": "bnlab.config.optimizer", "load_experiment": "bnlab.config.experiment",
+    "Splits": "bnlab.data.datasets", "History": "bnlab.train.loop",
+    "PairedComparison": "bnlab.analysis.stats", "ModelSummary": "bnlab.nn.summary",
+    "cache_folder": "bnlab.io",
+    # layers and models
+    "Sequential": "bnlab.nn.model", "BatchNorm": "bnlab.nn.batchnorm",
+    "Dense": "bnlab.nn.layers", "Flatten": "bnlab.nn.layers", "Activation": "bnlab.nn.layers",
+    "LeakyReLU": "bnlab.nn.layers", "Dropout": "bnlab.nn.layers",
+    # errors
+    "BnlabError": "bnlab.errors", "ConfigError": "bnlab.errors", "DataError": "bnlab.errors",
+    "DivergenceError": "bnlab.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bnlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

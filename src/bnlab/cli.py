@@ -1,7 +1,9 @@
 """The ``bnlab`` command: parse arguments, call the library, print with Rich.
 
 User mistakes (``BnlabError``) are printed as one line on stderr with exit status 2, never
-as a traceback. This is the only module that reads environment variables.
+as a traceback, with the options they name shown as this command's flags (``cli_option``).
+Apart from JAX's own device flags (``api.configure_jax``), this is the only module that reads
+environment variables (``BNLAB_DATA_DIR``, ``BNLAB_CACHE_DIR``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -30,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except BnlabError as err:
-        error_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
+        error_console.print(f"[bold red]error:[/] {escape(err.render(cli_option))}",
+                            soft_wrap=True)
         return 2
     except OSError as err:  # a path the user gave cannot be written or read
         where = f" ({err.filename})" if err.filename else ""
@@ -101,57 +103,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A library option as this command spells it, and the environment variable that sets it too.
+FLAGS = {"data_dir": "--data-dir", "cache_dir": "--cache-dir", "download": "--no-download",
+         "resume": "--resume", "seeds": "--seeds", "epochs": "--epochs",
+         "runs_dir": "--runs-dir"}
+ENVIRONMENT = {"data_dir": "BNLAB_DATA_DIR", "cache_dir": "BNLAB_CACHE_DIR"}
+
+
+def cli_option(name: str, value: str | None) -> str:
+    """A message's option placeholder (``errors.render_options``) as a flag: ``{data_dir}``
+    → ``--data-dir (and BNLAB_DATA_DIR)``, ``{data_dir=DIR}`` → ``--data-dir DIR``,
+    ``{resume=True}`` → ``--resume``."""
+    flag = FLAGS[name]
+    if value is None:
+        return f"{flag} (and {ENVIRONMENT[name]})" if name in ENVIRONMENT else flag
+    return flag if value == "True" else f"{flag} {value}"
+
+
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
-    if args.cache_dir is not None:
-        return args.cache_dir
-    from platformdirs import user_cache_dir
+    from bnlab.io import cache_folder
 
-    return Path(user_cache_dir("bnlab"))
-
-
-class _DownloadBars:
-    """A progress bar per file being downloaded (``sources.Progress``), shown only once a
-    download starts; use as a context manager."""
-
-    def __init__(self) -> None:
-        self.progress = None
-        self.tasks: dict[str, Any] = {}
-
-    def __call__(self, name: str, done: int, total: int | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TransferSpeedColumn,
-        )
-
-        if self.progress is None:
-            self.progress = Progress(TextColumn("downloading {task.description}"), BarColumn(),
-                                     DownloadColumn(), TransferSpeedColumn(), console=console,
-                                     transient=True)
-            self.progress.start()
-        if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(escape(name), total=total)
-        self.progress.update(self.tasks[name], completed=done)
-
-    def __enter__(self) -> _DownloadBars:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+    return cache_folder(args.cache_dir)
 
 
 def _load_splits(args: argparse.Namespace, dataset: str = "fashion_mnist"):
     from bnlab.data.datasets import load_dataset
+    from bnlab.report.progress import DownloadBars
 
-    with _DownloadBars() as bars:
+    with DownloadBars(console) as bars:
         return load_dataset(dataset, data_dir=args.data_dir,
                             cache_dir=_cache_dir(args) / "datasets",
                             download=not args.no_download, on_progress=bars)
@@ -162,9 +146,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     from bnlab.data.datasets import get_spec
     from bnlab.data.sources import check_files
+    from bnlab.report.progress import DownloadBars
 
     spec = get_spec("fashion_mnist")
-    with _DownloadBars() as bars:
+    with DownloadBars(console) as bars:
         checked = check_files(spec, data_dir=args.data_dir,
                               cache_dir=_cache_dir(args) / "datasets",
                               download=not args.no_download, on_progress=bars)
@@ -196,20 +181,18 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from bnlab.nn.summary import summarize
     from bnlab.nn.zoo import get_model
-    from bnlab.report.console import summary_table, variables_table
 
-    model = get_model(args.model)
-    console.print(summary_table(model))
-    variables = variables_table(model)
-    if variables is not None:
-        console.print(variables)
+    console.print(summarize(get_model(args.model)))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _configure_jax(_cache_dir(args))  # before anything runs JAX (config validation does)
-    from bnlab.experiments.config import load_experiment, with_overrides
+    from bnlab.api import configure_jax
+
+    configure_jax(cache_dir=args.cache_dir)  # before anything runs JAX (validation does)
+    from bnlab.config.experiment import load_experiment, with_overrides
 
     config = with_overrides(load_experiment(args.experiment), seeds=args.seeds,
                             epochs=args.epochs)
@@ -217,13 +200,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from bnlab.experiments.runner import devices_label, run_experiment
+    from bnlab.experiments.runner import run_experiment
     from bnlab.report.console import epoch_line, results_table
-    from bnlab.report.plots import plot_learning_curves
-    from bnlab.store import find_resumable, new_run_dir
+    from bnlab.report.plots import learning_curves, save_figure
+    from bnlab.store.provenance import devices_label
+    from bnlab.store.runs import find_resumable, load_run, new_run_dir
 
     if args.resume:
-        run_dir = find_resumable(args.runs_dir, config.to_dict())
+        run_dir = find_resumable(args.runs_dir, config)
     else:
         run_dir = new_run_dir(args.runs_dir, config.name)
     seeds = ", ".join(map(str, config.seed_list))
@@ -239,8 +223,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.update(task, description=f"training {name}")
             progress.console.print(f"[bold]{name}[/]: compiling… {seconds:.1f} s")
 
-        def on_epoch(log) -> None:
-            progress.console.print(f"Epoch {log.epoch}/{log.epochs}\n{epoch_line(log)}")
+        def on_epoch(name: str, record) -> None:
+            progress.console.print(f"Epoch {record.epoch}/{record.epochs}\n"
+                                   f"{epoch_line(record)}")
             progress.advance(task)
 
         def on_resume(changes: list[str]) -> None:
@@ -249,21 +234,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                                        "finished epochs were trained in the other environment "
                                        "(environment.json records both)")
 
-        results = run_experiment(config, splits, run_dir, resume=args.resume,
-                                 on_compiled=on_compiled, on_epoch=on_epoch,
-                                 on_resume=on_resume)
-    plot_learning_curves({r.name: r.history for r in results},
-                         [run_dir / "curves.png", run_dir / "curves.svg"],
-                         title=f"{config.name} ({run_dir.name})")
-    console.print(results_table(results))
-    _print_verdicts({r.name: r.history for r in results}, config.epochs)
+        run_experiment(config, splits, run_dir, resume=args.resume, on_compiled=on_compiled,
+                       on_epoch=on_epoch, on_resume=on_resume)
+    run = load_run(run_dir)
+    figure = learning_curves({n: h.per_seed for n, h in run.histories.items()},
+                             title=f"{config.name} ({run_dir.name})")
+    save_figure(figure, [run_dir / "curves.png", run_dir / "curves.svg"])
+    console.print(results_table(run))
+    _print_verdicts(run)
     console.print(f"total {time.perf_counter() - started:.1f} s")
-    _print_saved(run_dir, [r.name for r in results], config.seed_list)
+    _print_saved(run_dir, [v.name for v in config.variants], config.seed_list)
     return 0
 
 
 def _print_saved(run_dir: Path, variants: Sequence[str], seeds: Sequence[int]) -> None:
-    """The files a run wrote, relative to its folder (layout: ``bnlab.store``)."""
+    """The files a run wrote, relative to its folder (layout: ``bnlab.store.runs``)."""
     console.print(f"saved in {run_dir}/ (show it: bnlab show {run_dir}; report: bnlab report "
                   f"{run_dir}; tensorboard --logdir {run_dir / 'tensorboard'})", markup=False)
     console.print("  config.json  environment.json  summary.json  curves.png  curves.svg  "
@@ -277,7 +262,7 @@ def _print_saved(run_dir: Path, variants: Sequence[str], seeds: Sequence[int]) -
 def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from bnlab.store import list_runs
+    from bnlab.store.runs import list_runs
 
     runs, damaged = list_runs(args.runs_dir)
     for message in damaged:
@@ -291,51 +276,39 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for run in runs:
         config = run.config
         done = run.epochs_per_variant
-        epochs = (f"{done[0]}/{config['epochs']}" if len(set(done)) == 1
-                  else f"{', '.join(map(str, done))} of {config['epochs']}")
-        table.add_row(run.path.name, config["name"],
-                      ", ".join(v["name"] for v in config["variants"]),
-                      str(config["seeds"]), epochs,
+        epochs = (f"{done[0]}/{config.epochs}" if len(set(done)) == 1
+                  else f"{', '.join(map(str, done))} of {config.epochs}")
+        table.add_row(escape(run.path.name), escape(config.name),
+                      escape(", ".join(v.name for v in config.variants)),
+                      str(config.seeds), epochs,
                       "complete" if run.complete else "[yellow]unfinished[/] (--resume)")
     console.print(table)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    import numpy as np
-    from rich.table import Table
-
-    from bnlab.report.console import mean_sd
-    from bnlab.store import load_run
+    from bnlab.report.console import results_table
+    from bnlab.store.runs import load_run
 
     run = load_run(args.run)
     config, env = run.config, run.environment
-    console.print(f"[bold]{escape(str(run.path))}[/]: experiment {config['name']!r} — "
-                  f"{escape(config.get('description', ''))}")
-    console.print(f"optimizer {config['optimizer']['name']} lr "
-                  f"{config['optimizer']['learning_rate']:g}, batch {config['batch_size']}, "
-                  f"{config['epochs']} epochs, seeds {env.get('seeds')}; {env.get('device')}, "
-                  f"jax {env.get('packages', {}).get('jax')}"
+    console.print(f"[bold]{escape(str(run.path))}[/]: experiment {escape(repr(config.name))} — "
+                  f"{escape(config.description)}")
+    console.print(f"optimizer {escape(config.optimizer.name)} lr "
+                  f"{config.optimizer.learning_rate:g}, batch {config.batch_size}, "
+                  f"{config.epochs} epochs, seeds {list(config.seed_list)}; "
+                  f"{escape(str(env.get('device')))}, "
+                  f"jax {escape(str((env.get('packages') or {}).get('jax')))}"
                   + (f"; resumed {len(env['resumes'])}× (environment.json)"
                      if env.get("resumes") else ""))
-    table = Table(title="Final metrics (mean ± sd over seeds)", title_justify="left")
-    for column in ("variant", "epochs", "val_accuracy", "val_loss", "test_accuracy"):
-        table.add_column(column)
-    for name, history in run.histories.items():
-        test = run.summary[name]["test_accuracy"] if run.summary else None
-        table.add_row(name, str(history["loss"].shape[1]),
-                      mean_sd(history["val_accuracy"][:, -1]),
-                      mean_sd(history["val_loss"][:, -1]),
-                      mean_sd(np.asarray(test)) if test is not None else "unfinished")
-    console.print(table)
-    if run.complete:
-        _print_verdicts(run.histories, config["epochs"])
+    console.print(results_table(run))
+    _print_verdicts(run)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bnlab.report.html import write_report
-    from bnlab.store import load_run
+    from bnlab.store.runs import load_run
 
     runs = [load_run(path) for path in args.runs]
     out = args.out or (args.runs[0] / "report.html" if len(runs) == 1 else Path("report.html"))
@@ -343,35 +316,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_verdicts(histories: dict, epochs: int) -> None:
-    from bnlab.analysis.stats import compare_final_accuracy
+def _print_verdicts(run) -> None:
+    from bnlab.report.console import verdict_lines
 
-    if len(histories) < 2:
-        return
-    comparisons = compare_final_accuracy(histories, epochs)
-    if comparisons[0].n == 1:
-        differences = ", ".join(f"{c.name_a} − {c.name_b} {100 * c.mean_difference:+.2f}"
-                                for c in comparisons)
-        console.print(f"One seed: no verdict (a seed-paired test needs ≥ 2 seeds; try --seeds "
-                      f"5). Differences in final validation accuracy, points: {differences}")
-        return
-    console.print("[bold]Verdicts[/] (seed-paired t-tests on final validation accuracy):")
-    for comparison in comparisons:
-        console.print(f"  • {comparison.verdict}")
-
-
-def _configure_jax(cache_dir: Path) -> None:
-    """Before JAX starts: one CPU device per core this process may use (unless
-    ``JAX_NUM_CPU_DEVICES`` or ``XLA_FLAGS`` chose a count), so that a run's seeds train side
-    by side on every core; and JAX's persistent compilation cache under the user cache, so that
-    reruns skip compilation."""
-    import jax
-
-    from bnlab.train.seeds import one_cpu_device_per_core
-
-    one_cpu_device_per_core()
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    for line in verdict_lines(run, cli_option):
+        console.print(line)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,51 @@
-"""The one error type users see.
+"""The error types users see, and how their messages name a caller's options.
 
-A `BnlabError` is a user mistake or an environment problem (missing file, bad config,
-diverging run). Its message is one line that says what is wrong and how to fix it; the
-CLI prints it without a traceback and exits with status 2.
+A ``BnlabError`` is a user mistake or an environment problem (missing file, bad config,
+diverging run). Its message is one line that says what is wrong and how to fix it; the CLI
+prints it without a traceback and exits with status 2.
+
+A message names the options of whoever called bnlab as placeholders, ``{data_dir=DIR}`` or
+``{resume}``, because a Python caller and a shell user spell them differently. ``str(err)``
+shows them as Python arguments (``data_dir=DIR``, ``resume``); ``err.render(cli_option)``
+lets the command line show its own flags (``--data-dir DIR``, ``--resume``).
 """
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+#: The options a message may name as a placeholder (the arguments of ``bnlab.api``'s
+#: functions, which the ``bnlab`` command's flags mirror).
+OPTIONS = frozenset({"data_dir", "cache_dir", "download", "resume", "seeds", "epochs",
+                     "runs_dir"})
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z_]*)(?:=([^{}\s]+))?\}")
+
+OptionRenderer = Callable[[str, "str | None"], str]
+"""``(option name, value or None) -> text``: how one placeholder reads."""
+
+
+def python_option(name: str, value: str | None) -> str:
+    """A placeholder as a Python keyword argument: ``data_dir=DIR``, or ``resume``."""
+    return name if value is None else f"{name}={value}"
+
+
+def render_options(message: str, option: OptionRenderer = python_option) -> str:
+    """``message`` with each ``{name}`` / ``{name=VALUE}`` placeholder of a known option
+    (``OPTIONS``) replaced by ``option(name, value)``; any other braces stay as they are."""
+    return _PLACEHOLDER.sub(lambda m: option(m[1], m[2]) if m[1] in OPTIONS else m[0],
+                            message)
 
 
 class BnlabError(Exception):
-    """A problem the user can fix; `str(err)` is a single human-readable line."""
+    """A problem the user can fix; ``str(err)`` is a single human-readable line."""
+
+    def render(self, option: OptionRenderer = python_option) -> str:
+        """The message with its option placeholders rendered by ``option``."""
+        return render_options(str(self.args[0]) if self.args else "", option)
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class DataError(BnlabError):
@@ -15,8 +53,8 @@ class DataError(BnlabError):
 
 
 class GzipError(DataError):
-    """A gzip file that cannot be decompressed; `problem` is "empty", "truncated", "corrupt"
-    or "too large"."""
+    """A gzip file that cannot be decompressed; ``problem`` is "empty", "truncated",
+    "corrupt" or "too large"."""
 
     def __init__(self, message: str, *, problem: str):
         super().__init__(message)
@@ -24,11 +62,11 @@ class GzipError(DataError):
 
 
 class ConfigError(BnlabError):
-    """An experiment file or command-line option is invalid."""
+    """An experiment file, an option or an argument is invalid."""
 
 
 class LayerInputError(ConfigError):
-    """A model's layer cannot take what the layer before it gives; `index` is its 0-based
+    """A model's layer cannot take what the layer before it gives; ``index`` is its 0-based
     position in the model."""
 
     def __init__(self, message: str, *, index: int):
@@ -37,4 +75,9 @@ class LayerInputError(ConfigError):
 
 
 class DivergenceError(BnlabError):
-    """Training produced a non-finite loss."""
+    """Training produced a non-finite loss: in ``epoch`` (1-based) for ``seeds``."""
+
+    def __init__(self, message: str, *, epoch: int, seeds: tuple[int, ...]):
+        super().__init__(message)
+        self.epoch = epoch
+        self.seeds = seeds

@@ -16,7 +16,7 @@ import pytest
 
 from bnlab.data import sources
 from bnlab.data.datasets import load_dataset
-from bnlab.data.sources import locate_files
+from bnlab.data.sources import read_files
 from bnlab.errors import DataError
 from tests.data.tinydata import NAMES, Tiny, other_gz
 
@@ -92,7 +92,8 @@ def files_under(directory: Path) -> list[str]:
 
 
 def download(tiny: Tiny, cache: Path, mirrors: list[str], **kwargs) -> list[sources.LocatedFile]:
-    return locate_files(tiny.spec, cache_dir=cache, system_dirs=[], mirrors=mirrors, **kwargs)
+    found = read_files(tiny.spec, cache_dir=cache, system_dirs=[], mirrors=mirrors, **kwargs)
+    return [record for record, _ in found.values()]
 
 
 def test_good_download_lands_in_the_cache_verified_and_is_reused(tiny, server, tmp_path):
@@ -132,7 +133,7 @@ def test_all_mirrors_failing_is_one_line_naming_each_reason_and_the_fix(tiny, se
     assert f"{url['wrong']}: wrong content (decompressed: " in message
     assert f"{url['slow']}: timed out" in message
     assert message.endswith(
-        "; sudo apt-get install dataset-tiny, or pass --data-dir DIR holding the 4 .gz files "
+        "; sudo apt-get install dataset-tiny, or pass data_dir=DIR holding the 4 .gz files "
         "of tiny"
     )
     assert "\n" not in message

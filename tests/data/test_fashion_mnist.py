@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bnlab.data.datasets import FASHION_MNIST
+from bnlab.train.engine import scale_pixels
 
 # `fashion_mnist` (tests/conftest.py) loads the dataset once per session, without
 # downloading, and skips when the files are not on disk.
@@ -61,5 +62,9 @@ def test_files_come_from_disk_with_the_registered_digests(fashion_mnist):
 
 def test_pixels_span_0_to_255_and_scale_to_0_to_1(fashion_mnist):
     assert fashion_mnist.x_test.min() == 0 and fashion_mnist.x_test.max() == 255
-    scaled = fashion_mnist.scaled("val")
+    scaled = np.asarray(scale_pixels(fashion_mnist.x_val))  # what the training step sees
     assert scaled.dtype == np.float32 and scaled.min() == 0.0 and scaled.max() == 1.0
+    # The notebook divides in float64 and Keras casts to float32; XLA multiplies by 1/255,
+    # within one float32 ulp of that (tests/train/test_engine.py).
+    np.testing.assert_array_max_ulp(scaled, (fashion_mnist.x_val / 255.0).astype(np.float32),
+                                    maxulp=1)

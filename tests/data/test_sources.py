@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnlab.data.datasets import ROLES, get_spec, load_dataset
-from bnlab.data.sources import locate_files
+from bnlab.data.sources import read_files
 from bnlab.errors import DataError
 from tests.data.tinydata import NAMES, make_tiny, other_gz
 
@@ -16,7 +16,7 @@ from tests.data.tinydata import NAMES, make_tiny, other_gz
 def locate(tiny, tmp_path, **kwargs):
     kwargs.setdefault("cache_dir", tmp_path / "cache")
     kwargs.setdefault("download", False)
-    return locate_files(tiny.spec, **kwargs)
+    return [record for record, _ in read_files(tiny.spec, **kwargs).values()]
 
 
 def test_data_dir_wins_over_cache_and_system(tiny, tmp_path):
@@ -54,7 +54,6 @@ def test_records_carry_role_and_the_verified_decompressed_digest(tiny, tmp_path)
     records = locate(tiny, tmp_path, system_dirs=[tiny.put(tmp_path / "system")])
     assert [r.role for r in records] == list(ROLES)
     assert [r.sha256 for r in records] == [f.sha256 for f in tiny.spec.files().values()]
-    assert all(r.verified for r in records)
 
 
 def test_data_dir_missing_a_file_is_an_error_not_a_fallback(tiny, tmp_path):
@@ -65,8 +64,7 @@ def test_data_dir_missing_a_file_is_an_error_not_a_fallback(tiny, tmp_path):
         locate(tiny, tmp_path, data_dir=data_dir, system_dirs=[system])
     assert str(err.value) == (
         f"tiny-train-labels.gz is missing from the data directory {data_dir}; "
-        f"put the original tiny-train-labels.gz in {data_dir}, or leave out --data-dir "
-        "(and unset BNLAB_DATA_DIR)"
+        f"put the original tiny-train-labels.gz in {data_dir}, or leave out data_dir"
     )
 
 
@@ -79,7 +77,7 @@ def test_a_data_dir_that_does_not_exist_is_named_as_such(tiny, tmp_path):
 @pytest.mark.parametrize(
     ("origin", "fix"),
     [
-        ("data-dir", "or leave out --data-dir (and unset BNLAB_DATA_DIR)"),
+        ("data-dir", "or leave out data_dir"),
         ("cache", "delete it (rm {path}) and run again to fetch a fresh copy"),
         ("system", "reinstall it: sudo apt-get install --reinstall dataset-tiny"),
     ],
@@ -120,7 +118,7 @@ def test_missing_everywhere_without_download_says_how_to_get_the_files(tiny, tmp
         locate(tiny, tmp_path, system_dirs=[tmp_path / "system"])
     assert str(err.value) == (
         f"tiny-train-images.gz is not in {tmp_path / 'cache' / 'tiny'}, {tmp_path / 'system'} "
-        "and downloading is off; sudo apt-get install dataset-tiny, or pass --data-dir DIR "
+        "and downloading is off; sudo apt-get install dataset-tiny, or pass data_dir=DIR "
         "holding the 4 .gz files of tiny"
     )
 
@@ -150,15 +148,18 @@ def test_load_dataset_splits_validation_first_then_train_as_the_notebook(tiny, t
     assert not any(a.flags.writeable for a in arrays)
 
 
-def test_scaled_divides_by_255_in_float32(tiny, tmp_path):
+def test_subset_keeps_the_first_rows_of_each_split_and_bounds_them(tiny, tmp_path):
+    from bnlab.errors import ConfigError
+
     splits = load_dataset("tiny", cache_dir=tmp_path, system_dirs=[tiny.put(tmp_path / "s")],
                           download=False, registry={"tiny": tiny.spec})
-    scaled = splits.scaled("test")
-    assert scaled.dtype == np.float32 and scaled.shape == (4, 3, 2)
-    # The notebook divides in float64 and Keras casts to float32; the results are identical.
-    np.testing.assert_array_equal(scaled, (tiny.arrays["test_images"] / 255.0).astype(np.float32))
-    with pytest.raises(ValueError, match="split must be"):
-        splits.scaled("valid")
+    small = splits.subset(train=2, test=3)
+    np.testing.assert_array_equal(small.x_train, splits.x_train[:2])
+    np.testing.assert_array_equal(small.y_test, splits.y_test[:3])
+    assert small.x_val is splits.x_val and small.class_names == splits.class_names
+    assert repr(small) == "Splits(train=2, val=3, test=3, images (3, 2) uint8, 3 classes)"
+    with pytest.raises(ConfigError, match=r"subset: train must be in 1\.\.5 rows, got 6"):
+        splits.subset(train=6)
 
 
 def test_label_outside_the_classes_is_an_error(tmp_path):

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from bnlab.store import load_run
+from bnlab.store.runs import load_run
 
 pytestmark = pytest.mark.realdata
 
@@ -73,7 +73,7 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(fashion_mnist, tmp_path
     # The checkpoint is written before the history CSVs, so they may lag it by one epoch;
     # the resumed run rewrites them from the checkpoint's history (checked below).
     assert not interrupted.complete and checkpoint_epoch(killed_runs) < 5
-    assert interrupted.epochs_done >= 1
+    assert min(interrupted.epochs_per_variant) >= 1
 
     subprocess.run(bnlab("run", str(experiment), *common, str(killed_runs), "--resume"),
                    env=env, check=True, capture_output=True)
@@ -87,10 +87,11 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(fashion_mnist, tmp_path
     cpu = jax.default_backend() == "cpu"
     assert environment["device_count"] == (len(os.sched_getaffinity(0)) if cpu
                                            else jax.device_count())
-    for metric, values in straight.histories["bn"].items():
-        np.testing.assert_allclose(resumed.histories["bn"][metric], values, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(resumed.summary["bn"]["test_accuracy"],
-                               straight.summary["bn"]["test_accuracy"], rtol=0, atol=1e-6)
+    for metric, values in straight.histories["bn"].per_seed.items():
+        np.testing.assert_allclose(resumed.histories["bn"].per_seed[metric], values, rtol=0,
+                                   atol=1e-6)
+    np.testing.assert_allclose(resumed.summary["bn"].test_accuracy,
+                               straight.summary["bn"].test_accuracy, rtol=0, atol=1e-6)
 
 
 def test_resume_without_an_unfinished_run_is_a_clear_error(tmp_path):
@@ -106,7 +107,7 @@ def test_resume_without_an_unfinished_run_is_a_clear_error(tmp_path):
 def test_resume_after_the_last_checkpoint_rewrites_lagging_histories(tmp_path):
     # Killed after a variant's last checkpoint but before its history.csv was written: the
     # resumed run trains nothing for that variant and must still leave complete histories.
-    from bnlab.experiments.config import parse_experiment
+    from bnlab.config.experiment import parse_experiment
     from bnlab.experiments.runner import run_experiment
     from tests.synthetic import tiny_splits
 
@@ -122,13 +123,13 @@ def test_resume_after_the_last_checkpoint_rewrites_lagging_histories(tmp_path):
     (tmp_path / "summary.json").unlink()
     run_experiment(config, splits, tmp_path, resume=True)
     assert history.read_text() == full
-    assert load_run(tmp_path).complete and load_run(tmp_path).epochs_done == 2
+    assert load_run(tmp_path).complete and load_run(tmp_path).epochs_per_variant == [2]
 
 
 def test_a_resume_is_recorded_and_a_changed_environment_is_reported(tmp_path):
     import tomllib
 
-    from bnlab.experiments.config import parse_experiment
+    from bnlab.config.experiment import parse_experiment
     from bnlab.experiments.runner import run_experiment
     from tests.synthetic import tiny_splits
 

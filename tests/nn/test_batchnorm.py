@@ -20,7 +20,7 @@ import pytest
 from jax.test_util import check_grads
 
 from bnlab.errors import ConfigError
-from bnlab.nn.batchnorm import BatchNorm, batch_moments, inference_affine, scale_shift_dense
+from bnlab.nn.batchnorm import BatchNorm, batch_moments, inference_affine
 from tests.nn import reference_bn as ref
 
 TOL = 1e-5  # float32 vs float64 reference; see the module docstring
@@ -283,7 +283,7 @@ def test_inference_affine_gives_the_inference_apply_output(center_scale):
     s, t = inference_affine(params, state, bn.epsilon)
     (x,) = random_batches(seed=16, k=1, m=8)
     y, _ = bn.apply(params, state, jnp.asarray(x), train=False)
-    assert_close(jnp.asarray(x) * s + t, np.asarray(y, np.float64))
+    assert_close(jnp.asarray(x) * s[None, :] + t[None, :], np.asarray(y, np.float64))
     g = gamma if scale else 1.0
     b = beta if center else 0.0
     mean, var = (np.asarray(state[n], np.float64) for n in ("moving_mean", "moving_variance"))
@@ -498,32 +498,3 @@ def test_moving_statistics_carry_no_gradient():
         return new_state["moving_mean"].sum() + new_state["moving_variance"].sum()
 
     np.testing.assert_array_equal(jax.grad(moving_sum)(jnp.asarray(x)), 0.0)
-
-
-# --- BatchNorm's scale-and-shift fused with the next Dense (scale_shift_dense) ----------------
-
-
-def scale_shift_dense_inputs(seed: int, rows: int = 6, features: int = 5, units: int = 4):
-    rng = np.random.default_rng(seed)
-    shapes = ((rows, features), (features,), (features,), (features, units), (units,))
-    return tuple(jnp.asarray(rng.normal(0.5, 1.0, shape)) for shape in shapes)
-
-
-def test_scale_shift_dense_gradients_pass_check_grads_in_float64(float64):
-    # The hand-written backward (every cotangent, x̂'s included) against finite differences.
-    args = scale_shift_dense_inputs(seed=31)
-    check_grads(scale_shift_dense, args, order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
-
-
-def test_scale_shift_dense_equals_the_two_layers_values_and_autodiff_gradients(float64):
-    x_hat, gamma, beta, kernel, bias = scale_shift_dense_inputs(seed=32)
-
-    def two_layers(x_hat, gamma, beta, kernel, bias):
-        return (x_hat * gamma + beta) @ kernel + bias
-
-    dz = jnp.asarray(np.random.default_rng(33).standard_normal((6, 4)))
-    ours, our_vjp = jax.vjp(scale_shift_dense, x_hat, gamma, beta, kernel, bias)
-    plain, plain_vjp = jax.vjp(two_layers, x_hat, gamma, beta, kernel, bias)
-    np.testing.assert_allclose(ours, plain, rtol=1e-12, atol=1e-12)
-    for got, want in zip(our_vjp(dz), plain_vjp(dz), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)

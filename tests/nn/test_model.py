@@ -1,8 +1,8 @@
 """The notebook's three models, layer by layer, against Keras 3 (JAX backend).
 
-The Keras models are built from the notebook's own Keras code (seed/notebook.txt), so the
+The Keras models are built from the notebook's own Keras code (docs/reference.md), so the
 parameter counts, layer names, initializer statistics and forward passes are compared
-with numbers Keras produces, not only with constants copied from FACTS.md.
+with numbers Keras produces, not only with constants copied from docs/reference.md.
 
 Tolerances: forward passes run the same float32 products (784-term dot products at most)
 through different but equivalent expressions; measured differences are ≲ 1e-6 in the
@@ -14,7 +14,6 @@ is stated next to its standard error.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 
 import jax
@@ -25,12 +24,13 @@ import pytest
 from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Dense, Dropout, Flatten, LeakyReLU
-from bnlab.nn.model import Sequential, layer_variables, param_counts
+from bnlab.nn.model import Sequential
+from bnlab.nn.summary import layer_variables, param_counts
 from bnlab.nn.zoo import MODELS, get_model
 
 TOL = 1e-5  # see the module docstring
 
-EXPECTED_COUNTS = {  # FACTS.md, the notebook's model.summary()
+EXPECTED_COUNTS = {  # docs/reference.md#keras-parameter-counts, the notebook's summary
     "baseline": {"total": 266_610, "trainable": 266_610, "non_trainable": 0},
     "bn_after": {"total": 271_346, "trainable": 268_978, "non_trainable": 2_368},
     "bn_before": {"total": 270_946, "trainable": 268_578, "non_trainable": 2_368},
@@ -132,7 +132,7 @@ def test_layer_variables_equal_keras_weights_with_trainability(keras_models, nam
 
 
 def test_layer_variables_follow_keras_weight_order(keras_models):
-    assert layer_variables(get_model("bn_after")) == keras_variables(keras_models["bn_after"])
+    assert list(layer_variables(get_model("bn_after"))) == keras_variables(keras_models["bn_after"])
 
 
 @pytest.mark.parametrize("name", ["bn_after", "bn_before"])
@@ -271,7 +271,8 @@ def test_forward_pass_with_keras_weights_equals_keras_in_inference(keras, name):
     x = pixels(seed=31)
 
     expected = keras_model(x, training=False)
-    assert_probabilities_close(model.predict_proba(params, state, jnp.asarray(x)), expected)
+    logits, _ = model.apply(params, state, jnp.asarray(x), train=False)
+    assert_probabilities_close(jax.nn.softmax(logits), expected)
     logits, new_state = model.apply(params, state, jnp.asarray(x), train=False)
     assert not np.allclose(np.sum(logits, axis=1), 1.0)  # apply gives logits…
     assert_probabilities_close(jax.nn.softmax(logits), expected)  # …softmax is left to the loss
@@ -357,70 +358,3 @@ def test_dense_products_ask_for_float32_so_gpu_results_match_cpu():
     dots = [line for line in text.splitlines() if "dot_general" in line]
     assert len(dots) == 3
     assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots)
-
-
-def layer_by_layer(model, params, state, x, mask):
-    """Training forward pass through each layer's own ``apply`` (no fused pair); logits."""
-    new_state = []
-    for layer, p, s in zip(model.layers[:-1], params, state, strict=False):
-        x, s = layer.apply(p, s, x, train=True, mask=mask)
-        new_state.append(s)
-    return model.layers[-1].pre_activation(params[-1], x), (*new_state, state[-1])
-
-
-@pytest.mark.parametrize("name", ["bn_after", "bn_before"])
-def test_fused_input_batchnorm_gives_the_layer_by_layer_loss_gradients_and_state(name):
-    model = get_model(name)
-    assert model.input_batchnorm_before_dense() == 1  # Flatten, then the input BatchNorm
-    params, state = model.init(jax.random.key(3))
-    x = jax.random.uniform(jax.random.key(4), (12, 28, 28))
-    mask = jnp.arange(12) < 10  # a ragged batch: two padded rows
-    labels = jnp.arange(12) % 10
-
-    def loss(forward, params):
-        logits, new_state = forward(params)
-        per_row = -jax.nn.log_softmax(logits)[jnp.arange(12), labels]
-        return jnp.sum(jnp.where(mask, per_row, 0.0)), new_state
-
-    def fused(params):
-        return model.apply(params, state, x, train=True, mask=mask)
-
-    def plain(params):
-        return layer_by_layer(model, params, state, x, mask)
-
-    (value, fused_state), fused_grads = jax.value_and_grad(
-        lambda p: loss(fused, p), has_aux=True)(params)
-    (want, plain_state), plain_grads = jax.value_and_grad(
-        lambda p: loss(plain, p), has_aux=True)(params)
-    np.testing.assert_allclose(value, want, rtol=1e-6)
-    for got, expected in zip(jax.tree_util.tree_leaves((fused_grads, fused_state)),
-                             jax.tree_util.tree_leaves((plain_grads, plain_state)), strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-
-
-def test_no_fused_pair_without_an_input_batchnorm_before_a_dense_layer():
-    assert get_model("baseline").input_batchnorm_before_dense() is None
-    hidden_only = Sequential((Flatten(), Dense(8), BatchNorm(), Dense(3)), input_shape=(4,))
-    assert hidden_only.input_batchnorm_before_dense() is None
-    bn_then_activation = Sequential((BatchNorm(), LeakyReLU(), Dense(3)), input_shape=(4,))
-    assert bn_then_activation.input_batchnorm_before_dense() is None
-
-
-def test_bn_models_training_step_has_no_input_gradient_product_for_the_first_layer():
-    # The point of the fused pair: XLA drops dZ·Wᵀ, the (32, 784) product, from the step;
-    # the same step through each layer's own apply keeps it (so the check can fail).
-    model = get_model("bn_after")
-    params, state = model.init(jax.random.key(0))
-    x = jax.random.uniform(jax.random.key(1), (32, 28, 28))
-
-    def product_shapes(forward):
-        def grads(params, x):
-            return jax.grad(lambda p: jnp.sum(forward(p, x)))(params)
-
-        hlo = jax.jit(grads).lower(params, x).compile().as_text()
-        return re.findall(r"= (f32\[[\d,]+\])\S* dot\(", hlo)
-
-    fused = product_shapes(lambda p, x: model.apply(p, state, x, train=True)[0])
-    plain = product_shapes(lambda p, x: layer_by_layer(model, p, state, x, None)[0])
-    assert "f32[32,784]" in plain or "f32[784,32]" in plain
-    assert fused and "f32[32,784]" not in fused and "f32[784,32]" not in fused

@@ -14,25 +14,28 @@ from scipy import stats
 
 from bnlab.analysis.stats import compare_all
 from bnlab.cli import main
-from bnlab.experiments.config import ExperimentConfig, OptimizerConfig, VariantConfig
+from bnlab.config.experiment import ExperimentConfig, VariantConfig
+from bnlab.config.optimizer import OptimizerConfig
 from bnlab.experiments.runner import run_experiment
 from bnlab.report.html import write_report
-from bnlab.store import history_csv, load_run, read_history_csv
+from bnlab.store.histories import history_csv, read_history_csv
+from bnlab.store.runs import load_run
 from tests.synthetic import tiny_splits
 
 PLAIN_LAYERS = (
     {"type": "flatten"},
     {"type": "dense", "units": 8, "activation": "relu"},
-    {"type": "dense", "units": 3, "activation": "softmax"},
+    {"type": "dense", "units": 10, "activation": "softmax"},  # 10: read back as Fashion-MNIST's
 )
 BN_LAYERS = (
     {"type": "flatten"},
     {"type": "batch_norm"},
     {"type": "dense", "units": 8, "activation": "relu"},
     {"type": "batch_norm"},
-    {"type": "dense", "units": 3, "activation": "softmax"},
+    {"type": "dense", "units": 10, "activation": "softmax"},
 )
-HOSTILE = "bn_<script>&'q\""  # a variant name that is markup (a legal folder name)
+HOSTILE = "run_<script>&'q\""  # a run folder name that is markup (a legal folder name)
+BN = "bn"
 DESCRIPTION = '<script>alert("x")</script> & <b>friends</b>'
 CHROMIUM = Path("/usr/bin/chromium")
 # Chromium with no way out: every host resolves to NOTFOUND and every request that is not
@@ -51,8 +54,8 @@ def run_dir(tmp_path_factory) -> Path:
         name="tiny-report", description=DESCRIPTION, epochs=2, batch_size=32, seeds=2,
         optimizer=OptimizerConfig("sgd", 0.1),
         variants=(VariantConfig("plain", layers=PLAIN_LAYERS),
-                  VariantConfig(HOSTILE, layers=BN_LAYERS)))
-    path = tmp_path_factory.mktemp("runs") / "tiny-report-20260101-000000"
+                  VariantConfig(BN, layers=BN_LAYERS)))
+    path = tmp_path_factory.mktemp("runs") / HOSTILE
     run_experiment(config, tiny_splits(), path)
     return path
 
@@ -67,14 +70,14 @@ def test_report_names_the_experiment_its_settings_and_every_variant(report, run_
     _, text = report
     assert "<title>bnlab report: tiny-report</title>" in text
     for expected in ("sgd, learning rate 0.1", "<td>32</td>", "42, 43", html.escape(str(run_dir)),
-                     "jaxlib", "plain", html.escape(HOSTILE)):
+                     "jaxlib", "plain", "<td>bn</td>", html.escape(HOSTILE)):
         assert expected in text, expected
     assert text.count('<div class="model">') == 2
 
 
 def test_results_show_mean_sd_and_95_percent_t_interval_over_seeds(report, run_dir):
     _, text = report
-    finals = load_run(run_dir).histories["plain"]["val_accuracy"][:, -1]  # (2,)
+    finals = load_run(run_dir).histories["plain"].final("val_accuracy")  # (2,)
     mean, sd = finals.mean(), finals.std(ddof=1)
     half = stats.t.ppf(0.975, df=1) * sd / np.sqrt(2)  # 12.706 · sd / √2
     assert f"{mean:.4f} ± {sd:.4f}" in text
@@ -85,23 +88,24 @@ def test_results_show_mean_sd_and_95_percent_t_interval_over_seeds(report, run_d
 def test_report_states_every_verdict_on_final_validation_accuracy(report, run_dir):
     _, text = report
     run = load_run(run_dir)
-    verdicts = compare_all({n: h["val_accuracy"][:, -1] for n, h in run.histories.items()},
+    verdicts = compare_all({n: h.final("val_accuracy") for n, h in run.histories.items()},
                            epochs=2)
     assert len(verdicts) == 1
     assert html.escape(verdicts[0].verdict) in text
 
 
 def test_model_summaries_carry_keras_totals_for_28x28_inputs(report):
-    # plain: 784·8+8 + 8·3+3 = 6,307 trainable. bn: γ,β of 784 and 8 features (1,584) + the
-    # dense layers (6,307) = 7,891 trainable; moving mean and variance 1,584 non-trainable.
+    # plain: 784·8+8 + 8·10+10 = 6,370 trainable. bn: γ,β of 784 and 8 features (1,584) + the
+    # dense layers (6,370) = 7,954 trainable; moving mean and variance 1,584 non-trainable.
     _, text = report
-    for total, trainable, non_trainable in (("6,307", "6,307", "0"),
-                                            ("9,475", "7,891", "1,584")):
-        assert (f"<dt>Total params</dt><dd>{total}</dd>\n<dt>Trainable params</dt>"
-                f"<dd>{trainable}</dd>\n<dt>Non-trainable params</dt>"
+    for total, trainable, non_trainable in (("6,370", "6,370", "0"),
+                                            ("9,538", "7,954", "1,584")):
+        assert (f"<dt>Total params</dt><dd>{total}</dd><dt>Trainable params</dt>"
+                f"<dd>{trainable}</dd><dt>Non-trainable params</dt>"
                 f"<dd>{non_trainable}</dd>") in text
-    assert "PyTorch view: 7,891 parameters; buffers: 1,584 running statistics + 2 " \
+    assert "PyTorch view: 7,954 parameters; buffers: 1,584 running statistics + 2 " \
            "num_batches_tracked" in text
+    assert text.count("<td>moving_variance</td>") == 2  # the BN variables of bn's two layers
     assert "batch_normalization_1 <span class=\"type\">(BatchNormalization)</span>" in text
 
 
@@ -117,18 +121,18 @@ def test_strings_from_the_run_are_escaped(report):
     _, text = report
     assert "<script" not in text.lower() and "<b>friends" not in text
     assert html.escape(DESCRIPTION) in text  # &lt;script&gt;alert(&quot;x&quot;)…
-    assert html.escape(HOSTILE) in text and "bn_&lt;script&gt;&amp;&#x27;q&quot;" in text
+    assert html.escape(HOSTILE) in text and "run_&lt;script&gt;&amp;&#x27;q&quot;" in text
 
 
 def test_unfinished_run_is_reported_with_what_it_has(run_dir, tmp_path):
     run = shutil.copytree(run_dir, tmp_path / "run")
     (run / "summary.json").unlink()
-    for path in (run / HOSTILE).glob("seed-*/history.csv"):  # interrupted after epoch 1
+    for path in (run / BN).glob("seed-*/history.csv"):  # interrupted after epoch 1
         history = read_history_csv(path)
         path.write_text(history_csv({m: v[:1] for m, v in history.items()}))
     text = write_report([load_run(run)], tmp_path / "r.html").read_text(encoding="utf-8")
     assert '<span class="badge warn">unfinished</span>' in text
-    assert re.search(rf"<td>{re.escape(html.escape(HOSTILE))}</td><td class=\"num\">1</td>", text)
+    assert re.search(rf"<td>{BN}</td><td class=\"num\">1</td>", text)
     assert text.count("pending") == 4  # test metrics of 2 variants
     assert "they appear when the run is complete" in text.replace("\n", " ")
     assert text.count("data:image/png;base64,") == 1
@@ -137,7 +141,7 @@ def test_unfinished_run_is_reported_with_what_it_has(run_dir, tmp_path):
 def test_run_with_no_finished_epoch_reports_variants_as_not_started(run_dir, tmp_path):
     run = shutil.copytree(run_dir, tmp_path / "run")
     (run / "summary.json").unlink()
-    for name in ("plain", HOSTILE):
+    for name in ("plain", BN):
         shutil.rmtree(run / name)
     text = write_report([load_run(run)], tmp_path / "r.html").read_text(encoding="utf-8")
     assert text.count("not started") == 2

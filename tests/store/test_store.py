@@ -1,26 +1,20 @@
-"""Run folders: atomic writes, Keras CSVLogger format, listing and resuming lookups."""
+"""Run folders: atomic writes, Keras CSVLogger format, listing, loading and resuming lookups."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
 
+from bnlab.config.experiment import experiment_from_json
 from bnlab.errors import BnlabError
-from bnlab.store import (
-    atomic_write_bytes,
-    atomic_write_json,
-    find_resumable,
-    history_csv,
-    list_runs,
-    load_run,
-    new_run_dir,
-    read_history_csv,
-    statistics_csv,
-)
+from bnlab.io import atomic_write_bytes, atomic_write_json
+from bnlab.store.histories import history_csv, read_history_csv, statistics_csv
+from bnlab.store.runs import find_resumable, list_runs, load_run, new_run_dir
 
 
 def test_history_csv_has_keras_csvlogger_columns_and_round_trips(tmp_path):
@@ -50,6 +44,8 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, mon
 
 
 def write_run(runs, name, *, complete: bool, seeds=(1,)):
+    """A run folder as bnlab wrote them before config.json held the file form (optimizer
+    arguments under "args", variants with both "model" and "layers"): still readable."""
     run = new_run_dir(runs, name)
     config = {"name": name, "dataset": "fashion_mnist", "epochs": 2, "batch_size": 32,
               "seed": seeds[0], "seeds": len(seeds),
@@ -74,9 +70,11 @@ def test_listing_loading_and_finding_the_run_to_resume(tmp_path):
     runs, damaged = list_runs(tmp_path)
     assert [r.path for r in runs] == [done, unfinished] and damaged == []
     record = load_run(unfinished)
-    assert not record.complete and record.epochs_done == 1
-    assert record.histories["v"]["loss"].shape == (2, 1)
-    assert find_resumable(tmp_path, {**config, "seeds": 2}) == unfinished
+    assert not record.complete and record.epochs_per_variant == [1]
+    assert record.histories["v"].per_seed["loss"].shape == (2, 1)
+    assert record.config.optimizer.learning_rate == 0.001 and record.config.optimizer.args == {}
+    config = experiment_from_json(config, source="config.json")
+    assert find_resumable(tmp_path, dataclasses.replace(config, seeds=2)) == unfinished
     with pytest.raises(BnlabError, match="already complete"):
         find_resumable(tmp_path, config)
 
@@ -116,27 +114,69 @@ def test_a_damaged_run_is_reported_and_never_hides_the_others(tmp_path):
 
 
 @pytest.mark.parametrize(("file", "edit", "named"), [
-    ("config.json", lambda d: d.pop("optimizer"), "config.json lacks 'optimizer'"),
-    ("config.json", lambda d: d.update(epochs="2"), "config.json lacks 'epochs'"),
-    ("config.json", lambda d: d["variants"][0].pop("name"), "config.json variant lacks 'name'"),
+    ("config.json", lambda d: d.pop("optimizer"),
+     "config.json: optimizer: missing; a stored config holds every key"),
+    ("config.json", lambda d: d.update(epochs="2"), "config.json: epochs: must be int, got '2'"),
+    ("config.json", lambda d: d["variants"][0].pop("name"),
+     "config.json: variants[0].name: missing"),
+    ("config.json", lambda d: d["optimizer"].update(learning_rate=float("inf")),
+     "config.json: optimizer.learning_rate: must be a positive number below 1e+06, got inf"),
     ("summary.json", lambda d: d["v"].pop("test_accuracy"),
-     "summary.json['v'] lacks 'test_accuracy'"),
-    ("summary.json", lambda d: d.pop("v"), "summary.json['v'] is not a JSON object"),
+     "ValueError: summary.json['v'] lacks 'test_accuracy'"),
+    ("summary.json", lambda d: d.pop("v"), "ValueError: summary.json['v'] is not a JSON object"),
+    ("summary.json", lambda d: d["v"].update(test_loss=[1.0, 2.0]),
+     "ValueError: summary.json['v'] test_loss holds (2,) values for 1 seeds"),
 ])
-def test_a_hand_edited_run_is_one_line_naming_the_missing_field(tmp_path, file, edit, named):
+def test_a_hand_edited_run_is_one_line_naming_the_damaged_field(tmp_path, file, edit, named):
     run, _ = write_run(tmp_path, "exp", complete=True)
     data = json.loads((run / file).read_text())
     edit(data)
-    atomic_write_json(run / file, data)
+    (run / file).write_text(json.dumps(data))
     with pytest.raises(BnlabError) as err:
         load_run(run)
-    assert str(err.value) == (f"{run} is damaged (ValueError: {named}); delete it or rerun "
-                              "the experiment")
+    assert str(err.value) == f"{run} is damaged ({named}); delete it or rerun the experiment"
 
 
-def test_epochs_done_counts_a_variant_that_has_not_started_as_zero(tmp_path):
+def test_a_run_config_is_read_back_through_the_experiment_checks(tmp_path):
+    # A config.json written today is the file form, read back by the experiment checks (the
+    # synthetic splits have 3 classes; a 10-unit output takes their labels as well).
+    from bnlab.config.experiment import load_experiment
+    from bnlab.experiments.runner import run_experiment
+    from tests.synthetic import tiny_splits
+
+    text = """name = "rt"
+epochs = 1
+seeds = 2
+[optimizer]
+name = "adam"
+learning_rate = 0.01
+b1 = 0.8
+[[variants]]
+name = "plain"
+layers = [{ type = "flatten" }, { type = "dense", units = 10, activation = "softmax" }]
+"""
+    (tmp_path / "rt.toml").write_text(text)
+    config = load_experiment(tmp_path / "rt.toml")
+    run_dir = tmp_path / "run"
+    run_experiment(config, tiny_splits(), run_dir)
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert stored["optimizer"] == {"name": "adam", "learning_rate": 0.01, "b1": 0.8}
+    assert stored["variants"] == [{"name": "plain", "layers": [
+        {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]}]
+    assert load_run(run_dir).config == config
+
+
+def test_epochs_per_variant_counts_a_variant_that_has_not_started_as_zero(tmp_path):
     run, config = write_run(tmp_path, "exp", complete=False)
     config["variants"].append({"name": "later", "model": "baseline", "layers": []})
     atomic_write_json(run / "config.json", config)
-    assert load_run(run).epochs_done == 0
     assert load_run(run).epochs_per_variant == [1, 0]
+
+
+def test_a_config_json_of_random_bytes_is_one_line_and_hides_no_other_run(tmp_path):
+    good, _ = write_run(tmp_path, "exp", complete=True)
+    bad, _ = write_run(tmp_path, "exp", complete=True)
+    (bad / "config.json").write_bytes(bytes(range(256)))
+    runs, damaged = list_runs(tmp_path)
+    assert [r.path for r in runs] == [good]
+    assert len(damaged) == 1 and "is not UTF-8 text" in damaged[0]

@@ -21,8 +21,7 @@ def adam_state(seed: int = 0):
 
 def test_round_trip_restores_params_bn_statistics_optimizer_state_and_epoch(tmp_path):
     state = adam_state()
-    keys = {"root": jax.random.key(7)}
-    save_checkpoint(tmp_path / "ckpt", state, epoch=3, keys=keys, metadata={"note": "x"})
+    save_checkpoint(tmp_path / "ckpt", state, epoch=3, metadata={"note": "x"})
     restored, epoch, metadata = load_checkpoint(tmp_path / "ckpt", adam_state(seed=1))
     assert epoch == 3 and metadata["note"] == "x"
     for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state),
@@ -33,15 +32,14 @@ def test_round_trip_restores_params_bn_statistics_optimizer_state_and_epoch(tmp_
 
 def test_checkpoint_files_are_safetensors_and_json_never_pickle(tmp_path):
     state = adam_state()
-    save_checkpoint(tmp_path / "ckpt", state, epoch=3, keys={"root": jax.random.key(7)},
-                    metadata={"variant": "v"})
+    save_checkpoint(tmp_path / "ckpt", state, epoch=3, metadata={"variant": "v"})
     data = (tmp_path / "ckpt.safetensors").read_bytes()
     # safetensors: a little-endian u64 header length, a JSON header, then raw tensor bytes.
     length = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + length])
     leaf_names = {jax.tree_util.keystr(path)
                   for path, _ in jax.tree_util.tree_leaves_with_path(state)}
-    assert set(header) == leaf_names | {"keys/root", "__metadata__"}
+    assert set(header) == leaf_names | {"__metadata__"}  # no PRNG key: they derive from seeds
     assert json.loads(header["__metadata__"]["bnlab"]) == {"epoch": 3, "variant": "v"}
     assert json.loads((tmp_path / "ckpt.json").read_text()) == {"epoch": 3, "variant": "v"}
     assert b"\x80\x04" not in data[:8 + length]  # no pickle protocol marker in the header
@@ -50,8 +48,8 @@ def test_checkpoint_files_are_safetensors_and_json_never_pickle(tmp_path):
 def test_checkpoint_is_one_file_and_the_json_copy_is_not_needed_to_load(tmp_path):
     # A kill between the array file and its JSON copy must not break resuming: loading
     # reads only the safetensors file, whose header carries the metadata.
-    save_checkpoint(tmp_path / "ckpt", adam_state(0), epoch=1, keys={}, metadata={"m": 1})
-    save_checkpoint(tmp_path / "newer", adam_state(1), epoch=2, keys={}, metadata={"m": 2})
+    save_checkpoint(tmp_path / "ckpt", adam_state(0), epoch=1, metadata={"m": 1})
+    save_checkpoint(tmp_path / "newer", adam_state(1), epoch=2, metadata={"m": 2})
     (tmp_path / "ckpt.safetensors").write_bytes((tmp_path / "newer.safetensors").read_bytes())
     (tmp_path / "ckpt.json").unlink()
     state, epoch, metadata = load_checkpoint(tmp_path / "ckpt", adam_state())
@@ -62,7 +60,7 @@ def test_checkpoint_is_one_file_and_the_json_copy_is_not_needed_to_load(tmp_path
 
 
 def test_damaged_checkpoint_is_refused_with_one_line(tmp_path):
-    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, keys={}, metadata={})
+    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, metadata={})
     data = (tmp_path / "ckpt.safetensors").read_bytes()
     (tmp_path / "ckpt.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(BnlabError, match="is not a bnlab checkpoint") as err:
@@ -71,12 +69,12 @@ def test_damaged_checkpoint_is_refused_with_one_line(tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
-    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, keys={}, metadata={})
+    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, metadata={})
     other = init_train_state(get_model("baseline"), optax.adam(1e-3), jax.random.key(0))
     with pytest.raises(BnlabError, match="does not fit this experiment"):
         load_checkpoint(tmp_path / "ckpt", other)
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(BnlabError, match="missing; rerun without --resume"):
+    with pytest.raises(BnlabError, match="missing; rerun without resume=True"):
         load_checkpoint(tmp_path / "nothing", adam_state())

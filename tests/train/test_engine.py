@@ -1,52 +1,26 @@
 """The compiled epoch: equal to a Python loop of the same step, Keras's ragged last batch,
-reproducible from the seed, and N seeds in one program equal to N single runs."""
+evaluation in inference mode, and the keys of several seeds."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from safetensors import safe_open
 
 from bnlab.errors import ConfigError
-from bnlab.experiments.config import ExperimentConfig, VariantConfig
-from bnlab.experiments.runner import VariantTrainer, train_variant
-from bnlab.nn.batchnorm import BatchNorm
-from bnlab.nn.layers import Dense, Flatten
-from bnlab.nn.model import Sequential
 from bnlab.train.engine import (
     RunKeys,
     check_batching,
     init_train_state,
+    init_train_states,
     make_evaluate,
     make_train_epoch,
     scale_pixels,
     steps_per_epoch,
 )
-from tests.synthetic import tiny_splits
-
-TINY_LAYERS = (
-    {"type": "flatten"},
-    {"type": "batch_norm"},
-    {"type": "dense", "units": 8, "activation": "relu"},
-    {"type": "batch_norm"},
-    {"type": "dense", "units": 3, "activation": "softmax"},
-)
-
-
-def tiny_model() -> Sequential:
-    return Sequential((Flatten(), BatchNorm(), Dense(8, activation="relu"), BatchNorm(),
-                       Dense(3, activation="softmax")), input_shape=(4, 4), name="tiny")
-
-
-def tiny_config(**overrides) -> ExperimentConfig:
-    config = ExperimentConfig(name="tiny", variants=(VariantConfig("tiny", layers=TINY_LAYERS),),
-                              epochs=3, batch_size=32)
-    return dataclasses.replace(config, **overrides)
+from tests.synthetic import tiny_model, tiny_splits
 
 
 def test_steps_per_epoch_matches_keras_1719_for_55000_rows_at_batch_32():
@@ -111,94 +85,35 @@ def test_evaluate_is_mean_over_rows_in_inference_mode_whatever_the_chunking():
         assert float(acc) == pytest.approx(want_acc, abs=1e-7)
 
 
-def test_same_seed_gives_identical_histories_and_other_seed_differs():
-    splits = tiny_splits()
-    variant = VariantConfig("tiny", layers=TINY_LAYERS)
-    first = train_variant(variant, tiny_config(seed=5), splits)
-    again = train_variant(variant, tiny_config(seed=5), splits)
-    other = train_variant(variant, tiny_config(seed=6), splits)
-    np.testing.assert_array_equal(first.history["loss"], again.history["loss"])
-    assert not np.array_equal(first.history["loss"], other.history["loss"])
-
-
-def test_n_seed_program_equals_n_single_runs_per_seed():
-    # One program over seeds 7, 8, 9 (spread over the tests' two CPU devices, 2 + 2 with
-    # one padding seed) against three separate single-seed programs.
-    # Batched matrix products may sum in another order: 1e-5 tolerance (float32).
-    splits = tiny_splits()
-    variant = VariantConfig("tiny", layers=TINY_LAYERS)
-    batched = train_variant(variant, tiny_config(seed=7, seeds=3), splits)
-    for i, seed in enumerate((7, 8, 9)):
-        single = train_variant(variant, tiny_config(seed=seed, seeds=1), splits)
-        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            np.testing.assert_allclose(batched.history[metric][i], single.history[metric][0],
-                                       rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(batched.test_accuracy[i], single.test_accuracy[0],
-                                   atol=1e-5)
-
-
-def test_seeds_in_one_program_have_their_own_init_and_shuffle():
-    trainer = VariantTrainer(VariantConfig("tiny", layers=TINY_LAYERS), tiny_config(seeds=2),
-                             tiny_splits(), seeds=(1, 2))
-    state = trainer.init_state()
-    kernel = state.params[2]["kernel"]  # (seeds, 16, 8)
-    assert kernel.shape == (2, 16, 8)
-    assert not np.allclose(kernel[0], kernel[1])
-    shuffle, _ = trainer.epoch_keys(0)
-    assert not np.array_equal(jax.random.permutation(shuffle[0], 70),
-                              jax.random.permutation(shuffle[1], 70))
-
-
-def test_trainer_pads_the_seeds_once_and_reports_only_the_real_ones():
-    if len(jax.devices()) < 2:
-        pytest.skip("needs two JAX devices (tests/conftest.py asks for two CPU devices)")
-    trainer = VariantTrainer(VariantConfig("tiny", layers=TINY_LAYERS), tiny_config(seeds=3),
-                             tiny_splits(), seeds=(1, 2, 3))
-    state = trainer.init_state()  # 3 seeds on 2 devices run as 2 + 2: seed 3 twice
-    kernel = np.asarray(state.params[2]["kernel"])
-    assert kernel.shape[0] == 4 and np.array_equal(kernel[3], kernel[2])
-    trainer.compile(state)
-    state, loss, accuracy = trainer.train_epoch(state, 0)
-    assert loss.shape == accuracy.shape == (3,)
-    val_loss, _ = trainer.evaluate(state, *trainer.placed_for_evaluation(
-        tiny_splits().x_val, tiny_splits().y_val))
-    assert val_loss.shape == (3,)
-    saved = trainer.saved(state)  # what a checkpoint holds: the three real seeds
-    assert saved.params[2]["kernel"].shape[0] == 3
-    restored = trainer.restored(saved)  # the padding seed trained exactly as seed 3
-    for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state),
-                         strict=True):
-        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-6, atol=1e-7)
-
-
-def test_a_resumed_padded_run_saves_the_real_seeds_and_equals_a_straight_run(tmp_path):
-    # 3 seeds on the tests' two CPU devices: the trainer's state holds 4 (seed 5 twice).
-    splits, variant = tiny_splits(), VariantConfig("tiny", layers=TINY_LAYERS)
-    stem = tmp_path / "checkpoint"
-    train_variant(variant, tiny_config(seed=3, seeds=3, epochs=2), splits, checkpoint=stem)
-    with safe_open(str(stem.with_suffix(".safetensors")), framework="numpy") as saved:
-        assert {saved.get_tensor(name).shape[0] for name in saved.keys()} == {3}  # noqa: SIM118
-    resumed = train_variant(variant, tiny_config(seed=3, seeds=3, epochs=3), splits,
-                            checkpoint=stem, resume=True)
-    straight = train_variant(variant, tiny_config(seed=3, seeds=3, epochs=3), splits)
-    for metric, values in straight.history.items():
-        np.testing.assert_allclose(resumed.history[metric], values, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(resumed.test_accuracy, straight.test_accuracy, rtol=0, atol=1e-6)
-
-
 def test_one_row_batch_with_batchnorm_is_rejected_before_training():
     with pytest.raises(ConfigError, match="one row"):
         check_batching(65, 32, tiny_model())
     check_batching(66, 32, tiny_model())  # 2 rows left: fine
 
 
-def test_diverging_run_raises_one_line_error_naming_the_fix():
-    from bnlab.errors import DivergenceError
-    from bnlab.experiments.config import OptimizerConfig
+def test_scale_pixels_divides_uint8_by_255_and_keeps_floats():
+    # XLA divides by multiplying with 1/255: every pixel value lands within one float32 ulp
+    # of the notebook's float64 division cast to float32.
+    pixels = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_max_ulp(np.asarray(scale_pixels(jnp.asarray(pixels))),
+                                    (pixels / 255.0).astype(np.float32), maxulp=1)
+    floats = np.array([[0.5, -1.0]], np.float64)
+    scaled = scale_pixels(jnp.asarray(floats, jnp.float32))
+    assert scaled.dtype == jnp.float32
+    np.testing.assert_array_equal(scaled, floats.astype(np.float32))
 
-    plain = ({"type": "flatten"}, {"type": "dense", "units": 3, "activation": "softmax"})
-    config = tiny_config(variants=(VariantConfig("plain", layers=plain),),
-                         optimizer=OptimizerConfig("sgd", 1e38))
-    with pytest.raises(DivergenceError, match="learning_rate") as err:
-        train_variant(config.variants[0], config, tiny_splits())
-    assert "\n" not in str(err.value)
+
+def test_keys_of_several_seeds_are_each_seeds_own_keys():
+    stacked = RunKeys.for_seeds([3, 4, 9])
+    shuffle, dropout = stacked.epoch(2)
+    for i, seed in enumerate((3, 4, 9)):
+        one = RunKeys.from_seed(seed)
+        assert jax.random.key_data(stacked.init[i]).tolist() == \
+            jax.random.key_data(one.init).tolist()
+        for got, want in zip((shuffle[i], dropout[i]), one.epoch(2), strict=True):
+            assert jax.random.key_data(got).tolist() == jax.random.key_data(want).tolist()
+    model, optimizer = tiny_model(), optax.sgd(0.1)
+    states = init_train_states(model, optimizer, stacked)
+    single = init_train_state(model, optimizer, RunKeys.from_seed(4).init)
+    np.testing.assert_array_equal(states.params[2]["kernel"][1], single.params[2]["kernel"])
+

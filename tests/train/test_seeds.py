@@ -12,10 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from bnlab.train.engine import RunKeys, init_train_state, make_train_epoch
+from bnlab.train.engine import RunKeys, init_train_states, make_train_epoch
 from bnlab.train.seeds import over_seeds, seeds_to_run, spread
-from tests.synthetic import tiny_splits
-from tests.train.test_engine import tiny_model
+from tests.synthetic import tiny_model, tiny_splits
 
 IN_AXES = (0, None, None, 0, 0)  # state, images, labels, shuffle key, dropout key
 
@@ -24,11 +23,9 @@ def epoch_and_args(seeds: int):
     splits = tiny_splits()
     model, optimizer = tiny_model(), optax.sgd(0.05)
     epoch = make_train_epoch(model, optimizer, len(splits.y_train), 32)
-    keys = [RunKeys.from_seed(s) for s in range(seeds)]
-    state = jax.vmap(lambda k: init_train_state(model, optimizer, k))(
-        jnp.stack([k.init for k in keys]))
-    shuffle = jnp.stack([k.epoch(0)[0] for k in keys])
-    dropout = jnp.stack([k.epoch(0)[1] for k in keys])
+    keys = RunKeys.for_seeds(range(seeds))
+    state = init_train_states(model, optimizer, keys)
+    shuffle, dropout = keys.epoch(0)
     return epoch, (state, jnp.asarray(splits.x_train), jnp.asarray(splits.y_train), shuffle,
                    dropout)
 

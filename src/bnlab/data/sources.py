@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from bnlab.data.idx import gunzip
 from bnlab.errors import DataError, GzipError
-from bnlab.store import atomic_write_bytes
+from bnlab.io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from bnlab.data.datasets import DatasetSpec, IdxFile
@@ -52,7 +52,6 @@ class LocatedFile:
     path: Path
     origin: Origin
     sha256: str
-    verified: bool = True
 
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -61,30 +60,6 @@ Progress = Callable[[str, int, "int | None"], None]
 
 class _Rejected(Exception):
     """A mirror served something that is not the expected file; the message is the reason."""
-
-
-def locate_files(
-    spec: DatasetSpec,
-    *,
-    data_dir: Path | None = None,
-    cache_dir: Path,
-    system_dirs: Sequence[Path] | None = None,
-    mirrors: Sequence[str] | None = None,
-    download: bool = True,
-    timeout: float = 60.0,
-    on_progress: Progress | None = None,
-) -> list[LocatedFile]:
-    """Find, download if needed, and verify every file of `spec`; see the module docstring.
-
-    `system_dirs` and `mirrors` default to the spec's own; `on_progress` hears about each
-    download as it arrives. Returns one record per role in `spec.files()` order. Raises
-    `DataError` (one line: which file, where, how to fix).
-    """
-    found = read_files(
-        spec, data_dir=data_dir, cache_dir=cache_dir, system_dirs=system_dirs,
-        mirrors=mirrors, download=download, timeout=timeout, on_progress=on_progress,
-    )
-    return [record for record, _ in found.values()]
 
 
 def read_files(
@@ -98,9 +73,12 @@ def read_files(
     timeout: float = 60.0,
     on_progress: Progress | None = None,
 ) -> dict[str, tuple[LocatedFile, bytes]]:
-    """Like `locate_files`, but also return each file's decompressed IDX bytes.
+    """Find, download if needed, and verify every file of `spec` (see the module docstring);
+    return `{role: (record, decompressed IDX bytes)}` in `spec.files()` order.
 
-    Returns `{role: (record, raw_idx_bytes)}`; each file is decompressed and hashed once.
+    `system_dirs` and `mirrors` default to the spec's own; `on_progress` hears about each
+    download as it arrives. Each file is decompressed and hashed once. Raises `DataError`
+    (one line: which file, where, how to fix) at the first unusable file.
     """
     system_dirs = spec.system_dirs if system_dirs is None else tuple(system_dirs)
     mirrors = spec.mirrors if mirrors is None else tuple(mirrors)
@@ -159,8 +137,7 @@ def _read_one(
     if data_dir is not None:
         _check_data_dir(spec, data_dir)
         path = data_dir / file.name
-        fix = (f"put the original {file.name} in {data_dir}, or leave out --data-dir "
-               "(and unset BNLAB_DATA_DIR)")
+        fix = f"put the original {file.name} in {data_dir}, or leave out {{data_dir}}"
         if not path.is_file():
             raise DataError(f"{file.name} is missing from the data directory {data_dir}; {fix}")
         return _read_verified(role, path, "data-dir", file, fix=fix)
@@ -191,7 +168,7 @@ def _check_data_dir(spec: DatasetSpec, data_dir: Path) -> None:
     if not data_dir.is_dir():
         raise DataError(f"the data directory {data_dir} does not exist; give a folder "
                         f"holding the {len(spec.files())} .gz files of {spec.name}, or "
-                        "leave out --data-dir (and unset BNLAB_DATA_DIR)")
+                        "leave out {data_dir}")
 
 
 def _read_verified(
@@ -223,7 +200,8 @@ def _reinstall(spec: DatasetSpec) -> str:
 
 def _how_to_get(spec: DatasetSpec) -> str:
     apt = f"sudo apt-get install {spec.debian_package}, or " if spec.debian_package else ""
-    return f"{apt}pass --data-dir DIR holding the {len(spec.files())} .gz files of {spec.name}"
+    return (f"{apt}pass {{data_dir=DIR}} holding the {len(spec.files())} .gz files of "
+            f"{spec.name}")
 
 
 def _check_mirror(mirror: str) -> None:
@@ -321,7 +299,7 @@ def _fetch(url: str, file: IdxFile, *, timeout: float,
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-    """``store.atomic_write_bytes`` with a disk or permission problem as a DataError."""
+    """``io.atomic_write_bytes`` with a disk or permission problem as a DataError."""
     try:
         atomic_write_bytes(path, payload)
     except OSError as err:

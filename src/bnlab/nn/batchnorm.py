@@ -21,7 +21,7 @@ Inference is one affine map per feature:
 Keras's defaults are this module's defaults: momentum 0.99 on the old value, ε = 1e-3,
 biased stored variance, γ = 1, β = 0, moving_mean = 0, moving_variance = 1.
 
-Trainable parameters (``params``): ``gamma``, ``beta``. Non-trainable state (``state``):
+Trainable parameters (``params``): ``gamma``, ``beta``. Non-trainable state (``bn_state``):
 ``moving_mean``, ``moving_variance``. Both are dicts of ``(features,)`` float32 arrays.
 """
 
@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 
 from bnlab.errors import ConfigError
-from bnlab.nn.layers import MATMUL_PRECISION
 
 Array = jax.Array
 
@@ -103,7 +102,7 @@ class BatchNorm:
         return self.momentum if self.momentum_on == "old" else 1.0 - self.momentum
 
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        """``(params, state, out_shape)`` for inputs ``(batch, *in_shape)``; ``key`` unused."""
+        """``(params, bn_state, out_shape)`` for inputs ``(batch, *in_shape)``; ``key`` unused."""
         del key
         if len(in_shape) != 1:
             raise ConfigError(
@@ -116,23 +115,23 @@ class BatchNorm:
             params["gamma"] = jnp.ones((features,), jnp.float32)
         if self.center:
             params["beta"] = jnp.zeros((features,), jnp.float32)
-        state = {
+        bn_state = {
             "moving_mean": jnp.zeros((features,), jnp.float32),
             "moving_variance": jnp.ones((features,), jnp.float32),
         }
-        return params, state, in_shape
+        return params, bn_state, in_shape
 
     def apply(
         self,
         params: dict,
-        state: dict,
+        bn_state: dict,
         x: Array,
         *,
         train: bool,
         mask: Array | None = None,
         key: Array | None = None,
     ) -> tuple[Array, dict]:
-        """Normalize ``x: (batch, features)``; returns ``(y, new_state)``.
+        """Normalize ``x: (batch, features)``; returns ``(y, new_bn_state)``.
 
         ``mask: (batch,)`` bool marks the real rows of a padded batch (the ragged last
         batch of an epoch): statistics are taken over those rows only. In training a batch
@@ -140,15 +139,15 @@ class BatchNorm:
         """
         del key
         if not train:
-            scale, shift = inference_affine(params, state, self.epsilon)
-            return x * scale + shift, state
-        x_hat, new_state = self.normalize(state, x, mask=mask)
+            scale, shift = inference_affine(params, bn_state, self.epsilon)
+            return x * scale[None, :] + shift[None, :], bn_state
+        x_hat, new_bn_state = self.normalize(bn_state, x, mask=mask)
         gamma, beta = self.affine(params, x_hat)
-        return x_hat * gamma + beta, new_state
+        return x_hat * gamma[None, :] + beta[None, :], new_bn_state
 
-    def normalize(self, state: dict, x: Array, *,
+    def normalize(self, bn_state: dict, x: Array, *,
                   mask: Array | None = None) -> tuple[Array, dict]:
-        """Training-mode steps 1–3 of Algorithm 1: ``(x̂: (batch, features), new_state)``
+        """Training-mode steps 1–3 of Algorithm 1: ``(x̂: (batch, features), new_bn_state)``
         with the moving statistics updated; ``apply`` then scales and shifts."""
         if x.shape[0] == 1 and mask is None:
             raise ConfigError(
@@ -156,16 +155,16 @@ class BatchNorm:
                 "0 and the output would equal beta); use a larger batch or train=False"
             )
         mean, variance, count = batch_moments(x, mask, self.axis_name)
-        x_hat = (x - mean) * jax.lax.rsqrt(variance + self.epsilon)
+        x_hat = (x - mean[None, :]) * jax.lax.rsqrt(variance + self.epsilon)[None, :]
         if self.stored_variance == "unbiased":  # m/(m−1); one real row (masked) stays finite
             stored = variance * count / jnp.maximum(count - 1.0, 1.0)
         else:
             stored = variance
-        new_state = {
-            "moving_mean": _moving_average(state["moving_mean"], mean, self.decay),
-            "moving_variance": _moving_average(state["moving_variance"], stored, self.decay),
+        new_bn_state = {
+            "moving_mean": _moving_average(bn_state["moving_mean"], mean, self.decay),
+            "moving_variance": _moving_average(bn_state["moving_variance"], stored, self.decay),
         }
-        return x_hat, new_state
+        return x_hat, new_bn_state
 
     def affine(self, params: dict, x_hat: Array) -> tuple[Array, Array]:
         """``(γ, β)`` for ``x̂: (batch, features)`` as ``(features,)`` arrays: the learned
@@ -173,45 +172,6 @@ class BatchNorm:
         gamma = params["gamma"] if self.scale else jnp.ones(x_hat.shape[-1:], x_hat.dtype)
         beta = params["beta"] if self.center else jnp.zeros(x_hat.shape[-1:], x_hat.dtype)
         return gamma, beta
-
-
-@jax.custom_vjp
-def scale_shift_dense(x_hat: Array, gamma: Array, beta: Array, kernel: Array,
-                      bias: Array) -> Array:
-    """``(γ·x̂ + β) @ kernel + bias``: a BatchNorm's step 4 and the Dense layer after it,
-    ``x_hat: (batch, features)``, ``kernel: (features, units)`` → ``(batch, units)``.
-
-    Same values as the two layers one after the other; the difference is the backward pass.
-    With ``M = x̂ᵀ·dZ`` (the product the kernel's gradient needs anyway) and ``c = Σ_rows dZ``:
-
-        dkernel = γ·M + β⊗c,   dγ_i = Σ_j kernel_ij·M_ij,   dβ = kernel·c,   dbias = c,
-        dx̂ = (dZ·kernelᵀ)·γ
-
-    so γ and β get their gradients without the batch's input gradient ``dZ·kernelᵀ``. Where
-    nothing needs ``dx̂`` — a BatchNorm on the model's input, whose input is the data — XLA
-    drops that product: one (batch × units × features) matrix product less per step (the
-    largest single operation of a bn_after step, measured by ``benchmarks/profile_epoch.py``).
-    """
-    y = x_hat * gamma + beta
-    return jnp.matmul(y, kernel, precision=MATMUL_PRECISION) + bias
-
-
-def _scale_shift_dense_forward(x_hat, gamma, beta, kernel, bias):
-    return scale_shift_dense(x_hat, gamma, beta, kernel, bias), (x_hat, gamma, beta, kernel)
-
-
-def _scale_shift_dense_backward(residuals, dz):
-    x_hat, gamma, beta, kernel = residuals
-    m = jnp.matmul(x_hat.T, dz, precision=MATMUL_PRECISION)  # (features, units)
-    c = dz.sum(axis=0)  # (units,)
-    dkernel = gamma[:, None] * m + beta[:, None] * c
-    dgamma = jnp.sum(kernel * m, axis=1)
-    dbeta = jnp.matmul(kernel, c, precision=MATMUL_PRECISION)
-    dx_hat = jnp.matmul(dz, kernel.T, precision=MATMUL_PRECISION) * gamma
-    return dx_hat, dgamma, dbeta, dkernel, c
-
-
-scale_shift_dense.defvjp(_scale_shift_dense_forward, _scale_shift_dense_backward)
 
 
 def batch_moments(
@@ -235,23 +195,24 @@ def batch_moments(
         total = jax.lax.psum(total, axis_name)
         row_sum = jax.lax.psum(row_sum, axis_name)
     mean = row_sum / total
-    centred = real - mean if mask is None else jnp.where(mask[:, None], x - mean, 0.0)
+    centred = (real - mean[None, :] if mask is None
+               else jnp.where(mask[:, None], x - mean[None, :], 0.0))
     square_sum = jnp.sum(centred * centred, axis=0)
     if axis_name is not None:
         square_sum = jax.lax.psum(square_sum, axis_name)
     return mean, square_sum / total, total
 
 
-def inference_affine(params: dict, state: dict, epsilon: float) -> tuple[Array, Array]:
+def inference_affine(params: dict, bn_state: dict, epsilon: float) -> tuple[Array, Array]:
     """The inference-mode BN as ``y = scale · x + shift`` with ``(features,)`` arrays.
 
     ``scale = γ / √(moving_variance + ε)``, ``shift = β − moving_mean · scale``; this is
     the map that folds into a neighbouring Dense layer for deployment.
     """
-    scale = jax.lax.rsqrt(state["moving_variance"] + epsilon)
+    scale = jax.lax.rsqrt(bn_state["moving_variance"] + epsilon)
     if "gamma" in params:
         scale = scale * params["gamma"]
-    shift = -state["moving_mean"] * scale
+    shift = -bn_state["moving_mean"] * scale
     if "beta" in params:
         shift = shift + params["beta"]
     return scale, shift

@@ -2,14 +2,14 @@
 
 Every layer follows one protocol (BatchNorm in ``batchnorm.py`` too):
 
-    init(key, in_shape)  -> (params, state, out_shape)        in_shape excludes the batch axis
-    apply(params, state, x, *, train, mask=None, key=None) -> (y, new_state)
+    init(key, in_shape)  -> (params, bn_state, out_shape)     in_shape excludes the batch axis
+    apply(params, bn_state, x, *, train, mask=None, key=None) -> (y, new_bn_state)
 
-``params`` holds trainable arrays, ``state`` non-trainable ones; both are dicts (empty for
-layers without any). Keras conventions are the defaults: Dense uses ``glorot_uniform``
-kernels and zero biases; ``he_normal`` is Keras's *truncated* normal (JAX's
-``jax.nn.initializers.he_normal`` is the same: VarianceScaling(2, fan_in, truncated normal,
-stddev divided by 0.87962566)); LeakyReLU's negative slope is 0.3.
+``params`` holds trainable arrays, ``bn_state`` non-trainable ones (a BatchNorm's moving
+statistics); both are dicts (empty for layers without any). Keras conventions are the
+defaults: Dense uses ``glorot_uniform`` kernels and zero biases; ``he_normal`` is Keras's
+*truncated* normal (JAX's ``jax.nn.initializers.he_normal`` is the same: VarianceScaling(2,
+fan_in, truncated normal, stddev divided by 0.87962566)); LeakyReLU's negative slope is 0.3.
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ class Flatten:
         del key
         return {}, {}, (math.prod(in_shape),)
 
-    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+    def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
-        return x.reshape(x.shape[0], -1), state
+        return x.reshape(x.shape[0], -1), bn_state
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,12 @@ class Dense:
     def pre_activation(self, params: dict, x: Array) -> Array:
         """``x @ kernel + bias``: ``(batch, in) -> (batch, units)``."""
         z = jnp.matmul(x, params["kernel"], precision=MATMUL_PRECISION)
-        return z + params["bias"] if self.use_bias else z
+        return z + params["bias"][None, :] if self.use_bias else z
 
-    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+    def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del train, mask, key
-        return self.activate(self.pre_activation(params, x)), state
+        return self.activate(self.pre_activation(params, x)), bn_state
 
     def activate(self, z: Array) -> Array:
         """The activation applied to a pre-activation ``z: (batch, units)``."""
@@ -130,10 +130,10 @@ class Activation:
         del key
         return {}, {}, in_shape
 
-    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+    def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
-        return ACTIVATIONS[self.name](x), state
+        return ACTIVATIONS[self.name](x), bn_state
 
 
 @dataclass(frozen=True)
@@ -146,10 +146,10 @@ class LeakyReLU:
         del key
         return {}, {}, in_shape
 
-    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+    def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
-        return jax.nn.leaky_relu(x, self.negative_slope), state
+        return jax.nn.leaky_relu(x, self.negative_slope), bn_state
 
 
 @dataclass(frozen=True)
@@ -167,12 +167,12 @@ class Dropout:
         del key
         return {}, {}, in_shape
 
-    def apply(self, params: dict, state: dict, x: Array, *, train: bool,
+    def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, mask
         if not train or self.rate == 0.0:
-            return x, state
+            return x, bn_state
         if key is None:
             raise ConfigError("Dropout in training needs a PRNG key")
         keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)
-        return jnp.where(keep, x / (1.0 - self.rate), 0.0), state
+        return jnp.where(keep, x / (1.0 - self.rate), 0.0), bn_state

@@ -1,4 +1,4 @@
-"""What bnlab prints: Keras-style summaries, epoch lines and result tables (Rich)."""
+"""What bnlab prints: Keras-style epoch lines, result tables and verdicts (Rich)."""
 
 from __future__ import annotations
 
@@ -7,55 +7,17 @@ from collections.abc import Sequence
 import numpy as np
 from rich.table import Table
 
-from bnlab.experiments.runner import EpochLog, VariantResult
-from bnlab.nn.batchnorm import BatchNorm
-from bnlab.nn.model import KERAS_TYPE_NAMES, Sequential, layer_variables, param_counts
+from bnlab.analysis.stats import PairedComparison
+from bnlab.errors import OptionRenderer, python_option, render_options
+from bnlab.store.runs import Run
+from bnlab.train.loop import EpochRecord
 
 
-def summary_table(model: Sequential) -> Table:
-    """Keras ``model.summary()``: layer (type), output shape, params, and the totals."""
-    table = Table(title=f'Model: "{model.name}"', title_justify="left")
-    table.add_column("Layer (type)")
-    table.add_column("Output Shape")
-    table.add_column("Param #", justify="right")
-    per_layer: dict[str, int] = {}
-    for layer_name, _, shape, _ in layer_variables(model):
-        per_layer[layer_name] = per_layer.get(layer_name, 0) + int(np.prod(shape))
-    for layer, name, shape in zip(model.layers, model.layer_names, model.output_shapes,
-                                  strict=True):
-        type_name = KERAS_TYPE_NAMES[type(layer)][0]
-        table.add_row(f"{name} ({type_name})", str((None, *shape)),
-                      f"{per_layer.get(name, 0):,}")
-    counts = param_counts(model)
-    bn_layers = sum(isinstance(layer, BatchNorm) for layer in model.layers)
-    table.caption = (
-        f"Total params: {counts['total']:,}   Trainable params: {counts['trainable']:,}   "
-        f"Non-trainable params: {counts['non_trainable']:,}\n"
-        f"PyTorch view: {counts['trainable']:,} parameters; buffers: "
-        f"{counts['non_trainable']:,} running statistics + {bn_layers} num_batches_tracked"
-    )
-    table.caption_justify = "left"
-    return table
-
-
-def variables_table(model: Sequential) -> Table | None:
-    """Each BN layer's variables with their trainable flag (as the notebook lists them)."""
-    rows = [r for r in layer_variables(model) if r[0].startswith("batch_normalization")]
-    if not rows:
-        return None
-    table = Table(title="BatchNormalization variables", title_justify="left")
-    for column in ("layer", "variable", "shape", "trainable"):
-        table.add_column(column)
-    for layer_name, variable, shape, trainable in rows:
-        table.add_row(layer_name, variable, str(shape), "yes" if trainable else "no")
-    return table
-
-
-def epoch_line(log: EpochLog) -> str:
-    """Keras ``verbose=2`` line; with several seeds, metrics are means over seeds."""
-    parts = [f"{log.steps}/{log.steps}", f"{log.seconds:.2f}s/epoch",
-             f"{1000 * log.seconds / log.steps:.2f}ms/step"]
-    for metric, values in log.metrics.items():
+def epoch_line(record: EpochRecord) -> str:
+    """Keras ``verbose=2`` line; with several seeds, metrics are means ± sd over seeds."""
+    parts = [f"{record.steps}/{record.steps}", f"{record.seconds:.2f}s/epoch",
+             f"{1000 * record.seconds / record.steps:.2f}ms/step"]
+    for metric, values in record.metrics.items():
         text = f"{metric}: {values.mean():.4f}"
         if len(values) > 1:
             text += f" ±{values.std(ddof=1):.4f}"
@@ -63,25 +25,51 @@ def epoch_line(log: EpochLog) -> str:
     return " - ".join(parts)
 
 
-def results_table(results: Sequence[VariantResult]) -> Table:
-    """Final validation and test metrics per variant (mean ± sd over seeds)."""
-    seeds = len(results[0].seeds)
+def results_table(run: Run) -> Table:
+    """Final validation and test metrics per variant (mean ± sd over seeds), seconds per
+    epoch and compile seconds; an unfinished run shows the epochs each variant finished."""
+    seeds = run.config.seeds
     title = "Results after training" + (f" (mean ± sd over {seeds} seeds)" if seeds > 1 else "")
+    if not run.complete:
+        title = "Results so far (unfinished run)"
     table = Table(title=title, title_justify="left")
-    for column in ("model", "val_accuracy", "val_loss", "test_accuracy", "test_loss",
-                   "s/epoch", "compile s"):
+    columns = ["model", *([] if run.complete else ["epochs"]), "val_accuracy", "val_loss",
+               "test_accuracy", "test_loss", "s/epoch", "compile s"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
-    for result in results:
-        table.add_row(
-            result.name,
-            mean_sd(result.history["val_accuracy"][:, -1]),
-            mean_sd(result.history["val_loss"][:, -1]),
-            mean_sd(result.test_accuracy),
-            mean_sd(result.test_loss),
-            f"{np.median(result.epoch_seconds[1:] or result.epoch_seconds):.2f}",
-            f"{result.compile_seconds:.1f}",
-        )
+    for variant in run.config.variants:
+        history = run.histories.get(variant.name)
+        summary = (run.summary or {}).get(variant.name)
+        epochs = [] if run.complete else [str(history.epochs if history else 0)]
+        if history is None:
+            table.add_row(variant.name, *epochs, *["not started"] * 4, "—", "—")
+            continue
+        tests = ([mean_sd(summary.test_accuracy), mean_sd(summary.test_loss),
+                  f"{summary.seconds_per_epoch:.2f}", f"{summary.compile_seconds:.1f}"]
+                 if summary is not None else ["unfinished", "unfinished", "—", "—"])
+        table.add_row(variant.name, *epochs, mean_sd(history.final("val_accuracy")),
+                      mean_sd(history.final("val_loss")), *tests)
     return table
+
+
+def verdict_lines(run: Run, option: OptionRenderer = python_option) -> list[str]:
+    """What ``bnlab seed`` and ``bnlab show`` print after the table (Rich markup): the
+    seed-paired verdicts, or with one seed the differences and why there is no verdict
+    (naming the seeds option as ``option`` renders it)."""
+    if len(run.histories) < 2 or not run.complete:
+        return []
+    comparisons = run.comparisons()
+    if comparisons[0].n == 1:
+        return [render_options(one_seed_differences(comparisons), option)]
+    return ["[bold]Verdicts[/] (seed-paired t-tests on final validation accuracy):",
+            *(f"  • {comparison.verdict}" for comparison in comparisons)]
+
+
+def one_seed_differences(comparisons: Sequence[PairedComparison]) -> str:
+    differences = ", ".join(f"{c.name_a} − {c.name_b} {100 * c.mean_difference:+.2f}"
+                            for c in comparisons)
+    return ("One seed: no verdict (a seed-paired test needs ≥ 2 seeds; try {seeds=5}). "
+            f"Differences in final validation accuracy, points: {differences}")
 
 
 def mean_sd(values: np.ndarray) -> str:

@@ -20,34 +20,33 @@ from pathlib import Path
 
 import numpy as np
 
-from bnlab.analysis.stats import compare_final_accuracy, summarize_over_seeds
-from bnlab.data.datasets import DATASETS
+from bnlab.analysis.stats import summarize_over_seeds
+from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.errors import BnlabError
-from bnlab.experiments.config import ExperimentConfig, VariantConfig, config_from_dict
-from bnlab.nn.model import param_counts
-from bnlab.report.console import summary_table
-from bnlab.report.plots import render_learning_curves
-from bnlab.store import RunRecord, atomic_write_bytes
+from bnlab.io import atomic_write_bytes
+from bnlab.nn.summary import summarize
+from bnlab.report.plots import figure_bytes, learning_curves
+from bnlab.store.runs import Run
 
 CONFIDENCE = 0.95
 RESULT_METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 
 
-def write_report(runs: Sequence[RunRecord], out: Path) -> Path:
+def write_report(runs: Sequence[Run], out: Path) -> Path:
     """Write the report of ``runs`` to ``out`` atomically and return ``out``."""
     atomic_write_bytes(out, render_report(runs).encode("utf-8"))
     return out
 
 
-def render_report(runs: Sequence[RunRecord]) -> str:
+def render_report(runs: Sequence[Run]) -> str:
     """The report of ``runs`` as one HTML document (a string)."""
     if not runs:
         raise BnlabError("no runs to report; pass at least one run folder")
-    title = ("bnlab report: " + runs[0].config["name"] if len(runs) == 1
+    title = ("bnlab report: " + runs[0].config.name if len(runs) == 1
              else f"bnlab report: {len(runs)} runs")
     contents = ""
     if len(runs) > 1:
-        items = "".join(f'<li><a href="#run-{i}">{_e(run.config["name"])}</a> '
+        items = "".join(f'<li><a href="#run-{i}">{_e(run.config.name)}</a> '
                         f'<span class="muted">{_e(run.path.name)}</span></li>'
                         for i, run in enumerate(runs, 1))
         contents = f'<nav><h2>Runs</h2><ol>{items}</ol></nav>'
@@ -75,8 +74,8 @@ the mean.</p></header>
 """
 
 
-def _run_section(run: RunRecord, anchor: str) -> str:
-    config = config_from_dict(run.config)
+def _run_section(run: Run, anchor: str) -> str:
+    config = run.config
     if run.complete:
         status = '<span class="badge ok">complete</span>'
     else:
@@ -98,7 +97,7 @@ def _run_section(run: RunRecord, anchor: str) -> str:
 </section>"""
 
 
-def _experiment_table(run: RunRecord, config: ExperimentConfig) -> str:
+def _experiment_table(run: Run, config: ExperimentConfig) -> str:
     env = run.environment
     optimizer = f"{config.optimizer.name}, learning rate {config.optimizer.learning_rate:g}"
     if config.optimizer.args:
@@ -130,7 +129,7 @@ def _experiment_table(run: RunRecord, config: ExperimentConfig) -> str:
     return f'<table class="facts">{body}</table>'
 
 
-def _results_table(run: RunRecord, config: ExperimentConfig) -> str:
+def _results_table(run: Run, config: ExperimentConfig) -> str:
     head = "".join(f'<th class="num">{m}</th>' for m in RESULT_METRICS)
     rows = []
     for variant in config.variants:
@@ -138,11 +137,11 @@ def _results_table(run: RunRecord, config: ExperimentConfig) -> str:
         if history is None:
             cells = '<td class="muted" colspan="5">not started</td>'
         else:
-            finals = {m: history[m][:, -1] for m in ("val_accuracy", "val_loss")}
+            finals = {m: history.final(m) for m in ("val_accuracy", "val_loss")}
             summary = (run.summary or {}).get(variant.name)
-            for metric in ("test_accuracy", "test_loss"):
-                finals[metric] = None if summary is None else np.asarray(summary[metric])
-            cells = f'<td class="num">{history["loss"].shape[1]}</td>' + "".join(
+            finals["test_accuracy"] = None if summary is None else summary.test_accuracy
+            finals["test_loss"] = None if summary is None else summary.test_loss
+            cells = f'<td class="num">{history.epochs}</td>' + "".join(
                 _metric_cell(finals[m]) for m in RESULT_METRICS)
         rows.append(f"<tr><td>{_e(variant.name)}</td>{cells}</tr>")
     note = "" if run.complete else (
@@ -163,7 +162,7 @@ def _metric_cell(values: np.ndarray | None) -> str:
             f'<div class="ci">{CONFIDENCE:.0%} CI [{s.ci_low:.4f}, {s.ci_high:.4f}]</div></td>')
 
 
-def _verdicts(run: RunRecord, config: ExperimentConfig) -> str:
+def _verdicts(run: Run, config: ExperimentConfig) -> str:
     if len(config.variants) < 2:
         return ""
     heading = "<h3>Verdicts</h3>"
@@ -171,7 +170,7 @@ def _verdicts(run: RunRecord, config: ExperimentConfig) -> str:
         return (f'{heading}<p class="note">Verdicts compare the final validation accuracy; they '
                 "appear when the run is complete.</p>")
     try:
-        comparisons = compare_final_accuracy(run.histories, config.epochs)
+        comparisons = run.comparisons()
     except BnlabError as err:
         return f'{heading}<p class="note">No verdicts: {_e(err)}</p>'
     items = "".join(f'<li class="{"win" if c.winner else "tie"}">{_e(c.verdict)}</li>'
@@ -194,11 +193,12 @@ def _verdicts(run: RunRecord, config: ExperimentConfig) -> str:
             f'difference is the same).</p><ul class="verdicts">{items}</ul>{table}')
 
 
-def _curves(run: RunRecord) -> str:
+def _curves(run: Run) -> str:
     if not run.histories:
         return '<p class="note">No epoch has finished yet.</p>'
-    image = render_learning_curves(run.histories, title=run.path.name)
-    data = base64.b64encode(image).decode("ascii")
+    figure = learning_curves({n: h.per_seed for n, h in run.histories.items()},
+                             title=run.path.name)
+    data = base64.b64encode(figure_bytes(figure)).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="Loss and accuracy per '
             f'epoch of {_e(", ".join(run.histories))}, training (left) and validation (right)">'
             "<figcaption>Loss (top) and accuracy (bottom) per epoch, training (left) and "
@@ -207,28 +207,11 @@ def _curves(run: RunRecord) -> str:
 
 
 def _model_summary(variant: VariantConfig, config: ExperimentConfig) -> str:
-    """Keras ``model.summary()`` as a table: the rows of ``console.summary_table``."""
-    spec = DATASETS.get(config.dataset)
-    model = (variant.build(spec.train_images.shape[1:]) if spec is not None
-             else variant.build())
-    table = summary_table(model)
-    rows = []
-    for layer, shape, params in zip(*(column.cells for column in table.columns), strict=True):
-        name, _, type_name = str(layer).rpartition(" (")  # "dense_1 (Dense)"
-        rows.append(f'<tr><td>{_e(name)} <span class="type">({_e(type_name)}</span></td>'
-                    f'<td><code>{_e(shape)}</code></td><td class="num">{_e(params)}</td></tr>')
-    counts = param_counts(model)
-    pytorch = str(table.caption).splitlines()[-1]  # "PyTorch view: …", as `bnlab summary`
+    """A model's card: its name, where it comes from, and its summary's own HTML."""
     origin = f"preset {variant.model}" if variant.model else "custom layers"
-    return f"""<div class="model"><h4>{_e(variant.name)}
-<span class="muted">{_e(origin)}</span></h4>
-<table class="summary"><thead><tr><th>Layer (type)</th><th>Output Shape</th>
-<th class="num">Param #</th></tr></thead><tbody>{"".join(rows)}</tbody></table>
-<dl class="totals">
-<dt>Total params</dt><dd>{counts["total"]:,}</dd>
-<dt>Trainable params</dt><dd>{counts["trainable"]:,}</dd>
-<dt>Non-trainable params</dt><dd>{counts["non_trainable"]:,}</dd>
-</dl><p class="pytorch">{_e(pytorch)}</p></div>"""
+    summary = summarize(variant.build(config.input_shape()))
+    return (f'<div class="model"><h4>{_e(variant.name)} <span class="muted">{_e(origin)}'
+            f"</span></h4>{summary._repr_html_()}</div>")
 
 
 def _e(value: object) -> str:
@@ -287,6 +270,9 @@ figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 table.summary { width: 100%; font-size: 13px; }
 table.summary th, table.summary td { padding: 3px 6px; }
 table.summary td:nth-child(2) { white-space: nowrap; }
+table.variables { font-size: 12px; margin-top: 8px; }
+table.variables th, table.variables td { padding: 2px 6px; }
+.bnlab-summary p { margin: 0 0 4px; }
 .type { display: block; color: var(--muted); font-size: 12px; }
 dl.totals { display: grid; grid-template-columns: auto auto; gap: 0 12px; margin: 10px 0 4px;
   font-size: 13px; }

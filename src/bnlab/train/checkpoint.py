@@ -2,8 +2,9 @@
 
 A checkpoint is ONE file written atomically, ``<stem>.safetensors``: every leaf of the
 TrainState (params, BN statistics, optimizer state) named by its pytree path, e.g.
-``.params[1]['gamma']``, the raw PRNG key data as ``keys/<name>``, and in the safetensors
-header (``__metadata__``) the JSON document ``{"epoch": completed epochs, **metadata}``. A
+``.params[1]['gamma']``, and in the safetensors header (``__metadata__``) the JSON document
+``{"epoch": completed epochs, **metadata}``. No PRNG key is stored: an epoch's keys derive
+from the seed and the epoch number (``engine.RunKeys``). A
 kill at any moment leaves the previous checkpoint or the new one, never a mix. A copy of the
 JSON is written beside it as ``<stem>.json`` for people and tools to read; loading never
 relies on it.
@@ -24,16 +25,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from bnlab.errors import BnlabError
-from bnlab.store import atomic_write_bytes, atomic_write_json, json_default
+from bnlab.io import atomic_write_bytes, atomic_write_json, json_default
 
 
-def save_checkpoint(stem: Path, state: Any, *, epoch: int, keys: dict[str, jax.Array],
-                    metadata: dict[str, Any]) -> None:
-    """Write ``state`` (any pytree of arrays), the PRNG ``keys`` and JSON ``metadata``."""
+def save_checkpoint(stem: Path, state: Any, *, epoch: int, metadata: dict[str, Any]) -> None:
+    """Write ``state`` (any pytree of arrays) and the JSON ``metadata``."""
     arrays = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
-    arrays.update({f"keys/{name}": np.asarray(jax.random.key_data(key))
-                   for name, key in keys.items()})
     document = {"epoch": epoch, **metadata}
     text = json.dumps(document, default=json_default)
     atomic_write_bytes(stem.with_suffix(".safetensors"), save(arrays, metadata={"bnlab": text}))
@@ -44,8 +42,8 @@ def load_checkpoint(stem: Path, template: Any) -> tuple[Any, int, dict[str, Any]
     """Restore ``(state, epoch, metadata)``; ``template`` gives the tree structure and shapes."""
     path = stem.with_suffix(".safetensors")
     if not path.is_file():
-        raise BnlabError(f"checkpoint {path} is missing; rerun without --resume to start "
-                         "over")
+        raise BnlabError(f"checkpoint {path} is missing; rerun without {{resume=True}} to "
+                         "start over")
     try:
         with safe_open(str(path), framework="numpy") as handle:
             metadata = json.loads(handle.metadata()["bnlab"])
@@ -53,13 +51,13 @@ def load_checkpoint(stem: Path, template: Any) -> tuple[Any, int, dict[str, Any]
         epoch = int(metadata["epoch"])
     except (SafetensorError, KeyError, TypeError, ValueError) as err:
         raise BnlabError(f"{path} is not a bnlab checkpoint ({err}); delete the run folder "
-                         "and rerun without --resume") from None
+                         "and rerun without {resume=True}") from None
     leaves = []
     for key_path, leaf in jax.tree_util.tree_leaves_with_path(template):
         name = jax.tree_util.keystr(key_path)
         if name not in arrays or arrays[name].shape != np.shape(leaf):
             raise BnlabError(f"{path} does not fit this experiment ({name} is missing or has "
-                             "another shape); rerun without --resume")
+                             "another shape); rerun without {resume=True}")
         leaves.append(arrays[name])
     state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
     return state, epoch, metadata

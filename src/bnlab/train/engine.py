@@ -11,12 +11,13 @@ The epoch's ``loss`` and ``accuracy`` are what Keras prints: means over all trai
 samples seen in the epoch (each batch's mean loss weighted by its number of rows).
 
 All functions are pure: ``TrainState`` and keys flow in and out, so ``jax.vmap`` over a
-leading seed axis of the state and key batches seeds (see ``make_train_epoch(seeds=...)``).
+leading seed axis of the state and the keys trains several seeds in one program
+(``train.seeds.over_seeds``, ``train.trainer.SeedBatchTrainer``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -25,6 +26,7 @@ import optax
 
 from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.fused import apply_training
 from bnlab.nn.model import Sequential
 
 Array = jax.Array
@@ -47,7 +49,8 @@ class EpochMetrics(NamedTuple):
 
 
 class RunKeys(NamedTuple):
-    """The keys of one run, split visibly from its root seed."""
+    """The keys of one run, split visibly from its root seed; or of several runs, each
+    field then a ``(seeds,)`` key array (``for_seeds``)."""
 
     init: Array
     shuffle: Array
@@ -58,26 +61,33 @@ class RunKeys(NamedTuple):
         init, shuffle, dropout = jax.random.split(jax.random.key(seed), 3)
         return cls(init, shuffle, dropout)
 
+    @classmethod
+    def for_seeds(cls, seeds: Sequence[int]) -> RunKeys:
+        """``from_seed`` of every seed, stacked: each field ``(len(seeds),)``."""
+        return jax.tree_util.tree_map(lambda *keys: jnp.stack(keys),
+                                      *[cls.from_seed(seed) for seed in seeds])
+
     def epoch(self, epoch: int) -> tuple[Array, Array]:
-        """``(shuffle_key, dropout_key)`` for a 0-based epoch (same seed → same keys)."""
-        return jax.random.fold_in(self.shuffle, epoch), jax.random.fold_in(self.dropout, epoch)
+        """``(shuffle_key, dropout_key)`` for a 0-based epoch (same seed → same keys), each
+        with the seed axis of these keys."""
+        fold_in = jax.random.fold_in
+        if jnp.ndim(self.shuffle):
+            fold_in = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+        return fold_in(self.shuffle, epoch), fold_in(self.dropout, epoch)
 
 
 def compiler_options() -> dict[str, bool | int]:
-    """XLA options for bnlab's compiled programs (``jit(...).lower(...).compile(options)``).
+    """bnlab's XLA options for its compiled programs on JAX's default backend
+    (``jit(...).lower(...).compile(options)``).
 
     CPU: copy insertion with region analysis. Without it XLA copies a weight matrix at every
     step when the step both reads it and updates it in place (the BN models' first kernel,
-    784×300, whose input gradient feeds the input BatchNorm: ≈ 10% of a step). Measured 12%
-    less time per epoch for bn_after / bn_before and 3% for the baseline, identical results
-    (``benchmarks/profile_epoch.py`` shows the copies).
+    784×300, whose input gradient feeds the input BatchNorm); results are identical.
 
     GPU: no GEMM autotuning (``xla_gpu_autotune_level`` 0: XLA's default kernel choice instead
-    of compiling and timing candidates). Measured on an H200 (``benchmarks/compile_options.py``,
-    bn_after): compilation 14.1 → 4.7 s with 16 CPU cores (40 s or more → 6.2 s on 2), for
-    6% (one seed) to 23% (five seeds) more time per epoch: 9–10 s saved against 0.01–0.04 s
-    per epoch, so autotuning would pay only after 220 (five seeds) to 1,000 (one seed) epochs
-    of one compiled program. The persistent compilation cache keeps either choice for reruns.
+    of compiling and timing candidates), which cuts compilation by seconds per program for a
+    few percent per epoch. Both trade-offs are measured by ``benchmarks/compile_options.py``
+    and ``benchmarks/profile_epoch.py`` (results in ``benchmarks/results/``).
     """
     backend = jax.default_backend()
     if backend == "cpu":
@@ -112,9 +122,18 @@ def init_train_state(model: Sequential, optimizer: optax.GradientTransformation,
     return TrainState(params, bn_state, optimizer.init(params))
 
 
+def init_train_states(model: Sequential, optimizer: optax.GradientTransformation,
+                      keys: RunKeys) -> TrainState:
+    """``init_train_state`` for every seed of ``RunKeys.for_seeds``: leaves ``(seeds, …)``."""
+    return jax.vmap(lambda key: init_train_state(model, optimizer, key))(keys.init)
+
+
 def scale_pixels(images: Array) -> Array:
-    """``uint8 (batch, …) → float32`` in [0, 1] (the notebook's ``X / 255.0``)."""
-    return images.astype(jnp.float32) / 255.0
+    """Model inputs from stored images: ``uint8`` pixels become float32 in [0, 1] (the
+    notebook's ``X / 255.0``); floating-point inputs are used as they are, in float32."""
+    if images.dtype == jnp.uint8:
+        return images.astype(jnp.float32) / 255.0
+    return images.astype(jnp.float32)
 
 
 def make_train_epoch(
@@ -134,7 +153,7 @@ def make_train_epoch(
     row_mask = (jnp.arange(padded) < n_samples).reshape(steps, batch_size)
 
     def loss_fn(params, bn_state, x, y, mask, key):
-        logits, new_bn_state = model.apply(params, bn_state, x, train=True, mask=mask, key=key)
+        logits, new_bn_state = apply_training(model, params, bn_state, x, mask=mask, key=key)
         per_row = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         count = mask.sum().astype(per_row.dtype)
         loss = jnp.sum(jnp.where(mask, per_row, 0.0)) / count  # padded rows count nowhere
@@ -146,7 +165,7 @@ def make_train_epoch(
     def train_epoch(state: TrainState, images: Array, labels: Array, shuffle_key: Array,
                     dropout_key: Array) -> tuple[TrainState, EpochMetrics]:
         # Rows are gathered as flat vectors, then reshaped back (free): in the BN models XLA's
-        # CPU gather of (28, 28) rows took 3× as long (benchmarks/README.md, "Batch gather").
+        # CPU gather of (28, 28) rows is slower (measured in benchmarks/results/).
         flat_images = images.reshape(images.shape[0], -1)
 
         def train_step(state: TrainState, batch):

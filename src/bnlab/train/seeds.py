@@ -2,8 +2,9 @@
 
 A run's seeds differ only in their keys, so one compiled program can train all of them: the
 per-seed ``TrainState`` and keys carry a leading seed axis, and ``over_seeds`` maps a
-single-seed function over it. How the seeds share the machine is a speed choice measured in
-``benchmarks/seed_batching.py``; every layout gives each seed the numbers it would get alone.
+single-seed function over it. How the seeds share the machine is a speed choice (measured by
+``benchmarks/seed_batching.py``); every layout gives each seed the numbers it would get alone,
+up to float rounding.
 """
 
 from __future__ import annotations
@@ -48,15 +49,10 @@ def seeds_per_vmap(devices: int) -> int | None:
     """Seeds per vmapped group on each of ``devices`` devices of JAX's default backend
     (``None``: all of a device's seeds in one vmap).
 
-    Measured per model-epoch, interleaved (``benchmarks/seed_batching.py``, benchmarks/README.md).
-    CPU, with one device per core (2-core Zen 4 VM): up to 3 seeds per vmap; 10 seeds of
-    baseline / bn_after took 0.41 / 0.50 s in groups of 3 against 0.45 / 0.61 in groups of 5.
-    CPU, one device using every core: up to 5; 10 seeds took 0.57 / 0.85 s in groups of 5
-    against 0.61 / 1.00 in groups of 3, and one vmap of 10 was up to 1.2× slower than ten
-    separate runs (the working set leaves the cache). GPU: a batch-32 step leaves the device
-    mostly idle, so every seed goes into one vmap; on an H200 one vmap of 10 seeds took 0.014 /
-    0.023 s per model-epoch against 0.022 / 0.040 in groups of 5, and 50 seeds of the baseline
-    0.006 s against 0.020.
+    CPU with one device per core: up to 3; CPU with one device for all cores: up to 5 (a
+    larger vmap's working set leaves the cache). GPU: a batch-32 step leaves the device
+    mostly idle, so every seed goes into one vmap. These are the fastest groupings that
+    ``benchmarks/seed_batching.py`` measured (``benchmarks/results/``).
     """
     if jax.default_backend() != "cpu":
         return None
@@ -76,9 +72,8 @@ def seeds_to_run(seeds: Sequence[int],
     """``seeds`` as ``over_seeds`` runs them on ``devices`` (default: every device of JAX's
     default backend): the last seed repeated until they fill every device used (``spread``),
     e.g. 5 seeds on 2 devices → 6. A caller that keeps its seed-stacked state at this size
-    (``runner.VariantTrainer``, with ``pad_seeds``) spares every program the padding and
-    un-padding of each leaf, which about doubled compilation (benchmarks/README.md, "Seeds
-    padded once")."""
+    (``trainer.SeedBatchTrainer``, with ``pad_seeds``) spares every program the padding and
+    un-padding of each leaf, which would otherwise about double its compilation."""
     used, per_device = spread(len(seeds), len(jax.devices() if devices is None else devices))
     return (*seeds, *[seeds[-1]] * (used * per_device - len(seeds)))
 
@@ -99,13 +94,12 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
     the ``bnlab`` command gives the CPU backend one device per core), as ``spread`` says, with
     ``jax.shard_map``; the seed axis is padded by repeating the last seed where needed, and the
     repeats are dropped from the outputs (5 seeds on 2 devices run as 3 + 3; callers that pad
-    once themselves, ``seeds_to_run``, compile faster). A batch-32
-    product is too small to keep two threads busy, so on the 2-core Zen 4 VM 5 seeds spread
-    over two CPU devices cost 1.3–1.5× less per model-epoch than on one device using both
-    cores for every product (``benchmarks/seed_batching.py``). On each device:
+    once themselves, ``seeds_to_run``, compile faster). A batch-32 product is too small to
+    keep two threads busy, so seeds spread over one CPU device per core train faster than on
+    one device using every core for each product. On each device:
 
     - one seed: a plain call, the axis dropped and restored (a vmap of size 1 turns every
-      matrix product into a batched one, measured 1.1–1.7× slower per epoch on CPU);
+      matrix product into a batched one, which is slower on CPU);
     - up to ``group`` seeds: ``jax.vmap``; ``group=None`` takes ``seeds_per_vmap`` (on CPU 3
       when the seeds spread over several devices, 5 on one; every seed elsewhere);
     - more: ``jax.lax.map`` over groups of ``group`` seeds, each group vmapped (the last may

@@ -26,8 +26,10 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from werkzeug.test import Client
 
-from bnlab.experiments.config import ExperimentConfig, OptimizerConfig, VariantConfig
-from bnlab.report.tensorboard import TensorBoardLogger, variant_hparams
+from bnlab.config.experiment import ExperimentConfig, VariantConfig
+from bnlab.config.optimizer import OptimizerConfig
+from bnlab.experiments.runner import variant_hparams
+from bnlab.store.tensorboard import TensorBoardLogger
 
 SEEDS = (42, 43)
 EPOCHS = 3
@@ -175,7 +177,7 @@ def test_a_killed_process_keeps_every_epoch_that_log_epoch_returned_from(tmp_pat
         import os, signal
         from pathlib import Path
         import numpy as np
-        from bnlab.report.tensorboard import TensorBoardLogger
+        from bnlab.store.tensorboard import TensorBoardLogger
         logger = TensorBoardLogger(Path({str(tmp_path)!r}), [7], {{"variant": "v"}})
         for epoch in range(2):
             logger.log_epoch(epoch, {{"loss": np.array([epoch + 0.5])}}, 0.1,
@@ -199,6 +201,7 @@ def test_a_resumed_logger_replaces_the_epochs_a_killed_run_wrote_from_its_first_
     with TensorBoardLogger(tmp_path, [7], {"variant": "v"}) as resumed:
         for epoch in range(1, 4):
             resumed.log_epoch(epoch, {"loss": np.array([10.0 + epoch])}, 0.1)
+    killed.close(completed=False)  # releases its file handles only; it writes nothing more
     train = read(tmp_path / "seed-7" / "train")
     assert [(e.step, e.value) for e in train.Scalars("epoch_loss")] == [
         (0, 0.0), (1, 11.0), (2, 12.0), (3, 13.0)]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 from types import TracebackType
 
@@ -34,9 +33,6 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.summary import histogram, scalar
 from tensorboardX.summary import hparams as hparams_summaries
-
-from bnlab.experiments.config import ExperimentConfig, VariantConfig
-from bnlab.nn.batchnorm import BatchNorm
 
 HParam = bool | int | float | str
 HISTOGRAM_BINS = 30  # equal-width buckets from min to max, as tf.summary.histogram (Keras)
@@ -48,43 +44,14 @@ def is_histogram_layer(name: str) -> bool:
     return name.endswith("/pre_activation") or name.startswith("batch_normalization")
 
 
-def variant_hparams(config: ExperimentConfig, variant: VariantConfig) -> dict[str, HParam]:
-    """The hyperparameters of ``variant`` in ``config``, flat and TensorBoard-typed.
-
-    Optimizer arguments become ``optimizer.<arg>``; the BatchNorm layers are counted in
-    ``batch_norm_layers`` and their options summarized in ``batch_norm`` (``"none"``
-    without BN; distinct option sets joined by ``" | "``).
-    """
-    bn_layers = [layer for layer in variant.build().layers if isinstance(layer, BatchNorm)]
-    bn_options = dict.fromkeys(  # ordered set
-        " ".join(f"{f.name}={getattr(layer, f.name)}" for f in fields(layer)
-                 if f.name != "axis_name")
-        for layer in bn_layers)
-    values: dict[str, HParam] = {
-        "experiment": config.name,
-        "dataset": config.dataset,
-        "variant": variant.name,
-        "model": variant.model or "layers",
-        "optimizer": config.optimizer.name,
-        "learning_rate": config.optimizer.learning_rate,
-        "batch_size": config.batch_size,
-        "epochs": config.epochs,
-        "batch_norm_layers": len(bn_layers),
-        "batch_norm": " | ".join(bn_options) or "none",
-    }
-    for key, value in config.optimizer.args.items():
-        values[f"optimizer.{key}"] = value if isinstance(value, HParam) else str(value)
-    return values
-
-
 class TensorBoardLogger:
     """Per-epoch scalars, activation histograms and HParams of one variant's seeds.
 
     Arguments:
         log_dir: the variant's folder (created); layout in the module docstring.
         seeds: the seeds, in the order of the leading axis of every array logged.
-        hparams: ``{name: bool | int | float | str}``, e.g. ``variant_hparams(config,
-            variant)``; each seed's session gets these plus ``seed``.
+        hparams: ``{name: bool | int | float | str}`` (the runner's
+            ``variant_hparams``); each seed's session gets these plus ``seed``.
 
     Use as a context manager, or call ``close()``.
     """
@@ -118,7 +85,7 @@ class TensorBoardLogger:
             metrics: ``{name: (seeds,)}``; ``val_<m>`` goes to ``validation`` as
                 ``epoch_<m>``, any other ``<m>`` to ``train`` as ``epoch_<m>``.
             learning_rate: logged to ``train`` as ``epoch_learning_rate``.
-            activations: ``{layer: (seeds, rows, features)}`` as ``VariantTrainer.probe``
+            activations: ``{layer: (seeds, rows, features)}`` as ``SeedBatchTrainer.probe``
                 returns them; the layers that ``is_histogram_layer`` selects are written to
                 ``train`` as ``activations/<layer>`` histograms of all rows × features values
                 (non-finite values left out), the others are ignored.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bnlab.errors import ConfigError
-from bnlab.experiments.config import load_experiment, preset_names, with_overrides
-from bnlab.nn.model import param_counts
+from bnlab.config.experiment import load_experiment, preset_names, with_overrides
+from bnlab.errors import ConfigError, python_option
+from bnlab.nn.summary import param_counts
 
 GOOD = """
 name = "mine"
@@ -156,7 +156,10 @@ def test_non_utf8_file_is_one_line(tmp_path):
 
 def test_command_line_overrides_are_bounded():
     config = load_experiment("seed")
-    with pytest.raises(ConfigError, match=r"--seeds must be in 1\.\.1,000, got 5,000"):
+    with pytest.raises(ConfigError, match=r"^seeds must be in 1\.\.1,000, got 5,000") as err:
         with_overrides(config, seeds=5000)
-    with pytest.raises(ConfigError, match=r"--epochs must be in 1\.\.100,000, got 0"):
+    assert err.value.render(lambda name, value: f"--{name}") == (
+        "--seeds must be in 1..1,000, got 5,000")  # the CLI names its flag
+    with pytest.raises(ConfigError, match=r"^epochs must be in 1\.\.100,000, got 0"):
         with_overrides(config, epochs=0)
+    assert python_option("seeds", None) == "seeds"

@@ -1,0 +1,93 @@
+"""The small checks every part of an experiment file goes through, and how they fail.
+
+A check that fails raises through ``fail(key, message)``, a ``Fail`` that the file's parser
+builds: it turns a dotted key (``variants[1].layers[2]``) into ``file:line: key: message``
+(``config.lines.line_of``), so every mistake is one line naming the file, the line, the key
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from bnlab.config.lines import line_of
+from bnlab.errors import ConfigError
+
+Fail = Callable[[str, str], ConfigError]
+"""``fail(dotted_key, message) -> ConfigError`` (raise what it returns)."""
+
+
+def failing_at(source: str, text: str) -> Fail:
+    """The ``Fail`` of one file: ``source`` names it, ``text`` (its TOML, or ``""``) locates
+    the key's line."""
+
+    def fail(key: str, message: str) -> ConfigError:
+        line = line_of(text, key) if text else None
+        where = f"{source}:{line}" if line else source
+        return ConfigError(f"{where}: {key}: {message}")
+
+    return fail
+
+
+def typed(raw: dict, key: str, kind: type, fail: Fail, default: Any = None,
+          prefix: str = "") -> Any:
+    """``raw[key]`` when it is a ``kind`` (never a bool for a number), ``default`` when the
+    key is absent; anything else fails naming ``prefix + key``."""
+    if key not in raw:
+        return default
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise fail(f"{prefix}{key}", f"must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def reject_unknown(raw: dict, allowed: set[str], prefix: str, fail: Fail) -> None:
+    """Fail on the first key of ``raw`` that is not in ``allowed``, listing those."""
+    for key in raw:
+        if key not in allowed:
+            raise fail(f"{prefix}{key}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def option_type(hint: Any) -> tuple[Any, str]:
+    """``(accepts(value) -> bool, description)`` for a layer option annotated ``hint``
+    (``int``, ``float``, ``str``, ``bool``, ``Literal[...]``, or one of those ``| None``)."""
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        return (lambda v: isinstance(v, str) and v in choices,
+                "one of " + ", ".join(repr(c) for c in choices))
+    if isinstance(hint, types.UnionType):  # X | None: TOML has no null, so X
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return option_type(hint)
+    if hint is bool:
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if hint is int:
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
+    if hint is float:
+        return (lambda v: isinstance(v, int | float) and not isinstance(v, bool)), "a number"
+    return (lambda v: isinstance(v, hint)), f"a {hint.__name__}"
+
+
+def same_kind(value: Any, default: Any) -> bool:
+    """Whether a TOML ``value`` may replace ``default``: bools only for bools, numbers for
+    numbers (an int for a float is fine), strings for strings; anything for a None default."""
+    if default is None or default is inspect.Parameter.empty:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, int | float):
+        return isinstance(value, int | float) and (isinstance(default, float)
+                                                   or isinstance(value, int))
+    return isinstance(value, type(default))
+
+
+def kind_name(default: Any) -> str:
+    """How a message names the kind of ``default``: "a number", "true or false", …"""
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int | float):
+        return "a number" if isinstance(default, float) else "an integer"
+    return "a string" if isinstance(default, str) else type(default).__name__

@@ -1,0 +1,56 @@
+"""Layers in an experiment file: ``{ type = "batch_norm", momentum = 0.9 }`` → ``BatchNorm``.
+
+``LAYER_TYPES`` is the one place that names the layer types a file may use. A layer's
+options are the fields of its dataclass and their types its annotations, so a new option is
+a new field of the layer (in ``bnlab.nn``) and nothing here changes: it is accepted, type
+checked and listed in the messages at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from bnlab.config.checks import option_type
+from bnlab.errors import ConfigError
+from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
+from bnlab.nn.model import Layer
+
+LAYER_TYPES: dict[str, type] = {
+    "flatten": Flatten,
+    "dense": Dense,
+    "batch_norm": BatchNorm,
+    "activation": Activation,
+    "leaky_relu": LeakyReLU,
+    "dropout": Dropout,
+}
+# Fields that are for code, not for files: BatchNorm.axis_name names a mapped device axis.
+FILE_HIDDEN_OPTIONS = {"axis_name"}
+
+
+def build_layer(spec: dict[str, Any]) -> Layer:
+    """The layer a file's inline table describes; a ``ConfigError`` (without the file's
+    position, which the caller adds) for an unknown type, an unknown option, an option of
+    the wrong type, a missing required option, or a value the layer itself rejects."""
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in LAYER_TYPES:
+        raise ConfigError(f"layer type {kind!r} unknown; allowed: {', '.join(LAYER_TYPES)}")
+    cls = LAYER_TYPES[kind]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in FILE_HIDDEN_OPTIONS}
+    for option, value in spec.items():
+        if option not in fields:
+            raise ConfigError(f"{kind} layer has no option {option!r}; allowed: "
+                              f"{', '.join(sorted(fields)) or 'none'}")
+        accepts, description = option_type(hints[option])
+        if not accepts(value):
+            raise ConfigError(f"{kind} layer option {option} must be {description}, "
+                              f"got {value!r}")
+    missing = [name for name, f in fields.items() if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and name not in spec]
+    if missing:
+        raise ConfigError(f"{kind} layer needs {', '.join(missing)}")
+    return cls(**spec)

@@ -1,0 +1,94 @@
+"""Files on disk, the ground floor every layer may use: atomic writes and JSON.
+
+Every file bnlab writes goes through ``atomic_write_bytes``: the bytes go to a temporary file
+in the target's folder, are fsynced, and the temporary file is renamed over the target, so a
+crash at any moment leaves the old file or the new one, never half of one. Nothing bnlab
+writes or reads is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnlab.errors import BnlabError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def cache_folder(path: Path | str | None = None) -> Path:
+    """bnlab's cache folder: ``path`` when given, else the user cache (``~/.cache/bnlab`` on
+    Linux). It holds downloaded datasets (``datasets/``) and compiled programs (``jax/``)."""
+    if path is not None:
+        return Path(path)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("bnlab"))
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically (temp file + fsync + ``os.replace``); the
+    folder is created if needed. An ``OSError`` names ``path``, never the temporary file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def to_json(data: Any) -> str:
+    """``data`` as indented JSON text; NumPy arrays and scalars and paths become plain
+    values (``json_default``)."""
+    return json.dumps(data, indent=2, default=json_default) + "\n"
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """``to_json(data)`` written with ``atomic_write_bytes``."""
+    atomic_write_bytes(path, to_json(data).encode())
+
+
+def read_json(path: Path, *, fix: str) -> Any:
+    """The JSON document in ``path``; a missing, non-UTF-8 or malformed file is a one-line
+    ``BnlabError`` naming the file and ending with ``fix``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BnlabError(f"{path} is missing; {fix}") from None
+    except UnicodeDecodeError as err:
+        raise BnlabError(f"{path} is not UTF-8 text (byte {err.start}); {fix}") from None
+    except json.JSONDecodeError as err:
+        raise BnlabError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
+                         f"{fix}") from None
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)``: arrays as lists, NumPy scalars as Python numbers, paths
+    as strings; anything else is a ``TypeError``."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")

@@ -1,0 +1,182 @@
+"""A model's summary as data: Keras's ``model.summary()`` rows, parameter counts in the Keras
+and the PyTorch view, and every variable with its trainable flag.
+
+    summary = summarize(bn_after())
+    summary.total, summary.trainable, summary.non_trainable    # 271346 268978 2368
+    summary.layers[1]     # LayerRow(name='batch_normalization', type_name='BatchNormalization',
+                          #          output_shape=(None, 784), params=3136)
+    summary.batchnorm_variables()  # gamma, beta (trainable), moving_mean, moving_variance
+
+Keras counts four numbers per BatchNorm feature (γ and β trainable, the two moving statistics
+not); PyTorch counts γ and β as parameters and the statistics, plus one
+``num_batches_tracked`` per BatchNorm layer, as buffers. A summary renders itself: as Rich
+tables in a terminal (``rich.print(summary)``, ``str(summary)``) and as an HTML table in
+Jupyter (``_repr_html_``); the CLI and the HTML report use these two renderings.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+from rich.console import Console, Group
+from rich.table import Table
+
+from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.model import KERAS_TYPE_NAMES, Sequential
+
+
+class LayerRow(NamedTuple):
+    """One row of ``model.summary()``: ``output_shape`` has ``None`` for the batch axis."""
+
+    name: str
+    type_name: str
+    output_shape: tuple[int | None, ...]
+    params: int
+
+
+class Variable(NamedTuple):
+    """One variable of one layer, in Keras's order and with Keras's names."""
+
+    layer: str
+    name: str
+    shape: tuple[int, ...]
+    trainable: bool
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What ``summarize`` returns: rows, counts and variables of one model."""
+
+    model_name: str
+    layers: tuple[LayerRow, ...]
+    variables: tuple[Variable, ...]
+    batchnorm_layers: int
+
+    @property
+    def trainable(self) -> int:
+        """Parameters the optimizer updates (Keras "Trainable params")."""
+        return sum(math.prod(v.shape) for v in self.variables if v.trainable)
+
+    @property
+    def non_trainable(self) -> int:
+        """BatchNorm moving statistics (Keras "Non-trainable params")."""
+        return sum(math.prod(v.shape) for v in self.variables if not v.trainable)
+
+    @property
+    def total(self) -> int:
+        """Keras "Total params": ``trainable + non_trainable``."""
+        return self.trainable + self.non_trainable
+
+    @property
+    def pytorch_buffers(self) -> int:
+        """PyTorch's buffer count: the moving statistics and one ``num_batches_tracked``
+        per BatchNorm layer (its parameters are ``trainable``)."""
+        return self.non_trainable + self.batchnorm_layers
+
+    def batchnorm_variables(self) -> tuple[Variable, ...]:
+        """The variables of the BatchNorm layers (γ, β, moving mean and variance)."""
+        return tuple(v for v in self.variables if v.layer.startswith("batch_normalization"))
+
+    def totals_line(self) -> str:
+        return (f"Total params: {self.total:,}   Trainable params: {self.trainable:,}   "
+                f"Non-trainable params: {self.non_trainable:,}")
+
+    def pytorch_line(self) -> str:
+        return (f"PyTorch view: {self.trainable:,} parameters; buffers: "
+                f"{self.non_trainable:,} running statistics + {self.batchnorm_layers} "
+                "num_batches_tracked")
+
+    def __rich__(self) -> Group:
+        """Keras's summary table (totals and the PyTorch view in its caption), then the
+        BatchNorm variables with their trainable flags."""
+        table = Table(title=f'Model: "{self.model_name}"', title_justify="left",
+                      caption=f"{self.totals_line()}\n{self.pytorch_line()}",
+                      caption_justify="left")
+        table.add_column("Layer (type)")
+        table.add_column("Output Shape")
+        table.add_column("Param #", justify="right")
+        for row in self.layers:
+            table.add_row(f"{row.name} ({row.type_name})", str(row.output_shape),
+                          f"{row.params:,}")
+        parts: list[Table] = [table]
+        if self.batchnorm_variables():
+            variables = Table(title="BatchNormalization variables", title_justify="left")
+            for column in ("layer", "variable", "shape", "trainable"):
+                variables.add_column(column)
+            for v in self.batchnorm_variables():
+                variables.add_row(v.layer, v.name, str(v.shape), "yes" if v.trainable else "no")
+            parts.append(variables)
+        return Group(*parts)
+
+    def __str__(self) -> str:
+        console = Console(file=io.StringIO(), width=100, color_system=None, highlight=False)
+        console.print(self, markup=False)
+        return console.file.getvalue()
+
+    def _repr_html_(self) -> str:
+        """The summary as one HTML fragment (Jupyter; the HTML report embeds it too)."""
+        def cell(value: object, css: str = "") -> str:
+            return f'<td{css}>{html.escape(str(value))}</td>'
+
+        num = ' class="num"'
+        rows = "".join(
+            f'<tr><td>{html.escape(r.name)} <span class="type">({html.escape(r.type_name)})'
+            f'</span></td><td><code>{html.escape(str(r.output_shape))}</code></td>'
+            f'{cell(f"{r.params:,}", num)}</tr>' for r in self.layers)
+        variables = "".join(
+            f"<tr>{cell(v.layer)}{cell(v.name)}<td><code>{html.escape(str(v.shape))}</code></td>"
+            f"{cell('yes' if v.trainable else 'no')}</tr>" for v in self.batchnorm_variables())
+        variables_table = (
+            '<table class="variables"><thead><tr><th>layer</th><th>variable</th><th>shape</th>'
+            f"<th>trainable</th></tr></thead><tbody>{variables}</tbody></table>"
+            if variables else "")
+        return (
+            f'<div class="bnlab-summary"><p><b>Model: "{html.escape(self.model_name)}"</b></p>'
+            '<table class="summary"><thead><tr><th>Layer (type)</th><th>Output Shape</th>'
+            f'<th class="num">Param #</th></tr></thead><tbody>{rows}</tbody></table>'
+            '<dl class="totals">'
+            f"<dt>Total params</dt><dd>{self.total:,}</dd>"
+            f"<dt>Trainable params</dt><dd>{self.trainable:,}</dd>"
+            f"<dt>Non-trainable params</dt><dd>{self.non_trainable:,}</dd></dl>"
+            f'<p class="pytorch">{html.escape(self.pytorch_line())}</p>{variables_table}</div>')
+
+
+def layer_variables(model: Sequential) -> tuple[Variable, ...]:
+    """Every variable of ``model`` in Keras's order (per layer: gamma, beta, moving_mean,
+    moving_variance). A real ``init``: ``eval_shape`` would return dicts with sorted keys."""
+    params, bn_state = model.init(jax.random.key(0))
+    rows: list[Variable] = []
+    for name, p, s in zip(model.layer_names, params, bn_state, strict=True):
+        rows += [Variable(name, var, tuple(arr.shape), True) for var, arr in p.items()]
+        rows += [Variable(name, var, tuple(arr.shape), False) for var, arr in s.items()]
+    return tuple(rows)
+
+
+def param_counts(model: Sequential) -> dict[str, int]:
+    """Keras-style counts, ``total``, ``trainable``, ``non_trainable`` (BN moving
+    statistics), from shapes alone (``jax.eval_shape``: no initializer runs)."""
+    params, bn_state = jax.eval_shape(model.init, jax.random.key(0))
+    trainable = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(params))
+    non_trainable = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(bn_state))
+    return {"total": trainable + non_trainable, "trainable": trainable,
+            "non_trainable": non_trainable}
+
+
+def summarize(model: Sequential) -> ModelSummary:
+    """``model``'s summary: a row per layer (Keras's names, output shapes with ``None`` for
+    the batch, parameter counts), its variables and its BatchNorm layer count."""
+    variables = layer_variables(model)
+    per_layer: dict[str, int] = {}
+    for v in variables:
+        per_layer[v.layer] = per_layer.get(v.layer, 0) + math.prod(v.shape)
+    rows = tuple(
+        LayerRow(name, KERAS_TYPE_NAMES[type(layer)][0], (None, *shape), per_layer.get(name, 0))
+        for layer, name, shape in zip(model.layers, model.layer_names, model.output_shapes,
+                                      strict=True))
+    return ModelSummary(model.name, rows, variables,
+                        sum(isinstance(layer, BatchNorm) for layer in model.layers))

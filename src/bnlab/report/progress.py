@@ -1,0 +1,120 @@
+"""Live progress of training for ``bnlab.fit`` and ``bnlab.run``: one bar per model, advanced
+per epoch, with the latest metrics beside it.
+
+``verbose=1`` (the default) is a Rich progress display: live in a terminal, a widget that
+updates in place in Jupyter (through ``ipywidgets``, the ``notebook`` extra), and its final
+state once in a log file or pipe. ``verbose=2`` prints one Keras ``verbose=2`` line per epoch
+instead, ``verbose=0`` nothing. In Jupyter without ``ipywidgets`` the bar falls back to
+lines, saying why once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from types import TracebackType
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+from bnlab.errors import ConfigError
+from bnlab.report.console import epoch_line
+from bnlab.train.loop import EpochRecord
+
+
+class TrainingProgress:
+    """Per-model progress of ``epochs`` epochs each; use as a context manager.
+
+    ``compiled(name, seconds)`` when a model's programs are compiled, ``epoch(name, record)``
+    after each of its epochs.
+    """
+
+    def __init__(self, epochs: int, *, verbose: int = 1, console: Console | None = None,
+                 first_epoch: int = 0) -> None:
+        if verbose not in (0, 1, 2):
+            raise ConfigError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (a line "
+                              f"per epoch), got {verbose!r}")
+        self.console = console or Console(highlight=False)
+        self.epochs = epochs
+        self.first_epoch = first_epoch
+        if (verbose == 1 and self.console.is_jupyter
+                and importlib.util.find_spec("ipywidgets") is None):
+            self.console.print("(install ipywidgets, e.g. pip install 'bnlab[notebook]', for "
+                               "a live progress bar; printing a line per epoch)")
+            verbose = 2
+        self.verbose = verbose
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> TrainingProgress:
+        if self.verbose == 1:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("epochs"), TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"),
+                console=self.console)
+            self._progress.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _task(self, name: str) -> TaskID:
+        assert self._progress is not None
+        if name not in self._tasks:
+            self._tasks[name] = self._progress.add_task(
+                escape(name), total=self.epochs, completed=self.first_epoch, metrics="")
+        return self._tasks[name]
+
+    def compiled(self, name: str, seconds: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task(name),
+                                  description=f"{escape(name)} (compiled in {seconds:.1f} s)")
+        elif self.verbose == 2:
+            self.console.print(f"[bold]{escape(name)}[/]: compiling… {seconds:.1f} s")
+
+    def epoch(self, name: str, record: EpochRecord) -> None:
+        if self._progress is not None:
+            metrics = " - ".join(f"{metric}: {values.mean():.4f}"
+                                 for metric, values in record.metrics.items())
+            self._progress.update(self._task(name), completed=record.epoch, metrics=metrics)
+        elif self.verbose == 2:
+            self.console.print(f"Epoch {record.epoch}/{record.epochs}\n{epoch_line(record)}",
+                               markup=False)
+
+
+class DownloadBars:
+    """A progress bar per file being downloaded (``data.sources.Progress``), shown only once a
+    download starts and gone when it ends; use as a context manager."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False)
+        self.progress: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        if self.progress is None:
+            self.progress = Progress(TextColumn("downloading {task.description}"), BarColumn(),
+                                     DownloadColumn(), TransferSpeedColumn(),
+                                     console=self.console, transient=True)
+            self.progress.start()
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(escape(name), total=total)
+        self.progress.update(self.tasks[name], completed=done)
+
+    def __enter__(self) -> DownloadBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()

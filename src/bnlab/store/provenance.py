@@ -1,0 +1,79 @@
+"""Where and with what a run ran: ``environment.json``, and a record of every resume.
+
+    {"python": "3.11.7", "platform": "Linux-…", "packages": {"jax": "0.10.2", …},
+     "device": "cpu:cpu", "device_count": 2, "seeds": [42, 43],
+     "resumes": [{"at": "2026-12-02T10:00:00+00:00", "python": …, "device": …}, …]}
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+
+from bnlab.errors import BnlabError
+from bnlab.io import atomic_write_json, read_json
+
+PACKAGES = ("bnlab", "jax", "jaxlib", "optax", "numpy")
+
+
+def device_name() -> str:
+    """JAX's first device as ``platform:kind``, e.g. ``cpu:cpu`` or ``gpu:NVIDIA H200``."""
+    device = jax.devices()[0]
+    return f"{device.platform}:{device.device_kind}"
+
+
+def devices_label() -> str:
+    """The devices a run's seeds spread over, e.g. ``gpu:NVIDIA H200`` or ``2 × cpu:cpu``."""
+    count = jax.device_count()
+    return device_name() if count == 1 else f"{count} × {device_name()}"
+
+
+def environment(seeds: Sequence[int]) -> dict[str, object]:
+    """This process's environment: versions, device, and the run's ``seeds``."""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device": device_name(),
+        "device_count": jax.device_count(),
+        "seeds": list(seeds),
+    }
+
+
+def write_environment(run_dir: Path, seeds: Sequence[int]) -> None:
+    """``environment.json`` of a new run."""
+    atomic_write_json(run_dir / "environment.json", environment(seeds))
+
+
+def record_resume(run_dir: Path, seeds: Sequence[int]) -> list[str]:
+    """Append this process's environment to ``environment.json``'s ``resumes`` list (with the
+    time) and return how it differs from the environment the run started in, one phrase per
+    difference (``"jax 0.11.2 (started with 0.10.2)"``): a resumed run mixes both."""
+    path = run_dir / "environment.json"
+    fix = "the run may be damaged; delete it or rerun without {resume=True}"
+    started = read_json(path, fix=fix)
+    if not isinstance(started, dict):
+        raise BnlabError(f"{path} is not a JSON object; {fix}")
+    now = environment(seeds)
+    changes = [f"{key} {now[key]} (started with {started.get(key, 'unknown')})"
+               for key in ("python", "device", "device_count") if started.get(key) != now[key]]
+    old_packages = started.get("packages") or {}
+    changes += [f"{name} {version or 'not installed'} (started with "
+                f"{old_packages.get(name) or 'not installed'})"
+                for name, version in now["packages"].items()
+                if old_packages.get(name) != version]
+    entry = {"at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+             **{k: v for k, v in now.items() if k != "seeds"}}
+    atomic_write_json(path, {**started, "resumes": [*started.get("resumes", []), entry]})
+    return changes

@@ -1,0 +1,195 @@
+"""The seed-batch trainer: one model, one optimizer and a batch of seeds, compiled once.
+
+    trainer = SeedBatchTrainer(model, optax.sgd(1e-3), batch_size=32, x_train=x, y_train=y,
+                               seeds=(42, 43, 44), evaluation={"val": (x_val, y_val)})
+    state = trainer.init_state()
+    trainer.compile(state)                       # ahead of time: seconds it took
+    state, loss, accuracy = trainer.train_epoch(state, epoch=0)   # loss, accuracy: (3,)
+    val_loss, val_accuracy = trainer.evaluate(state, "val")
+
+It takes built objects, never config types: the runner, ``bnlab.fit`` and the benchmarks
+build the model and optimizer their own way and share this class and ``train.loop``. Every
+seed has its own initialization, shuffle order and dropout keys (``engine.RunKeys``), exactly
+as if it ran alone; ``train.seeds.over_seeds`` spreads the seeds over the devices.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bnlab.errors import ConfigError
+from bnlab.nn.model import Sequential
+from bnlab.train.engine import (
+    RunKeys,
+    TrainState,
+    init_train_states,
+    make_evaluate,
+    make_train_epoch,
+    scale_pixels,
+    steps_per_epoch,
+)
+from bnlab.train.engine import compiler_options as default_compiler_options
+from bnlab.train.seeds import over_seeds, pad_seeds, seeds_to_run
+
+Data = tuple[np.ndarray, np.ndarray]  # images (n, *input_shape), labels (n,)
+
+
+class SeedBatchTrainer:
+    """Compiled epoch and evaluation programs for ``model`` and a batch of ``seeds``.
+
+    Arguments:
+        model, optimizer: what to train and how (an ``optax.GradientTransformation``).
+        batch_size: rows per step; the ragged last batch is masked (``train.engine``).
+        x_train, y_train: ``(n, *model.input_shape)`` images, ``uint8`` pixels (scaled by
+            1/255 on the device) or floats (used as they are); ``(n,)`` integer labels in
+            ``0..classes−1``.
+        seeds: one training run per seed, all in one program.
+        evaluation: named data sets for ``evaluate`` (e.g. ``{"val": …, "test": …}``), placed
+            on the devices once.
+        compiler_options: XLA options for every program; default ``engine.compiler_options()``.
+
+    The state it trains holds the seeds as the programs run them, ``run_seeds =
+    seeds_to_run(seeds)``: padded once, by repeating the last seed, to fill every device (5
+    seeds on 2 → 6), so that no program pads and un-pads. Metrics come back for ``seeds``
+    only; ``saved`` and ``restored`` convert the state for a checkpoint, which holds
+    ``seeds`` only.
+    """
+
+    def __init__(self, model: Sequential, optimizer: optax.GradientTransformation, *,
+                 batch_size: int, x_train: np.ndarray, y_train: np.ndarray,
+                 seeds: Sequence[int], evaluation: Mapping[str, Data] | None = None,
+                 compiler_options: Mapping[str, bool | int | str] | None = None) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.seeds = tuple(int(seed) for seed in seeds)
+        if not self.seeds:
+            raise ConfigError("seeds: give at least one seed")
+        self.run_seeds = seeds_to_run(self.seeds)
+        self.keys = RunKeys.for_seeds(self.run_seeds)
+        self.classes = model.output_shapes[-1][-1]
+        x_train, y_train = self.checked("training data", x_train, y_train)
+        self.x_train, self.y_train = jnp.asarray(x_train), jnp.asarray(y_train)
+        self.n_train = len(y_train)
+        self.batch_size = batch_size
+        self.steps = steps_per_epoch(self.n_train, batch_size)
+        self.evaluation = {name: self.checked(name, *data)
+                           for name, data in (evaluation or {}).items()}
+        self.compiler_options = dict(default_compiler_options() if compiler_options is None
+                                     else compiler_options)
+        epoch = make_train_epoch(model, optimizer, self.n_train, batch_size)
+        self._epoch = jax.jit(over_seeds(epoch, (0, None, None, 0, 0), len(self.run_seeds)),
+                              donate_argnums=0)
+        self._evaluate = jax.jit(over_seeds(make_evaluate(model), (0, 0, None, None),
+                                            len(self.run_seeds)))
+        self._evaluate_compiled: dict[int, Callable] = {}
+        self._placed: dict[str, tuple[jax.Array, jax.Array]] = {}
+        self._probe: Callable | None = None
+        self.compile_seconds = 0.0
+
+    def checked(self, name: str, images: np.ndarray, labels: np.ndarray) -> Data:
+        """``(images, labels as int32)`` after checking they fit the model; a mismatch is a
+        one-line ``ConfigError`` naming ``name``."""
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.shape[1:] != self.model.input_shape:
+            raise ConfigError(f"{name}: images of shape {images.shape[1:]} do not fit the "
+                              f"model's input shape {self.model.input_shape}")
+        if labels.shape != images.shape[:1]:
+            raise ConfigError(f"{name}: {len(images):,} images but labels of shape "
+                              f"{labels.shape}; give one label per image")
+        if not (np.issubdtype(labels.dtype, np.integer) and images.dtype.kind in "uif"):
+            raise ConfigError(f"{name}: labels must be integers and images numbers, got "
+                              f"{labels.dtype} and {images.dtype}")
+        if len(labels) == 0:
+            raise ConfigError(f"{name}: no rows")
+        if labels.min() < 0 or labels.max() >= self.classes:
+            raise ConfigError(f"{name}: labels must be in 0..{self.classes - 1} (the model has "
+                              f"{self.classes} outputs), got {labels.min()}..{labels.max()}")
+        return images, labels.astype(np.int32)
+
+    def init_state(self) -> TrainState:
+        """Seed-stacked initial state: leaves have a leading ``(run seeds,)`` axis."""
+        return init_train_states(self.model, self.optimizer, self.keys)
+
+    def saved(self, state: TrainState) -> TrainState:
+        """``state`` as NumPy arrays of ``seeds`` only (the padding dropped), to save."""
+        return jax.tree_util.tree_map(lambda a: np.asarray(a)[: len(self.seeds)], state)
+
+    def restored(self, state: TrainState) -> TrainState:
+        """A ``saved`` state padded again as ``init_state`` pads (the last seed repeated)."""
+        return pad_seeds(state, len(self.run_seeds))
+
+    def epoch_keys(self, epoch: int) -> tuple[jax.Array, jax.Array]:
+        """``(shuffle, dropout)`` keys of a 0-based epoch, each ``(run seeds,)``."""
+        return self.keys.epoch(epoch)
+
+    def compile(self, state: TrainState) -> float:
+        """Compile the epoch and the evaluation of every ``evaluation`` set ahead of time and
+        place their data on the devices; returns the seconds it took."""
+        start = time.perf_counter()
+        shuffle, dropout = self.epoch_keys(0)
+        self._epoch = self._epoch.lower(state, self.x_train, self.y_train, shuffle,
+                                        dropout).compile(self.compiler_options)
+        # The training data where the program wants them (on every device the seeds spread
+        # over), once, rather than a copy per epoch.
+        _, images, labels, _, _ = self._epoch.input_shardings[0]
+        self.x_train = jax.device_put(self.x_train, images)
+        self.y_train = jax.device_put(self.y_train, labels)
+        for name, (images, labels) in self.evaluation.items():
+            compiled = self._evaluate_compiled.get(len(labels))
+            if compiled is None:
+                compiled = self._evaluate.lower(state.params, state.bn_state, images,
+                                                labels).compile(self.compiler_options)
+                self._evaluate_compiled[len(labels)] = compiled
+            _, _, at_images, at_labels = compiled.input_shardings[0]
+            self._placed[name] = (jax.device_put(images, at_images),
+                                  jax.device_put(labels, at_labels))
+        self.compile_seconds = time.perf_counter() - start
+        return self.compile_seconds
+
+    def train_epoch(self, state: TrainState, epoch: int) -> tuple[TrainState, np.ndarray,
+                                                                   np.ndarray]:
+        """One epoch (0-based ``epoch``) → ``(state, loss (seeds,), accuracy (seeds,))``.
+        ``state`` is donated: use the returned one."""
+        shuffle, dropout = self.epoch_keys(epoch)
+        state, metrics = self._epoch(state, self.x_train, self.y_train, shuffle, dropout)
+        return state, self._own(metrics.loss), self._own(metrics.accuracy)
+
+    def evaluate(self, state: TrainState, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Inference-mode ``(loss (seeds,), accuracy (seeds,))`` on the ``evaluation`` set
+        ``name``."""
+        if name not in self.evaluation:
+            raise ConfigError(f"no evaluation data named {name!r}; the trainer has "
+                              f"{', '.join(self.evaluation) or 'none'}")
+        images, labels = self._placed.get(name) or self.evaluation[name]
+        evaluate = self._evaluate_compiled.get(len(labels), self._evaluate)
+        loss, accuracy = evaluate(state.params, state.bn_state, images, labels)
+        return self._own(loss), self._own(accuracy)
+
+    def evaluate_arrays(self, state: TrainState, images: np.ndarray,
+                        labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``evaluate`` on any ``images``, ``labels`` (compiled for their shape)."""
+        images, labels = self.checked("evaluation data", images, labels)
+        loss, accuracy = self._evaluate(state.params, state.bn_state, images, labels)
+        return self._own(loss), self._own(accuracy)
+
+    def probe(self, state: TrainState, images: jax.Array) -> dict[str, np.ndarray]:
+        """Inference-mode intermediates on a fixed probe batch ``images: (rows, …)``:
+        ``{layer_name or "<dense>/pre_activation": (seeds, rows, features)}``."""
+        if self._probe is None:
+            def intermediates(params, bn_state, x):
+                return self.model.apply_with_intermediates(params, bn_state, scale_pixels(x),
+                                                           train=False)[2]
+            self._probe = jax.jit(over_seeds(intermediates, (0, 0, None),
+                                             len(self.run_seeds)))
+        outputs = self._probe(state.params, state.bn_state, images)
+        return {name: self._own(values) for name, values in outputs.items()}
+
+    def _own(self, values: jax.Array) -> np.ndarray:
+        """``(run seeds, …)`` → ``(seeds, …)`` on the host: the padding seeds dropped."""
+        return np.asarray(values)[: len(self.seeds)]
