@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: seed test lint data test-tools bench bench-envs clean
+.PHONY: seed test lint data test-tools notebook bench bench-envs clean
 .DEFAULT_GOAL := seed
 
 $(BIN)/python:
@@ -35,6 +35,11 @@ seed: $(VENV)/.runtime data
 test: $(VENV)/.test data test-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(ARGS)
+
+# The example notebook, executed in place with its full parameters (its outputs are committed;
+# the test suite executes a copy cut to a few hundred steps).
+notebook: $(VENV)/.test data
+	cd examples && ../$(BIN)/jupyter-execute --inplace reproduce_the_notebook.ipynb
 
 # Speed benchmark: bnlab, the notebook's Keras code and PyTorch eager side by side (see
 # benchmarks/README.md). The peers live in their own environments (.venv-keras, .venv-torch).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures of benchmarks/README.md in one sitting, on a machine whose JAX sees an NVIDIA
-# GPU (`pip install -e ".[gpu]"`) and whose PyTorch has CUDA:
+# A GPU sitting (benchmarks/results/2026-11-26-0000-h200-gpu.md is the last one) in one go, on
+# a machine whose JAX sees an NVIDIA GPU (`pip install -e ".[gpu]"`) and whose PyTorch has CUDA:
 #
 #   1. facts: the GPU, the driver, the packages;
 #   2. the tests that exercise the numerics (BatchNorm against the reference conventions, the

@@ -18,7 +18,7 @@ _EXPORTS = {
     "configure_jax": "bnlab.api", "load_fashion_mnist": "bnlab.api", "model": "bnlab.api",
     "summary": "bnlab.api", "fit": "bnlab.api", "Fitted": "bnlab.api", "run": "bnlab.api",
     "plot_curves": "bnlab.api", "compare": "bnlab.api", "show": "bnlab.api",
-    "report": "bnlab.api",
+    "write_report": "bnlab.api",
     # runs, experiments and data
     "load_run": "bnlab.store.runs", "list_runs": "bnlab.store.runs", "Run": "bnlab.store.runs",
     "ExperimentConfig": "bnlab.config.experiment", "VariantConfig": "bnlab.config.experiment",

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import optax
 from matplotlib.figure import Figure
-from rich.console import Console
+from rich.console import Console, Group
+from rich.text import Text
 
 from bnlab.analysis.stats import PairedComparison, compare_final_accuracy
 from bnlab.config.checks import failing_at
@@ -41,7 +42,7 @@ from bnlab.nn.model import Sequential
 from bnlab.nn.summary import ModelSummary, summarize
 from bnlab.nn.zoo import get_model
 from bnlab.report.console import results_table, verdict_lines
-from bnlab.report.html import write_report
+from bnlab.report.html import write_report as html_report
 from bnlab.report.plots import learning_curves
 from bnlab.report.progress import DownloadBars, TrainingProgress
 from bnlab.store.runs import Run, find_resumable, load_run, new_run_dir
@@ -51,7 +52,7 @@ from bnlab.train.seeds import one_cpu_device_per_core
 from bnlab.train.trainer import SeedBatchTrainer
 
 __all__ = ["Fitted", "cache_folder", "compare", "configure_jax", "fit", "load_fashion_mnist",
-           "load_run", "model", "plot_curves", "report", "run", "show", "summary"]
+           "load_run", "model", "plot_curves", "run", "show", "summary", "write_report"]
 
 
 def configure_jax(*, cpu_devices: int | None = 0, cache_dir: Path | str | None = None) -> bool:
@@ -226,13 +227,13 @@ def show(source: Run | Path | str, *, console: Console | None = None) -> None:
     """Print a run's results table and verdicts, as ``bnlab show`` (in Jupyter as HTML)."""
     stored = source if isinstance(source, Run) else load_run(source)
     console = console or Console(highlight=False)
-    console.print(results_table(stored))
-    for line in verdict_lines(stored):
-        console.print(line)
+    console.print(Group(results_table(stored),
+                        *(Text.from_markup(line) for line in verdict_lines(stored))))
 
 
-def report(runs: Run | Sequence[Run], out: Path | str) -> Path:
-    """Write the self-contained HTML report of ``runs`` to ``out``; returns its path."""
+def write_report(runs: Run | Sequence[Run], out: Path | str) -> Path:
+    """Write the self-contained HTML report of ``runs`` to ``out`` (as ``bnlab report``);
+    returns its path."""
     runs = [runs] if isinstance(runs, Run) else list(runs)
-    return write_report(runs, Path(out))
+    return html_report(runs, Path(out))
 

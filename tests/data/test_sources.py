@@ -7,8 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from bnlab.data.datasets import ROLES, get_spec, load_dataset
+from bnlab.data.datasets import get_spec, load_dataset
 from bnlab.data.sources import read_files
+from bnlab.data.spec import ROLES
 from bnlab.errors import DataError
 from tests.data.tinydata import NAMES, make_tiny, other_gz
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bnlab.data.datasets import ROLES, DatasetSpec, IdxFile
 from bnlab.data.idx import write_idx
+from bnlab.data.spec import ROLES, DatasetSpec, IdxFile
 
 NAMES = {
     "train_images": "tiny-train-images.gz",

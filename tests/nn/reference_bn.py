@@ -2,7 +2,7 @@
 
 Transcribed from Ioffe & Szegedy 2015 ("Batch Normalization: Accelerating Deep Network
 Training by Reducing Internal Covariate Shift"), Algorithm 1 and the backpropagation
-formulas of section 3, and from the framework table in FACTS.md ("BatchNorm across
+formulas of section 3, and from the framework table in docs/reference.md ("BatchNorm across
 frameworks"). It deliberately shares no code with ``bnlab.nn.batchnorm``: loops over the
 batch are written as sums over explicit row indices, and the conventions are spelled the
 way each framework documents them.
@@ -32,7 +32,7 @@ class Convention:
     unbiased: bool
 
 
-# The documented defaults (FACTS.md, "BatchNorm across frameworks").
+# The documented defaults (docs/reference.md, "BatchNorm across frameworks").
 KERAS = Convention(momentum=0.99, epsilon=1e-3, weight_on="old", unbiased=False)
 PYTORCH = Convention(momentum=0.1, epsilon=1e-5, weight_on="new", unbiased=True)
 FLAX = Convention(momentum=0.99, epsilon=1e-5, weight_on="old", unbiased=False)

@@ -20,20 +20,14 @@ from bnlab.experiments.runner import run_experiment
 from bnlab.report.html import write_report
 from bnlab.store.histories import history_csv, read_history_csv
 from bnlab.store.runs import load_run
-from tests.synthetic import tiny_splits
+from tests.synthetic import TINY_LAYERS, tiny_splits
 
 PLAIN_LAYERS = (
     {"type": "flatten"},
     {"type": "dense", "units": 8, "activation": "relu"},
     {"type": "dense", "units": 10, "activation": "softmax"},  # 10: read back as Fashion-MNIST's
 )
-BN_LAYERS = (
-    {"type": "flatten"},
-    {"type": "batch_norm"},
-    {"type": "dense", "units": 8, "activation": "relu"},
-    {"type": "batch_norm"},
-    {"type": "dense", "units": 10, "activation": "softmax"},
-)
+BN_LAYERS = TINY_LAYERS  # flatten, BN, dense 8, BN, dense 10
 HOSTILE = "run_<script>&'q\""  # a run folder name that is markup (a legal folder name)
 BN = "bn"
 DESCRIPTION = '<script>alert("x")</script> & <b>friends</b>'

@@ -24,15 +24,13 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from bnlab.data.idx import gunzip
+from bnlab.data.spec import DatasetSpec, IdxFile
 from bnlab.errors import DataError, GzipError
 from bnlab.io import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from bnlab.data.datasets import DatasetSpec, IdxFile
 
 Origin = Literal["data-dir", "cache", "system", "download"]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -48,9 +48,10 @@ class Variable(NamedTuple):
     trainable: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ModelSummary:
-    """What ``summarize`` returns: rows, counts and variables of one model."""
+    """What ``summarize`` returns: rows, counts and variables of one model; its ``repr`` is
+    the text tables (a REPL shows the summary, as Keras prints it)."""
 
     model_name: str
     layers: tuple[LayerRow, ...]
@@ -117,6 +118,8 @@ class ModelSummary:
         console = Console(file=io.StringIO(), width=100, color_system=None, highlight=False)
         console.print(self, markup=False)
         return console.file.getvalue()
+
+    __repr__ = __str__
 
     def _repr_html_(self) -> str:
         """The summary as one HTML fragment (Jupyter; the HTML report embeds it too)."""

@@ -1,4 +1,4 @@
-"""The notebook's three models (seed/notebook.txt), exactly as its Keras code builds them.
+"""The notebook's three models, exactly as its Keras code builds them (docs/reference.md).
 
 | name      | layers                                                                     |
 |-----------|----------------------------------------------------------------------------|

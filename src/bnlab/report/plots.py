@@ -16,8 +16,17 @@ from bnlab.analysis.stats import summarize_over_seeds
 from bnlab.io import atomic_write_bytes
 
 
+class InlineFigure(Figure):
+    """A Matplotlib ``Figure`` that shows itself as PNG in Jupyter (``_repr_png_``), with no
+    pyplot and no backend set (IPython displays a plain ``Figure`` only once pyplot or
+    ``%matplotlib`` has registered its formatter)."""
+
+    def _repr_png_(self) -> bytes:
+        return figure_bytes(self, "png")
+
+
 def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
-                    title: str = "") -> Figure:
+                    title: str = "") -> InlineFigure:
     """A 2 × 2 grid: loss (top) and accuracy (bottom), training (left) and validation
     (right) per epoch, one colour per variant; rows share their y axis.
 
@@ -25,7 +34,7 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
     measured, ``val_loss``, ``val_accuracy``. With several seeds each line is the mean over
     seeds and the band its 95% Student-t confidence interval.
     """
-    figure = Figure(figsize=(11, 7), layout="constrained")
+    figure = InlineFigure(figsize=(11, 7), layout="constrained")
     axes = figure.subplots(2, 2, sharex=True, sharey="row", squeeze=False)
     for color_index, (name, history) in enumerate(histories.items()):
         epochs = np.arange(1, np.shape(history["loss"])[1] + 1)

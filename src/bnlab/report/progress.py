@@ -1,9 +1,10 @@
 """Live progress of training for ``bnlab.fit`` and ``bnlab.run``: one bar per model, advanced
 per epoch, with the latest metrics beside it.
 
-``verbose=1`` (the default) is a Rich progress display: live in a terminal, a widget that
-updates in place in Jupyter (through ``ipywidgets``, the ``notebook`` extra), and its final
-state once in a log file or pipe. ``verbose=2`` prints one Keras ``verbose=2`` line per epoch
+``verbose=1`` (the default) is a Rich progress display: live in a terminal; in Jupyter a
+widget that updates in place (through ``ipywidgets``, the ``notebook`` extra) and, once
+training ends, its final state as the cell's output (so a saved notebook shows it); in a log
+file or pipe its final state once. ``verbose=2`` prints one Keras ``verbose=2`` line per epoch
 instead, ``verbose=0`` nothing. In Jupyter without ``ipywidgets`` the bar falls back to
 lines, saying why once.
 """
@@ -30,9 +31,12 @@ from bnlab.errors import ConfigError
 from bnlab.report.console import epoch_line
 from bnlab.train.loop import EpochRecord
 
+SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}  # a bar line fits Jupyter's 115 columns
+
 
 class TrainingProgress:
-    """Per-model progress of ``epochs`` epochs each; use as a context manager.
+    """Per-model progress of ``epochs`` epochs each, with the latest epoch's metrics (means
+    over seeds); use as a context manager.
 
     ``compiled(name, seconds)`` when a model's programs are compiled, ``epoch(name, record)``
     after each of its epochs.
@@ -58,16 +62,20 @@ class TrainingProgress:
     def __enter__(self) -> TrainingProgress:
         if self.verbose == 1:
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                 TextColumn("epochs"), TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"),
-                console=self.console)
+                console=self.console, transient=self.console.is_jupyter)
             self._progress.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self._progress is None:
+            return
+        self._progress.refresh()  # the last epoch, which the refresh thread may not have drawn
+        self._progress.stop()
+        if self.console.is_jupyter:  # the widget is gone; its final state stays as output
+            self.console.print(self._progress.get_renderable())
 
     def _task(self, name: str) -> TaskID:
         assert self._progress is not None
@@ -78,14 +86,13 @@ class TrainingProgress:
 
     def compiled(self, name: str, seconds: float) -> None:
         if self._progress is not None:
-            self._progress.update(self._task(name),
-                                  description=f"{escape(name)} (compiled in {seconds:.1f} s)")
+            self._progress.update(self._task(name), metrics=f"compiled in {seconds:.1f} s")
         elif self.verbose == 2:
             self.console.print(f"[bold]{escape(name)}[/]: compiling… {seconds:.1f} s")
 
     def epoch(self, name: str, record: EpochRecord) -> None:
         if self._progress is not None:
-            metrics = " - ".join(f"{metric}: {values.mean():.4f}"
+            metrics = " · ".join(f"{SHORT.get(metric, metric)} {values.mean():.4f}"
                                  for metric, values in record.metrics.items())
             self._progress.update(self._task(name), completed=record.epoch, metrics=metrics)
         elif self.verbose == 2:
