@@ -38,10 +38,11 @@ import optax
 from rich.console import Console
 from rich.table import Table
 
+from bnlab.api import configure_jax
 from bnlab.data.datasets import load_dataset
 from bnlab.nn.zoo import get_model
 from bnlab.train.engine import RunKeys, compiler_options, init_train_states, make_train_epoch
-from bnlab.train.seeds import one_cpu_device_per_core, over_seeds, pad_seeds, seeds_to_run
+from bnlab.train.seeds import over_seeds, pad_seeds, seeds_to_run
 
 LAYOUTS = ("bnlab", "spread by 5", "vmap", "vmap by 5", "vmap shared order", "lax.map",
            "separate")
@@ -101,7 +102,7 @@ def main() -> None:
                         help="comma-separated subset; separate is always run (the ratios' base)")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/bnlab-bench-cache"))
     args = parser.parse_args()
-    one_cpu_device_per_core()  # as the bnlab command does
+    configure_jax(compilation_cache=False)  # one CPU device per core, as the bnlab command
     names = [k for k in LAYOUTS if k in args.layouts.split(",") and k != "separate"]
     if unknown := set(args.layouts.split(",")) - set(LAYOUTS):
         parser.error(f"unknown layout(s) {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")

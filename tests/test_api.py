@@ -4,6 +4,9 @@ loop and run store as the ``bnlab`` command."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import optax
@@ -75,13 +78,32 @@ def test_fit_takes_an_optax_optimizer_float_pixels_and_no_validation():
     ({"epochs": 0}, r"fit: epochs must be an integer ≥ 1, got 0"),
     ({"seeds": 2.5}, r"fit: seeds must be an integer ≥ 1, got 2\.5"),
     ({"optimizer": "adamm"}, r"fit: optimizer\.name: 'adamm' is not an optax optimizer"),
-    ({"learning_rate": float("nan")}, r"optimizer\.learning_rate: must be a positive number"),
+    ({"learning_rate": float("nan")}, r"optimizer\.learning_rate: must be a finite positive "),
     ({"verbose": 3}, r"verbose must be 0 \(silent\), 1 \(a progress bar\) or 2"),
 ])
 def test_fit_arguments_are_checked_with_one_line_each(kwargs, message):
     data = tiny_splits()
     with pytest.raises(bnlab.ConfigError, match=message):
         bnlab.fit(tiny_model(), data.x_train, data.y_train, **kwargs)
+
+
+def test_arguments_of_the_wrong_kind_are_one_line_not_an_attribute_error():
+    data = tiny_splits()
+    assert bnlab.summary("bn_before").total == 270_946  # a preset's name is a model too
+    cases = [
+        (lambda: bnlab.summary(3), "summary: give a bnlab.Sequential or a preset name"),
+        (lambda: bnlab.fit(tiny_model(), data.x_train, data.y_train, optimizer=42),
+         "fit: optimizer must be an optax optimizer"),
+        (lambda: bnlab.fit(tiny_model(), data.x_train, data.y_train,
+                           validation_data=data.x_val), r"validation_data must be a pair"),
+        (lambda: bnlab.compare([1, 2]), r"compare: give a Run, a run folder, a History or "),
+        (lambda: bnlab.fit(tiny_model(), data.x_train, data.y_train, verbose=0).final(
+            "val_accuracy"), r"no 'val_accuracy' in this history; it has loss, accuracy"),
+        (lambda: bnlab.load_run("no/such/run"), r"no/such/run does not exist"),
+    ]
+    for call, message in cases:
+        with pytest.raises(bnlab.BnlabError, match=message):
+            call()
 
 
 def test_fit_prints_a_keras_line_per_epoch_or_a_bar_that_ends_complete(capsys):
@@ -136,12 +158,22 @@ def test_run_stores_an_experiment_and_gives_back_its_run(tmp_path):
     assert isinstance(figure, Figure) and figure._repr_png_().startswith(b"\x89PNG")
     out = io.StringIO()
     bnlab.show(run, console=Console(file=out, width=160))
-    assert "Results after training (mean ± sd over 2 seeds)" in out.getvalue()
+    assert "experiment 'api'" in out.getvalue() and "optimizer sgd lr 0.1" in out.getvalue()
+    assert "Final metrics (mean ± sd over seeds)" in out.getvalue()
     assert "Verdicts" in out.getvalue()
+    assert len(bnlab.compare(str(run.path))) == 1  # a run folder's path does too
     report = bnlab.write_report(run, tmp_path / "report.html")
     assert "bnlab report: api" in report.read_text(encoding="utf-8")
     with pytest.raises(bnlab.BnlabError, match=r"already complete .* without resume=True"):
         bnlab.run(config, data=tiny_splits(), runs_dir=tmp_path, resume=True, verbose=0)
+    folders = sorted(tmp_path.iterdir())
+    with pytest.raises(bnlab.ConfigError, match="verbose must be 0"):
+        bnlab.run(config, data=tiny_splits(), runs_dir=tmp_path, verbose=3)
+    bad = ExperimentConfig(name="bad", variants=(VariantConfig("v", layers=({"type": "dense"},)),))
+    with pytest.raises(bnlab.ConfigError, match=r"experiment 'bad': variants\[0\]\.layers\[0\]: "
+                                                r"dense layer needs units"):
+        bnlab.run(bad, data=tiny_splits(), runs_dir=tmp_path, verbose=0)
+    assert sorted(tmp_path.iterdir()) == folders  # nothing written for a bad argument
 
 
 def test_compare_fit_histories_and_plot_them():
@@ -153,9 +185,16 @@ def test_compare_fit_histories_and_plot_them():
                                                            input_shape=(4, 4))))}
     assert len(bnlab.compare(fits)) == 1
     assert len(bnlab.plot_curves(fits).axes) == 4
+    legend = bnlab.plot_curves(fits["tiny"]).axes[3].get_legend()  # one history: its model
+    assert [text.get_text() for text in legend.get_texts()] == ["tiny"]
     with pytest.raises(bnlab.ConfigError, match="each fitted with validation_data"):
         bnlab.compare({"a": bnlab.fit(tiny_model(), data.x_train, data.y_train, verbose=0),
                        "b": fits["tiny"]})
+    other = bnlab.fit(tiny_model(), data.x_train, data.y_train, epochs=2, seeds=3, seed=7,
+                      verbose=0, validation_data=(data.x_val, data.y_val))
+    with pytest.raises(bnlab.ConfigError, match=r"different seeds \(tiny: \(42, 43, 44\); "
+                                                r"other: \(7, 8, 9\)\)"):
+        bnlab.compare({"tiny": fits["tiny"], "other": other})
 
 
 def test_loading_data_names_the_python_argument_to_fix(tmp_path):
@@ -173,3 +212,33 @@ def test_every_public_name_is_what_it_says_even_after_every_submodule_is_importe
     for name in bnlab.__all__:
         assert not isinstance(getattr(bnlab, name), types.ModuleType), name
     assert set(bnlab.api.__all__) <= set(bnlab.__all__)
+
+
+def run_python(code: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    result = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True,
+                            text=True, check=True, timeout=120)
+    return result.stdout.strip()
+
+
+SET_THEN_COUNT = """
+import jax
+import bnlab
+{before}
+print(bnlab.configure_jax(cpu_devices={devices}, compilation_cache=False), len(jax.devices("cpu")))
+"""
+
+
+def test_cpu_devices_are_one_per_core_when_set_before_jax_starts():
+    assert run_python(SET_THEN_COUNT.format(before="", devices=3)) == "True 3"
+    cores = len(os.sched_getaffinity(0))
+    assert run_python(SET_THEN_COUNT.format(before="", devices=0)) == f"True {cores}"
+
+
+@pytest.mark.parametrize(("before", "env", "count"), [
+    ("jax.devices()", {}, 1),  # too late: JAX has started
+    ("", {"JAX_NUM_CPU_DEVICES": "2"}, 2),  # the user chose
+    ("", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, 2),  # the user chose
+])
+def test_cpu_device_count_is_left_alone_when_late_or_chosen(before, env, count):
+    assert run_python(SET_THEN_COUNT.format(before=before, devices=3), **env) == f"False {count}"

@@ -46,8 +46,21 @@ def test_errors_name_the_options_as_this_command_spells_them(capsys, tmp_path):
     # The library says "data_dir=DIR" and "leave out data_dir"; the command names its flags.
     assert main(["data", "--data-dir", str(tmp_path / "none"), "--no-download"]) == 2
     err = capsys.readouterr().err.replace("\n", "")
-    assert err.endswith("or leave out --data-dir (and BNLAB_DATA_DIR)")
+    assert err.endswith("or leave out --data-dir (and unset BNLAB_DATA_DIR)")
     assert "data_dir" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["data", "--data-dir", str(empty), "--no-download"]) == 2
+    out = capsys.readouterr().out.replace("\n", "")  # bnlab data lists every file's fix
+    assert out.count("or leave out --data-dir (and unset BNLAB_DATA_DIR)") == 4
+    assert "data_dir" not in out
+
+
+def test_every_option_a_message_may_name_has_a_flag():
+    from bnlab.cli import FLAGS
+    from bnlab.errors import OPTIONS
+
+    assert set(FLAGS) == OPTIONS
 
 
 def test_error_text_with_brackets_is_printed_verbatim_not_as_markup(capsys, tmp_path):

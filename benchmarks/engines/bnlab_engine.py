@@ -21,12 +21,12 @@ def main() -> None:
     import jax
 
     if args.device == "cpu":
-        from bnlab.train.seeds import one_cpu_device_per_core
+        from bnlab.api import configure_jax
 
         jax.config.update("jax_platforms", "cpu")
         # As the `bnlab` command does: one CPU device per core this process may use (the
         # orchestrator's mask), so that several seeds train side by side.
-        one_cpu_device_per_core()
+        configure_jax(compilation_cache=False)
     elif jax.default_backend() != "gpu":  # jax without its CUDA plugin, or no GPU
         protocol.refuse(f"bnlab: JAX's backend here is {jax.default_backend()}, not gpu; "
                         "install the `gpu` extra on a machine with an NVIDIA GPU")

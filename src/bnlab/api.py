@@ -19,6 +19,7 @@ as the ``bnlab`` command, the same trainer and epoch loop as the experiment runn
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +28,11 @@ from typing import Any
 import numpy as np
 import optax
 from matplotlib.figure import Figure
-from rich.console import Console, Group
-from rich.text import Text
+from rich.console import Console
 
 from bnlab.analysis.stats import PairedComparison, compare_final_accuracy
 from bnlab.config.checks import failing_at
-from bnlab.config.experiment import ExperimentConfig, load_experiment, with_overrides
+from bnlab.config.experiment import ExperimentConfig, checked, load_experiment, with_overrides
 from bnlab.config.optimizer import parse_optimizer
 from bnlab.data.datasets import Splits, load_dataset
 from bnlab.errors import ConfigError
@@ -41,40 +41,55 @@ from bnlab.io import cache_folder
 from bnlab.nn.model import Sequential
 from bnlab.nn.summary import ModelSummary, summarize
 from bnlab.nn.zoo import get_model
-from bnlab.report.console import results_table, verdict_lines
+from bnlab.report.console import new_console, run_overview
 from bnlab.report.html import write_report as html_report
 from bnlab.report.plots import learning_curves
 from bnlab.report.progress import DownloadBars, TrainingProgress
 from bnlab.store.runs import Run, find_resumable, load_run, new_run_dir
 from bnlab.train.engine import TrainState
 from bnlab.train.loop import History, train_epochs
-from bnlab.train.seeds import one_cpu_device_per_core
 from bnlab.train.trainer import SeedBatchTrainer
 
 __all__ = ["Fitted", "cache_folder", "compare", "configure_jax", "fit", "load_fashion_mnist",
            "load_run", "model", "plot_curves", "run", "show", "summary", "write_report"]
 
 
-def configure_jax(*, cpu_devices: int | None = 0, cache_dir: Path | str | None = None) -> bool:
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def configure_jax(*, cpu_devices: int | None = 0, compilation_cache: bool = True,
+                  cache_dir: Path | str | None = None) -> bool:
     """Set JAX up as the ``bnlab`` command does; **changes JAX's global configuration**, so
     call it right after ``import bnlab``, before anything computes with JAX.
 
     - ``cpu_devices``: the CPU backend gets this many devices (``0``: one per core this
-      process may use; ``None``: leave JAX's choice), so that the seeds of a run train side
-      by side on every core. Skipped when ``JAX_NUM_CPU_DEVICES`` or XLA_FLAGS' device count
-      already chose, or when JAX has started (then it returns ``False``).
-    - JAX's persistent compilation cache goes to ``cache_folder(cache_dir) / "jax"``, so a
-      rerun skips most compilation.
-
-    Returns whether the CPU device count was set.
+      process may use, ``available_cpus()``; ``None``: leave JAX's choice), so that the seeds
+      of a run train side by side on every core. Skipped when the environment already chose
+      (``JAX_NUM_CPU_DEVICES``, or XLA_FLAGS' ``--xla_force_host_platform_device_count``) or
+      when JAX has started; the return value says whether the count was set. The count
+      decides how seeds are grouped, so float rounding, not results, may differ between
+      machines with different core counts.
+    - ``compilation_cache``: JAX's persistent compilation cache goes to
+      ``cache_folder(cache_dir) / "jax"``, so a rerun skips most compilation.
     """
     import jax
 
     set_devices = False
-    if cpu_devices is not None:
-        set_devices = one_cpu_device_per_core(cpu_devices or None)
-    jax.config.update("jax_compilation_cache_dir", str(cache_folder(cache_dir) / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    chosen = ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+              or jax.config.jax_num_cpu_devices != -1)
+    if cpu_devices is not None and not chosen:
+        try:
+            jax.config.update("jax_num_cpu_devices", cpu_devices or available_cpus())
+            set_devices = True
+        except RuntimeError:  # JAX's backends are already initialized
+            pass
+    if compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", str(cache_folder(cache_dir) / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return set_devices
 
 
@@ -89,23 +104,41 @@ def load_fashion_mnist(*, data_dir: Path | str | None = None,
     every file's digest verified. A missing or damaged file is a ``DataError`` naming it and
     the fix. ``progress`` shows a bar while downloading.
     """
-    datasets = cache_folder(cache_dir) / "datasets"
+    return _load("fashion_mnist", data_dir, cache_dir, download, progress)
+
+
+def _load(dataset: str, data_dir: Path | str | None, cache_dir: Path | str | None,
+          download: bool, progress: bool) -> Splits:
     with DownloadBars() as bars:
-        return load_dataset("fashion_mnist", data_dir=None if data_dir is None else
-                            Path(data_dir), cache_dir=datasets, download=download,
+        return load_dataset(dataset, data_dir=None if data_dir is None else Path(data_dir),
+                            cache_dir=cache_folder(cache_dir) / "datasets", download=download,
                             on_progress=bars if progress else None)
 
 
 def model(name: str) -> Sequential:
     """The notebook's model ``name``: ``baseline``, ``bn_after`` or ``bn_before``
     (``bnlab.nn.zoo``; ``docs/reference.md`` lists their layers)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"model: give a preset name (baseline, bn_after, bn_before), got "
+                          f"{type(name).__name__}")
     return get_model(name)
 
 
-def summary(model: Sequential) -> ModelSummary:
-    """``model``'s summary as data (rows, Keras and PyTorch counts, BatchNorm variables with
-    their trainable flags); it prints as Keras's table and shows as HTML in Jupyter."""
-    return summarize(model)
+def _as_model(value: Sequential | str, where: str) -> Sequential:
+    """A ``Sequential``, or the preset of that name; anything else is a ``ConfigError``."""
+    if isinstance(value, Sequential):
+        return value
+    if isinstance(value, str):
+        return get_model(value)
+    raise ConfigError(f"{where}: give a bnlab.Sequential or a preset name (baseline, bn_after, "
+                      f"bn_before), got {type(value).__name__}")
+
+
+def summary(model: Sequential | str) -> ModelSummary:
+    """The summary of ``model`` (or of the preset of that name) as data: rows, Keras and
+    PyTorch counts, BatchNorm variables with their trainable flags. It prints as Keras's
+    table and shows as HTML in Jupyter."""
+    return summarize(_as_model(model, "summary"))
 
 
 @dataclass(repr=False, kw_only=True)
@@ -117,29 +150,31 @@ class Fitted(History):
     model: Sequential
     state: TrainState
     compile_seconds: float
-    trainer: SeedBatchTrainer = field(repr=False)
-    trained_state: TrainState = field(repr=False)  # as the trainer holds it (padded seeds)
+    _trainer: SeedBatchTrainer = field(repr=False)
+    _trained_state: TrainState = field(repr=False)  # as the trainer holds it (padded seeds)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float | np.ndarray]:
         """Inference-mode ``{"loss", "accuracy"}`` on ``x``, ``y`` (Keras's ``evaluate``):
         floats for one seed, ``(seeds,)`` arrays for several."""
-        loss, accuracy = self.trainer.evaluate_arrays(self.trained_state, x, y)
+        loss, accuracy = self._trainer.evaluate_arrays(self._trained_state, x, y)
         if len(self.seeds) == 1:
             return {"loss": float(loss[0]), "accuracy": float(accuracy[0])}
         return {"loss": loss, "accuracy": accuracy}
 
 
-def fit(model: Sequential, x: np.ndarray, y: np.ndarray, *, epochs: int = 1,
+def fit(model: Sequential | str, x: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         batch_size: int = 32, optimizer: str | optax.GradientTransformation = "sgd",
         learning_rate: float = 1e-3, seed: int = 42, seeds: int = 1,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None, verbose: int = 1,
         compiler_options: Mapping[str, Any] | None = None) -> Fitted:
-    """Train ``model`` on ``x`` (images: uint8 pixels, scaled by 1/255 on the device, or
-    floats used as given), ``y`` (integer labels), as Keras's ``model.fit``.
+    """Train ``model`` (a ``Sequential``, or a preset's name) on ``x`` (images: uint8
+    pixels, scaled by 1/255 on the device, or floats used as given), ``y`` (integer labels),
+    as Keras's ``model.fit``.
 
     ``optimizer`` is an optax optimizer, or an optax name built with ``learning_rate`` (the
-    default is the notebook's SGD at 1e-3). ``seeds`` runs train in one program, with seeds
-    ``seed, seed+1, …``: each its own initialization, shuffle order and dropout. With
+    default is the notebook's SGD at 1e-3). ``seeds`` is a count, as in an experiment file:
+    that many runs train in one program, with seeds ``seed, seed+1, …`` (the result's
+    ``.seeds``), each its own initialization, shuffle order and dropout. With
     ``validation_data`` every epoch ends with an inference-mode evaluation on it.
     ``verbose``: 1 a live progress bar, 2 a Keras line per epoch, 0 nothing. A diverging
     loss is a ``DivergenceError``.
@@ -148,10 +183,17 @@ def fit(model: Sequential, x: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                              ("seeds", seeds, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"fit: {name} must be an integer ≥ {low}, got {value!r}")
+    model = _as_model(model, "fit")
     if isinstance(optimizer, str):
         fail = failing_at("fit", "")
         optimizer = parse_optimizer({"name": optimizer, "learning_rate": learning_rate},
                                     fail).build()
+    elif not isinstance(optimizer, optax.GradientTransformation):
+        raise ConfigError(f"fit: optimizer must be an optax optimizer (optax.sgd(1e-3)) or its "
+                          f"name ('sgd'), got {type(optimizer).__name__}")
+    if validation_data is not None and (not isinstance(validation_data, tuple | list)
+                                        or len(validation_data) != 2):
+        raise ConfigError("fit: validation_data must be a pair (x_val, y_val)")
     evaluation = {} if validation_data is None else {"val": tuple(validation_data)}
     trainer = SeedBatchTrainer(model, optimizer, batch_size=batch_size, x_train=x, y_train=y,
                                seeds=range(seed, seed + seeds), evaluation=evaluation,
@@ -168,7 +210,7 @@ def fit(model: Sequential, x: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             progress.epoch(model.name, record)
     return Fitted(history.seeds, history.per_seed, history.epoch_seconds, model=model,
                   state=trainer.saved(state), compile_seconds=compile_seconds,
-                  trainer=trainer, trained_state=state)
+                  _trainer=trainer, _trained_state=state)
 
 
 def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
@@ -181,54 +223,85 @@ def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
     ``seeds`` / ``epochs`` override its own. ``data`` trains on given ``Splits`` (e.g.
     ``load_fashion_mnist().subset(train=6424)``) instead of loading the experiment's dataset.
     ``resume`` continues the newest unfinished run of exactly this experiment under
-    ``runs_dir``. ``verbose`` as in ``fit``.
+    ``runs_dir`` (a note names each way this environment differs from the one it started
+    in). ``verbose`` as in ``fit``. Nothing is written before the experiment, the data and
+    every argument have been checked.
     """
     config = (experiment if isinstance(experiment, ExperimentConfig)
               else load_experiment(experiment))
-    config = with_overrides(config, seeds=seeds, epochs=epochs)
+    config = checked(with_overrides(config, seeds=seeds, epochs=epochs))
+    progress = TrainingProgress(config.epochs, verbose=verbose)
     if data is None:
-        data = load_fashion_mnist(data_dir=data_dir, cache_dir=cache_dir, download=download)
+        data = _load(config.dataset, data_dir, cache_dir, download, verbose > 0)
     runs_dir = Path(runs_dir)
-    run_dir = find_resumable(runs_dir, config) if resume else new_run_dir(runs_dir, config.name)
-    with TrainingProgress(config.epochs, verbose=verbose) as progress:
+    run_dir = (find_resumable(runs_dir, config, data) if resume
+               else new_run_dir(runs_dir, config.name))
+
+    def on_resume(changes: list[str]) -> None:
+        for change in changes:
+            progress.console.print(f"note: resuming with {change}; the finished epochs were "
+                                   "trained in the other environment (environment.json "
+                                   "records both)", markup=False)
+
+    with progress:
         run_experiment(config, data, run_dir, resume=resume, on_compiled=progress.compiled,
-                       on_epoch=progress.epoch)
+                       on_epoch=progress.epoch, on_resume=on_resume)
     return load_run(run_dir)
 
 
-def plot_curves(source: Run | History | Mapping[str, History], *, title: str = "") -> Figure:
+def _histories(source: Run | Path | str | History | Mapping[str, History],
+               where: str) -> Run | dict[str, History]:
+    """A ``Run`` (a path is loaded), or ``{name: History}`` (one history named by its
+    model)."""
+    if isinstance(source, str | Path):
+        return load_run(source)
+    if isinstance(source, Run):
+        return source
+    if isinstance(source, History):
+        return {source.model.name if isinstance(source, Fitted) else "model": source}
+    if isinstance(source, Mapping) and all(isinstance(h, History) for h in source.values()):
+        return dict(source)
+    raise ConfigError(f"{where}: give a Run, a run folder, a History or {{name: History}}, "
+                      f"got {type(source).__name__}")
+
+
+def plot_curves(source: Run | Path | str | History | Mapping[str, History], *,
+                title: str = "") -> Figure:
     """Loss and accuracy per epoch, training and validation, as a Matplotlib ``Figure``
-    (shown inline as a cell's value in Jupyter; ``figure.savefig(path)`` writes it). With
-    several seeds: the mean and its 95% confidence band."""
+    (shown inline as a cell's value in Jupyter; ``figure.savefig(path)`` writes it) of a
+    ``Run`` (or run folder), a ``History`` or ``{name: History}``. With several seeds: the
+    mean and its 95% confidence band."""
+    source = _histories(source, "plot_curves")
     if isinstance(source, Run):
         histories, title = source.histories, title or source.name
-    elif isinstance(source, History):
-        histories = {"model": source}
     else:
-        histories = dict(source)
+        histories = source
     return learning_curves({name: h.per_seed for name, h in histories.items()}, title=title)
 
 
-def compare(source: Run | Mapping[str, History]) -> list[PairedComparison]:
+def compare(source: Run | Path | str | Mapping[str, History]) -> list[PairedComparison]:
     """The seed-paired verdicts on the final validation accuracy of every pair of models
-    (Holm-adjusted), as data: a ``Run``'s, or those of ``fit`` histories trained over the
-    same seeds."""
+    (Holm-adjusted), as data: a ``Run``'s (or run folder's), or those of ``{name: History}``
+    from ``fit`` over the same seeds."""
+    source = _histories(source, "compare")
     if isinstance(source, Run):
         return source.comparisons()
-    histories = dict(source)
+    histories = source
     epochs = {h.epochs for h in histories.values()}
     if len(epochs) != 1 or any("val_accuracy" not in h.per_seed for h in histories.values()):
         raise ConfigError("compare: give histories of the same number of epochs, each fitted "
                           "with validation_data")
+    if len({h.seeds for h in histories.values()}) != 1:
+        raise ConfigError("compare: the histories were trained over different seeds "
+                          f"({'; '.join(f'{n}: {h.seeds}' for n, h in histories.items())}); "
+                          "a seed-paired test needs the same seed and seeds in every fit")
     return compare_final_accuracy({n: h.per_seed for n, h in histories.items()}, epochs.pop())
 
 
 def show(source: Run | Path | str, *, console: Console | None = None) -> None:
     """Print a run's results table and verdicts, as ``bnlab show`` (in Jupyter as HTML)."""
     stored = source if isinstance(source, Run) else load_run(source)
-    console = console or Console(highlight=False)
-    console.print(Group(results_table(stored),
-                        *(Text.from_markup(line) for line in verdict_lines(stored))))
+    (console or new_console()).print(run_overview(stored))
 
 
 def write_report(runs: Run | Sequence[Run], out: Path | str) -> Path:

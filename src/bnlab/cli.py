@@ -15,14 +15,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 
 from bnlab.errors import BnlabError
+from bnlab.report.console import new_console
 
-_WIDTH = None if sys.stdout.isatty() else 120  # logs and pipes: wide enough for the tables
-console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = new_console()
+error_console = new_console(stderr=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,12 +89,16 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_runs)
 
     p = sub.add_parser("show", help="print one run: config, results, verdicts")
-    p.add_argument("run", type=Path, help="a run folder (as listed by `bnlab runs`)")
+    p.add_argument("run", type=Path, help="a run folder, or a run's name under --runs-dir "
+                                          "(as `bnlab runs` lists them)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser("report", help="write a self-contained HTML report of one or more runs")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
-                   help="run folders (as listed by `bnlab runs`)")
+                   help="run folders, or runs' names under --runs-dir (as `bnlab runs` lists "
+                        "them)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--out", type=Path,
                    help="the HTML file (default RUN/report.html for one run, "
                         "./report.html for several)")
@@ -112,11 +115,11 @@ ENVIRONMENT = {"data_dir": "BNLAB_DATA_DIR", "cache_dir": "BNLAB_CACHE_DIR"}
 
 def cli_option(name: str, value: str | None) -> str:
     """A message's option placeholder (``errors.render_options``) as a flag: ``{data_dir}``
-    → ``--data-dir (and BNLAB_DATA_DIR)``, ``{data_dir=DIR}`` → ``--data-dir DIR``,
+    → ``--data-dir (and unset BNLAB_DATA_DIR)``, ``{data_dir=DIR}`` → ``--data-dir DIR``,
     ``{resume=True}`` → ``--resume``."""
     flag = FLAGS[name]
     if value is None:
-        return f"{flag} (and {ENVIRONMENT[name]})" if name in ENVIRONMENT else flag
+        return f"{flag} (and unset {ENVIRONMENT[name]})" if name in ENVIRONMENT else flag
     return flag if value == "True" else f"{flag} {value}"
 
 
@@ -159,7 +162,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     table.add_column("found in", no_wrap=True)
     table.add_column("path", overflow="fold")
     table.add_column("sha256", no_wrap=True)
-    bad = {role: str(r) for role, r in checked.items() if isinstance(r, BnlabError)}
+    bad = {role: r.render(cli_option) for role, r in checked.items()
+           if isinstance(r, BnlabError)}
     for role, result in checked.items():
         if role in bad:
             table.add_row(role, "[red]unusable[/]", "(below)", "—")
@@ -207,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bnlab.store.runs import find_resumable, load_run, new_run_dir
 
     if args.resume:
-        run_dir = find_resumable(args.runs_dir, config)
+        run_dir = find_resumable(args.runs_dir, config, splits)
     else:
         run_dir = new_run_dir(args.runs_dir, config.name)
     seeds = ", ".join(map(str, config.seed_list))
@@ -268,7 +272,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for message in damaged:
         error_console.print(f"[yellow]skipped:[/] {escape(message)}")
     if not runs:
-        console.print(f"no runs under {args.runs_dir}", markup=False)
+        missing = "" if args.runs_dir.is_dir() else " (it does not exist)"
+        console.print(f"no runs under {args.runs_dir}{missing}", markup=False)
         return 0
     table = Table(title=f"Runs under {escape(str(args.runs_dir))}", title_justify="left")
     for column in ("run", "experiment", "variants", "seeds", "epochs", "status"):
@@ -286,23 +291,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_folder(path: Path, runs_dir: Path) -> Path:
+    """``path`` as given, or the run of that name under ``runs_dir`` (as `bnlab runs` lists
+    them) when ``path`` is not a folder."""
+    return runs_dir / path if not path.exists() and (runs_dir / path).is_dir() else path
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    from bnlab.report.console import results_table
+    from bnlab.report.console import run_overview
     from bnlab.store.runs import load_run
 
-    run = load_run(args.run)
-    config, env = run.config, run.environment
-    console.print(f"[bold]{escape(str(run.path))}[/]: experiment {escape(repr(config.name))} — "
-                  f"{escape(config.description)}")
-    console.print(f"optimizer {escape(config.optimizer.name)} lr "
-                  f"{config.optimizer.learning_rate:g}, batch {config.batch_size}, "
-                  f"{config.epochs} epochs, seeds {list(config.seed_list)}; "
-                  f"{escape(str(env.get('device')))}, "
-                  f"jax {escape(str((env.get('packages') or {}).get('jax')))}"
-                  + (f"; resumed {len(env['resumes'])}× (environment.json)"
-                     if env.get("resumes") else ""))
-    console.print(results_table(run))
-    _print_verdicts(run)
+    console.print(run_overview(load_run(_run_folder(args.run, args.runs_dir)), cli_option))
     return 0
 
 
@@ -310,6 +309,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bnlab.report.html import write_report
     from bnlab.store.runs import load_run
 
+    args.runs = [_run_folder(path, args.runs_dir) for path in args.runs]
     runs = [load_run(path) for path in args.runs]
     out = args.out or (args.runs[0] / "report.html" if len(runs) == 1 else Path("report.html"))
     console.print(str(write_report(runs, out)), markup=False)

@@ -6,7 +6,7 @@ import pytest
 
 from bnlab.config.experiment import load_experiment, preset_names, with_overrides
 from bnlab.errors import ConfigError, python_option
-from bnlab.nn.summary import param_counts
+from bnlab.nn.summary import summarize
 
 GOOD = """
 name = "mine"
@@ -40,7 +40,7 @@ def test_seed_preset_is_the_notebook_recipe():
     assert [v.name for v in config.variants] == ["baseline", "bn_after", "bn_before"]
     assert (config.epochs, config.batch_size, config.seeds, config.seed) == (10, 32, 1, 42)
     assert (config.optimizer.name, config.optimizer.learning_rate) == ("sgd", 1e-3)
-    totals = [param_counts(v.build())["total"] for v in config.variants]
+    totals = [summarize(v.build()).total for v in config.variants]
     assert totals == [266_610, 271_346, 270_946]
 
 

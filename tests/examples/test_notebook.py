@@ -70,8 +70,9 @@ def test_the_committed_notebook_is_executed_in_order_and_has_no_error_output():
 
 def test_the_summaries_show_the_notebooks_keras_counts(notebook):
     nb, _ = notebook
-    html = "".join(o.data.get("text/html", "") for o in cell(nb, "bn_after =").outputs
-                   if "data" in o)
+    (shown,) = cell(nb, "bn_after =").outputs  # one output: the summary's own HTML and text
+    html = shown.data["text/html"]
+    assert "Total params: 271,346" in shown.data["text/plain"]
     for count in ("271,346", "268,978", "2,368"):
         assert count in html
     assert "batch_normalization_2" in html and "<td>moving_variance</td>" in html
@@ -119,7 +120,8 @@ def test_the_comparison_is_a_stored_run_with_seed_paired_verdicts(notebook):
     (run_dir,) = (folder / "runs").iterdir()
     assert (run_dir / "summary.json").is_file()
     shown = texts(cell(nb, "bnlab.show(run)"))
-    assert "Results after training (mean ± sd over 2 seeds)" in shown and "Verdicts" in shown
+    assert "Final metrics (mean ± sd over seeds)" in shown and "Verdicts" in shown
+    assert "6,424 / 5,000 / 10,000 rows (train / val / test)" in shown  # the subset, on record
     pairs = eval(texts(cell(nb, "[(c.name_a")), {"nan": float("nan")})
     assert len(pairs) == 3 and {frozenset(p[:2]) for p in pairs} == {
         frozenset(p) for p in (("baseline", "bn_after"), ("baseline", "bn_before"),

@@ -164,6 +164,9 @@ def test_cli_report_of_several_runs_writes_one_file_with_both(run_dir, tmp_path,
 def test_cli_report_of_a_folder_that_is_no_run_is_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope does not exist" in err
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a bnlab run folder" in err
 
 

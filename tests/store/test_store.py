@@ -14,7 +14,9 @@ from bnlab.config.experiment import experiment_from_json
 from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_bytes, atomic_write_json
 from bnlab.store.histories import history_csv, read_history_csv, statistics_csv
+from bnlab.store.provenance import data_fingerprint, same_data
 from bnlab.store.runs import find_resumable, list_runs, load_run, new_run_dir
+from tests.synthetic import tiny_splits
 
 
 def test_history_csv_has_keras_csvlogger_columns_and_round_trips(tmp_path):
@@ -43,16 +45,18 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
-def write_run(runs, name, *, complete: bool, seeds=(1,)):
+def write_run(runs, name, *, complete: bool, seeds=(1,), data=None):
     """A run folder as bnlab wrote them before config.json held the file form (optimizer
-    arguments under "args", variants with both "model" and "layers"): still readable."""
+    arguments under "args", variants with both "model" and "layers") and before
+    environment.json recorded the data (unless ``data``): still readable."""
     run = new_run_dir(runs, name)
     config = {"name": name, "dataset": "fashion_mnist", "epochs": 2, "batch_size": 32,
               "seed": seeds[0], "seeds": len(seeds),
               "optimizer": {"name": "sgd", "learning_rate": 0.001, "args": {}},
               "variants": [{"name": "v", "model": "baseline", "layers": []}]}
     atomic_write_json(run / "config.json", config)
-    atomic_write_json(run / "environment.json", {"seeds": list(seeds)})
+    atomic_write_json(run / "environment.json", {"seeds": list(seeds),
+                                                 **({"data": data} if data else {})})
     for seed in seeds:
         atomic_write_bytes(run / "v" / f"seed-{seed}" / "history.csv", history_csv(
             {"loss": [1.0], "accuracy": [0.5], "val_loss": [1.0], "val_accuracy": [0.5]}
@@ -74,9 +78,40 @@ def test_listing_loading_and_finding_the_run_to_resume(tmp_path):
     assert record.histories["v"].per_seed["loss"].shape == (2, 1)
     assert record.config.optimizer.learning_rate == 0.001 and record.config.optimizer.args == {}
     config = experiment_from_json(config, source="config.json")
-    assert find_resumable(tmp_path, dataclasses.replace(config, seeds=2)) == unfinished
+    data = tiny_splits()  # recorded as the data of neither run, both from before it was recorded
+    with pytest.raises(BnlabError, match=r"and data \(70 training rows\) was not found"):
+        find_resumable(tmp_path, dataclasses.replace(config, seeds=2), data)
+    tiny = write_run(tmp_path, "exp", complete=False, seeds=(1, 2),
+                     data=data_fingerprint(data))[0]
+    assert find_resumable(tmp_path, dataclasses.replace(config, seeds=2), data) == tiny
+    with pytest.raises(BnlabError, match="was not found"):  # other data: not this run
+        find_resumable(tmp_path, dataclasses.replace(config, seeds=2), data.subset(train=60))
+    write_run(tmp_path, "exp", complete=True, data=data_fingerprint(data))
     with pytest.raises(BnlabError, match="already complete"):
-        find_resumable(tmp_path, config)
+        find_resumable(tmp_path, config, data)
+    other_labels = dataclasses.replace(data, y_train=data.y_train[::-1])  # same sizes
+    assert data_fingerprint(other_labels) != data_fingerprint(data)
+
+
+def test_an_old_config_with_layers_and_optimizer_arguments_reads_back_as_a_file_would():
+    old = {"name": "x", "description": "", "dataset": "fashion_mnist", "epochs": 3,
+           "batch_size": 32, "seed": 1, "seeds": 2,
+           "optimizer": {"name": "adam", "learning_rate": 0.01, "args": {"b1": 0.8}},
+           "variants": [{"name": "v", "model": None, "layers": [
+               {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]},
+               {"name": "b", "model": "baseline", "layers": []}]}
+    config = experiment_from_json(old, source="config.json")
+    assert config.optimizer.args == {"b1": 0.8} and config.optimizer.to_dict()["b1"] == 0.8
+    assert config.variants[0].model is None and len(config.variants[0].layers) == 2
+    assert config.variants[1].model == "baseline" and config.variants[1].layers == ()
+    assert experiment_from_json(config.to_dict(), source="config.json") == config
+
+
+def test_a_run_from_before_the_data_was_recorded_trained_on_the_whole_dataset():
+    whole = {"train": 55_000, "val": 5_000, "test": 10_000, "sha256": "x"}
+    assert same_data({}, whole, "fashion_mnist")
+    assert not same_data({}, {**whole, "train": 6_424}, "fashion_mnist")
+    assert not same_data({"data": {**whole, "sha256": "y"}}, whole, "fashion_mnist")
 
 
 def test_loading_a_folder_that_is_not_a_run_says_so(tmp_path):
@@ -120,7 +155,7 @@ def test_a_damaged_run_is_reported_and_never_hides_the_others(tmp_path):
     ("config.json", lambda d: d["variants"][0].pop("name"),
      "config.json: variants[0].name: missing"),
     ("config.json", lambda d: d["optimizer"].update(learning_rate=float("inf")),
-     "config.json: optimizer.learning_rate: must be a positive number below 1e+06, got inf"),
+     "config.json: optimizer.learning_rate: must be a finite positive number, got inf"),
     ("summary.json", lambda d: d["v"].pop("test_accuracy"),
      "ValueError: summary.json['v'] lacks 'test_accuracy'"),
     ("summary.json", lambda d: d.pop("v"), "ValueError: summary.json['v'] is not a JSON object"),

@@ -75,6 +75,23 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
         load_checkpoint(tmp_path / "ckpt", other)
 
 
+def test_a_checkpoint_written_before_keys_were_dropped_still_restores(tmp_path):
+    # Checkpoints of earlier bnlab versions also held the root PRNG keys as keys/<name>.
+    from safetensors.numpy import save
+
+    state = adam_state()
+    arrays = {jax.tree_util.keystr(path): np.asarray(leaf)
+              for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
+    arrays["keys/root"] = np.asarray(jax.random.key_data(jax.random.key(7)))
+    (tmp_path / "old.safetensors").write_bytes(
+        save(arrays, metadata={"bnlab": json.dumps({"epoch": 2})}))
+    restored, epoch, _ = load_checkpoint(tmp_path / "old", adam_state(seed=1))
+    assert epoch == 2
+    for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state),
+                         strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(BnlabError, match="missing; rerun without resume=True"):
         load_checkpoint(tmp_path / "nothing", adam_state())

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,31 +99,3 @@ def test_seeds_to_run_fill_the_devices_so_that_no_program_pads_again():
             used, per_device = spread(len(run), devices)
             assert used * per_device == len(run)
             assert run[:seeds] == tuple(range(seeds)) and set(run[seeds:]) <= {seeds - 1}
-
-
-def run_python(code: str, **env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
-    result = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True,
-                            text=True, check=True, timeout=120)
-    return result.stdout.strip()
-
-
-SET_THEN_COUNT = """
-import jax
-from bnlab.train.seeds import one_cpu_device_per_core
-{before}
-print(one_cpu_device_per_core(3), len(jax.devices("cpu")))
-"""
-
-
-def test_cpu_devices_are_one_per_core_when_set_before_jax_starts():
-    assert run_python(SET_THEN_COUNT.format(before="")) == "True 3"
-
-
-@pytest.mark.parametrize(("before", "env", "count"), [
-    ("jax.devices()", {}, 1),  # too late: JAX has started
-    ("", {"JAX_NUM_CPU_DEVICES": "2"}, 2),  # the user chose
-    ("", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, 2),  # the user chose
-])
-def test_cpu_device_count_is_left_alone_when_late_or_chosen(before, env, count):
-    assert run_python(SET_THEN_COUNT.format(before=before), **env) == f"False {count}"

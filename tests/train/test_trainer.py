@@ -110,6 +110,8 @@ def test_compiler_options_are_a_parameter_and_reach_xla():
                                                        r"the model's input shape \(4, 4\)"),
     (lambda s: {"y_train": s.y_train[:5]}, "70 images but labels of shape"),
     (lambda s: {"y_train": s.y_train.astype(np.float32)}, "labels must be integers"),
+    (lambda s: {"x_train": s.x_train.astype(np.int64)}, r"images must be uint8 pixels \(scaled "
+                                                        r"by 1/255\) or floats .*got int64"),
     (lambda s: {"y_train": s.y_train + 3}, r"labels must be in 0\.\.2 \(the model has 3 "
                                            r"outputs\), got 3\.\.5"),
 ])

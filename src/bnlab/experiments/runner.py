@@ -22,11 +22,12 @@ from bnlab.analysis.stats import compare_final_accuracy
 from bnlab.config.experiment import ExperimentConfig, VariantConfig, checked
 from bnlab.data.datasets import Splits
 from bnlab.errors import DivergenceError
-from bnlab.io import atomic_write_bytes, atomic_write_json
+from bnlab.io import atomic_write_bytes
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.model import Sequential
 from bnlab.store.histories import statistics_csv, write_histories
 from bnlab.store.provenance import record_resume, write_environment
+from bnlab.store.runs import write_config
 from bnlab.store.summary import VariantSummary, write_summary
 from bnlab.store.tensorboard import HParam, TensorBoardLogger
 from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
@@ -187,8 +188,8 @@ def run_experiment(
         if on_resume:
             on_resume(changes)
     else:
-        atomic_write_json(run_dir / "config.json", config.to_dict())
-        write_environment(run_dir, config.seed_list)
+        write_config(run_dir, config)
+        write_environment(run_dir, config.seed_list, splits)
 
     def save_epoch(name: str, record: EpochRecord, history: History) -> None:
         write_histories(run_dir / name, config.seed_list, history.per_seed)

@@ -115,8 +115,9 @@ class ModelSummary:
         return Group(*parts)
 
     def __str__(self) -> str:
-        console = Console(file=io.StringIO(), width=100, color_system=None, highlight=False)
-        console.print(self, markup=False)
+        console = Console(file=io.StringIO(), width=100, color_system=None, highlight=False,
+                          force_jupyter=False, force_terminal=False)
+        console.print(self, markup=False, soft_wrap=True)
         return console.file.getvalue()
 
     __repr__ = __str__
@@ -158,16 +159,6 @@ def layer_variables(model: Sequential) -> tuple[Variable, ...]:
         rows += [Variable(name, var, tuple(arr.shape), True) for var, arr in p.items()]
         rows += [Variable(name, var, tuple(arr.shape), False) for var, arr in s.items()]
     return tuple(rows)
-
-
-def param_counts(model: Sequential) -> dict[str, int]:
-    """Keras-style counts, ``total``, ``trainable``, ``non_trainable`` (BN moving
-    statistics), from shapes alone (``jax.eval_shape``: no initializer runs)."""
-    params, bn_state = jax.eval_shape(model.init, jax.random.key(0))
-    trainable = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(params))
-    non_trainable = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(bn_state))
-    return {"total": trainable + non_trainable, "trainable": trainable,
-            "non_trainable": non_trainable}
 
 
 def summarize(model: Sequential) -> ModelSummary:

@@ -116,6 +116,10 @@ def _experiment_table(run: Run, config: ExperimentConfig) -> str:
         ("epochs", _e(config.epochs if run.complete else
                       f"{config.epochs} planned; the results show what each variant finished")),
         ("seeds", _e(", ".join(map(str, env.get("seeds", config.seed_list))))),
+        *([("data", _e(f"{env['data']['train']:,} / {env['data']['val']:,} / "
+                       f"{env['data']['test']:,} rows (train / validation / test)"))]
+          if isinstance(env.get("data"), dict) and {"train", "val", "test"} <= set(env["data"])
+          else []),
         ("device", _e(device)),
         ("python", _e(f"{env.get('python', '?')} on {env.get('platform', '?')}")),
         ("packages", _e(packages)),

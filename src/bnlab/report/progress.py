@@ -28,10 +28,11 @@ from rich.progress import (
 )
 
 from bnlab.errors import ConfigError
-from bnlab.report.console import epoch_line
+from bnlab.report.console import epoch_line, new_console
 from bnlab.train.loop import EpochRecord
 
 SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}  # a bar line fits Jupyter's 115 columns
+FULL_WIDTH = 110  # narrower consoles show only the last metric (val_acc, or acc), not the bar cut
 
 
 class TrainingProgress:
@@ -47,7 +48,7 @@ class TrainingProgress:
         if verbose not in (0, 1, 2):
             raise ConfigError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (a line "
                               f"per epoch), got {verbose!r}")
-        self.console = console or Console(highlight=False)
+        self.console = console or new_console()
         self.epochs = epochs
         self.first_epoch = first_epoch
         if (verbose == 1 and self.console.is_jupyter
@@ -92,8 +93,11 @@ class TrainingProgress:
 
     def epoch(self, name: str, record: EpochRecord) -> None:
         if self._progress is not None:
+            shown = record.metrics
+            if self.console.width < FULL_WIDTH:  # a narrow console: the last metric only
+                shown = dict(list(record.metrics.items())[-1:])
             metrics = " · ".join(f"{SHORT.get(metric, metric)} {values.mean():.4f}"
-                                 for metric, values in record.metrics.items())
+                                 for metric, values in shown.items())
             self._progress.update(self._task(name), completed=record.epoch, metrics=metrics)
         elif self.verbose == 2:
             self.console.print(f"Epoch {record.epoch}/{record.epochs}\n{epoch_line(record)}",
@@ -105,7 +109,7 @@ class DownloadBars:
     download starts and gone when it ends; use as a context manager."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(highlight=False)
+        self.console = console or new_console()
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
 

@@ -1,20 +1,28 @@
-"""Where and with what a run ran: ``environment.json``, and a record of every resume.
+"""Where, with what and on which data a run ran: ``environment.json``, and every resume.
 
     {"python": "3.11.7", "platform": "Linux-…", "packages": {"jax": "0.10.2", …},
      "device": "cpu:cpu", "device_count": 2, "seeds": [42, 43],
+     "data": {"train": 55000, "val": 5000, "test": 10000, "sha256": "…"},
      "resumes": [{"at": "2026-12-02T10:00:00+00:00", "python": …, "device": …}, …]}
+
+``data`` identifies the arrays a run trained and was evaluated on (a subset of the dataset is
+other data), so that a resume continues a run only on the data it started with.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib.metadata
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
+import numpy as np
 
+from bnlab.data.datasets import DATASETS, Splits
 from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_json, read_json
 
@@ -51,9 +59,35 @@ def environment(seeds: Sequence[int]) -> dict[str, object]:
     }
 
 
-def write_environment(run_dir: Path, seeds: Sequence[int]) -> None:
-    """``environment.json`` of a new run."""
-    atomic_write_json(run_dir / "environment.json", environment(seeds))
+def data_fingerprint(splits: Splits) -> dict[str, int | str]:
+    """The rows of each split and a SHA-256 over every array (dtype, shape and bytes)."""
+    digest = hashlib.sha256()
+    for array in (splits.x_train, splits.y_train, splits.x_val, splits.y_val, splits.x_test,
+                  splits.y_test):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return {"train": len(splits.y_train), "val": len(splits.y_val),
+            "test": len(splits.y_test), "sha256": digest.hexdigest()}
+
+
+def same_data(environment: Mapping[str, Any], fingerprint: Mapping[str, Any],
+              dataset: str) -> bool:
+    """Whether a run whose ``environment.json`` is ``environment`` trained on the data of
+    ``fingerprint``. Runs from before the data was recorded trained on the whole dataset."""
+    stored = environment.get("data")
+    if stored is None:
+        spec = DATASETS[dataset]
+        whole = (spec.train_images.shape[0] - spec.validation_size, spec.validation_size,
+                 spec.test_images.shape[0])
+        return tuple(fingerprint[k] for k in ("train", "val", "test")) == whole
+    return stored == dict(fingerprint)
+
+
+def write_environment(run_dir: Path, seeds: Sequence[int], splits: Splits) -> None:
+    """``environment.json`` of a new run that trains ``seeds`` on ``splits``."""
+    atomic_write_json(run_dir / "environment.json",
+                      {**environment(seeds), "data": data_fingerprint(splits)})
 
 
 def record_resume(run_dir: Path, seeds: Sequence[int]) -> list[str]:

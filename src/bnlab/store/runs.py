@@ -24,9 +24,11 @@ from typing import Any
 
 from bnlab.analysis.stats import PairedComparison, compare_final_accuracy
 from bnlab.config.experiment import ExperimentConfig, experiment_from_json
+from bnlab.data.datasets import Splits
 from bnlab.errors import BnlabError, ConfigError
-from bnlab.io import read_json
+from bnlab.io import atomic_write_json, read_json
 from bnlab.store.histories import METRIC_COLUMNS, read_history_csv
+from bnlab.store.provenance import data_fingerprint, same_data
 from bnlab.store.summary import VariantSummary, read_summary
 from bnlab.train.loop import History
 
@@ -82,9 +84,11 @@ class Run:
 def load_run(run_dir: Path | str) -> Run:
     """Read a run folder (JSON and CSV only); a damaged one is a one-line ``BnlabError``."""
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise BnlabError(f"{run_dir} does not exist; give the path of a run folder")
     if not (run_dir / "config.json").is_file():
-        raise BnlabError(f"{run_dir} is not a bnlab run folder (no config.json); "
-                         "`bnlab runs` lists the runs")
+        raise BnlabError(f"{run_dir} is not a bnlab run folder (no config.json); give a "
+                         "folder <runs dir>/<experiment>-<timestamp> that a run wrote")
     fix = f"the run may be damaged; {DAMAGED_FIX}"
     raw_config = read_json(run_dir / "config.json", fix=fix)
     environment = read_json(run_dir / "environment.json", fix=fix)
@@ -132,15 +136,25 @@ def list_runs(runs_dir: Path | str) -> tuple[list[Run], list[str]]:
     return runs, damaged
 
 
-def find_resumable(runs_dir: Path, config: ExperimentConfig) -> Path:
-    """The newest unfinished run of exactly this ``config`` under ``runs_dir``."""
-    candidates = [r for r in list_runs(runs_dir)[0] if r.config == config]
+def write_config(run_dir: Path, config: ExperimentConfig) -> None:
+    """A new run's ``config.json``: the experiment in its file form (read back by
+    ``load_run`` through ``experiment_from_json``)."""
+    atomic_write_json(run_dir / "config.json", config.to_dict())
+
+
+def find_resumable(runs_dir: Path, config: ExperimentConfig, splits: Splits) -> Path:
+    """The newest unfinished run of exactly this ``config`` on exactly these ``splits``
+    under ``runs_dir``."""
+    fingerprint = data_fingerprint(splits)
+    candidates = [r for r in list_runs(runs_dir)[0] if r.config == config
+                  and same_data(r.environment, fingerprint, config.dataset)]
     unfinished = [r for r in candidates if not r.complete]
     if not unfinished:
         state = "is already complete" if candidates else "was not found"
         raise BnlabError(f"an unfinished run of {config.name!r} with this configuration "
-                         f"(same file and overrides) {state} under {runs_dir}; run again "
-                         "without {resume=True}")
+                         f"(same file and overrides) and data ({fingerprint['train']:,} "
+                         f"training rows) {state} under {runs_dir}; run again without "
+                         "{resume=True}")
     return unfinished[-1].path
 
 

@@ -22,8 +22,7 @@ import numpy as np
 
 from bnlab.analysis.stats import PairedComparison
 from bnlab.io import atomic_write_json
-
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+from bnlab.train.loop import METRICS
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnlab.errors import DivergenceError
+from bnlab.errors import ConfigError, DivergenceError
 from bnlab.train.engine import TrainState
 from bnlab.train.trainer import SeedBatchTrainer
 
@@ -52,6 +52,9 @@ def train_epochs(trainer: SeedBatchTrainer, state: TrainState, *, epochs: int,
     with an inference-mode evaluation on it, as Keras's ``validation_data``. A non-finite
     training loss stops the loop with a ``DivergenceError`` before its epoch is yielded.
     """
+    if validation is not None and validation not in trainer.evaluation:
+        raise ConfigError(f"no evaluation data named {validation!r} to validate on; the "
+                          f"trainer has {', '.join(trainer.evaluation) or 'none'}")
     for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         state, loss, accuracy = trainer.train_epoch(state, epoch)
@@ -116,12 +119,11 @@ class History:
 
     def final(self, metric: str) -> np.ndarray:
         """``metric`` after the last epoch, ``(seeds,)``."""
+        if metric not in self.per_seed:
+            raise ConfigError(f"no {metric!r} in this history; it has "
+                              f"{', '.join(self.per_seed) or 'no epoch yet'} (the val_ metrics "
+                              "need validation data)")
         return self.per_seed[metric][:, -1]
-
-    def first(self, epochs: int) -> History:
-        """The first ``epochs`` epochs only."""
-        return History(self.seeds, {m: v[:, :epochs] for m, v in self.per_seed.items()},
-                       self.epoch_seconds[:epochs])
 
     def __repr__(self) -> str:
         seeds = (f"seed {self.seeds[0]}" if len(self.seeds) == 1

@@ -9,40 +9,12 @@ up to float rounding.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def one_cpu_device_per_core(cores: int | None = None) -> bool:
-    """Give JAX's CPU backend ``cores`` devices (default: ``available_cpus()``), so that
-    ``over_seeds`` trains seeds on every core side by side. Must run before JAX's first
-    computation (right after ``import jax``).
-    Changes nothing and returns ``False`` when that is too late or when a CPU device count was
-    already chosen (``JAX_NUM_CPU_DEVICES``, ``jax.config``, or XLA_FLAGS'
-    ``--xla_force_host_platform_device_count``); returns ``True`` when it set the count.
-
-    The count changes how seeds are grouped (``seeds_per_vmap``), so float rounding, not
-    results, may differ between machines with different core counts."""
-    chosen_by_flag = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-    if jax.config.jax_num_cpu_devices != -1 or chosen_by_flag:
-        return False
-    try:
-        jax.config.update("jax_num_cpu_devices", available_cpus() if cores is None else cores)
-    except RuntimeError:  # JAX's backends are already initialized
-        return False
-    return True
 
 
 def seeds_per_vmap(devices: int) -> int | None:
@@ -91,7 +63,7 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
     ``None``, are shared), as one program; every output has the seed axis in front.
 
     The seeds are spread over ``devices`` (default: every device of JAX's default backend;
-    the ``bnlab`` command gives the CPU backend one device per core), as ``spread`` says, with
+    ``bnlab.configure_jax`` gives the CPU backend one device per core), as ``spread`` says, with
     ``jax.shard_map``; the seed axis is padded by repeating the last seed where needed, and the
     repeats are dropped from the outputs (5 seeds on 2 devices run as 3 + 3; callers that pad
     once themselves, ``seeds_to_run``, compile faster). A batch-32 product is too small to

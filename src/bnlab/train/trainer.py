@@ -102,9 +102,12 @@ class SeedBatchTrainer:
         if labels.shape != images.shape[:1]:
             raise ConfigError(f"{name}: {len(images):,} images but labels of shape "
                               f"{labels.shape}; give one label per image")
-        if not (np.issubdtype(labels.dtype, np.integer) and images.dtype.kind in "uif"):
-            raise ConfigError(f"{name}: labels must be integers and images numbers, got "
-                              f"{labels.dtype} and {images.dtype}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ConfigError(f"{name}: labels must be integers, got {labels.dtype}")
+        if images.dtype != np.uint8 and images.dtype.kind != "f":
+            raise ConfigError(f"{name}: images must be uint8 pixels (scaled by 1/255) or floats "
+                              f"(used as they are), got {images.dtype}; e.g. "
+                              "images.astype(np.uint8)")
         if len(labels) == 0:
             raise ConfigError(f"{name}: no rows")
         if labels.min() < 0 or labels.max() >= self.classes:
