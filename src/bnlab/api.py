@@ -34,7 +34,7 @@ from bnlab.analysis.stats import PairedComparison, compare_final_accuracy
 from bnlab.config.checks import failing_at
 from bnlab.config.experiment import ExperimentConfig, checked, load_experiment, with_overrides
 from bnlab.config.optimizer import parse_optimizer
-from bnlab.data.datasets import Splits, load_dataset
+from bnlab.data.datasets import Splits
 from bnlab.errors import ConfigError
 from bnlab.experiments.runner import run_experiment
 from bnlab.io import cache_folder
@@ -44,7 +44,7 @@ from bnlab.nn.zoo import get_model
 from bnlab.report.console import new_console, run_overview
 from bnlab.report.html import write_report as html_report
 from bnlab.report.plots import learning_curves
-from bnlab.report.progress import DownloadBars, TrainingProgress
+from bnlab.report.progress import TrainingProgress, load_showing_downloads
 from bnlab.store.runs import Run, find_resumable, load_run, new_run_dir
 from bnlab.train.engine import TrainState
 from bnlab.train.loop import History, train_epochs
@@ -104,15 +104,8 @@ def load_fashion_mnist(*, data_dir: Path | str | None = None,
     every file's digest verified. A missing or damaged file is a ``DataError`` naming it and
     the fix. ``progress`` shows a bar while downloading.
     """
-    return _load("fashion_mnist", data_dir, cache_dir, download, progress)
-
-
-def _load(dataset: str, data_dir: Path | str | None, cache_dir: Path | str | None,
-          download: bool, progress: bool) -> Splits:
-    with DownloadBars() as bars:
-        return load_dataset(dataset, data_dir=None if data_dir is None else Path(data_dir),
-                            cache_dir=cache_folder(cache_dir) / "datasets", download=download,
-                            on_progress=bars if progress else None)
+    return load_showing_downloads("fashion_mnist", data_dir=data_dir, cache_dir=cache_dir,
+                                  download=download, progress=progress)
 
 
 def model(name: str) -> Sequential:
@@ -232,7 +225,8 @@ def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
     config = checked(with_overrides(config, seeds=seeds, epochs=epochs))
     progress = TrainingProgress(config.epochs, verbose=verbose)
     if data is None:
-        data = _load(config.dataset, data_dir, cache_dir, download, verbose > 0)
+        data = load_showing_downloads(config.dataset, data_dir=data_dir, cache_dir=cache_dir,
+                                      download=download, progress=verbose > 0)
     runs_dir = Path(runs_dir)
     run_dir = (find_resumable(runs_dir, config, data) if resume
                else new_run_dir(runs_dir, config.name))

@@ -135,13 +135,10 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 
 
 def _load_splits(args: argparse.Namespace, dataset: str = "fashion_mnist"):
-    from bnlab.data.datasets import load_dataset
-    from bnlab.report.progress import DownloadBars
+    from bnlab.report.progress import load_showing_downloads
 
-    with DownloadBars(console) as bars:
-        return load_dataset(dataset, data_dir=args.data_dir,
-                            cache_dir=_cache_dir(args) / "datasets",
-                            download=not args.no_download, on_progress=bars)
+    return load_showing_downloads(dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                                  download=not args.no_download, console=console)
 
 
 def cmd_data(args: argparse.Namespace) -> int:

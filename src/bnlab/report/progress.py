@@ -12,6 +12,7 @@ lines, saying why once.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from types import TracebackType
 
 from rich.console import Console
@@ -27,7 +28,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from bnlab.data.datasets import Splits, load_dataset
 from bnlab.errors import ConfigError
+from bnlab.io import cache_folder
 from bnlab.report.console import epoch_line, new_console
 from bnlab.train.loop import EpochRecord
 
@@ -102,6 +105,17 @@ class TrainingProgress:
         elif self.verbose == 2:
             self.console.print(f"Epoch {record.epoch}/{record.epochs}\n{epoch_line(record)}",
                                markup=False)
+
+
+def load_showing_downloads(dataset: str, *, data_dir: Path | str | None,
+                           cache_dir: Path | str | None, download: bool, progress: bool = True,
+                           console: Console | None = None) -> Splits:
+    """``data.datasets.load_dataset`` from bnlab's cache folder (``io.cache_folder``), with a
+    bar per downloading file when ``progress``: how the CLI and the API load data."""
+    with DownloadBars(console) as bars:
+        return load_dataset(dataset, data_dir=None if data_dir is None else Path(data_dir),
+                            cache_dir=cache_folder(cache_dir) / "datasets", download=download,
+                            on_progress=bars if progress else None)
 
 
 class DownloadBars:
