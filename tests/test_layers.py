@@ -15,7 +15,7 @@ import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "bnlab"
 LAYERS = ("errors io", "data", "nn", "train", "analysis", "config", "store", "experiments",
-          "report", "api", "cli")
+          "report", "api", "cli __main__")
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names.split()}
 
 

@@ -32,7 +32,6 @@ _EXPORTS = {
     "LeakyReLU": "bnlab.nn.layers", "Dropout": "bnlab.nn.layers",
     # errors
     "BnlabError": "bnlab.errors", "ConfigError": "bnlab.errors", "DataError": "bnlab.errors",
-    "DivergenceError": "bnlab.errors",
 }
 __all__ = sorted(_EXPORTS)
 

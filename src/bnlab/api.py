@@ -36,14 +36,14 @@ from bnlab.config.experiment import ExperimentConfig, checked, load_experiment, 
 from bnlab.config.optimizer import parse_optimizer
 from bnlab.data.datasets import Splits
 from bnlab.errors import ConfigError
-from bnlab.experiments.runner import run_experiment
+from bnlab.experiments.runner import VariantPlan, run_experiment
 from bnlab.io import cache_folder
 from bnlab.nn.model import Sequential
 from bnlab.nn.summary import ModelSummary, summarize
 from bnlab.nn.zoo import get_model
 from bnlab.report.console import new_console, run_overview
 from bnlab.report.html import write_report as html_report
-from bnlab.report.plots import learning_curves
+from bnlab.report.plots import learning_curves, run_figures
 from bnlab.report.progress import TrainingProgress, load_showing_downloads
 from bnlab.store.runs import Run, find_resumable, load_run, new_run_dir
 from bnlab.train.engine import TrainState
@@ -169,8 +169,9 @@ def fit(model: Sequential | str, x: np.ndarray, y: np.ndarray, *, epochs: int = 
     that many runs train in one program, with seeds ``seed, seed+1, …`` (the result's
     ``.seeds``), each its own initialization, shuffle order and dropout. With
     ``validation_data`` every epoch ends with an inference-mode evaluation on it.
-    ``verbose``: 1 a live progress bar, 2 a Keras line per epoch, 0 nothing. A diverging
-    loss is a ``DivergenceError``.
+    ``verbose``: 1 a live progress bar, 2 a Keras line per epoch, 0 nothing. A seed whose
+    loss becomes non-finite is recorded in ``.diverged`` (epoch and step) and its metrics are
+    NaN from then on, while the other seeds train on (Keras prints ``nan`` and goes on).
     """
     for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                              ("seeds", seeds, 1), ("seed", seed, 0)):
@@ -201,23 +202,27 @@ def fit(model: Sequential | str, x: np.ndarray, y: np.ndarray, *, epochs: int = 
             state = record.state
             history.append(record)
             progress.epoch(model.name, record)
-    return Fitted(history.seeds, history.per_seed, history.epoch_seconds, model=model,
+    return Fitted(history.seeds, history.per_seed, history.epoch_seconds, history.diverged,
+                  model=model,
                   state=trainer.saved(state), compile_seconds=compile_seconds,
                   _trainer=trainer, _trained_state=state)
 
 
 def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
         epochs: int | None = None, runs_dir: Path | str = "runs", resume: bool = False,
-        data: Splits | None = None, data_dir: Path | str | None = None,
-        cache_dir: Path | str | None = None, download: bool = True, verbose: int = 1) -> Run:
+        retry_diverged: bool = False, data: Splits | None = None,
+        data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+        download: bool = True, verbose: int = 1) -> Run:
     """Run an experiment into the run store and return it as a ``Run``, as ``bnlab run``.
 
     ``experiment`` is a TOML file, a preset name (``"seed"``) or an ``ExperimentConfig``;
     ``seeds`` / ``epochs`` override its own. ``data`` trains on given ``Splits`` (e.g.
     ``load_fashion_mnist().subset(train=6424)``) instead of loading the experiment's dataset.
-    ``resume`` continues the newest unfinished run of exactly this experiment under
-    ``runs_dir`` (a note names each way this environment differs from the one it started
-    in). ``verbose`` as in ``fit``. Nothing is written before the experiment, the data and
+    ``resume`` continues, or repairs, the newest unfinished or damaged run of exactly this
+    experiment under ``runs_dir``, retraining only what is unfinished or damaged (and with
+    ``retry_diverged`` what diverged); a note names each way this environment differs from
+    the one it started in. A run's folder is locked while it trains. ``verbose`` as in ``fit``.
+    Nothing is written before the experiment, the data and
     every argument have been checked.
     """
     config = (experiment if isinstance(experiment, ExperimentConfig)
@@ -228,7 +233,10 @@ def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
         data = load_showing_downloads(config.dataset, data_dir=data_dir, cache_dir=cache_dir,
                                       download=download, progress=verbose > 0)
     runs_dir = Path(runs_dir)
-    run_dir = (find_resumable(runs_dir, config, data) if resume
+    if retry_diverged and not resume:
+        raise ConfigError("run: retry_diverged retrains the diverged variants of a run being "
+                          "resumed; add resume=True")
+    run_dir = (find_resumable(runs_dir, config, data, retry_diverged=retry_diverged) if resume
                else new_run_dir(runs_dir, config.name))
 
     def on_resume(changes: list[str]) -> None:
@@ -237,9 +245,16 @@ def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
                                    "trained in the other environment (environment.json "
                                    "records both)", markup=False)
 
+    def on_plan(plans: Mapping[str, VariantPlan], repaired: list[str]) -> None:
+        for line in repaired:
+            progress.console.print(f"repair: {line}", markup=False)
+        for name, plan in plans.items():
+            progress.console.print(f"{name}: {plan.reason}", markup=False)
+
     with progress:
-        run_experiment(config, data, run_dir, resume=resume, on_compiled=progress.compiled,
-                       on_epoch=progress.epoch, on_resume=on_resume)
+        run_experiment(config, data, run_dir, resume=resume, retry_diverged=retry_diverged,
+                       on_compiled=progress.compiled, on_epoch=progress.epoch,
+                       on_resume=on_resume, on_plan=on_plan, figures=run_figures(config.name))
     return load_run(run_dir)
 
 

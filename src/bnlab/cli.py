@@ -2,17 +2,26 @@
 
 User mistakes (``BnlabError``) are printed as one line on stderr with exit status 2, never
 as a traceback, with the options they name shown as this command's flags (``cli_option``).
-Apart from JAX's own device flags (``api.configure_jax``), this is the only module that reads
-environment variables (``BNLAB_DATA_DIR``, ``BNLAB_CACHE_DIR``).
+An operating-system error is one line naming the file and what the error means. SIGINT and
+SIGTERM stop a run cleanly (exit 130 and 143) with the command that resumes it. Commands the
+output suggests are spelled as this command was invoked (``program``), so they paste as they
+are. Apart from JAX's own device flags (``api.configure_jax``), this is the only module that
+reads environment variables (``BNLAB_DATA_DIR``, ``BNLAB_CACHE_DIR``).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import importlib.metadata
 import os
+import shlex
+import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.markup import escape
@@ -24,29 +33,124 @@ console = new_console()
 error_console = new_console(stderr=True)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, as SIGINT raises ``KeyboardInterrupt``."""
+
+
+@dataclass
+class _Session:
+    """What a stop message needs: the arguments, and the run being trained (if any)."""
+
+    argv: list[str] = field(default_factory=list)
+    run_dir: Path | None = None
+
+
+_session = _Session()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    _session.argv = list(sys.argv[1:] if argv is None else argv)
+    _session.run_dir = None
+    args = parser.parse_args(_session.argv)
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         return args.handler(args)
     except BnlabError as err:
         error_console.print(f"[bold red]error:[/] {escape(err.render(cli_option))}",
                             soft_wrap=True)
         return 2
-    except OSError as err:  # a path the user gave cannot be written or read
-        where = f" ({err.filename})" if err.filename else ""
-        error_console.print(f"[bold red]error:[/] {escape(str(err.strerror or err) + where)}; "
-                            "check the path and its permissions", soft_wrap=True)
+    except OSError as err:
+        error_console.print(f"[bold red]error:[/] {escape(os_error_text(err))}", soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
-        error_console.print("interrupted; files written so far are complete (atomic writes)")
-        return 130
+    except KeyboardInterrupt as err:
+        name = "SIGTERM" if isinstance(err, Stopped) else "SIGINT"
+        error_console.print(f"stopped by {name}; {stop_advice()}", soft_wrap=True,
+                            markup=False)
+        return 143 if isinstance(err, Stopped) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_advice() -> str:
+    """What the user can do after a stop: the run's state and the command that resumes it."""
+    if _session.run_dir is None:
+        return "nothing was being trained"
+    return (f"every finished epoch is saved in {_session.run_dir} (files are written "
+            f"atomically); resume with: {resume_command()}")
+
+
+def resume_command() -> str:
+    """This invocation with ``--resume`` (the newest unfinished run of the same experiment
+    and overrides is the one it resumes)."""
+    return shlex.join([*program(), *_without_resume(_session.argv), "--resume"])
+
+
+def _without_resume(argv: Sequence[str]) -> list[str]:
+    return [a for a in argv if a not in ("--resume", "--retry-diverged")]
+
+
+def program() -> list[str]:
+    """How this command was invoked, to print commands that paste as they are: ``bnlab``
+    when that is what the shell finds, else the path it was run by (``.venv/bin/bnlab``),
+    or ``python -m bnlab``."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    name = Path(argv0).name
+    if name in ("__main__.py", "cli.py", "-m", "-c"):
+        return [sys.executable, "-m", "bnlab"]
+    if name != "bnlab":  # called in-process (a test, a notebook): the installed command
+        return ["bnlab"]
+    found = shutil.which("bnlab")
+    if found and Path(found).resolve() == Path(argv0).resolve():
+        return ["bnlab"]
+    return [argv0]
+
+
+# What an OSError means for the user, and what to do about it.
+_OS_ERRORS = {
+    errno.ENOSPC: "the disk is full; free some space (or give another --runs-dir) and run "
+                  "again",
+    errno.EDQUOT: "the disk quota is exhausted; free some space and run again",
+    errno.EROFS: "the file system is read-only; give a writable folder",
+    errno.EACCES: "permission denied; check the permissions of that path",
+    errno.EPERM: "the operation is not permitted there; check that path",
+    errno.ENOENT: "it does not exist; check the path",
+    errno.ENOTDIR: "a part of that path is a file, not a folder; check the path",
+    errno.EISDIR: "it is a folder where a file was expected; check the path",
+    errno.EIO: "the disk reported an input/output error; check the disk",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) and run again",
+    errno.ENAMETOOLONG: "the path is too long; use a shorter one",
+}
+
+
+def os_error_text(err: OSError) -> str:
+    """One line for an ``OSError``: the file, the system's message, what it means."""
+    where = f"{err.filename}: " if err.filename else ""
+    meaning = _OS_ERRORS.get(err.errno, "check the path")
+    text = f"{where}{err.strerror or err} — {meaning}"
+    if _session.run_dir is not None:
+        text += f"; then resume with: {resume_command()}"
+    return text
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("bnlab")
+    except importlib.metadata.PackageNotFoundError:
+        from bnlab import __version__
+
+        return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bnlab", description="Run, understand and compare Batch Normalization experiments."
     )
+    parser.add_argument("--version", action="version", version=f"bnlab {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data_options = argparse.ArgumentParser(add_help=False)
@@ -64,8 +168,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="find and verify the dataset files; show where each came from")
     p.set_defaults(handler=cmd_data)
 
-    p = sub.add_parser("summary", help="Keras-style summary of a model preset")
-    p.add_argument("model", help="baseline, bn_after or bn_before")
+    p = sub.add_parser("summary", help="Keras-style summary of a model preset, or of every "
+                                       "variant of an experiment file or preset")
+    p.add_argument("model", help="baseline, bn_after or bn_before; or an experiment file or "
+                                 "preset (e.g. seed)")
     p.set_defaults(handler=cmd_summary)
 
     run_options = argparse.ArgumentParser(add_help=False, parents=[data_options])
@@ -74,7 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     run_options.add_argument("--runs-dir", type=Path, default=Path("runs"),
                              help="where run folders are written (default ./runs)")
     run_options.add_argument("--resume", action="store_true",
-                             help="continue the newest unfinished run of this experiment")
+                             help="continue (or repair) the newest unfinished or damaged run "
+                                  "of this experiment; retrains only what is unfinished or "
+                                  "damaged")
+    run_options.add_argument("--retry-diverged", action="store_true",
+                             help="with --resume: retrain the variants that diverged too")
 
     p = sub.add_parser("seed", parents=[run_options],
                        help="reproduce the notebook: baseline, bn_after, bn_before")
@@ -108,8 +218,8 @@ def _parser() -> argparse.ArgumentParser:
 
 # A library option as this command spells it, and the environment variable that sets it too.
 FLAGS = {"data_dir": "--data-dir", "cache_dir": "--cache-dir", "download": "--no-download",
-         "resume": "--resume", "seeds": "--seeds", "epochs": "--epochs",
-         "runs_dir": "--runs-dir"}
+         "resume": "--resume", "retry_diverged": "--retry-diverged", "seeds": "--seeds",
+         "epochs": "--epochs", "runs_dir": "--runs-dir"}
 ENVIRONMENT = {"data_dir": "BNLAB_DATA_DIR", "cache_dir": "BNLAB_CACHE_DIR"}
 
 
@@ -170,6 +280,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     console.print(table)
     for role, message in bad.items():
         console.print(f"[red]{role}[/]: {escape(message)}", soft_wrap=True)
+    for role, result in checked.items():
+        for note in () if role in bad else result.notes:
+            console.print(f"[yellow]{role}[/]: {escape(note)}", soft_wrap=True)
     if bad:
         raise BnlabError(f"{len(bad)} of {len(checked)} files are unusable ({', '.join(bad)}); "
                          "each is listed above with its fix")
@@ -183,9 +296,19 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from bnlab.nn.summary import summarize
-    from bnlab.nn.zoo import get_model
+    from bnlab.nn.zoo import MODELS, get_model
 
-    console.print(summarize(get_model(args.model)))
+    if args.model in MODELS:
+        console.print(summarize(get_model(args.model)))
+        return 0
+    from bnlab.config.experiment import load_experiment
+
+    config = load_experiment(args.model)
+    console.print(f"[bold]{escape(config.name)}[/]: {len(config.variants)} variant(s)")
+    for variant in config.variants:
+        origin = f"preset {variant.model}" if variant.model else "layers"
+        console.print(f"\n[bold]{escape(variant.name)}[/] ({origin})")
+        console.print(summarize(variant.build(config.input_shape())))
     return 0
 
 
@@ -193,24 +316,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bnlab.api import configure_jax
 
     configure_jax(cache_dir=args.cache_dir)  # before anything runs JAX (validation does)
-    from bnlab.config.experiment import load_experiment, with_overrides
+    from bnlab.config.experiment import load_experiment, small_batch_warnings, with_overrides
 
+    if args.retry_diverged and not args.resume:
+        raise BnlabError("--retry-diverged retrains the diverged variants of a run being "
+                         "resumed; add --resume")
     config = with_overrides(load_experiment(args.experiment), seeds=args.seeds,
                             epochs=args.epochs)
     splits = _load_splits(args, config.dataset)
+    for line in small_batch_warnings(config, len(splits.y_train)):
+        error_console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from bnlab.experiments.runner import run_experiment
-    from bnlab.report.console import epoch_line, results_table
-    from bnlab.report.plots import learning_curves, save_figure
+    from bnlab.report.console import divergence_lines, epoch_line, results_table
+    from bnlab.report.plots import run_figures
     from bnlab.store.provenance import devices_label
     from bnlab.store.runs import find_resumable, load_run, new_run_dir
 
     if args.resume:
-        run_dir = find_resumable(args.runs_dir, config, splits)
+        run_dir = find_resumable(args.runs_dir, config, splits,
+                                 retry_diverged=args.retry_diverged)
     else:
         run_dir = new_run_dir(args.runs_dir, config.name)
+    _session.run_dir = run_dir
     seeds = ", ".join(map(str, config.seed_list))
     console.print(f"[bold]{config.name}[/]: {len(config.variants)} models × {config.seeds} "
                   f"seed(s) ({seeds}) × {config.epochs} epochs → {escape(str(run_dir))}"
@@ -227,7 +357,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         def on_epoch(name: str, record) -> None:
             progress.console.print(f"Epoch {record.epoch}/{record.epochs}\n"
                                    f"{epoch_line(record)}")
+            for line in divergence_lines(name, record):
+                progress.console.print(line, markup=False, style="bold red")
             progress.advance(task)
+
+        def on_plan(plans, repaired: list[str]) -> None:
+            for line in repaired:
+                progress.console.print(f"repair: {escape(line)}")
+            for name, plan in plans.items():
+                progress.console.print(f"{escape(name)}: {escape(plan.reason)}", markup=False)
+                if plan.action == "keep":
+                    progress.advance(task, config.epochs)
+                elif plan.action == "continue":
+                    progress.advance(task, plan.from_epoch)
 
         def on_resume(changes: list[str]) -> None:
             for change in changes:
@@ -235,12 +377,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                                        "finished epochs were trained in the other environment "
                                        "(environment.json records both)")
 
-        run_experiment(config, splits, run_dir, resume=args.resume, on_compiled=on_compiled,
-                       on_epoch=on_epoch, on_resume=on_resume)
+        run_experiment(config, splits, run_dir, resume=args.resume,
+                       retry_diverged=args.retry_diverged, on_compiled=on_compiled,
+                       on_epoch=on_epoch, on_resume=on_resume, on_plan=on_plan,
+                       figures=run_figures(config.name),
+                       command=[*program(), *_without_resume(_session.argv)])
     run = load_run(run_dir)
-    figure = learning_curves({n: h.per_seed for n, h in run.histories.items()},
-                             title=f"{config.name} ({run_dir.name})")
-    save_figure(figure, [run_dir / "curves.png", run_dir / "curves.svg"])
     console.print(results_table(run))
     _print_verdicts(run)
     console.print(f"total {time.perf_counter() - started:.1f} s")
@@ -249,9 +391,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_saved(run_dir: Path, variants: Sequence[str], seeds: Sequence[int]) -> None:
-    """The files a run wrote, relative to its folder (layout: ``bnlab.store.runs``)."""
-    console.print(f"saved in {run_dir}/ (show it: bnlab show {run_dir}; report: bnlab report "
-                  f"{run_dir}; tensorboard --logdir {run_dir / 'tensorboard'})", markup=False)
+    """The files a run wrote, relative to its folder (layout: ``bnlab.store.runs``), and the
+    commands that show it, spelled as this command was invoked."""
+    bnlab = shlex.join(program())
+    folder = shlex.quote(str(run_dir))
+    console.print(f"saved in {run_dir}/ (show it: {bnlab} show {folder}; report: {bnlab} "
+                  f"report {folder}; tensorboard --logdir "
+                  f"{shlex.quote(str(run_dir / 'tensorboard'))})", markup=False)
     console.print("  config.json  environment.json  summary.json  curves.png  curves.svg  "
                   "tensorboard/", markup=False)
     seed_part = f"seed-{seeds[0]}" if len(seeds) == 1 else f"seed-{{{seeds[0]}..{seeds[-1]}}}"
@@ -263,27 +409,44 @@ def _print_saved(run_dir: Path, variants: Sequence[str], seeds: Sequence[int]) -
 def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from bnlab.store.lock import holder_alive, lock_holder
     from bnlab.store.runs import list_runs
 
-    runs, damaged = list_runs(args.runs_dir)
-    for message in damaged:
-        error_console.print(f"[yellow]skipped:[/] {escape(message)}")
-    if not runs:
-        missing = "" if args.runs_dir.is_dir() else " (it does not exist)"
-        console.print(f"no runs under {args.runs_dir}{missing}", markup=False)
+    if not args.runs_dir.is_dir():
+        raise BnlabError(f"{args.runs_dir} does not exist or is not a folder; give the folder "
+                         "runs were written to ({runs_dir=DIR})")
+    runs, unreadable = list_runs(args.runs_dir)
+    if not runs and not unreadable:
+        console.print(f"no runs under {args.runs_dir}", markup=False)
         return 0
     table = Table(title=f"Runs under {escape(str(args.runs_dir))}", title_justify="left")
     for column in ("run", "experiment", "variants", "seeds", "epochs", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "status" else "ellipsis")
     for run in runs:
         config = run.config
         done = run.epochs_per_variant
         epochs = (f"{done[0]}/{config.epochs}" if len(set(done)) == 1
                   else f"{', '.join(map(str, done))} of {config.epochs}")
+        holder = lock_holder(run.path)
+        if holder and holder_alive(holder):
+            status = f"[cyan]training[/] (PID {holder.get('pid')})"
+        elif run.damage:
+            more = f" (+{len(run.damage) - 1} more)" if len(run.damage) > 1 else ""
+            status = (f"[red]damaged[/]: {escape(str(run.damage[0]))}{more}; --resume "
+                      "repairs it")
+        elif run.complete:
+            status = "[green]complete[/]"
+        else:
+            status = "[yellow]unfinished[/] (--resume)"
+        for name, seeds in run.diverged.items():
+            status += (f"; {escape(name)} diverged ({len(seeds)}/{config.seeds} seed"
+                       f"{'s' * (config.seeds > 1)})")
         table.add_row(escape(run.path.name), escape(config.name),
                       escape(", ".join(v.name for v in config.variants)),
-                      str(config.seeds), epochs,
-                      "complete" if run.complete else "[yellow]unfinished[/] (--resume)")
+                      str(config.seeds), epochs, status)
+    for folder, message in unreadable:
+        table.add_row(escape(folder.name), "?", "?", "?", "?",
+                      f"[red]unreadable[/]: {escape(message)}")
     console.print(table)
     return 0
 
@@ -303,14 +466,28 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Report every readable run; a run that cannot be read is named (in the report and on
+    stderr) and the exit status is 1, while the others are reported."""
     from bnlab.report.html import write_report
     from bnlab.store.runs import load_run
 
-    args.runs = [_run_folder(path, args.runs_dir) for path in args.runs]
-    runs = [load_run(path) for path in args.runs]
-    out = args.out or (args.runs[0] / "report.html" if len(runs) == 1 else Path("report.html"))
-    console.print(str(write_report(runs, out)), markup=False)
-    return 0
+    paths = [_run_folder(path, args.runs_dir) for path in args.runs]
+    runs, unreadable = [], []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except BnlabError as err:
+            if len(paths) == 1:
+                raise
+            unreadable.append((path, err.render(cli_option)))
+            error_console.print(f"[yellow]skipped:[/] {escape(err.render(cli_option))}",
+                                soft_wrap=True)
+    if not runs:
+        raise BnlabError("none of the runs could be read (each is named above); give run "
+                         "folders that `bnlab runs` lists")
+    out = args.out or (paths[0] / "report.html" if len(paths) == 1 else Path("report.html"))
+    console.print(str(write_report(runs, out, unreadable=unreadable)), markup=False)
+    return 1 if unreadable else 0
 
 
 def _print_verdicts(run) -> None:

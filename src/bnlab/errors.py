@@ -1,7 +1,7 @@
 """The error types users see, and how their messages name a caller's options.
 
 A ``BnlabError`` is a user mistake or an environment problem (missing file, bad config,
-diverging run). Its message is one line that says what is wrong and how to fix it; the CLI
+a run that cannot go on). Its message is one line that says what is wrong and how to fix it; the CLI
 prints it without a traceback and exits with status 2.
 
 A message names the options of whoever called bnlab as placeholders, ``{data_dir=DIR}`` or
@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 #: The options a message may name as a placeholder (the arguments of ``bnlab.api``'s
 #: functions, which the ``bnlab`` command's flags mirror).
-OPTIONS = frozenset({"data_dir", "cache_dir", "download", "resume", "seeds", "epochs",
-                     "runs_dir"})
+OPTIONS = frozenset({"data_dir", "cache_dir", "download", "resume", "retry_diverged", "seeds",
+                     "epochs", "runs_dir"})
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z_]*)(?:=([^{}\s]+))?\}")
 
 OptionRenderer = Callable[[str, "str | None"], str]
@@ -73,11 +73,3 @@ class LayerInputError(ConfigError):
         super().__init__(message)
         self.index = index
 
-
-class DivergenceError(BnlabError):
-    """Training produced a non-finite loss: in ``epoch`` (1-based) for ``seeds``."""
-
-    def __init__(self, message: str, *, epoch: int, seeds: tuple[int, ...]):
-        super().__init__(message)
-        self.epoch = epoch
-        self.seeds = seeds

@@ -80,6 +80,10 @@ def read_json(path: Path, *, fix: str) -> Any:
     except json.JSONDecodeError as err:
         raise BnlabError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
                          f"{fix}") from None
+    except RecursionError:
+        raise BnlabError(f"{path} is not valid JSON (nested too deeply); {fix}") from None
+    except OSError as err:
+        raise BnlabError(f"{path} cannot be read ({err.strerror}); {fix}") from None
 
 
 def json_default(value: Any) -> Any:

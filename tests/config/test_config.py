@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 
-from bnlab.config.experiment import load_experiment, preset_names, with_overrides
+from bnlab.config.experiment import (
+    experiment_from_json,
+    load_experiment,
+    preset_names,
+    with_overrides,
+)
+from bnlab.config.lines import line_of
 from bnlab.errors import ConfigError, python_option
 from bnlab.nn.summary import summarize
 
@@ -116,9 +124,9 @@ def test_unknown_preset_and_unreadable_file_are_clear(tmp_path):
     (("units = 10, activation", "activation"), r"dense layer needs units"),
     (("b1 = 0.8", "b1 = 0.8\nnesterov = 1"), r"optimizer\.nesterov: must be true or false"),
     (('name = "adam"\nlearning_rate = 0.01\nb1 = 0.8', 'name = "sgd"\nmomentum = "fast"'),
-     r"optimizer: optax\.sgd fails with these arguments \(TypeError"),
+     r"exp\.toml:6: optimizer\.momentum: optax\.sgd fails with this argument .*: TypeError"),
     (('name = "adam"\nlearning_rate = 0.01\nb1 = 0.8', 'name = "lbfgs"'),
-     r"optax\.lbfgs fails with these arguments"),
+     r"exp\.toml:4: optimizer: optax\.lbfgs fails with these arguments"),
     (("epochs = 2", "epochs = 2\nbatch_size = 54999"),
      r"batch_size: .*a training batch has one row.*\(variant 'custom'\)"),
     (("epochs = 2", "epochs = 2\nseeds = 1001"), r"seeds: must be in 1\.\.1,000"),
@@ -163,3 +171,143 @@ def test_command_line_overrides_are_bounded():
     with pytest.raises(ConfigError, match=r"^epochs must be in 1\.\.100,000, got 0"):
         with_overrides(config, epochs=0)
     assert python_option("seeds", None) == "seeds"
+
+
+FLOAT32_LIMIT = r"must be a finite number of magnitude at most 3\.403e\+38 \(float32's largest\)"
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("learning_rate = 0.01", "learning_rate = 1e308"),
+     r"exp\.toml:6: optimizer\.learning_rate: must be a finite positive number, got 1e\+308, "
+     r"beyond float32's largest \(3\.403e\+38\)$"),
+    (("learning_rate = 0.01", "learning_rate = 3.5e38"),
+     r"exp\.toml:6: optimizer\.learning_rate: must be a finite positive number, got 3\.5e\+38, "
+     r"beyond float32's largest"),
+    (("learning_rate = 0.01", "learning_rate = nan"),
+     r"exp\.toml:6: optimizer\.learning_rate: must be a finite positive number, got nan$"),
+    (("b1 = 0.8", "b1 = inf"), rf"exp\.toml:7: optimizer\.b1: {FLOAT32_LIMIT}, got inf"),
+    (("b1 = 0.8", "b1 = -1e39"), rf"exp\.toml:7: optimizer\.b1: {FLOAT32_LIMIT}, got -1e\+39"),
+    (("b1 = 0.8", "eps = nan"), rf"exp\.toml:7: optimizer\.eps: {FLOAT32_LIMIT}, got nan"),
+    (("b1 = 0.8", "eps_root = 400000000000000000000000000000000000000"),  # an int, 4e38
+     rf"exp\.toml:7: optimizer\.eps_root: {FLOAT32_LIMIT}, got 4000"),
+    (("epsilon = 1e-5", "epsilon = 1e39"),
+     rf"exp\.toml:15: variants\[1\]\.layers\[1\]: batch_norm layer option epsilon "
+     rf"{FLOAT32_LIMIT}, got 1e\+39"),
+    (("epsilon = 1e-5", "epsilon = inf"),
+     rf"exp\.toml:15: variants\[1\]\.layers\[1\]: .*option epsilon {FLOAT32_LIMIT}, got inf"),
+    (("momentum = 0.9", "momentum = nan"),
+     rf"exp\.toml:15: variants\[1\]\.layers\[1\]: .*option momentum {FLOAT32_LIMIT}, got nan"),
+    (("units = 10, activation", "units = 10000000000000000000000000000000000000000, activation"),
+     rf"exp\.toml:16: variants\[1\]\.layers\[2\]: dense layer option units {FLOAT32_LIMIT}"),
+    (('{ type = "flatten" },', '{ type = "flatten" }, { type = "dropout", rate = nan },'),
+     rf"exp\.toml:14: variants\[1\]\.layers\[1\]: dropout layer option rate {FLOAT32_LIMIT}"),
+    (('{ type = "flatten" },', '{ type = "flatten" },\n  { type = "leaky_relu", '
+      'negative_slope = -inf },'),
+     rf"exp\.toml:15: variants\[1\]\.layers\[1\]: leaky_relu layer option negative_slope "
+     rf"{FLOAT32_LIMIT}, got -inf"),
+])
+def test_numbers_that_are_not_finite_or_overflow_float32_are_refused_at_their_line(
+        tmp_path, edit, expected):
+    old, new = edit
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=expected) as err:
+        load_experiment(write(tmp_path, GOOD.replace(old, new, 1)))
+    assert "\n" not in str(err.value)
+
+
+def test_largest_float32_itself_is_a_valid_number(tmp_path):
+    config = load_experiment(write(tmp_path, GOOD.replace("b1 = 0.8", "eps = 3.4028234e38")))
+    assert config.optimizer.args == {"eps": 3.4028234e38}
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("optimizer", "learning_rate"), float("inf")),
+    (("optimizer", "b1"), float("nan")),
+    (("variants", 1, "layers", 1, "epsilon"), 1e39),
+    (("epochs",), 10**5000),  # a Python dict can hold one; its repr raises ValueError
+], ids=["learning_rate-inf", "b1-nan", "epsilon-1e39", "epochs-5000-digits"])
+def test_stored_config_json_with_a_non_finite_number_is_refused(tmp_path, path, value):
+    data = load_experiment(write(tmp_path, GOOD)).to_dict()
+    *parents, last = path
+    target = data
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    with pytest.raises(ConfigError, match=r"^config\.json: .*(finite|must be in)") as err:
+        experiment_from_json(data, source="config.json")
+    assert "\n" not in str(err.value)
+
+
+def test_a_file_with_a_utf8_byte_order_mark_reads_as_without_it(tmp_path):
+    plain = load_experiment(write(tmp_path, GOOD))
+    path = tmp_path / "bom.toml"
+    path.write_bytes(codecs.BOM_UTF8 + GOOD.encode())
+    assert load_experiment(path) == plain
+    path.write_bytes(codecs.BOM_UTF8 + GOOD.replace("epochs = 2", "epochs = 0").encode())
+    with pytest.raises(ConfigError, match=r"bom\.toml:3: epochs: must be in 1\.\."):
+        load_experiment(path)  # lines are counted as in the file
+    path.write_bytes(codecs.BOM_UTF8 + b'name = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"not a UTF-8 text file \(byte 14\)"):
+        load_experiment(path)  # the byte offset counts the mark
+
+
+def test_an_integer_too_long_for_python_is_one_line_not_a_value_error(tmp_path):
+    path = write(tmp_path, GOOD.replace("epochs = 2", "epochs = " + "9" * 5000))
+    with pytest.raises(ConfigError, match=r"exp\.toml: invalid TOML: Exceeds the limit") as err:
+        load_experiment(path)
+    assert "\n" not in str(err.value) and "sys." not in str(err.value)
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (('name = "adam"\nlearning_rate = 0.01\nb1 = 0.8',
+      'name = "sgd"\nlearning_rate = 0.01\nmomentum = "fast"'),
+     r"exp\.toml:7: optimizer\.momentum: optax\.sgd fails with this argument \(check its "
+     r"type and value\): TypeError"),
+    (('name = "adam"\nlearning_rate = 0.01\nb1 = 0.8',  # the blame falls on the bad one
+      'name = "sgd"\nlearning_rate = 0.01\nnesterov = true\nmomentum = "fast"'),
+     r"exp\.toml:8: optimizer\.momentum: optax\.sgd fails with this argument"),
+    (("b1 = 0.8", 'b1 = 0.8\nmu_dtype = "float33"'),  # optax.adam's constructor rejects it
+     r"exp\.toml:8: optimizer\.mu_dtype: optax\.adam fails with this argument .*: TypeError: "
+     r"data type 'float33' not understood"),
+    (("b1 = 0.8", "b1 = 0.8\nb3 = 0.1"),
+     r"exp\.toml:8: optimizer\.b3: not an argument of optax\.adam; allowed: b1, b2"),
+    (("b1 = 0.8", "b1 = [0.8]"), r"exp\.toml:7: optimizer\.b1: must be a number like its "
+                                 r"default 0\.9, got \[0\.8\]"),
+    (("b1 = 0.8", "b1 = 0.8\nmu_dtype = 1979-05-27"),
+     r"exp\.toml:8: optimizer\.mu_dtype: must be a number, string, boolean, array or table, "
+     r"got the date or time 1979-05-27"),
+    (('name = "adam"', 'name = "Schedule"'), r"exp\.toml:5: optimizer\.name: 'Schedule' is "
+                                             r"not an optax optimizer"),
+])
+def test_optimizer_argument_errors_name_the_line_of_their_key(tmp_path, edit, expected):
+    old, new = edit
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=expected) as err:
+        load_experiment(write(tmp_path, GOOD.replace(old, new, 1)))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("key", "line"), [
+    ("optimizer", 4), ("variants[1]", 11), ("variants", 8), ("optimizer.b1", 7),
+    ('x[y', None), ("a[b.c[d", None), ("variants[9].name", None), ("variants[1].layers[9]", 13),
+])
+def test_line_of_finds_tables_by_their_header_and_never_fails(key, line):
+    assert line_of(GOOD, key) == line
+
+
+def test_a_layer_type_that_is_not_a_string_is_one_line(tmp_path):
+    text = GOOD.replace('{ type = "flatten" },', '{ type = ["flatten"] },')
+    with pytest.raises(ConfigError, match=r"exp\.toml:14: variants\[1\]\.layers\[0\]: layer "
+                       r"type \['flatten'\] unknown"):
+        load_experiment(write(tmp_path, text))
+
+
+def test_a_value_nested_deeper_than_the_recursion_limit_is_one_line():
+    data = load_experiment("seed").to_dict()
+    nested = float("nan")
+    for _ in range(5_000):  # json.loads refuses this depth; a Python caller's dict need not
+        nested = [nested]
+    data["optimizer"]["momentum"] = nested
+    with pytest.raises(ConfigError, match=r"^config\.json: optimizer\.momentum: must be a "
+                                          r"finite number .*, got nan$"):
+        experiment_from_json(data, source="config.json")

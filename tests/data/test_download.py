@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,6 +165,33 @@ def test_a_failed_save_removes_its_temp_file(tiny, server, tmp_path, monkeypatch
     with pytest.raises(DataError, match=r"cannot save .*tiny-train-images.gz \(No space left"):
         download(tiny, tmp_path, [server.mirror("good")])
     assert files_under(tmp_path) == []
+
+
+def test_a_corrupt_cached_copy_is_replaced_by_a_verified_download_with_a_note(
+        tiny, server, tmp_path):
+    tiny.put(tmp_path / "tiny")
+    bad = tmp_path / "tiny" / NAMES["train_labels"]
+    bad.write_bytes(tiny.gz[NAMES["train_labels"]][:-9])  # the gzip trailer cut off
+    records = {r.role: r for r in download(tiny, tmp_path, [server.mirror("good")])}
+    replaced = records["train_labels"]
+    assert (replaced.origin, replaced.path) == ("download", bad)
+    assert replaced.notes == (f"{bad} is truncated: the gzip stream ends early; replaced it "
+                              "with a fresh download",)
+    assert bad.read_bytes() == tiny.gz[NAMES["train_labels"]]
+    assert server.requests == [f"/good/{NAMES['train_labels']}"]  # only the bad one
+    assert files_under(tmp_path) == sorted(f"tiny/{name}" for name in NAMES.values())
+
+
+def test_a_corrupt_cached_copy_stays_the_error_when_the_download_fails_too(
+        tiny, server, tmp_path):
+    tiny.put(tmp_path / "tiny")
+    bad = tmp_path / "tiny" / NAMES["train_labels"]
+    bad.write_bytes(other_gz())
+    with pytest.raises(DataError, match=rf"^{re.escape(str(bad))} has the wrong content "
+                       r".*; delete it"):
+        download(tiny, tmp_path, [server.mirror("wrong")])
+    assert bad.read_bytes() == other_gz()  # nothing written over it
+    assert files_under(tmp_path) == sorted(f"tiny/{name}" for name in NAMES.values())
 
 
 def test_load_dataset_downloads_then_splits(tiny, server, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnlab.data.datasets import get_spec, load_dataset
-from bnlab.data.sources import read_files
+from bnlab.data.sources import check_files, read_files
 from bnlab.data.spec import ROLES
 from bnlab.errors import DataError
 from tests.data.tinydata import NAMES, make_tiny, other_gz
@@ -79,7 +79,6 @@ def test_a_data_dir_that_does_not_exist_is_named_as_such(tiny, tmp_path):
     ("origin", "fix"),
     [
         ("data-dir", "or leave out data_dir"),
-        ("cache", "delete it (rm {path}) and run again to fetch a fresh copy"),
         ("system", "reinstall it: sudo apt-get install --reinstall dataset-tiny"),
     ],
 )
@@ -88,7 +87,7 @@ def test_a_bad_file_is_an_error_naming_path_and_fix_even_if_a_later_place_is_goo
     tiny, tmp_path, origin, fix, damage
 ):
     places = {"data-dir": tmp_path / "mine", "cache": tmp_path / "cache" / "tiny",
-              "system": tmp_path / "system"}
+              "system": tmp_path / "system", "later": tmp_path / "later"}
     for directory in places.values():  # good copies in the places searched later
         tiny.put(directory)
     if origin == "system":
@@ -98,11 +97,67 @@ def test_a_bad_file_is_an_error_naming_path_and_fix_even_if_a_later_place_is_goo
     path.write_bytes(other_gz() if damage == "wrong-digest" else good[: len(good) // 2])
     data_dir = places["data-dir"] if origin == "data-dir" else None
     with pytest.raises(DataError) as err:
-        locate(tiny, tmp_path, data_dir=data_dir, system_dirs=[places["system"]])
+        locate(tiny, tmp_path, data_dir=data_dir,
+               system_dirs=[places["system"], places["later"]])
     message = str(err.value)
     problem = "has the wrong content" if damage == "wrong-digest" else "is truncated"
     assert message.startswith(f"{path} {problem}")
     assert message.endswith(fix.format(path=path)) and "\n" not in message
+
+
+def damage(path, how: str) -> None:
+    """Make the file at ``path`` unusable: another valid file, or half of its gzip."""
+    good = path.read_bytes()
+    path.write_bytes(other_gz() if how == "wrong-digest" else good[: len(good) // 2])
+
+
+@pytest.mark.parametrize(("how", "problem"), [("wrong-digest", "has the wrong content"),
+                                               ("truncated-gzip", "is truncated")])
+def test_a_corrupt_cached_copy_gives_way_to_a_verified_system_copy_with_a_note(
+        tiny, tmp_path, how, problem):
+    cache = tiny.put(tmp_path / "cache" / "tiny")
+    system = tiny.put(tmp_path / "system")
+    bad = cache / NAMES["test_images"]
+    damage(bad, how)
+    before = bad.read_bytes()
+    splits = load_dataset("tiny", cache_dir=tmp_path / "cache", system_dirs=[system],
+                          download=False, registry={"tiny": tiny.spec})
+    np.testing.assert_array_equal(splits.x_test, tiny.arrays["test_images"])
+    records = {record.role: record for record in splits.sources}
+    used = records["test_images"]
+    assert (used.origin, used.path) == ("system", system / NAMES["test_images"])
+    (note,) = used.notes
+    assert note.startswith(f"{bad} {problem}")
+    assert note.endswith(f"; skipped it and used the verified {used.path} instead "
+                         f"(rm {bad} to clear this warning)")
+    assert "run again" not in note and "\n" not in note  # the error's fix is not the note's
+    assert all(records[role].notes == () and records[role].origin == "cache"
+               for role in ROLES if role != "test_images")
+    assert bad.read_bytes() == before  # the system copy is read, nothing is written
+
+
+def test_a_corrupt_cached_copy_is_noted_by_check_files_too(tiny, tmp_path):
+    cache = tiny.put(tmp_path / "cache" / "tiny")
+    damage(cache / NAMES["train_labels"], "wrong-digest")
+    spec = dataclasses.replace(tiny.spec, system_dirs=(tiny.put(tmp_path / "system"),))
+    results = check_files(spec, cache_dir=tmp_path / "cache", download=False)
+    assert results["train_labels"].origin == "system"
+    assert "has the wrong content" in results["train_labels"].notes[0]
+
+
+@pytest.mark.parametrize("later", ["nothing", "a bad system copy"])
+def test_a_corrupt_cached_copy_with_no_verified_copy_further_on_is_the_error(
+        tiny, tmp_path, later):
+    cache = tiny.put(tmp_path / "cache" / "tiny")
+    bad = cache / NAMES["test_images"]
+    damage(bad, "truncated-gzip")
+    system = tmp_path / "system"
+    if later == "a bad system copy":
+        damage(tiny.put(system) / NAMES["test_images"], "wrong-digest")
+    with pytest.raises(DataError) as err:
+        locate(tiny, tmp_path, system_dirs=[system])
+    assert str(err.value) == (f"{bad} is truncated: the gzip stream ends early; delete it "
+                              f"(rm {bad}) and run again to fetch a fresh copy")
 
 
 def test_wrong_digest_message_states_sizes_and_digests(tiny, tmp_path):

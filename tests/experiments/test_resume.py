@@ -145,9 +145,21 @@ def test_a_resume_is_recorded_and_a_changed_environment_is_reported(tmp_path):
     assert after["packages"] == started["packages"] and len(after["resumes"]) == 1
     assert after["resumes"][0]["packages"] == started["packages"] and after["resumes"][0]["at"]
 
-    after["packages"]["jax"] = "0.0.1"  # as if the run had started with another jax
-    env_path.write_text(json.dumps(after))
-    run_experiment(config, splits, tmp_path, resume=True, on_resume=reported.append)
+    # How a resume reads a changed environment (record_resume compares the file with this
+    # process): as if the run had started with another jax.
+    from bnlab.store.provenance import record_resume
+
+    edited = {**after, "packages": {**after["packages"], "jax": "0.0.1"}}
+    env_path.write_text(json.dumps(edited))
     current = started["packages"]["jax"]
-    assert reported[-1] == [f"jax {current} (started with 0.0.1)"]
+    assert record_resume(tmp_path, config.seed_list) == [f"jax {current} (started with 0.0.1)"]
     assert len(json.loads(env_path.read_text())["resumes"]) == 2
+    # A hand-edited environment.json no longer agrees with the checkpoints' copy: the run is
+    # damaged, and resuming restores the file from that copy.
+    from bnlab.store.runs import load_run
+
+    assert [str(d) for d in load_run(tmp_path).damage] == [
+        "environment.json does not agree with the copy in the checkpoints"]
+    run_experiment(config, splits, tmp_path, resume=True, on_resume=reported.append)
+    assert reported[-1] == [] and load_run(tmp_path).complete
+    assert json.loads(env_path.read_text())["packages"] == started["packages"]

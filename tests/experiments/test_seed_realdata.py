@@ -69,7 +69,9 @@ def test_notebook_models_learn_on_real_data_in_a_few_hundred_steps(fashion_mnist
         saved = read_history_csv(tmp_path / result.name / "seed-42" / "history.csv")
         np.testing.assert_allclose(saved["val_accuracy"], history["val_accuracy"][0])
     summary = read_json(tmp_path / "summary.json", fix="rerun")
-    assert set(summary) == {"baseline", "bn_after", "bn_before", "comparisons"}
+    assert set(summary) == {"baseline", "bn_after", "bn_before", "comparisons", "left_out",
+                            "figures"}
+    assert summary["left_out"] == {}
     pairs = {(c["name_a"], c["name_b"]) for c in summary["comparisons"]}
     assert len(pairs) == 3 and all(c["comparisons"] == 3 and c["n"] == 3
                                    for c in summary["comparisons"])

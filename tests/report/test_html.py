@@ -18,7 +18,6 @@ from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig
 from bnlab.experiments.runner import run_experiment
 from bnlab.report.html import write_report
-from bnlab.store.histories import history_csv, read_history_csv
 from bnlab.store.runs import load_run
 from tests.synthetic import TINY_LAYERS, tiny_splits
 
@@ -41,16 +40,37 @@ OFFLINE_FLAGS = [
 ]
 
 
+CONFIG = ExperimentConfig(
+    name="tiny-report", description=DESCRIPTION, epochs=2, batch_size=32, seeds=2,
+    optimizer=OptimizerConfig("sgd", 0.1),
+    variants=(VariantConfig("plain", layers=PLAIN_LAYERS), VariantConfig(BN, layers=BN_LAYERS)))
+
+
+class Interrupt(KeyboardInterrupt):
+    """Raised from a runner callback: the run stops as Ctrl-C stops it."""
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A finished 2-variant × 2-seed × 2-epoch run on the synthetic 4×4 splits (a few s)."""
-    config = ExperimentConfig(
-        name="tiny-report", description=DESCRIPTION, epochs=2, batch_size=32, seeds=2,
-        optimizer=OptimizerConfig("sgd", 0.1),
-        variants=(VariantConfig("plain", layers=PLAIN_LAYERS),
-                  VariantConfig(BN, layers=BN_LAYERS)))
     path = tmp_path_factory.mktemp("runs") / HOSTILE
-    run_experiment(config, tiny_splits(), path)
+    run_experiment(CONFIG, tiny_splits(), path)
+    return path
+
+
+def interrupted(path: Path, *, variant: str, epoch: int) -> Path:
+    """A run of ``CONFIG`` stopped after ``epoch`` epochs of ``variant`` (0: once compiled,
+    before its first epoch)."""
+    def stop(name, record):
+        if name == variant and record.epoch == epoch:
+            raise Interrupt
+
+    def stop_compiled(name, seconds):
+        if name == variant and epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_experiment(CONFIG, tiny_splits(), path, on_epoch=stop, on_compiled=stop_compiled)
     return path
 
 
@@ -118,27 +138,20 @@ def test_strings_from_the_run_are_escaped(report):
     assert html.escape(HOSTILE) in text and "run_&lt;script&gt;&amp;&#x27;q&quot;" in text
 
 
-def test_unfinished_run_is_reported_with_what_it_has(run_dir, tmp_path):
-    run = shutil.copytree(run_dir, tmp_path / "run")
-    (run / "summary.json").unlink()
-    for path in (run / BN).glob("seed-*/history.csv"):  # interrupted after epoch 1
-        history = read_history_csv(path)
-        path.write_text(history_csv({m: v[:1] for m, v in history.items()}))
+def test_unfinished_run_is_reported_with_what_it_has(tmp_path):
+    run = interrupted(tmp_path / "run", variant=BN, epoch=1)
     text = write_report([load_run(run)], tmp_path / "r.html").read_text(encoding="utf-8")
     assert '<span class="badge warn">unfinished</span>' in text
-    assert re.search(rf"<td>{BN}</td><td class=\"num\">1</td>", text)
+    assert re.search(rf"<td>{BN}</td><td>unfinished</td><td class=\"num\">1</td>", text)
     assert text.count("pending") == 4  # test metrics of 2 variants
     assert "they appear when the run is complete" in text.replace("\n", " ")
     assert text.count("data:image/png;base64,") == 1
 
 
-def test_run_with_no_finished_epoch_reports_variants_as_not_started(run_dir, tmp_path):
-    run = shutil.copytree(run_dir, tmp_path / "run")
-    (run / "summary.json").unlink()
-    for name in ("plain", BN):
-        shutil.rmtree(run / name)
+def test_run_with_no_finished_epoch_reports_variants_as_not_started(tmp_path):
+    run = interrupted(tmp_path / "run", variant="plain", epoch=0)
     text = write_report([load_run(run)], tmp_path / "r.html").read_text(encoding="utf-8")
-    assert text.count("not started") == 2
+    assert text.count('<td class="muted" colspan="5">not started</td>') == 2
     assert "No epoch has finished yet" in text and "<img" not in text
 
 

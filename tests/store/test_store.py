@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_bytes, atomic_write_json
 from bnlab.store.histories import history_csv, read_history_csv, statistics_csv
 from bnlab.store.provenance import data_fingerprint, same_data
-from bnlab.store.runs import find_resumable, list_runs, load_run, new_run_dir
+from bnlab.store.runs import find_resumable, list_runs, load_run
+from tests.store.conftest import CONFIG, write_interrupted
 from tests.synthetic import tiny_splits
 
 
@@ -45,52 +47,48 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
-def write_run(runs, name, *, complete: bool, seeds=(1,), data=None):
-    """A run folder as bnlab wrote them before config.json held the file form (optimizer
-    arguments under "args", variants with both "model" and "layers") and before
-    environment.json recorded the data (unless ``data``): still readable."""
-    run = new_run_dir(runs, name)
-    config = {"name": name, "dataset": "fashion_mnist", "epochs": 2, "batch_size": 32,
-              "seed": seeds[0], "seeds": len(seeds),
-              "optimizer": {"name": "sgd", "learning_rate": 0.001, "args": {}},
-              "variants": [{"name": "v", "model": "baseline", "layers": []}]}
-    atomic_write_json(run / "config.json", config)
-    atomic_write_json(run / "environment.json", {"seeds": list(seeds),
-                                                 **({"data": data} if data else {})})
-    for seed in seeds:
-        atomic_write_bytes(run / "v" / f"seed-{seed}" / "history.csv", history_csv(
-            {"loss": [1.0], "accuracy": [0.5], "val_loss": [1.0], "val_accuracy": [0.5]}
-        ).encode())
-    if complete:
-        atomic_write_json(run / "summary.json", {"v": {
-            "seeds": list(seeds), "final": {"val_accuracy": [0.5] * len(seeds)},
-            "test_loss": [1.0] * len(seeds), "test_accuracy": [0.5] * len(seeds)}})
-    return run, config
-
-
-def test_listing_loading_and_finding_the_run_to_resume(tmp_path):
-    done, config = write_run(tmp_path, "exp", complete=True)
-    unfinished, _ = write_run(tmp_path, "exp", complete=False, seeds=(1, 2))
-    runs, damaged = list_runs(tmp_path)
-    assert [r.path for r in runs] == [done, unfinished] and damaged == []
-    record = load_run(unfinished)
-    assert not record.complete and record.epochs_per_variant == [1]
-    assert record.histories["v"].per_seed["loss"].shape == (2, 1)
-    assert record.config.optimizer.learning_rate == 0.001 and record.config.optimizer.args == {}
-    config = experiment_from_json(config, source="config.json")
-    data = tiny_splits()  # recorded as the data of neither run, both from before it was recorded
-    with pytest.raises(BnlabError, match=r"and data \(70 training rows\) was not found"):
-        find_resumable(tmp_path, dataclasses.replace(config, seeds=2), data)
-    tiny = write_run(tmp_path, "exp", complete=False, seeds=(1, 2),
-                     data=data_fingerprint(data))[0]
-    assert find_resumable(tmp_path, dataclasses.replace(config, seeds=2), data) == tiny
-    with pytest.raises(BnlabError, match="was not found"):  # other data: not this run
-        find_resumable(tmp_path, dataclasses.replace(config, seeds=2), data.subset(train=60))
-    write_run(tmp_path, "exp", complete=True, data=data_fingerprint(data))
+def test_listing_loading_and_finding_the_run_to_resume(finished_run, tmp_path):
+    runs_dir = finished_run.parent
+    unfinished = write_interrupted(runs_dir / "exp-20261202-000001")
+    runs, unreadable = list_runs(runs_dir)
+    assert [r.path for r in runs] == [finished_run, unfinished] and unreadable == []
+    assert runs[0].complete and runs[0].status == "complete" and not runs[0].damage
+    record = runs[1]
+    assert record.status == "unfinished" and not record.damage
+    assert record.epochs_per_variant == [1, 0]
+    assert record.variant_status("bn") == "unfinished"
+    assert record.variant_status("plain") == "not started"
+    assert record.histories["bn"].per_seed["loss"].shape == (2, 1)
+    data = tiny_splits()
+    assert find_resumable(runs_dir, CONFIG, data) == unfinished
+    with pytest.raises(BnlabError, match=r"and data \(60 training rows\) was not found"):
+        find_resumable(runs_dir, CONFIG, data.subset(train=60))  # other data: not this run
+    with pytest.raises(BnlabError, match="was not found"):
+        find_resumable(runs_dir, dataclasses.replace(CONFIG, seeds=3), data)
+    shutil.rmtree(unfinished)
     with pytest.raises(BnlabError, match="already complete"):
-        find_resumable(tmp_path, config, data)
+        find_resumable(runs_dir, CONFIG, data)
     other_labels = dataclasses.replace(data, y_train=data.y_train[::-1])  # same sizes
     assert data_fingerprint(other_labels) != data_fingerprint(data)
+
+
+def test_a_resume_continues_an_interrupted_run_to_the_numbers_of_a_straight_one(
+        pristine_run, tmp_path):
+    from bnlab.experiments.runner import resume_plan, run_experiment
+
+    run_dir = write_interrupted(tmp_path / "exp-1")
+    plans = resume_plan(load_run(run_dir))
+    assert {n: (p.action, p.from_epoch) for n, p in plans.items()} == {
+        "bn": ("continue", 1), "plain": ("train", 0)}
+    run_experiment(CONFIG, tiny_splits(), run_dir, resume=True)
+    resumed, straight = load_run(run_dir), load_run(pristine_run)
+    assert resumed.complete
+    for name, history in straight.histories.items():
+        for metric, values in history.per_seed.items():
+            np.testing.assert_allclose(resumed.histories[name].per_seed[metric], values,
+                                       rtol=0, atol=1e-6)
+        np.testing.assert_allclose(resumed.summary[name].test_accuracy,
+                                   straight.summary[name].test_accuracy, rtol=0, atol=1e-6)
 
 
 def test_an_old_config_with_layers_and_optimizer_arguments_reads_back_as_a_file_would():
@@ -136,40 +134,63 @@ def test_statistics_csv_gives_per_epoch_mean_and_t_interval_over_seeds(tmp_path)
         assert float(row["val_accuracy_ci95"]) == pytest.approx((high - low) / 2, rel=1e-9)
 
 
-def test_a_damaged_run_is_reported_and_never_hides_the_others(tmp_path):
-    good, _ = write_run(tmp_path, "exp", complete=True)
-    bad, _ = write_run(tmp_path, "exp", complete=False)
-    (bad / "v" / "seed-1" / "history.csv").write_text("epoch,accuracy\n0,xx\n")
-    runs, damaged = list_runs(tmp_path)
-    assert [r.path for r in runs] == [good]
-    assert len(damaged) == 1 and "is damaged" in damaged[0] and "\n" not in damaged[0]
+def test_a_damaged_run_is_listed_as_damaged_and_never_hides_the_others(pristine_run, tmp_path):
+    runs_dir = tmp_path / "runs"
+    good = shutil.copytree(pristine_run, runs_dir / "exp-1")
+    bad = shutil.copytree(pristine_run, runs_dir / "exp-2")
+    (bad / "bn" / "seed-1" / "history.csv").write_text("epoch,accuracy\n0,xx\n")
+    runs, unreadable = list_runs(runs_dir)
+    assert [r.path for r in runs] == [good, bad] and unreadable == []
+    assert runs[0].complete and not runs[1].complete and runs[1].status == "damaged"
+    assert [str(d) for d in runs[1].damage] == [
+        "bn/seed-1/history.csv does not start with the header "
+        "epoch,accuracy,loss,val_accuracy,val_loss"]
+    # The verdicts come from the verified checkpoint's record, so they are whole and equal.
+    assert runs[1].comparisons() == runs[0].comparisons()
+    # A config that no file holds any more: the folder cannot be read, the others can.
     (bad / "config.json").write_text("[]")
-    with pytest.raises(BnlabError, match="is damaged"):
-        load_run(bad)
+    for checkpoint in bad.glob("*/checkpoint.safetensors"):
+        checkpoint.unlink()
+    runs, unreadable = list_runs(runs_dir)
+    assert [r.path for r in runs] == [good] and [p for p, _ in unreadable] == [bad]
+    assert "config.json is not a bnlab experiment" in unreadable[0][1]
+    assert "no checkpoint of the run holds a readable copy" in unreadable[0][1]
 
 
 @pytest.mark.parametrize(("file", "edit", "named"), [
     ("config.json", lambda d: d.pop("optimizer"),
-     "config.json: optimizer: missing; a stored config holds every key"),
-    ("config.json", lambda d: d.update(epochs="2"), "config.json: epochs: must be int, got '2'"),
+     "config.json is not a bnlab experiment (config.json: optimizer: missing; a stored "
+     "config holds every key)"),
+    ("config.json", lambda d: d.update(epochs="2"),
+     "config.json is not a bnlab experiment (config.json: epochs: must be int, got '2')"),
     ("config.json", lambda d: d["variants"][0].pop("name"),
-     "config.json: variants[0].name: missing"),
+     "config.json is not a bnlab experiment (config.json: variants[0].name: missing)"),
     ("config.json", lambda d: d["optimizer"].update(learning_rate=float("inf")),
-     "config.json: optimizer.learning_rate: must be a finite positive number, got inf"),
-    ("summary.json", lambda d: d["v"].pop("test_accuracy"),
-     "ValueError: summary.json['v'] lacks 'test_accuracy'"),
-    ("summary.json", lambda d: d.pop("v"), "ValueError: summary.json['v'] is not a JSON object"),
-    ("summary.json", lambda d: d["v"].update(test_loss=[1.0, 2.0]),
-     "ValueError: summary.json['v'] test_loss holds (2,) values for 1 seeds"),
+     "config.json is not a bnlab experiment (config.json: optimizer.learning_rate: must be "
+     "a finite positive number, got inf)"),
+    ("config.json", lambda d: d.update(description="edited"),
+     "config.json does not agree with the copy in the checkpoints"),
+    ("summary.json", lambda d: d["bn"].pop("test_accuracy"),
+     "summary.json is not a bnlab summary (summary.json['bn'] lacks 'test_accuracy')"),
+    ("summary.json", lambda d: d.pop("bn"),
+     "summary.json is not a bnlab summary (summary.json['bn'] is not a JSON object)"),
+    ("summary.json", lambda d: d["bn"].update(test_loss=[1.0]),
+     "summary.json is not a bnlab summary (summary.json['bn'] test_loss holds (1,) values "
+     "for 2 seeds)"),
+    ("summary.json", lambda d: d["bn"]["final"].update(val_accuracy=[0.5, 0.5]),
+     "summary.json disagrees with the history of bn (final val_accuracy)"),
 ])
-def test_a_hand_edited_run_is_one_line_naming_the_damaged_field(tmp_path, file, edit, named):
-    run, _ = write_run(tmp_path, "exp", complete=True)
-    data = json.loads((run / file).read_text())
+def test_a_hand_edited_run_is_damaged_naming_the_file_and_field(finished_run, file, edit,
+                                                                 named):
+    data = json.loads((finished_run / file).read_text())
     edit(data)
-    (run / file).write_text(json.dumps(data))
-    with pytest.raises(BnlabError) as err:
-        load_run(run)
-    assert str(err.value) == f"{run} is damaged ({named}); delete it or rerun the experiment"
+    (finished_run / file).write_text(json.dumps(data))
+    run = load_run(finished_run)
+    assert [str(d) for d in run.damage] == [named] and run.status == "damaged"
+    assert run.config == CONFIG  # the verified checkpoints' copy
+    if file == "summary.json":
+        with pytest.raises(BnlabError, match=r"summary\.json (is not|disagrees)"):
+            run.comparisons()
 
 
 def test_a_run_config_is_read_back_through_the_experiment_checks(tmp_path):
@@ -201,17 +222,18 @@ layers = [{ type = "flatten" }, { type = "dense", units = 10, activation = "soft
     assert load_run(run_dir).config == config
 
 
-def test_epochs_per_variant_counts_a_variant_that_has_not_started_as_zero(tmp_path):
-    run, config = write_run(tmp_path, "exp", complete=False)
-    config["variants"].append({"name": "later", "model": "baseline", "layers": []})
-    atomic_write_json(run / "config.json", config)
-    assert load_run(run).epochs_per_variant == [1, 0]
+def test_a_config_json_of_random_bytes_is_restored_from_the_checkpoints(finished_run):
+    (finished_run / "config.json").write_bytes(bytes(range(256)))
+    run = load_run(finished_run)
+    assert [str(d) for d in run.damage] == ["config.json is not UTF-8 text (byte 128)"]
+    assert run.config == CONFIG and run.comparisons()
 
 
-def test_a_config_json_of_random_bytes_is_one_line_and_hides_no_other_run(tmp_path):
-    good, _ = write_run(tmp_path, "exp", complete=True)
-    bad, _ = write_run(tmp_path, "exp", complete=True)
-    (bad / "config.json").write_bytes(bytes(range(256)))
-    runs, damaged = list_runs(tmp_path)
-    assert [r.path for r in runs] == [good]
-    assert len(damaged) == 1 and "is not UTF-8 text" in damaged[0]
+def test_statistics_over_seeds_leave_a_diverged_seed_out_from_its_epoch_on():
+    values = np.array([[1.0, 2.0, 3.0], [2.0, np.nan, np.nan], [4.0, 5.0, np.nan]])
+    text = statistics_csv({m: values for m in ("loss", "accuracy", "val_loss",
+                                               "val_accuracy")})
+    rows = list(csv.DictReader(text.splitlines()))
+    assert [r["seeds"] for r in rows] == ["3", "2", "1"]
+    assert float(rows[1]["loss_mean"]) == 3.5 and rows[2]["loss_ci95"] == "nan"
+    assert float(rows[2]["loss_mean"]) == 3.0

@@ -1,4 +1,5 @@
-"""Checkpoints restore exactly, and refuse damaged or foreign files with one clear line."""
+"""Checkpoints restore exactly, carry a digest that finds any changed byte, and refuse
+damaged or foreign files with one clear line naming the file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import pytest
 
 from bnlab.errors import BnlabError
 from bnlab.nn.zoo import get_model
-from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from bnlab.train.checkpoint import (
+    CheckpointError,
+    json_copy_problem,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from bnlab.train.engine import init_train_state
 
 
@@ -41,7 +48,9 @@ def test_checkpoint_files_are_safetensors_and_json_never_pickle(tmp_path):
                   for path, _ in jax.tree_util.tree_leaves_with_path(state)}
     assert set(header) == leaf_names | {"__metadata__"}  # no PRNG key: they derive from seeds
     assert json.loads(header["__metadata__"]["bnlab"]) == {"epoch": 3, "variant": "v"}
-    assert json.loads((tmp_path / "ckpt.json").read_text()) == {"epoch": 3, "variant": "v"}
+    digest = header["__metadata__"]["sha256"]
+    assert len(digest) == 64 and json.loads((tmp_path / "ckpt.json").read_text()) == {
+        "epoch": 3, "variant": "v", "sha256": digest}
     assert b"\x80\x04" not in data[:8 + length]  # no pickle protocol marker in the header
 
 
@@ -63,9 +72,48 @@ def test_damaged_checkpoint_is_refused_with_one_line(tmp_path):
     save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, metadata={})
     data = (tmp_path / "ckpt.safetensors").read_bytes()
     (tmp_path / "ckpt.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(BnlabError, match="is not a bnlab checkpoint") as err:
+    with pytest.raises(BnlabError, match=r"ckpt\.safetensors is not a readable bnlab "
+                                         "checkpoint") as err:
         load_checkpoint(tmp_path / "ckpt", adam_state())
     assert "\n" not in str(err.value)
+
+
+def test_sixteen_flipped_bytes_anywhere_in_the_tensor_data_fail_the_digest(tmp_path):
+    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, metadata={"m": 1})
+    path = tmp_path / "ckpt.safetensors"
+    data = path.read_bytes()
+    start = 8 + int.from_bytes(data[:8], "little")  # the tensors follow the JSON header
+    for offset in np.linspace(start, len(data) - 16, 7).astype(int):
+        damaged = bytearray(data)
+        damaged[offset:offset + 16] = bytes(b ^ 0xFF for b in damaged[offset:offset + 16])
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(CheckpointError, match=r"ckpt\.safetensors is damaged: its tensors "
+                                                  "or metadata do not match the digest"):
+            load_checkpoint(tmp_path / "ckpt", adam_state())
+    path.write_bytes(data)
+    assert read_checkpoint(tmp_path / "ckpt")[1]["m"] == 1
+
+
+def test_edited_metadata_fails_the_digest_and_a_stale_json_copy_is_named(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, metadata={"m": 1})
+    with safe_open(str(tmp_path / "ckpt.safetensors"), framework="numpy") as handle:
+        header = handle.metadata()
+        arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    header["bnlab"] = header["bnlab"].replace('"epoch": 1', '"epoch": 2')
+    (tmp_path / "edited.safetensors").write_bytes(save(arrays, metadata=header))
+    with pytest.raises(CheckpointError, match="do not match the digest"):
+        read_checkpoint(tmp_path / "edited")
+    _, metadata = read_checkpoint(tmp_path / "ckpt")
+    assert json_copy_problem(tmp_path / "ckpt", metadata) is None
+    copy = json.loads((tmp_path / "ckpt.json").read_text())
+    (tmp_path / "ckpt.json").write_text(json.dumps({**copy, "m": 2}))
+    assert json_copy_problem(tmp_path / "ckpt", metadata) == (
+        "does not agree with the header of ckpt.safetensors")
+    (tmp_path / "ckpt.json").unlink()
+    assert json_copy_problem(tmp_path / "ckpt", metadata) == "is missing"
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
@@ -85,13 +133,13 @@ def test_a_checkpoint_written_before_keys_were_dropped_still_restores(tmp_path):
     arrays["keys/root"] = np.asarray(jax.random.key_data(jax.random.key(7)))
     (tmp_path / "old.safetensors").write_bytes(
         save(arrays, metadata={"bnlab": json.dumps({"epoch": 2})}))
-    restored, epoch, _ = load_checkpoint(tmp_path / "old", adam_state(seed=1))
-    assert epoch == 2
+    restored, epoch, metadata = load_checkpoint(tmp_path / "old", adam_state(seed=1))
+    assert epoch == 2 and metadata["sha256"] is None  # from before digests: read unchecked
     for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state),
                          strict=True):
         np.testing.assert_array_equal(got, want)
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(BnlabError, match="missing; rerun without resume=True"):
+    with pytest.raises(CheckpointError, match=r"nothing\.safetensors is missing"):
         load_checkpoint(tmp_path / "nothing", adam_state())

@@ -1,15 +1,18 @@
-"""The epoch loop yields one record per epoch and writes nothing; History keeps Keras's keys."""
+"""The epoch loop yields one record per epoch and writes nothing; History keeps Keras's keys;
+a seed that diverges is recorded at its step while the others train on."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import optax
 import pytest
 
-from bnlab.errors import ConfigError, DivergenceError
+from bnlab.errors import ConfigError
 from bnlab.nn.layers import Dense, Flatten
 from bnlab.nn.model import Sequential
-from bnlab.train.loop import METRICS, History, train_epochs
+from bnlab.train.engine import TrainState
+from bnlab.train.loop import METRICS, Divergence, History, train_epochs
 from bnlab.train.trainer import SeedBatchTrainer
 from tests.synthetic import tiny_model, tiny_splits
 
@@ -57,12 +60,46 @@ def test_history_is_keras_history_per_epoch_and_keeps_every_seed():
     assert repr(history).startswith("History(2 epochs, 3 seeds, means: loss ")
 
 
-def test_a_non_finite_loss_stops_the_loop_before_its_epoch_is_yielded():
+def test_a_nan_pixel_diverges_every_seed_at_the_step_whose_batch_holds_it():
+    splits = tiny_splits()
+    x = splits.x_train.astype(np.float32) / 255
+    x[17, 2, 1] = np.nan  # row 17: each seed meets it at the step its shuffle puts it in
+    trainer = SeedBatchTrainer(tiny_model(), optax.sgd(0.1), batch_size=8, x_train=x,
+                               y_train=splits.y_train, seeds=(1, 2, 3),
+                               evaluation={"val": (splits.x_val, splits.y_val)})
+    state = trainer.init_state()
+    trainer.compile(state)
+    (record,) = train_epochs(trainer, state, epochs=3)  # every seed gone: the loop ends
+    # Independently: the 1-based step of row 17 in each seed's epoch-0 permutation.
+    shuffle, _ = trainer.epoch_keys(0)
+    expected = {seed: int(np.flatnonzero(np.asarray(jax.random.permutation(key, 70)) == 17)[0])
+                // 8 + 1 for seed, key in zip((1, 2, 3), shuffle, strict=False)}
+    assert record.diverged == expected and len(set(expected.values())) > 1
+    assert all(np.isnan(values).all() for values in record.metrics.values())
+    history = History(trainer.seeds)
+    history.append(record)
+    assert history.diverged == {seed: Divergence(1, step) for seed, step in expected.items()}
+    assert "seed 1 diverged at epoch 1, step" in repr(history)
+
+
+def test_a_diverged_seed_leaves_the_other_seeds_numbers_as_if_it_trained_alone():
     model = Sequential((Flatten(), Dense(3, activation="softmax")), input_shape=(4, 4))
-    trainer, state = compiled_trainer(model=model, optimizer=optax.sgd(1e38), seeds=(4, 5))
-    yielded = []
-    with pytest.raises(DivergenceError, match="learning rate") as err:
-        for record in train_epochs(trainer, state, epochs=3):
-            yielded.append(record.epoch)
-    assert err.value.seeds == (4, 5) and err.value.epoch == len(yielded) + 1
-    assert "\n" not in str(err.value)
+    together, state = compiled_trainer(model=model, seeds=(4, 5))
+    poisoned = TrainState(*jax.tree_util.tree_map(
+        lambda a: np.asarray(a).copy(), tuple(state)))
+    poisoned.params[1]["kernel"][0, 0, 0] = np.nan  # seed 4 starts from a NaN weight
+    alone, alone_state = compiled_trainer(model=model, seeds=(5,))
+    records = list(train_epochs(together, poisoned, epochs=3))
+    solo = list(train_epochs(alone, alone_state, epochs=3))
+    assert records[0].diverged == {4: 1} and all(not r.diverged for r in records[1:])
+    for record, single in zip(records, solo, strict=True):
+        for metric, values in record.metrics.items():
+            assert np.isnan(values[0])
+            np.testing.assert_allclose(values[1], single.metrics[metric][0], rtol=1e-6)
+
+
+def test_a_diverged_history_resumes_without_training_its_lost_seeds_again():
+    trainer, state = compiled_trainer(seeds=(1, 2))
+    records = list(train_epochs(trainer, state, epochs=3, start_epoch=1,
+                                diverged={1: Divergence(1, 2), 2: Divergence(1, 3)}))
+    assert records == []  # every seed had diverged: nothing left to train

@@ -4,21 +4,31 @@ A check that fails raises through ``fail(key, message)``, a ``Fail`` that the fi
 builds: it turns a dotted key (``variants[1].layers[2]``) into ``file:line: key: message``
 (``config.lines.line_of``), so every mistake is one line naming the file, the line, the key
 and what is allowed.
+
+Every number a file gives must be finite and within float32's range (``value_problem``):
+a run computes in float32, where ``learning_rate = 1e308`` or ``epsilon = 1e39`` would be
+``inf``, so they are refused at the file, not found as a NaN in the middle of a run.
 """
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import types
 import typing
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from bnlab.config.lines import line_of
 from bnlab.errors import ConfigError
 
 Fail = Callable[[str, str], ConfigError]
 """``fail(dotted_key, message) -> ConfigError`` (raise what it returns)."""
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4028235e+38
+MAX_SHOWN = 80  # characters of a value a message quotes
 
 
 def failing_at(source: str, text: str) -> Fail:
@@ -28,9 +38,15 @@ def failing_at(source: str, text: str) -> Fail:
     def fail(key: str, message: str) -> ConfigError:
         line = line_of(text, key) if text else None
         where = f"{source}:{line}" if line else source
-        return ConfigError(f"{where}: {key}: {message}")
+        return ConfigError(one_line(f"{where}: {key}: {message}"))
 
     return fail
+
+
+def one_line(text: str) -> str:
+    """``text`` with every unprintable character (a newline in a quoted TOML key, say)
+    escaped as ``repr`` would, so that a message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def typed(raw: dict, key: str, kind: type, fail: Fail, default: Any = None,
@@ -41,8 +57,44 @@ def typed(raw: dict, key: str, kind: type, fail: Fail, default: Any = None,
         return default
     value = raw[key]
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise fail(f"{prefix}{key}", f"must be {kind.__name__}, got {value!r}")
+        raise fail(f"{prefix}{key}", f"must be {kind.__name__}, got {shown(value)}")
+    if problem := value_problem(value):
+        raise fail(f"{prefix}{key}", problem)
     return value
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` as a message quotes it: at most ``MAX_SHOWN`` characters, and never
+    an error (an int of more than 4,300 digits, or an array nested too deeply, has no
+    ``repr``)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # sys.get_int_max_str_digits; nested too deeply
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
+
+
+def value_problem(value: Any) -> str | None:
+    """Why ``value``, or any value inside it (an array or a table), cannot come from an
+    experiment: a number that is NaN, ±inf or beyond float32 (|x| > 3.4e38, ``inf`` in a
+    run's float32 arithmetic), or a TOML date or time (nothing takes one, and a run's
+    ``config.json`` cannot hold it); ``None`` when there is none."""
+    pending = [value]  # a stack, not recursion: however deep a value, no RecursionError
+    while pending:
+        value = pending.pop()
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and not abs(value) <= FLOAT32_MAX:  # NaN too
+            return (f"must be a finite number of magnitude at most {FLOAT32_MAX:.4g} "
+                    f"(float32's largest), got {shown(value)}")
+        if isinstance(value, datetime.date | datetime.time):
+            return (f"must be a number, string, boolean, array or table, got the date or "
+                    f"time {value}")
+        if isinstance(value, dict):
+            pending.extend(reversed(value.values()))
+        elif isinstance(value, list | tuple):
+            pending.extend(reversed(value))
+    return None
 
 
 def reject_unknown(raw: dict, allowed: set[str], prefix: str, fail: Fail) -> None:

@@ -26,11 +26,13 @@
 Every mistake is a ``ConfigError`` with one line naming the file, the key (and its line
 where it can be found) and what is allowed. A run stores its resolved experiment as
 ``config.json`` in this same form (``ExperimentConfig.to_dict``), and reading it back goes
-through the same checks (``experiment_from_json``).
+through the same checks (``experiment_from_json``). What is legal but nearly meaningless
+is a warning, not an error: ``small_batch_warnings`` (BatchNorm on batches of 2 rows).
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import re
 import tomllib
@@ -38,11 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bnlab.config.checks import Fail, failing_at, reject_unknown, typed
+from bnlab.config.checks import Fail, failing_at, one_line, reject_unknown, shown, typed
 from bnlab.config.layers import build_layer
 from bnlab.config.optimizer import OptimizerConfig, parse_optimizer
 from bnlab.data.datasets import DATASETS
 from bnlab.errors import BnlabError, ConfigError, LayerInputError
+from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Dense
 from bnlab.nn.model import Sequential
 from bnlab.nn.zoo import MODELS
@@ -122,25 +125,41 @@ def preset_names() -> list[str]:
 def load_experiment(file_or_preset: str | Path) -> ExperimentConfig:
     """Read and validate an experiment file, or a shipped preset by name (``seed``)."""
     path = Path(file_or_preset)
-    if not path.suffix and not path.exists():
+    if not path.suffix and not _exists(path):
         if str(file_or_preset) not in preset_names():
             raise ConfigError(
                 f"no experiment file or preset named {str(file_or_preset)!r}; presets: "
                 f"{', '.join(preset_names())}"
             )
         path = PRESET_DIR / f"{file_or_preset}.toml"
+    source = one_line(str(path))  # a name may hold a newline
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read experiment file ({err.strerror})") from None
+        raise ConfigError(f"{source}: cannot read experiment file ({err.strerror})") from None
+    except ValueError:  # a NUL byte in the name
+        raise ConfigError(f"{source}: cannot read experiment file (its name holds "
+                          "a NUL byte)") from None
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # Windows editors
+    try:
+        text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); save the "
+        raise ConfigError(f"{source}: not a UTF-8 text file (byte {bom + err.start}); save the "
                           "experiment as UTF-8 TOML") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from None
-    return parse_experiment(raw, source=str(path), text=text)
+        raise ConfigError(f"{source}: invalid TOML: {err}") from None
+    except ValueError as err:  # an integer of more than 4,300 digits (int's own limit)
+        raise ConfigError(f"{source}: invalid TOML: {str(err).split(';')[0]}") from None
+    return parse_experiment(raw, source=source, text=text)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, or holding a NUL
+        return False
 
 
 def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
@@ -148,16 +167,18 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
     """Validate parsed TOML ``raw`` into an ``ExperimentConfig``; ``source`` names the
     file in messages and ``text`` (its TOML) locates each key's line."""
     fail = failing_at(source, text)
+    if not isinstance(raw, dict):
+        raise fail("config", "must be a table of keys (name, variants, …)")
     reject_unknown(raw, TOP_KEYS, "", fail)
     for key in ("name", "variants"):
         if key not in raw:
             raise fail(key, "missing; every experiment needs a name and [[variants]]")
     name = typed(raw, "name", str, fail)
     if not NAME_PATTERN.fullmatch(name):
-        raise fail("name", f"{name!r} must be a plain folder name (letters, digits, _ . -)")
+        raise fail("name", f"{shown(name)} must be a plain folder name (letters, digits, _ . -)")
     dataset = typed(raw, "dataset", str, fail, default="fashion_mnist")
     if dataset not in DATASETS:
-        raise fail("dataset", f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+        raise fail("dataset", f"unknown dataset {shown(dataset)}; known: {', '.join(DATASETS)}")
     spec = DATASETS[dataset]
     classes = len(spec.class_names)
     n_train = spec.train_images.shape[0] - spec.validation_size
@@ -207,6 +228,55 @@ def with_overrides(config: ExperimentConfig, *, seeds: int | None = None,
     return dataclasses.replace(config, **given)
 
 
+def small_batch_warnings(config: ExperimentConfig, n_train: int) -> list[str]:
+    """One line per variant with BatchNorm layers whose training batches would hold exactly
+    2 rows (``batch_size == 2``, or ``n_train % batch_size == 2``: the ragged last batch of
+    every epoch); ``[]`` when none would. ``n_train`` is the number of training rows.
+
+    Training BN normalizes with the batch's own statistics. For two rows a and b of one
+    feature, μ = (a + b)/2 and σ² = ((a − b)/2)², so
+
+        x̂ = ±((a − b)/2) / √(((a − b)/2)² + ε)  ≈  ±1   (for |a − b| ≫ √ε)
+
+    (+ for a, − for b): every feature of that batch becomes ±γ + β, whatever its
+    values; the layer passes on only the sign of a − b. A batch of 1 row is an error
+    (``train.engine.check_batching``); 2 rows is legal but nearly meaningless, so it is
+    a warning, with a batch size that avoids it.
+    """
+    batch_size = config.batch_size
+    last = n_train % batch_size
+    if batch_size != 2 and last != 2:
+        return []
+    if batch_size == 2:
+        what = "every training batch has 2 rows"
+    else:
+        what = (f"the last batch of every epoch has 2 rows ({n_train:,} training rows, "
+                f"batch_size {batch_size})")
+    better = _batch_size_without_tiny_batches(n_train, batch_size)
+    fix = (f"batch_size {better} avoids it" if better is not None
+           else "use more training rows")
+    warnings = []
+    for variant in config.variants:
+        model = variant.build(config.input_shape())
+        epsilons = sorted({layer.epsilon for layer in model.layers
+                           if isinstance(layer, BatchNorm)})
+        if epsilons:
+            eps = ", ".join(f"{e:g}" for e in epsilons)
+            warnings.append(
+                f"variant {variant.name!r}: {what}; BatchNorm of 2 rows a, b gives each "
+                f"feature ±((a−b)/2)/√(((a−b)/2)² + ε) ≈ ±1 (ε = {eps}), so it passes on "
+                f"only the sign of a − b; {fix}")
+    return warnings
+
+
+def _batch_size_without_tiny_batches(n_train: int, batch_size: int) -> int | None:
+    """The batch size nearest ``batch_size`` (the larger first on a tie) in 3..``n_train``
+    whose batches all hold at least 3 rows; ``None`` when there is none (``n_train < 3``)."""
+    candidates = range(3, n_train + 1)
+    fits = [b for b in candidates if n_train % b not in (1, 2)]
+    return min(fits, key=lambda b: (abs(b - batch_size), -b), default=None)
+
+
 def _parse_variant(index: int, raw: Any, fail: Fail, classes: int, n_train: int,
                    batch_size: int) -> VariantConfig:
     key = f"variants[{index}]"
@@ -217,14 +287,15 @@ def _parse_variant(index: int, raw: Any, fail: Fail, classes: int, n_train: int,
     if name is None:
         raise fail(f"{key}.name", "missing")
     if not NAME_PATTERN.fullmatch(name) or name in RESERVED_VARIANT_NAMES:
-        raise fail(f"{key}.name", f"{name!r} must be a plain folder name (letters, digits, "
+        raise fail(f"{key}.name", f"{shown(name)} must be a plain folder name (letters, digits, "
                    f"_ . -) other than {', '.join(sorted(RESERVED_VARIANT_NAMES))}")
     if ("model" in raw) == ("layers" in raw):
         raise fail(key, f"give exactly one of model = \"{'|'.join(MODELS)}\" or layers = [...]")
     if "model" in raw:
         model = typed(raw, "model", str, fail, prefix=f"{key}.")
         if model not in MODELS:
-            raise fail(f"{key}.model", f"unknown model {model!r}; presets: {', '.join(MODELS)}")
+            raise fail(f"{key}.model", f"unknown model {shown(model)}; presets: "
+                       f"{', '.join(MODELS)}")
         variant = VariantConfig(name, model=model)
     else:
         layers = raw["layers"]

@@ -12,7 +12,7 @@ import dataclasses
 import typing
 from typing import Any
 
-from bnlab.config.checks import option_type
+from bnlab.config.checks import option_type, shown, value_problem
 from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
@@ -33,11 +33,12 @@ FILE_HIDDEN_OPTIONS = {"axis_name"}
 def build_layer(spec: dict[str, Any]) -> Layer:
     """The layer a file's inline table describes; a ``ConfigError`` (without the file's
     position, which the caller adds) for an unknown type, an unknown option, an option of
-    the wrong type, a missing required option, or a value the layer itself rejects."""
+    the wrong type, a number that is not finite or beyond float32 (``value_problem``), a
+    missing required option, or a value the layer itself rejects."""
     spec = dict(spec)
     kind = spec.pop("type", None)
-    if kind not in LAYER_TYPES:
-        raise ConfigError(f"layer type {kind!r} unknown; allowed: {', '.join(LAYER_TYPES)}")
+    if not isinstance(kind, str) or kind not in LAYER_TYPES:
+        raise ConfigError(f"layer type {shown(kind)} unknown; allowed: {', '.join(LAYER_TYPES)}")
     cls = LAYER_TYPES[kind]
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in FILE_HIDDEN_OPTIONS}
@@ -48,7 +49,9 @@ def build_layer(spec: dict[str, Any]) -> Layer:
         accepts, description = option_type(hints[option])
         if not accepts(value):
             raise ConfigError(f"{kind} layer option {option} must be {description}, "
-                              f"got {value!r}")
+                              f"got {shown(value)}")
+        if problem := value_problem(value):
+            raise ConfigError(f"{kind} layer option {option} {problem}")
     missing = [name for name, f in fields.items() if f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING and name not in spec]
     if missing:

@@ -5,31 +5,46 @@ from __future__ import annotations
 
 import re
 
+_INDEXED = re.compile(r"(.*)\[(\d+)\]")  # "layers[2]" -> ("layers", "2")
+
 
 def line_of(text: str, dotted_key: str) -> int | None:
-    """Best-effort line of ``optimizer.name`` / ``variants[1].model`` / ``epochs`` in ``text``
-    (tomllib reports positions only for syntax errors)."""
+    """Best-effort line of ``optimizer.name`` / ``variants[1].model`` / ``epochs`` in ``text``;
+    a key that is a table (``optimizer``, ``variants[1]``) is found by its header. Never
+    fails: a key it cannot place (a quoted key holding ``.`` or ``[``, say) gives ``None``."""
     *tables, key = dotted_key.split(".")
     start = 0
     for table in tables:
-        name, _, index = table.partition("[")
-        headers = list(re.finditer(rf"^\s*\[\[?\s*{re.escape(name)}\s*\]\]?", text[start:],
-                                   flags=re.MULTILINE))
-        position = int(index.rstrip("]")) if index else 0
-        if position >= len(headers):
+        position = _header_end(text, start, *_split_index(table))
+        if position is None:
             return None
-        start += headers[position].end()
-    key, _, item = key.partition("[")
+        start = position
+    key, item = _split_index(key)
     match = re.search(rf"^[ \t{{,]*{re.escape(key)}\s*=", text[start:], flags=re.MULTILINE)
     if not match:
-        return None
+        header = _header_end(text, start, key, item)
+        return None if header is None else text.count("\n", 0, header) + 1
     position = start + match.end()
-    if item:  # layers[2]: the third inline table of the array (layer tables hold no tables)
+    if item is not None:  # layers[2]: the third inline table of the array (no tables inside)
         braces = table_starts(text, position)
-        index = int(item.rstrip("]"))
-        if index < len(braces):
-            position = braces[index]
+        if item < len(braces):
+            position = braces[item]
     return text.count("\n", 0, position) + 1
+
+
+def _split_index(part: str) -> tuple[str, int | None]:
+    """``"layers[2]"`` -> ``("layers", 2)``; ``"name"`` -> ``("name", None)``."""
+    match = _INDEXED.fullmatch(part)
+    return (match[1], int(match[2])) if match else (part, None)
+
+
+def _header_end(text: str, start: int, name: str, index: int | None) -> int | None:
+    """Offset just after the ``index``-th (default first) ``[name]`` / ``[[name]]`` header in
+    ``text[start:]``, or ``None``."""
+    headers = list(re.finditer(rf"^\s*\[\[?\s*{re.escape(name)}\s*\]\]?", text[start:],
+                               flags=re.MULTILINE))
+    position = index or 0
+    return start + headers[position].end() if position < len(headers) else None
 
 
 def table_starts(text: str, start: int) -> list[int]:

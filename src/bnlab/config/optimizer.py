@@ -12,6 +12,7 @@ traced (never run), so a wrong argument is an error naming its line before any r
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bnlab.config.checks import Fail, kind_name, same_kind, typed
+from bnlab.config.checks import (
+    FLOAT32_MAX,
+    MAX_SHOWN,
+    Fail,
+    kind_name,
+    same_kind,
+    shown,
+    typed,
+    value_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -40,22 +50,25 @@ class OptimizerConfig:
 
 def parse_optimizer(raw: Any, fail: Fail) -> OptimizerConfig:
     """The ``[optimizer]`` table: ``name`` (an optax optimizer), ``learning_rate`` and its
-    other keyword arguments, each checked against optax's own signature."""
+    other keyword arguments, each checked against optax's own signature, each number finite
+    and within float32 (``checks.value_problem``). An argument that optax rejects, or that
+    makes its first update fail, is named by its own line."""
     if not isinstance(raw, dict):
         raise fail("optimizer", "must be a table: [optimizer] name = \"sgd\" …")
     name = typed(raw, "name", str, fail, default="sgd", prefix="optimizer.")
-    factory = getattr(optax, name, None)
-    if name.startswith("_") or not callable(factory) or inspect.isclass(factory) \
-            or "learning_rate" not in inspect.signature(factory).parameters:
+    parameters = _parameters(name)
+    if parameters is None or "learning_rate" not in parameters:
         known = "adam, adamw, sgd, rmsprop, lamb, lion, nadam, …"
-        raise fail("optimizer.name", f"{name!r} is not an optax optimizer (e.g. {known})")
+        raise fail("optimizer.name", f"{shown(name)} is not an optax optimizer (e.g. {known})")
     learning_rate = raw.get("learning_rate", 1e-3)
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float) \
             or not 0 < learning_rate < float("inf"):  # written so that NaN fails too
         raise fail("optimizer.learning_rate", f"must be a finite positive number, got "
-                   f"{learning_rate!r}")
+                   f"{shown(learning_rate)}")
+    if learning_rate > FLOAT32_MAX:
+        raise fail("optimizer.learning_rate", f"must be a finite positive number, got "
+                   f"{shown(learning_rate)}, beyond float32's largest ({FLOAT32_MAX:.4g})")
     args = {k: v for k, v in raw.items() if k not in ("name", "learning_rate")}
-    parameters = inspect.signature(factory).parameters
     allowed = [p for p in parameters if p != "learning_rate"]
     for key, value in args.items():
         if key not in parameters:
@@ -64,35 +77,63 @@ def parse_optimizer(raw: Any, fail: Fail) -> OptimizerConfig:
         default = parameters[key].default
         if not same_kind(value, default):
             raise fail(f"optimizer.{key}", f"must be {kind_name(default)} like its default "
-                       f"{default!r}, got {value!r}")
+                       f"{shown(default)}, got {shown(value)}")
+        if problem := value_problem(value):
+            raise fail(f"optimizer.{key}", problem)
     missing = [p.name for p in parameters.values()
                if p.default is inspect.Parameter.empty and p.name != "learning_rate"
                and p.kind is not p.VAR_KEYWORD and p.kind is not p.VAR_POSITIONAL
                and p.name not in args]
     if missing:
         raise fail("optimizer", f"optax.{name} needs {', '.join(missing)}")
-    try:
-        built = factory(learning_rate=learning_rate, **args)
-    except (TypeError, ValueError) as err:
-        raise fail("optimizer", f"optax.{name} rejects these arguments: {err}") from None
-    if not isinstance(built, optax.GradientTransformation):
-        raise fail("optimizer.name", f"optax.{name} is not an optimizer")
-    _try_one_update(built, name, fail)
+    factory = getattr(optax, name)
+    if problem := _trial(factory, learning_rate, args):
+        key = _culprit(factory, learning_rate, args)
+        which = f"optimizer.{key}" if key else "optimizer"
+        what = ("this argument (check its type and value)" if key
+                else "these arguments (check their types and values)")
+        raise fail(which, f"optax.{name} fails with {what}: {problem}")
     return OptimizerConfig(name, float(learning_rate), args)
 
 
-def _try_one_update(optimizer: optax.GradientTransformation, name: str, fail: Fail) -> None:
-    """Trace (never run) one ``init`` + ``update`` on a tiny tree, so that an argument of
-    the wrong kind (``momentum = "fast"``) is caught here and not in the middle of a run."""
-    params = {"w": jax.ShapeDtypeStruct((2, 2), jnp.float32)}
-
-    def step(params):
-        state = optimizer.init(params)
-        return optimizer.update(params, state, params)
-
+def _parameters(name: str) -> Mapping[str, inspect.Parameter] | None:
+    """The parameters of the optax function ``name``; ``None`` when there is no such public
+    function (a class, a module, a constant, or a callable without a signature)."""
+    factory = getattr(optax, name, None)
+    if name.startswith("_") or not callable(factory) or inspect.isclass(factory):
+        return None
     try:
-        jax.eval_shape(step, params)
+        return inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # optax.Schedule, a typing alias, has none
+        return None
+
+
+def _trial(factory: Callable[..., Any], learning_rate: float,
+           args: dict[str, Any]) -> str | None:
+    """``None`` when ``factory(learning_rate=…, **args)`` builds an optimizer whose ``init``
+    + ``update`` trace (never run) on a tiny tree; otherwise what failed, in one line. So an
+    argument of the wrong kind (``momentum = "fast"``) is caught here, not in a run."""
+    params = {"w": jax.ShapeDtypeStruct((2, 2), jnp.float32)}
+    try:
+        optimizer = factory(learning_rate=learning_rate, **args)
+        if not isinstance(optimizer, optax.GradientTransformation):
+            return f"it gives a {type(optimizer).__name__}, not an optimizer"
+        jax.eval_shape(lambda p: optimizer.update(p, optimizer.init(p), p), params)
     except Exception as err:  # any failure here means the arguments are bad
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise fail("optimizer", f"optax.{name} fails with these arguments "
-                   f"({type(err).__name__}: {first_line}); check their types") from None
+        lines = str(err).strip().splitlines()
+        return f"{type(err).__name__}: {lines[0][:MAX_SHOWN] if lines else 'no message'}"
+    return None
+
+
+def _culprit(factory: Callable[..., Any], learning_rate: float,
+             args: dict[str, Any]) -> str | None:
+    """The argument to blame when ``_trial`` fails with all of ``args``: the first that fails
+    on its own, else the first whose removal lets the rest pass; ``None`` when no single one
+    is to blame (the name or the learning rate is, or a combination)."""
+    for key, value in args.items():
+        if _trial(factory, learning_rate, {key: value}):
+            return key
+    for key in args:
+        if not _trial(factory, learning_rate, {k: v for k, v in args.items() if k != key}):
+            return key
+    return None

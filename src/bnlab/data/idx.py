@@ -76,11 +76,21 @@ def read_idx(raw: bytes, *, name: str, fix: str = _REPLACE) -> np.ndarray:
         raise invalid(f"truncated: expected {expected} bytes of data, found {found}")
     if found > expected:
         raise invalid(f"{found - expected} trailing bytes after {expected} bytes of data")
-    array = np.frombuffer(raw, dtype, count=math.prod(dims), offset=header).reshape(dims)
+    try:
+        array = np.frombuffer(raw, dtype, count=math.prod(dims), offset=header).reshape(dims)
+    except ValueError:  # more than numpy's 64 axes, or axes whose product overflows (with a 0)
+        raise invalid(f"numpy cannot hold an array of shape {_shape_text(dims)}") from None
     if not dtype.isnative:
         array = array.astype(dtype.newbyteorder("="))
         array.flags.writeable = False
     return array
+
+
+def _shape_text(dims: tuple[int, ...]) -> str:
+    """``dims`` for a message: in full up to 8 axes, else the first 8 and the count."""
+    if len(dims) <= 8:
+        return str(dims)
+    return f"({', '.join(map(str, dims[:8]))}, … {len(dims)} axes)"
 
 
 def write_idx(array: np.ndarray) -> bytes:

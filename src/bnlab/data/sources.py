@@ -10,13 +10,18 @@ Each file of a `DatasetSpec` is looked up in this order; the first place holding
 4. A download from each mirror in turn, saved atomically into the cache.
 
 Every file is verified before use: the sha256 of its *decompressed* bytes must equal the
-registry's (mirrors compress differently; the content is the same). A bad file in the cache or
-a system dir is an error naming the path and its repair, not skipped: a damaged copy should
-be repaired, not masked. Nothing here reads environment variables; callers pass the dirs.
+registry's (mirrors compress differently; the content is the same). A bad file in `data_dir`
+or a system dir is an error naming the path and its repair, not skipped: the user or the OS
+put it there, and a damaged copy should be repaired, not masked. A bad copy in the cache,
+bnlab's own, does not block the search: the next place holding a verified copy is used (a
+download replaces the bad copy), and the record says so in `LocatedFile.notes`; only when no
+later place has a verified copy is the bad cached one the error. Nothing here reads
+environment variables; callers pass the dirs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import urllib.error
@@ -44,12 +49,15 @@ class LocatedFile:
     path: where it lies (for a download, its new place in the cache).
     origin: which step of the search order found it.
     sha256: hex digest of its decompressed bytes, equal to the registry's.
+    notes: what the user should hear about the search, one line each: a corrupt copy in the
+      cache that was skipped (or replaced by a download) for this one.
     """
 
     role: str
     path: Path
     origin: Origin
     sha256: str
+    notes: tuple[str, ...] = ()
 
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -140,10 +148,48 @@ def _read_one(
             raise DataError(f"{file.name} is missing from the data directory {data_dir}; {fix}")
         return _read_verified(role, path, "data-dir", file, fix=fix)
     cache = cache_dir / spec.name
-    path = cache / file.name
-    if path.is_file():
-        fix = f"delete it (rm {path}) and run again to fetch a fresh copy"
-        return _read_verified(role, path, "cache", file, fix=fix)
+    cached = cache / file.name
+    if not cached.is_file():
+        return _read_past_cache(spec, role, file, cache=cache, system_dirs=system_dirs,
+                                mirrors=mirrors, download=download, timeout=timeout,
+                                on_progress=on_progress)
+    fix = f"delete it (rm {cached}) and run again to fetch a fresh copy"
+    try:
+        return _read_verified(role, cached, "cache", file, fix=fix)
+    except DataError as damaged:  # bnlab's own copy: a verified one further on may do
+        try:
+            record, raw = _read_past_cache(spec, role, file, cache=cache,
+                                           system_dirs=system_dirs, mirrors=mirrors,
+                                           download=download, timeout=timeout,
+                                           on_progress=on_progress)
+        except DataError:
+            raise damaged from None  # the first problem on the way, and its fix
+        return _with_note(record, str(damaged).removesuffix(f"; {fix}"), cached), raw
+
+
+def _with_note(record: LocatedFile, problem: str, cached: Path) -> LocatedFile:
+    """``record`` noting that the cached copy ``cached`` was unusable (``problem``)."""
+    if record.path == cached:  # downloaded over it
+        note = f"{problem}; replaced it with a fresh download"
+    else:
+        note = (f"{problem}; skipped it and used the verified {record.path} instead "
+                f"(rm {cached} to clear this warning)")
+    return dataclasses.replace(record, notes=(*record.notes, note))
+
+
+def _read_past_cache(
+    spec: DatasetSpec,
+    role: str,
+    file: IdxFile,
+    *,
+    cache: Path,
+    system_dirs: Sequence[Path],
+    mirrors: Sequence[str],
+    download: bool,
+    timeout: float,
+    on_progress: Progress | None,
+) -> tuple[LocatedFile, bytes]:
+    """The search after the cache: the system dirs, then a download into ``cache``."""
     for directory in system_dirs:
         path = directory / file.name
         if path.is_file():

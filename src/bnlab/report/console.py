@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import IO
@@ -14,20 +16,34 @@ from rich.text import Text
 
 from bnlab.analysis.stats import PairedComparison
 from bnlab.errors import OptionRenderer, python_option, render_options
-from bnlab.store.runs import Run
+from bnlab.store.runs import REPAIR, Run
 from bnlab.train.loop import EpochRecord
 
 
 def epoch_line(record: EpochRecord) -> str:
-    """Keras ``verbose=2`` line; with several seeds, metrics are means ± sd over seeds."""
+    """Keras ``verbose=2`` line; with several seeds, metrics are means ± sd over the seeds
+    that have not diverged (``(k/n seeds)`` when some have)."""
     parts = [f"{record.steps}/{record.steps}", f"{record.seconds:.2f}s/epoch",
              f"{1000 * record.seconds / record.steps:.2f}ms/step"]
     for metric, values in record.metrics.items():
-        text = f"{metric}: {values.mean():.4f}"
-        if len(values) > 1:
-            text += f" ±{values.std(ddof=1):.4f}"
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            parts.append(f"{metric}: nan")
+            continue
+        text = f"{metric}: {finite.mean():.4f}"
+        if finite.size > 1:
+            text += f" ±{finite.std(ddof=1):.4f}"
+        if finite.size < values.size:
+            text += f" ({finite.size}/{values.size} seeds)"
         parts.append(text)
     return " - ".join(parts)
+
+
+def divergence_lines(name: str, record: EpochRecord) -> list[str]:
+    """One plain line per seed of model ``name`` that diverged in ``record``'s epoch."""
+    return [f"{name}: seed {seed} diverged at epoch {record.epoch}, step {step} (the training "
+            "loss is not finite); the other seeds train on" for seed, step in
+            record.diverged.items()]
 
 
 def new_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
@@ -38,73 +54,150 @@ def new_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console
     return Console(file=file, stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
+def layer_text(layer: object) -> str:
+    """A layer with every resolved option, e.g. ``BatchNorm(momentum=0.99, epsilon=0.001,
+    momentum_on=old, …)``: two variants that differ in any option read differently."""
+    if not dataclasses.is_dataclass(layer):
+        return type(layer).__name__
+    options = ", ".join(f"{f.name}={getattr(layer, f.name)}" for f in dataclasses.fields(layer)
+                        if f.name != "axis_name")
+    return f"{type(layer).__name__}({options})"
+
+
+def variant_layers(run: Run) -> list[tuple[str, str, list[str]]]:
+    """``(variant, origin, [layer_text of each layer])`` for every variant of ``run``."""
+    config = run.config
+    return [(v.name, f"preset {v.model}" if v.model else "layers",
+             [layer_text(layer) for layer in v.build(config.input_shape()).layers])
+            for v in config.variants]
+
+
+def seeds_cell(values: np.ndarray) -> str:
+    """``mean_sd`` over the seeds that did not diverge, saying how many those are."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return "diverged"
+    text = mean_sd(finite)
+    return text if finite.size == values.size else f"{text} ({finite.size}/{values.size} seeds)"
+
+
 def results_table(run: Run, *, title: str | None = None, epochs: bool = False) -> Table:
-    """Final validation and test metrics per variant (mean ± sd over seeds), seconds per
-    epoch and compile seconds; with ``epochs`` (always for an unfinished run) the epochs each
-    variant finished."""
+    """Final validation and test metrics per variant (mean ± sd over the seeds that did not
+    diverge), seconds per epoch and compile seconds, and each variant's status; with
+    ``epochs`` (always for a run that is not complete) the epochs each variant finished."""
     seeds = run.config.seeds
     if title is None:
         title = "Results after training" + (f" (mean ± sd over {seeds} seeds)"
                                             if seeds > 1 else "")
     if not run.complete:
-        title, epochs = f"{title} — unfinished run", True
+        title, epochs = f"{title} — {run.status} run", True
     table = Table(title=title, title_justify="left")
-    columns = ["model", *(["epochs"] if epochs else []), "val_accuracy", "val_loss",
+    columns = ["model", "status", *(["epochs"] if epochs else []), "val_accuracy", "val_loss",
                "test_accuracy", "test_loss", "s/epoch", "compile s"]
     for column in columns:
-        table.add_column(column, justify="left" if column == "model" else "right")
+        table.add_column(column, justify="left" if column in ("model", "status") else "right")
     for variant in run.config.variants:
         history = run.histories.get(variant.name)
         summary = (run.summary or {}).get(variant.name)
+        status = run.variant_status(variant.name)
+        style = {"complete": "green", "damaged": "red"}.get(status, "yellow")
         done = [str(history.epochs if history else 0)] if epochs else []
         if history is None:
-            table.add_row(escape(variant.name), *done, *["not started"] * 4, "—", "—")
+            reason = "damaged" if status == "damaged" else "not started"
+            table.add_row(escape(variant.name), f"[{style}]{status}[/]", *done,
+                          *[reason] * 4, "—", "—")
             continue
-        tests = ([mean_sd(summary.test_accuracy), mean_sd(summary.test_loss),
+        tests = ([seeds_cell(summary.test_accuracy), seeds_cell(summary.test_loss),
                   f"{summary.seconds_per_epoch:.2f}", f"{summary.compile_seconds:.1f}"]
                  if summary is not None else ["unfinished", "unfinished", "—", "—"])
-        table.add_row(escape(variant.name), *done, mean_sd(history.final("val_accuracy")),
-                      mean_sd(history.final("val_loss")), *tests)
+        table.add_row(escape(variant.name), f"[{style}]{escape(status)}[/]", *done,
+                      seeds_cell(history.final("val_accuracy")),
+                      seeds_cell(history.final("val_loss")), *tests)
     return table
 
 
+def damage_lines(run: Run, option: OptionRenderer = python_option) -> list[str]:
+    """The damaged files of ``run``, one line each, and how to repair them (Rich markup)."""
+    if not run.damage:
+        return []
+    command = resume_command(run)
+    fix = (f"repair: {escape(command)} (retrains only the damaged variants)" if command
+           else escape(render_options(REPAIR, option)))
+    return [f"[bold red]Damaged[/] ({len(run.damage)} file{'s' * (len(run.damage) > 1)}):",
+            *(f"  • {escape(str(d))}" for d in run.damage), f"  {fix}"]
+
+
+def resume_command(run: Run) -> str | None:
+    """The shell command that resumes ``run`` (its recorded start command plus
+    ``--resume``), or ``None`` when the run did not record one."""
+    command = run.environment.get("command")
+    if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
+        return None
+    return shlex.join([*command, *([] if "--resume" in command else ["--resume"])])
+
+
 def run_overview(run: Run, option: OptionRenderer = python_option) -> Group:
-    """What ``bnlab show`` prints: the run and its recipe, the final metrics of every
-    variant (with the epochs each finished) and the verdicts."""
+    """What ``bnlab show`` prints: the run and its recipe, any damaged files, the final
+    metrics and status of every variant, each variant's layers, and the verdicts."""
     config, env = run.config, run.environment
     data = env.get("data")
     rows = (f"; {data['train']:,} / {data['val']:,} / {data['test']:,} rows (train / val / test)"
             if isinstance(data, dict) and {"train", "val", "test"} <= set(data) else "")
-    recipe = (f"optimizer {config.optimizer.name} lr {config.optimizer.learning_rate:g}, batch "
-              f"{config.batch_size}, {config.epochs} epochs, seeds {list(config.seed_list)}"
-              f"{rows}; {env.get('device')}, jax {(env.get('packages') or {}).get('jax')}"
+    recipe = (f"optimizer {config.optimizer.name} lr {config.optimizer.learning_rate:g}"
+              + "".join(f", {k}={v}" for k, v in config.optimizer.args.items())
+              + f", batch {config.batch_size}, {config.epochs} epochs, seeds "
+              f"{list(config.seed_list)}{rows}; {env.get('device')}, jax "
+              f"{(env.get('packages') or {}).get('jax')}"
               + (f"; resumed {len(env['resumes'])}× (environment.json)"
                  if env.get("resumes") else ""))
+    style = {"complete": "green", "damaged": "bold red"}.get(run.status, "yellow")
     header = Text.assemble((str(run.path), "bold"), f": experiment {config.name!r}"
-                           + (f" — {config.description}" if config.description else ""))
+                           + (f" — {config.description}" if config.description else "")
+                           + " ", (f"[{run.status}]", style))
+    layers = Table(title="Layers (every option as resolved)", title_justify="left",
+                   show_header=False, box=None)
+    layers.add_column("model", no_wrap=True)
+    layers.add_column("layers", overflow="fold")
+    for name, origin, texts in variant_layers(run):
+        layers.add_row(f"{escape(name)} ({origin})", escape(" → ".join(texts)))
     return Group(header, Text(recipe),
+                 *(Text.from_markup(line) for line in damage_lines(run, option)),
                  results_table(run, title="Final metrics (mean ± sd over seeds)", epochs=True),
-                 *(Text.from_markup(line) for line in verdict_lines(run, option)))
+                 layers, *(Text.from_markup(line) for line in verdict_lines(run, option)))
 
 
 def verdict_lines(run: Run, option: OptionRenderer = python_option) -> list[str]:
-    """What ``bnlab seed`` and ``bnlab show`` print after the table (Rich markup): the
-    seed-paired verdicts, or with one seed the differences and why there is no verdict
-    (naming the seeds option as ``option`` renders it)."""
-    if len(run.histories) < 2 or not run.complete:
+    """What ``bnlab run`` and ``bnlab show`` print after the table (Rich markup): the
+    seed-paired verdicts, or why there are none (unfinished, damaged, one seed), and every
+    variant left out of them (diverged)."""
+    if len(run.config.variants) < 2 or not run.finished:
         return []
+    problem = run.verdict_problem()
+    if problem:
+        return [f"[yellow]No verdicts:[/] {escape(render_options(problem, option))}"]
     comparisons = run.comparisons()
+    left_out = [f"  • no verdict for {escape(name)} ({escape(why)})"
+                for name, why in run.left_out.items()]
+    if not comparisons:
+        return ["[bold]Verdicts:[/] none (fewer than two variants without a diverged seed)",
+                *left_out]
     if comparisons[0].n == 1:
-        return [render_options(one_seed_differences(comparisons), option)]
-    return ["[bold]Verdicts[/] (seed-paired t-tests on final validation accuracy):",
-            *(f"  • {comparison.verdict}" for comparison in comparisons)]
+        return [render_options(one_seed_differences(comparisons), option), *left_out]
+    family = (f", Holm-adjusted over the {len(comparisons)} pairs of the variants that did "
+              "not diverge" if left_out else "")
+    return [f"[bold]Verdicts[/] (seed-paired t-tests on final validation accuracy{family}):",
+            *(f"  • {escape(comparison.verdict)}" for comparison in comparisons), *left_out]
+
+
+ONE_SEED = "No verdict (one seed)"
 
 
 def one_seed_differences(comparisons: Sequence[PairedComparison]) -> str:
+    """The one-seed sentence of the CLI and the report: no verdict, and the differences."""
     differences = ", ".join(f"{c.name_a} − {c.name_b} {100 * c.mean_difference:+.2f}"
                             for c in comparisons)
-    return ("One seed: no verdict (a seed-paired test needs ≥ 2 seeds; try {seeds=5}). "
-            f"Differences in final validation accuracy, points: {differences}")
+    return (f"{ONE_SEED}: a seed-paired test needs ≥ 2 seeds; try {{seeds=5}}. Differences "
+            f"in final validation accuracy, points: {differences}")
 
 
 def mean_sd(values: np.ndarray) -> str:

@@ -22,9 +22,10 @@ import numpy as np
 
 from bnlab.analysis.stats import summarize_over_seeds
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
-from bnlab.errors import BnlabError
+from bnlab.errors import BnlabError, render_options
 from bnlab.io import atomic_write_bytes
 from bnlab.nn.summary import summarize
+from bnlab.report.console import layer_text, one_seed_differences, resume_command
 from bnlab.report.plots import figure_bytes, learning_curves
 from bnlab.store.runs import Run
 
@@ -32,13 +33,16 @@ CONFIDENCE = 0.95
 RESULT_METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 
 
-def write_report(runs: Sequence[Run], out: Path) -> Path:
-    """Write the report of ``runs`` to ``out`` atomically and return ``out``."""
-    atomic_write_bytes(out, render_report(runs).encode("utf-8"))
+def write_report(runs: Sequence[Run], out: Path, *,
+                 unreadable: Sequence[tuple[Path, str]] = ()) -> Path:
+    """Write the report of ``runs`` to ``out`` atomically and return ``out``;
+    ``unreadable``: run folders that could not be read, each with why, named in it."""
+    atomic_write_bytes(out, render_report(runs, unreadable=unreadable).encode("utf-8"))
     return out
 
 
-def render_report(runs: Sequence[Run]) -> str:
+def render_report(runs: Sequence[Run], *,
+                  unreadable: Sequence[tuple[Path, str]] = ()) -> str:
     """The report of ``runs`` as one HTML document (a string)."""
     if not runs:
         raise BnlabError("no runs to report; pass at least one run folder")
@@ -51,6 +55,10 @@ def render_report(runs: Sequence[Run]) -> str:
                         for i, run in enumerate(runs, 1))
         contents = f'<nav><h2>Runs</h2><ol>{items}</ol></nav>'
     sections = "\n".join(_run_section(run, f"run-{i}") for i, run in enumerate(runs, 1))
+    if unreadable:
+        items = "".join(f"<li><code>{_e(path)}</code>: {_e(why)}</li>" for path, why in unreadable)
+        contents += (f'<section class="run"><h2>Not reported <span class="badge bad">'
+                     f'unreadable</span></h2><ul>{items}</ul></section>')
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -76,15 +84,14 @@ the mean.</p></header>
 
 def _run_section(run: Run, anchor: str) -> str:
     config = run.config
-    if run.complete:
-        status = '<span class="badge ok">complete</span>'
-    else:
-        status = '<span class="badge warn">unfinished</span>'
+    badge = {"complete": "ok", "damaged": "bad"}.get(run.status, "warn")
+    status = f'<span class="badge {badge}">{_e(run.status)}</span>'
     description = (f'<p class="description">{_e(config.description)}</p>'
                    if config.description else "")
     return f"""<section class="run" id="{anchor}">
 <h2>{_e(config.name)} {status}</h2>
 {description}
+{_damage(run)}
 <h3>Experiment</h3>
 {_experiment_table(run, config)}
 <h3>Results</h3>
@@ -133,13 +140,28 @@ def _experiment_table(run: Run, config: ExperimentConfig) -> str:
     return f'<table class="facts">{body}</table>'
 
 
+def _damage(run: Run) -> str:
+    """The damaged files of a run and the command that repairs it."""
+    if not run.damage:
+        return ""
+    items = "".join(f"<li><code>{_e(d.file)}</code> {_e(d.problem)}</li>" for d in run.damage)
+    command = resume_command(run)
+    fix = (f"Repair it with <code>{_e(command)}</code>" if command
+           else "Repair it by resuming it (<code>bnlab run EXPERIMENT --resume</code>)")
+    return (f'<div class="damage"><p><strong>Damaged files</strong> — what is shown below '
+            f"comes only from the files that are sound:</p><ul>{items}</ul><p>{fix}: it "
+            "retrains only the variants whose record is damaged and rewrites the rest.</p>"
+            "</div>")
+
+
 def _results_table(run: Run, config: ExperimentConfig) -> str:
     head = "".join(f'<th class="num">{m}</th>' for m in RESULT_METRICS)
     rows = []
     for variant in config.variants:
         history = run.histories.get(variant.name)
+        status = run.variant_status(variant.name)
         if history is None:
-            cells = '<td class="muted" colspan="5">not started</td>'
+            cells = f'<td class="muted" colspan="5">{_e(status)}</td>'
         else:
             finals = {m: history.final(m) for m in ("val_accuracy", "val_loss")}
             summary = (run.summary or {}).get(variant.name)
@@ -147,36 +169,57 @@ def _results_table(run: Run, config: ExperimentConfig) -> str:
             finals["test_loss"] = None if summary is None else summary.test_loss
             cells = f'<td class="num">{history.epochs}</td>' + "".join(
                 _metric_cell(finals[m]) for m in RESULT_METRICS)
-        rows.append(f"<tr><td>{_e(variant.name)}</td>{cells}</tr>")
-    note = "" if run.complete else (
+        rows.append(f"<tr><td>{_e(variant.name)}</td><td>{_e(status)}</td>{cells}</tr>")
+    note = "" if run.finished else (
         '<p class="note">The run is unfinished: validation metrics are from the last finished '
         "epoch; test metrics are computed at the end of training.</p>")
-    return (f'<table class="results"><thead><tr><th>variant</th><th class="num">epochs</th>'
-            f'{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}')
+    diverged = "".join(
+        f'<p class="note">{_e(name)}: ' + "; ".join(f"seed {seed} diverged at {d}"
+                                                   for seed, d in sorted(seeds.items()))
+        + " (the training loss was not finite); its metrics are over the other seeds.</p>"
+        for name, seeds in run.diverged.items())
+    return (f'<table class="results"><thead><tr><th>variant</th><th>status</th>'
+            f'<th class="num">epochs</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
+            f"</table>{note}{diverged}")
 
 
 def _metric_cell(values: np.ndarray | None) -> str:
-    """``mean ± sd`` over seeds, the confidence interval below it."""
+    """``mean ± sd`` over the seeds that did not diverge, the confidence interval below it."""
     if values is None:
         return '<td class="num muted">pending</td>'
-    s = summarize_over_seeds(values, CONFIDENCE)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return '<td class="num muted">diverged</td>'
+    subset = (f'<div class="ci">{finite.size} of {values.size} seeds (the others diverged)'
+              "</div>" if finite.size < values.size else "")
+    s = summarize_over_seeds(finite, CONFIDENCE)
     if s.n == 1:
-        return f'<td class="num">{s.mean:.4f}<div class="ci">one seed: no interval</div></td>'
+        return (f'<td class="num">{s.mean:.4f}<div class="ci">one seed: no interval</div>'
+                f"{subset}</td>")
     return (f'<td class="num">{s.mean:.4f} ± {s.std:.4f}'
-            f'<div class="ci">{CONFIDENCE:.0%} CI [{s.ci_low:.4f}, {s.ci_high:.4f}]</div></td>')
+            f'<div class="ci">{CONFIDENCE:.0%} CI [{s.ci_low:.4f}, {s.ci_high:.4f}]</div>'
+            f"{subset}</td>")
 
 
 def _verdicts(run: Run, config: ExperimentConfig) -> str:
     if len(config.variants) < 2:
         return ""
     heading = "<h3>Verdicts</h3>"
-    if not run.complete:
+    if not run.finished and not run.damage:
         return (f'{heading}<p class="note">Verdicts compare the final validation accuracy; they '
                 "appear when the run is complete.</p>")
-    try:
-        comparisons = run.comparisons()
-    except BnlabError as err:
-        return f'{heading}<p class="note">No verdicts: {_e(err)}</p>'
+    problem = run.verdict_problem()
+    if problem:
+        return f'{heading}<p class="note">No verdicts: {_e(render_options(problem))}</p>'
+    comparisons = run.comparisons()
+    left_out = "".join(f'<p class="note">No verdict for {_e(name)} ({_e(why)}).</p>'
+                       for name, why in run.left_out.items())
+    if not comparisons:
+        return (f"{heading}<p>None: fewer than two variants have no diverged seed.</p>"
+                f"{left_out}")
+    if comparisons[0].n == 1:
+        return (f"{heading}<p>{_e(render_options(one_seed_differences(comparisons)))}</p>"
+                f"{left_out}")
     items = "".join(f'<li class="{"win" if c.winner else "tie"}">{_e(c.verdict)}</li>'
                     for c in comparisons)
     def number(value: float, spec: str) -> str:  # NaN (one seed): no spread, no test
@@ -194,7 +237,7 @@ def _verdicts(run: Run, config: ExperimentConfig) -> str:
             f"α = 0.05, p-values Holm-adjusted over the {len(comparisons)} pairs; ± is the 95% "
             "confidence interval of the mean paired difference, d<sub>z</sub> = mean / sd of "
             "the paired differences (an exact sign test replaces the t-test when every seed's "
-            f'difference is the same).</p><ul class="verdicts">{items}</ul>{table}')
+            f'difference is the same).</p><ul class="verdicts">{items}</ul>{table}{left_out}')
 
 
 def _curves(run: Run) -> str:
@@ -211,11 +254,14 @@ def _curves(run: Run) -> str:
 
 
 def _model_summary(variant: VariantConfig, config: ExperimentConfig) -> str:
-    """A model's card: its name, where it comes from, and its summary's own HTML."""
+    """A model's card: its name, where it comes from, every layer with its resolved options,
+    and its summary's own HTML."""
     origin = f"preset {variant.model}" if variant.model else "custom layers"
-    summary = summarize(variant.build(config.input_shape()))
+    model = variant.build(config.input_shape())
+    layers = "".join(f"<li><code>{_e(layer_text(layer))}</code></li>" for layer in model.layers)
     return (f'<div class="model"><h4>{_e(variant.name)} <span class="muted">{_e(origin)}'
-            f"</span></h4>{summary._repr_html_()}</div>")
+            f'</span></h4><ol class="layers">{layers}</ol>{summarize(model)._repr_html_()}'
+            "</div>")
 
 
 def _e(value: object) -> str:
@@ -249,6 +295,10 @@ a { color: var(--accent); }
   border: 1px solid currentColor; }
 .badge.ok { color: var(--ok); background: #dafbe1; }
 .badge.warn { color: var(--warn); background: #fff8c5; }
+.badge.bad { color: #cf222e; background: #ffebe9; }
+.damage { color: #82071e; background: #ffebe9; border: 1px solid #ff818266; border-radius: 6px;
+  padding: 6px 12px; font-size: 14px; }
+ol.layers { font-size: 12px; margin: 0 0 8px; padding-left: 20px; }
 code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
   overflow-wrap: anywhere; }
 table { border-collapse: collapse; font-size: 14px; }

@@ -15,6 +15,7 @@ import importlib.util
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -31,7 +32,7 @@ from rich.progress import (
 from bnlab.data.datasets import Splits, load_dataset
 from bnlab.errors import ConfigError
 from bnlab.io import cache_folder
-from bnlab.report.console import epoch_line, new_console
+from bnlab.report.console import divergence_lines, epoch_line, new_console
 from bnlab.train.loop import EpochRecord
 
 SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}  # a bar line fits Jupyter's 115 columns
@@ -99,23 +100,39 @@ class TrainingProgress:
             shown = record.metrics
             if self.console.width < FULL_WIDTH:  # a narrow console: the last metric only
                 shown = dict(list(record.metrics.items())[-1:])
-            metrics = " · ".join(f"{SHORT.get(metric, metric)} {values.mean():.4f}"
+            metrics = " · ".join(f"{SHORT.get(metric, metric)} {finite_mean(values):.4f}"
                                  for metric, values in shown.items())
             self._progress.update(self._task(name), completed=record.epoch, metrics=metrics)
         elif self.verbose == 2:
             self.console.print(f"Epoch {record.epoch}/{record.epochs}\n{epoch_line(record)}",
                                markup=False)
+        if self.verbose:
+            for line in divergence_lines(name, record):
+                self.console.print(line, markup=False, style="bold red")
+
+
+def finite_mean(values: np.ndarray) -> float:
+    """The mean over the seeds that have not diverged (NaN when every one has)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def load_showing_downloads(dataset: str, *, data_dir: Path | str | None,
                            cache_dir: Path | str | None, download: bool, progress: bool = True,
                            console: Console | None = None) -> Splits:
     """``data.datasets.load_dataset`` from bnlab's cache folder (``io.cache_folder``), with a
-    bar per downloading file when ``progress``: how the CLI and the API load data."""
+    bar per downloading file when ``progress``: how the CLI and the API load data. What the
+    search has to say (a corrupt cached copy skipped for a verified one) is printed as a
+    warning on stderr."""
     with DownloadBars(console) as bars:
-        return load_dataset(dataset, data_dir=None if data_dir is None else Path(data_dir),
-                            cache_dir=cache_folder(cache_dir) / "datasets", download=download,
-                            on_progress=bars if progress else None)
+        splits = load_dataset(dataset, data_dir=None if data_dir is None else Path(data_dir),
+                              cache_dir=cache_folder(cache_dir) / "datasets",
+                              download=download, on_progress=bars if progress else None)
+    warnings = new_console(stderr=True) if console is None else console
+    for source in splits.sources:
+        for note in source.notes:
+            warnings.print(f"warning: {note}", markup=False, style="yellow")
+    return splits
 
 
 class DownloadBars:

@@ -53,15 +53,23 @@ def write_histories(variant_dir: Path, seeds: Sequence[int],
 def statistics_csv(per_seed: Mapping[str, np.ndarray], confidence: float = 0.95) -> str:
     """Per-epoch statistics over seeds of ``per_seed[metric]: (seeds, epochs)``: for each
     metric its mean and the half-width of the Student-t confidence interval (NaN for one
-    seed), columns ``epoch, seeds, <metric>_mean, <metric>_ci95, …``."""
-    summaries = {c: summarize_over_seeds(np.asarray(per_seed[c]), confidence)
-                 for c in METRIC_COLUMNS}
+    seed), columns ``epoch, seeds, <metric>_mean, <metric>_ci95, …``. ``seeds`` counts the
+    seeds with finite values that epoch: a diverged seed (NaN from its epoch on) is left
+    out of the statistics from then on, and an epoch no seed finished is NaN."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["epoch", "seeds"] + [f"{c}_{part}" for c in METRIC_COLUMNS
                                           for part in ("mean", "ci95")])
-    for epoch in range(len(summaries["loss"].mean)):
-        writer.writerow([epoch, summaries["loss"].n] + [
-            repr(float(getattr(summaries[c], part)[epoch]))
-            for c in METRIC_COLUMNS for part in ("mean", "ci_half_width")])
+    loss = np.asarray(per_seed["loss"])
+    for epoch in range(loss.shape[1]):
+        alive = np.isfinite(loss[:, epoch])
+        row = []
+        for column in METRIC_COLUMNS:
+            values = np.asarray(per_seed[column])[alive, epoch]
+            if values.size and np.isfinite(values).all():
+                summary = summarize_over_seeds(values, confidence)
+                row += [float(summary.mean), float(summary.ci_half_width)]
+            else:
+                row += [float("nan")] * 2
+        writer.writerow([epoch, int(alive.sum())] + [repr(v) for v in row])
     return out.getvalue()

@@ -3,6 +3,7 @@
     {"python": "3.11.7", "platform": "Linux-…", "packages": {"jax": "0.10.2", …},
      "device": "cpu:cpu", "device_count": 2, "seeds": [42, 43],
      "data": {"train": 55000, "val": 5000, "test": 10000, "sha256": "…"},
+     "command": ["bnlab", "run", "seed"],                     (when started by the command)
      "resumes": [{"at": "2026-12-02T10:00:00+00:00", "python": …, "device": …}, …]}
 
 ``data`` identifies the arrays a run trained and was evaluated on (a subset of the dataset is
@@ -84,10 +85,17 @@ def same_data(environment: Mapping[str, Any], fingerprint: Mapping[str, Any],
     return stored == dict(fingerprint)
 
 
-def write_environment(run_dir: Path, seeds: Sequence[int], splits: Splits) -> None:
-    """``environment.json`` of a new run that trains ``seeds`` on ``splits``."""
-    atomic_write_json(run_dir / "environment.json",
-                      {**environment(seeds), "data": data_fingerprint(splits)})
+def write_environment(run_dir: Path, seeds: Sequence[int], splits: Splits, *,
+                      command: Sequence[str] | None = None,
+                      note: str | None = None) -> dict[str, Any]:
+    """Write and return ``environment.json`` of a new run that trains ``seeds`` on
+    ``splits``; ``command``: the shell command that started it (what ``bnlab show`` adds
+    ``--resume`` to), ``note``: a sentence kept in it."""
+    document = {**environment(seeds), "data": data_fingerprint(splits),
+                **({"command": list(command)} if command else {}),
+                **({"note": note} if note else {})}
+    atomic_write_json(run_dir / "environment.json", document)
+    return document
 
 
 def record_resume(run_dir: Path, seeds: Sequence[int]) -> list[str]:
@@ -95,7 +103,7 @@ def record_resume(run_dir: Path, seeds: Sequence[int]) -> list[str]:
     time) and return how it differs from the environment the run started in, one phrase per
     difference (``"jax 0.11.2 (started with 0.10.2)"``): a resumed run mixes both."""
     path = run_dir / "environment.json"
-    fix = "the run may be damaged; delete it or rerun without {resume=True}"
+    fix = "the run is damaged; resume it again to repair it"
     started = read_json(path, fix=fix)
     if not isinstance(started, dict):
         raise BnlabError(f"{path} is not a JSON object; {fix}")

@@ -1,47 +1,95 @@
-"""The run store: one folder per run of an experiment, read back as a ``Run``.
+"""The run store: one folder per run of an experiment, read back as a ``Run``, every file
+checked.
 
     runs/<experiment>-<YYYYmmdd-HHMMSS>/
         config.json              the resolved experiment (config.experiment, file form)
-        environment.json         versions, device, seeds; "resumes" (store.provenance)
-        summary.json             final metrics and verdicts, written last (store.summary)
+        environment.json         versions, device, seeds, data; "resumes" (store.provenance)
+        summary.json             final metrics, divergences and verdicts, written last
         <variant>/statistics.csv per-epoch mean and 95% CI over seeds (store.histories)
         <variant>/seed-<s>/history.csv   Keras CSVLogger columns, after every epoch
         <variant>/checkpoint.safetensors (+ .json copy of its metadata)  train.checkpoint
-        tensorboard/<variant>/seed-<s>/{train,validation}   event files (store.tensorboard)
-        curves.png, curves.svg   learning curves
+        tensorboard/<variant>/seed-<s>/{,train,validation}/events.*  (store.tensorboard)
+        curves.png, curves.svg   learning curves (written by ``bnlab run``)
+        .lock                    while a process trains it (store.lock)
 
-Every file is written atomically (``bnlab.io``) and nothing is pickled. Reading a run checks
-it: its config goes through the experiment checks, its CSVs and summary through their
-formats, and a damaged folder is one line naming what is wrong.
+Every file is written atomically (``bnlab.io``) and nothing is pickled. Each variant's
+checkpoint carries a digest and, in its metadata, the variant's whole history, its
+divergences and copies of ``config.json`` and ``environment.json`` as the run started: it is
+the record the other files are checked against. ``load_run`` checks every file it finds —
+digests, formats, and agreement between the files — and returns the run with a list of
+``Damage``; only a run whose config can be read from nowhere is an error. A damaged run is
+never ``complete``, its verdicts are refused while the files they come from are damaged, and
+``bnlab run … --resume`` repairs it (``experiments.runner``): it retrains only the variants
+whose own record is damaged or unfinished and rewrites the files derived from intact ones.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bnlab.analysis.stats import PairedComparison, compare_final_accuracy
+import numpy as np
+
+from bnlab.analysis.stats import PairedComparison
 from bnlab.config.experiment import ExperimentConfig, experiment_from_json
 from bnlab.data.datasets import Splits
 from bnlab.errors import BnlabError, ConfigError
-from bnlab.io import atomic_write_json, read_json
-from bnlab.store.histories import METRIC_COLUMNS, read_history_csv
+from bnlab.io import atomic_write_json
+from bnlab.store.checks import event_file_problem, image_problem, parse_csv, text_problem
+from bnlab.store.histories import CSV_COLUMNS, METRIC_COLUMNS, statistics_csv
 from bnlab.store.provenance import data_fingerprint, same_data
-from bnlab.store.summary import VariantSummary, read_summary
-from bnlab.train.loop import History
+from bnlab.store.summary import (
+    VariantSummary,
+    divergences_from_json,
+    read_summary,
+    summary_figures,
+    verdicts,
+)
+from bnlab.train.checkpoint import CheckpointError, json_copy_problem, read_checkpoint
+from bnlab.train.loop import Divergence, History
 
-DAMAGED_FIX = "delete it or rerun the experiment"
+REPAIR = "resume the run to repair it ({resume=True} retrains only what is damaged)"
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A damaged file of a run: ``file`` relative to the run folder, what is wrong with it,
+    and the variant whose record it belongs to (``None``: the run's own files)."""
+
+    file: str
+    problem: str
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file} {self.problem}"
+
+
+@dataclass(frozen=True)
+class SavedVariant:
+    """What a variant's verified checkpoint records: the epochs it finished and their
+    ``History`` (with divergences), its compile seconds, and the copies of the run's
+    config and environment it carries (``{}`` in checkpoints from before they did)."""
+
+    epoch: int
+    history: History
+    compile_seconds: float
+    run_copy: Mapping[str, Any]
 
 
 @dataclass(frozen=True, eq=False)
 class Run:
-    """A run folder read back.
+    """A run folder read back and checked.
 
-    config: the experiment as run; environment: ``environment.json``; summary: per variant,
-    ``None`` while the run is unfinished; histories: per started variant, its ``History``
-    of the epochs every seed finished (``per_seed[metric]: (seeds, epochs)``).
+    config: the experiment as run; environment: ``environment.json`` (or the checkpoint's
+    copy when that file is damaged); summary: per variant, ``None`` while the run is
+    unfinished (or its summary damaged); histories: per started variant whose record is
+    readable, its ``History`` (``per_seed[metric]: (seeds, epochs)``, NaN after a seed
+    diverged); saved: per variant with a verified checkpoint, its ``SavedVariant``;
+    damage: every damaged file found.
     """
 
     path: Path
@@ -49,14 +97,27 @@ class Run:
     environment: dict[str, Any]
     summary: dict[str, VariantSummary] | None
     histories: dict[str, History]
+    damage: tuple[Damage, ...] = ()
+    saved: dict[str, SavedVariant] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.path.name
 
     @property
-    def complete(self) -> bool:
+    def finished(self) -> bool:
+        """Whether every variant finished training (``summary.json`` is there and sound)."""
         return self.summary is not None
+
+    @property
+    def complete(self) -> bool:
+        """Finished, and no file of it is damaged."""
+        return self.finished and not self.damage
+
+    @property
+    def status(self) -> str:
+        """``"complete"``, ``"damaged"`` or ``"unfinished"``."""
+        return "damaged" if self.damage else "complete" if self.finished else "unfinished"
 
     @property
     def epochs_per_variant(self) -> list[int]:
@@ -64,98 +125,425 @@ class Run:
         return [self.histories[v.name].epochs if v.name in self.histories else 0
                 for v in self.config.variants]
 
+    @property
+    def diverged(self) -> dict[str, dict[int, Divergence]]:
+        """Per variant with a diverged seed, where each of them diverged."""
+        return {name: dict(h.diverged) for name, h in self.histories.items() if h.diverged}
+
+    def variant_status(self, name: str) -> str:
+        """One variant's state: ``damaged``, ``diverged (…)``, ``complete``, ``unfinished``
+        or ``not started``."""
+        if any(d.variant == name for d in self.damage):
+            return "damaged"
+        history = self.histories.get(name)
+        if history is None:
+            return "not started"
+        if history.diverged:
+            every = set(history.diverged) == set(history.seeds)
+            return ("diverged" if every else
+                    f"diverged ({len(history.diverged)} of {len(history.seeds)} seeds)")
+        return "complete" if history.epochs == self.config.epochs else "unfinished"
+
+    def verdict_problem(self) -> str | None:
+        """Why no verdict can be computed now (``None``: they can): unfinished, or a file
+        the verdicts come from is damaged."""
+        if not self.finished:
+            summary = [d for d in self.damage if d.file == "summary.json"]
+            if summary:
+                return f"{self.path / 'summary.json'} {summary[0].problem}; {REPAIR}"
+            return (f"{self.path} is unfinished: its verdicts come when every variant has "
+                    "finished (resume it with {resume=True})")
+        lost = [name for name in (v.name for v in self.config.variants)
+                if name not in self.histories
+                or self.histories[name].epochs < _expected_epochs(self, name)]
+        if lost:
+            return (f"the histories of {', '.join(lost)} in {self.path} are damaged, so no "
+                    f"verdict is computed over the other variants alone; {REPAIR}")
+        return None
+
     def comparisons(self) -> list[PairedComparison]:
-        """The seed-paired verdicts on the final validation accuracy (every pair of
-        variants, Holm-adjusted), as ``bnlab show`` prints them; a ``BnlabError`` while the
-        run is unfinished."""
-        if not self.complete:
-            raise BnlabError(f"{self.path} is unfinished: its verdicts come when every "
-                             "variant has finished (resume it with {resume=True})")
-        return compare_final_accuracy({n: h.per_seed for n, h in self.histories.items()},
-                                      self.config.epochs)
+        """The seed-paired verdicts on the final validation accuracy between the variants
+        none of whose seeds diverged (every pair, Holm-adjusted), as ``bnlab show`` prints
+        them (``left_out`` says which variants take no part, and why); a ``BnlabError``
+        while ``verdict_problem`` says they cannot be computed."""
+        problem = self.verdict_problem()
+        if problem:
+            raise BnlabError(problem)
+        return verdicts(self.histories, self.config.epochs)[0]
+
+    @property
+    def left_out(self) -> dict[str, str]:
+        """The variants no verdict involves, each with why (``"diverged: seed 43 at …"``)."""
+        return verdicts(self.histories, self.config.epochs)[1]
 
     def __repr__(self) -> str:
-        status = "complete" if self.complete else "unfinished"
         return (f"Run({str(self.path)!r}: {self.config.name!r}, "
                 f"{len(self.config.variants)} variants × {self.config.seeds} seed(s), "
-                f"{self.config.epochs} epochs, {status})")
+                f"{self.config.epochs} epochs, {self.status})")
+
+
+def _expected_epochs(run: Run, name: str) -> int:
+    """The epochs a finished variant's history has: all of them, or up to the epoch in
+    which its last seed diverged."""
+    history = run.histories.get(name)
+    if history is not None and history.diverged and set(history.diverged) == set(
+            history.seeds):
+        return max(d.epoch for d in history.diverged.values())
+    return run.config.epochs
+
+
+class UnreadableRun(BnlabError):
+    """A run folder whose experiment cannot be read from any of its files."""
 
 
 def load_run(run_dir: Path | str) -> Run:
-    """Read a run folder (JSON and CSV only); a damaged one is a one-line ``BnlabError``."""
+    """Read and check a run folder (JSON, CSV and safetensors only). Damaged files are
+    gathered in ``Run.damage``; a folder whose config cannot be recovered from anywhere is
+    an ``UnreadableRun`` error naming the file."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise BnlabError(f"{run_dir} does not exist; give the path of a run folder")
-    if not (run_dir / "config.json").is_file():
+    if not is_run_folder(run_dir):
         raise BnlabError(f"{run_dir} is not a bnlab run folder (no config.json); give a "
                          "folder <runs dir>/<experiment>-<timestamp> that a run wrote")
-    fix = f"the run may be damaged; {DAMAGED_FIX}"
-    raw_config = read_json(run_dir / "config.json", fix=fix)
-    environment = read_json(run_dir / "environment.json", fix=fix)
-    summary_path = run_dir / "summary.json"
-    raw_summary = read_json(summary_path, fix=fix) if summary_path.exists() else None
-    try:
-        config = experiment_from_json(raw_config, source="config.json")
-    except ConfigError as err:
-        raise BnlabError(f"{run_dir} is damaged ({err}); {DAMAGED_FIX}") from None
-    try:
-        if not isinstance(environment, dict):
-            raise ValueError("environment.json is not a JSON object")
+    return _RunReader(run_dir).read()
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` looks like a run folder (a config.json or a variant checkpoint)."""
+    return path.is_dir() and ((path / "config.json").exists()
+                              or any(path.glob("*/checkpoint.safetensors")))
+
+
+class _RunReader:
+    """The checks of ``load_run``, one method per kind of file."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.damage: list[Damage] = []
+
+    def note(self, file: Path | str, problem: str, variant: str | None = None) -> None:
+        path = Path(file)
+        relative = path.relative_to(self.run_dir) if path.is_absolute() else path
+        self.damage.append(Damage(str(relative), problem, variant))
+
+    def read(self) -> Run:
+        saved = self.read_checkpoints()
+        config = self.read_config(saved)
+        for name in set(saved) - {v.name for v in config.variants}:
+            self.note(f"{name}/checkpoint.safetensors", "belongs to no variant of the config")
+            del saved[name]
+        environment = self.read_environment(config, saved)
         histories = {}
         for variant in config.variants:
-            files = sorted((run_dir / variant.name).glob("seed-*/history.csv"),
-                           key=lambda p: int(p.parent.name.removeprefix("seed-")))
-            per_seed = [read_history_csv(p) for p in files]
-            epochs = min((len(h["loss"]) for h in per_seed), default=0)
-            if epochs:
-                histories[variant.name] = History(
-                    tuple(int(p.parent.name.removeprefix("seed-")) for p in files),
-                    {m: [h[m][:epochs] for h in per_seed] for m in METRIC_COLUMNS})
-        summary = (None if raw_summary is None
-                   else read_summary(raw_summary, [v.name for v in config.variants]))
-    except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise BnlabError(f"{run_dir} is damaged ({type(err).__name__}: {err}); "
-                         f"{DAMAGED_FIX}") from None
-    return Run(run_dir, config, environment, summary, histories)
+            history = self.read_histories(config, variant.name, saved.get(variant.name))
+            if history is not None:
+                histories[variant.name] = history
+        summary, figures = self.read_summary(config, histories)
+        finished = summary is not None
+        if not (self.run_dir / "summary.json").exists() and all(
+                v.name in saved and variant_finished(saved[v.name], config)
+                for v in config.variants):
+            self.note("summary.json", "is missing, though every variant has finished")
+        for name, history in histories.items():
+            self.check_derived(config, name, history, saved.get(name), finished)
+        for figure in figures:
+            path = self.run_dir / figure
+            if problem := (image_problem(path) if path.exists() else "is missing"):
+                self.note(figure, problem)
+        return Run(self.run_dir, config, environment, summary, histories, tuple(self.damage),
+                   saved)
+
+    # checkpoints: the verified record of each variant
+    def read_checkpoints(self) -> dict[str, SavedVariant]:
+        saved = {}
+        for path in sorted(self.run_dir.glob("*/checkpoint.safetensors")):
+            name, stem = path.parent.name, path.with_suffix("")
+            try:
+                _, metadata = read_checkpoint(stem)
+                saved[name] = saved_variant(metadata)
+            except CheckpointError as err:
+                self.note(path, err.problem, name)
+                continue
+            except (KeyError, TypeError, ValueError) as err:
+                self.note(path, f"holds metadata bnlab cannot read ({err})", name)
+                continue
+            if problem := json_copy_problem(stem, metadata):
+                self.note(stem.with_suffix(".json"), problem, name)
+        return saved
+
+    def read_config(self, saved: Mapping[str, SavedVariant]) -> ExperimentConfig:
+        path = self.run_dir / "config.json"
+        copies = [s.run_copy["config"] for s in saved.values() if "config" in s.run_copy]
+        problem, config = self.read_config_file(path)
+        if problem is None and copies and copies[0] != json.loads(path.read_text("utf-8")):
+            problem = "does not agree with the copy in the checkpoints"
+        if problem is None:
+            return config
+        self.note(path, problem)
+        for copy in copies:
+            try:
+                return experiment_from_json(copy, source="a checkpoint's copy of config.json")
+            except ConfigError:
+                continue
+        raise UnreadableRun(f"{path} {problem}, and no checkpoint of the run holds a readable "
+                            "copy of it, so the run cannot be read; rerun the experiment (this "
+                            "folder is left as it is)")
+
+    @staticmethod
+    def read_config_file(path: Path) -> tuple[str | None, ExperimentConfig | None]:
+        text, problem = text_problem(path)
+        if problem:
+            return problem, None
+        try:
+            return None, experiment_from_json(json.loads(text), source="config.json")
+        except (json.JSONDecodeError, RecursionError) as err:
+            return f"is not valid JSON ({type(err).__name__})", None
+        except ConfigError as err:
+            return f"is not a bnlab experiment ({err})", None
+
+    def read_environment(self, config: ExperimentConfig,
+                         saved: Mapping[str, SavedVariant]) -> dict[str, Any]:
+        path = self.run_dir / "environment.json"
+        copies = [s.run_copy["environment"] for s in saved.values()
+                  if isinstance(s.run_copy.get("environment"), dict)]
+        text, problem = text_problem(path)
+        environment: Any = None
+        if problem is None:
+            try:
+                environment = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                problem = "is not valid JSON"
+        if problem is None:
+            if not isinstance(environment, dict):
+                problem = "is not a JSON object"
+            elif environment.get("seeds", list(config.seed_list)) != list(config.seed_list):
+                problem = "records other seeds than config.json"
+            elif copies and {k: v for k, v in environment.items() if k != "resumes"} != {
+                    k: v for k, v in copies[0].items() if k != "resumes"}:
+                problem = "does not agree with the copy in the checkpoints"
+        if problem is None:
+            return environment
+        self.note(path, problem)
+        return dict(copies[0]) if copies else {}
+
+    # histories: the checkpoint's copy when it is sound, the CSV files checked against it
+    def read_histories(self, config: ExperimentConfig, name: str,
+                       saved: SavedVariant | None) -> History | None:
+        seeds = config.seed_list
+        files = {seed: self.run_dir / name / f"seed-{seed}" / "history.csv" for seed in seeds}
+        started = saved is not None or any(p.exists() for p in files.values())
+        if not started:
+            return None
+        if saved is None and not (self.run_dir / name / "checkpoint.safetensors").exists():
+            self.note(f"{name}/checkpoint.safetensors",
+                      "is missing (the variant's trained state and its record)", name)
+        if saved is not None and (saved.history.seeds != seeds
+                                  or saved.epoch > config.epochs):
+            self.note(f"{name}/checkpoint.safetensors",
+                      "records other seeds or more epochs than config.json", name)
+            saved = None
+        tables = {}
+        for seed, path in files.items():
+            text, problem = text_problem(path)
+            table = None
+            if problem is None:
+                table, problem = parse_csv(text, CSV_COLUMNS)
+            if problem is None and saved is not None:
+                problem = _disagreement(table, saved, seeds.index(seed),
+                                        may_lag=not variant_finished(saved, config))
+            if problem:
+                self.note(path, problem, name)
+            else:
+                tables[seed] = table
+        if saved is not None:
+            return saved.history
+        if len(tables) < len(seeds):
+            return None  # no sound record of every seed
+        epochs = min(len(t["loss"]) for t in tables.values())
+        if max(len(t["loss"]) for t in tables.values()) - epochs > 1:
+            self.note(f"{name}/seed-*/history.csv", "hold different numbers of epochs", name)
+        if epochs == 0:
+            return None
+        return History(seeds, {m: [tables[s][m][:epochs] for s in seeds]
+                               for m in METRIC_COLUMNS})
+
+    def read_summary(self, config: ExperimentConfig, histories: dict[str, History]
+                     ) -> tuple[dict[str, VariantSummary] | None, list[str]]:
+        """The summary (``None`` if there is none or it is damaged) and its figure files."""
+        path = self.run_dir / "summary.json"
+        if not path.exists():
+            return None, []
+        text, problem = text_problem(path)
+        summary, figures = None, []
+        if problem is None:
+            try:
+                raw = json.loads(text)
+                summary = read_summary(raw, [v.name for v in config.variants])
+                figures = summary_figures(raw)
+            except (json.JSONDecodeError, RecursionError):
+                problem = "is not valid JSON"
+            except (KeyError, TypeError, ValueError) as err:
+                problem = f"is not a bnlab summary ({err})"
+        if summary is not None:
+            problem = _summary_disagreement(summary, config, histories)
+        if problem:
+            self.note(path, problem)
+            return None, []
+        for name, variant in summary.items():  # CSV-only histories learn their divergences
+            if name in histories and not histories[name].diverged and variant.diverged:
+                histories[name].diverged.update(variant.diverged)
+        return summary, figures
+
+    def check_derived(self, config: ExperimentConfig, name: str, history: History,
+                      saved: SavedVariant | None, finished: bool) -> None:
+        """statistics.csv and the TensorBoard files of a started variant."""
+        done = finished or (saved is not None and variant_finished(saved, config))
+        path = self.run_dir / name / "statistics.csv"
+        if done and (path.exists() or finished):
+            text, problem = text_problem(path)
+            if problem is None:
+                problem = _statistics_disagreement(text, history)
+            if problem:
+                self.note(path, problem, name)
+        for seed in config.seed_list:
+            for part in ("", "train", "validation"):
+                folder = self.run_dir / "tensorboard" / name / f"seed-{seed}" / part
+                events = sorted(folder.glob("events.out.tfevents.*"))
+                if not events:
+                    self.note(folder, "holds no TensorBoard event file", name)
+                for i, event_file in enumerate(events):
+                    newest = i == len(events) - 1
+                    if problem := event_file_problem(event_file, complete=done and newest):
+                        self.note(event_file, problem, name)
 
 
-def list_runs(runs_dir: Path | str) -> tuple[list[Run], list[str]]:
-    """Every readable run folder under ``runs_dir``, oldest first, and one message per
-    damaged folder (a damaged run never hides the others)."""
+def saved_variant(metadata: Mapping[str, Any]) -> SavedVariant:
+    """A checkpoint's metadata as a ``SavedVariant``; malformed metadata is a
+    ``KeyError``/``TypeError``/``ValueError``."""
+    epoch, seeds = int(metadata["epoch"]), tuple(int(s) for s in metadata["seeds"])
+    per_seed = {}
+    for metric in METRIC_COLUMNS:
+        values = np.array([[np.nan if v is None else v for v in row]
+                           for row in metadata["history"][metric]], np.float64)
+        if values.shape != (len(seeds), epoch) and not (epoch == 0 and values.size == 0):
+            raise ValueError(f"its {metric} history is {values.shape}, not "
+                             f"({len(seeds)}, {epoch})")
+        per_seed[metric] = values.reshape(len(seeds), epoch)
+    history = History(seeds, per_seed, [float(s) for s in metadata["epoch_seconds"]][:epoch],
+                      divergences_from_json(metadata.get("diverged", {}), "diverged"))
+    run_copy = metadata.get("run", {})
+    if not isinstance(run_copy, dict):
+        raise ValueError("its copy of the run is not a JSON object")
+    compile_seconds = metadata.get("compile_seconds")
+    return SavedVariant(epoch, history,
+                        float("nan") if compile_seconds is None else float(compile_seconds),
+                        run_copy)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def variant_finished(saved: SavedVariant, config: ExperimentConfig) -> bool:
+    """Whether a variant's checkpoint is its last: every epoch, or every seed diverged."""
+    return saved.epoch == config.epochs or set(saved.history.diverged) >= set(
+        saved.history.seeds)
+
+
+def _disagreement(table: Mapping[str, np.ndarray], saved: SavedVariant, index: int, *,
+                  may_lag: bool) -> str | None:
+    """How a seed's CSV history disagrees with its checkpoint's record, or ``None``. The CSV
+    of a variant still training (``may_lag``) may lag the checkpoint by the epoch in which a
+    process was killed; a finished variant's CSVs are rewritten whole when it finishes."""
+    epochs = len(table["loss"])
+    if epochs > saved.epoch:
+        return f"has {epochs} epochs, more than the checkpoint's {saved.epoch}"
+    for metric in METRIC_COLUMNS:
+        if not _same(table[metric], saved.history.per_seed[metric][index, :epochs]):
+            return f"disagrees with the checkpoint's record ({metric})"
+    if epochs < saved.epoch - (1 if may_lag else 0):
+        return f"has {epochs} epochs, the checkpoint {saved.epoch}"
+    return None
+
+
+def _summary_disagreement(summary: Mapping[str, VariantSummary], config: ExperimentConfig,
+                          histories: Mapping[str, History]) -> str | None:
+    for name, variant in summary.items():
+        history = histories.get(name)
+        if variant.seeds != config.seed_list:
+            return f"records other seeds for {name} than config.json"
+        if history is None:
+            continue  # that variant's own record is damaged (noted there)
+        for metric, values in variant.final.items():
+            if metric in history.per_seed and not _same(values, history.final(metric)):
+                return f"disagrees with the history of {name} (final {metric})"
+    return None
+
+
+def _statistics_disagreement(text: str, history: History) -> str | None:
+    expected = statistics_csv(history.per_seed)
+    columns = tuple(expected.splitlines()[0].split(","))
+    table, problem = parse_csv(text, columns)
+    if problem:
+        return problem
+    want, _ = parse_csv(expected, columns)
+    for column in columns:
+        if table[column].shape != want[column].shape or not np.allclose(
+                table[column], want[column], rtol=1e-9, atol=0, equal_nan=True):
+            return f"disagrees with the histories ({column})"
+    return None
+
+
+def list_runs(runs_dir: Path | str) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """Every readable run folder under ``runs_dir``, oldest first, and each folder that
+    cannot be read at all with why (one damaged run never hides the others)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return [], []
-    folders = sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()),
-                     key=lambda p: ((p / "config.json").stat().st_mtime, p.name))
-    runs, damaged = [], []
+    folders = sorted((p for p in runs_dir.iterdir() if is_run_folder(p)),
+                     key=lambda p: (_started(p), p.name))
+    runs, unreadable = [], []
     for folder in folders:
         try:
             runs.append(load_run(folder))
         except BnlabError as err:
-            damaged.append(str(err))
-    return runs, damaged
+            unreadable.append((folder, str(err)))
+    return runs, unreadable
+
+
+def _started(folder: Path) -> float:
+    try:
+        return (folder / "config.json").stat().st_mtime
+    except OSError:
+        return folder.stat().st_mtime
 
 
 def write_config(run_dir: Path, config: ExperimentConfig) -> None:
-    """A new run's ``config.json``: the experiment in its file form (read back by
-    ``load_run`` through ``experiment_from_json``)."""
+    """A run's ``config.json``: the experiment in its file form (read back by ``load_run``
+    through ``experiment_from_json``)."""
     atomic_write_json(run_dir / "config.json", config.to_dict())
 
 
-def find_resumable(runs_dir: Path, config: ExperimentConfig, splits: Splits) -> Path:
-    """The newest unfinished run of exactly this ``config`` on exactly these ``splits``
-    under ``runs_dir``."""
+def find_resumable(runs_dir: Path, config: ExperimentConfig, splits: Splits, *,
+                   retry_diverged: bool = False) -> Path:
+    """The newest run of exactly this ``config`` on exactly these ``splits`` under
+    ``runs_dir`` that is unfinished or damaged (or has a diverged variant, with
+    ``retry_diverged``)."""
     fingerprint = data_fingerprint(splits)
     candidates = [r for r in list_runs(runs_dir)[0] if r.config == config
                   and same_data(r.environment, fingerprint, config.dataset)]
-    unfinished = [r for r in candidates if not r.complete]
-    if not unfinished:
-        state = "is already complete" if candidates else "was not found"
+    wanted = [r for r in candidates
+              if not r.complete or (retry_diverged and r.diverged)]
+    if not wanted:
+        state = ("is already complete" + ("" if retry_diverged or not any(
+            r.diverged for r in candidates) else " (add {retry_diverged} to retrain its "
+            "diverged variants)") if candidates else "was not found")
         raise BnlabError(f"an unfinished run of {config.name!r} with this configuration "
                          f"(same file and overrides) and data ({fingerprint['train']:,} "
                          f"training rows) {state} under {runs_dir}; run again without "
                          "{resume=True}")
-    return unfinished[-1].path
+    return wanted[-1].path
 
 
 def new_run_dir(runs_dir: Path, experiment: str) -> Path:
@@ -169,3 +557,4 @@ def new_run_dir(runs_dir: Path, experiment: str) -> Path:
         except FileExistsError:
             continue
     raise BnlabError(f"cannot create a run folder under {runs_dir}; clean it up")
+

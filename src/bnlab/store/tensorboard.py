@@ -83,7 +83,8 @@ class TensorBoardLogger:
 
         Arguments:
             metrics: ``{name: (seeds,)}``; ``val_<m>`` goes to ``validation`` as
-                ``epoch_<m>``, any other ``<m>`` to ``train`` as ``epoch_<m>``.
+                ``epoch_<m>``, any other ``<m>`` to ``train`` as ``epoch_<m>``; a non-finite
+                value (a diverged seed) is left out, so its curve ends where it diverged.
             learning_rate: logged to ``train`` as ``epoch_learning_rate``.
             activations: ``{layer: (seeds, rows, features)}`` as ``SeedBatchTrainer.probe``
                 returns them; the layers that ``is_histogram_layer`` selects are written to
@@ -101,6 +102,8 @@ class TensorBoardLogger:
         for i, (train, validation) in enumerate(zip(self._train, self._validation,
                                                     strict=True)):
             for name, values in metrics.items():
+                if not np.isfinite(values[i]):  # a diverged seed: its curve ends
+                    continue
                 run = validation if name.startswith("val_") else train
                 _write(run, scalar(f"epoch_{name.removeprefix('val_')}", values[i]), epoch)
             _write(train, scalar("epoch_learning_rate", learning_rate), epoch)

@@ -3,11 +3,13 @@
 A checkpoint is ONE file written atomically, ``<stem>.safetensors``: every leaf of the
 TrainState (params, BN statistics, optimizer state) named by its pytree path, e.g.
 ``.params[1]['gamma']``, and in the safetensors header (``__metadata__``) the JSON document
-``{"epoch": completed epochs, **metadata}``. No PRNG key is stored: an epoch's keys derive
-from the seed and the epoch number (``engine.RunKeys``). A
-kill at any moment leaves the previous checkpoint or the new one, never a mix. A copy of the
-JSON is written beside it as ``<stem>.json`` for people and tools to read; loading never
-relies on it.
+``{"epoch": completed epochs, **metadata}`` and ``sha256``, a digest of that document and of
+every tensor (name, dtype, shape and bytes), so that any changed byte is found when it is
+read (``read_checkpoint``). No PRNG key is stored: an epoch's keys derive from the seed and
+the epoch number (``engine.RunKeys``). A kill at any moment leaves the previous checkpoint or
+the new one, never a mix. A copy of the document is written beside it as ``<stem>.json`` for
+people and tools to read; loading never relies on it, and ``check_json_copy`` says whether it
+still agrees with the header.
 
 Restoring needs a template state of the same structure (a fresh ``init``): a checkpoint of
 another model or optimizer is refused with a clear message.
@@ -15,7 +17,9 @@ another model or optimizer is refused with a clear message.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +32,95 @@ from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_bytes, atomic_write_json, json_default
 
 
+class CheckpointError(BnlabError):
+    """A checkpoint file is missing, unreadable, or its digest does not match: ``path`` and
+    ``problem`` (``"is missing"``), and the message ``"<path> <problem>"``."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path} {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def digest(document_text: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of the metadata JSON text and of every array (sorted by name: name, dtype,
+    shape, then its C-order bytes)."""
+    hasher = hashlib.sha256(document_text.encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        hasher.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        hasher.update(array.tobytes())
+    return hasher.hexdigest()
+
+
 def save_checkpoint(stem: Path, state: Any, *, epoch: int, metadata: dict[str, Any]) -> None:
-    """Write ``state`` (any pytree of arrays) and the JSON ``metadata``."""
+    """Write ``state`` (any pytree of arrays), the JSON ``metadata`` and their digest."""
     arrays = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
     document = {"epoch": epoch, **metadata}
     text = json.dumps(document, default=json_default)
-    atomic_write_bytes(stem.with_suffix(".safetensors"), save(arrays, metadata={"bnlab": text}))
-    atomic_write_json(stem.with_suffix(".json"), document)
+    sha256 = digest(text, arrays)
+    atomic_write_bytes(stem.with_suffix(".safetensors"),
+                       save(arrays, metadata={"bnlab": text, "sha256": sha256}))
+    atomic_write_json(stem.with_suffix(".json"), {**json.loads(text), "sha256": sha256})
+
+
+def read_checkpoint(stem: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(arrays, metadata)`` of ``<stem>.safetensors`` after checking its digest; a missing,
+    unreadable or changed file is a one-line ``CheckpointError`` naming it. Checkpoints from
+    before digests were stored (no ``sha256``) are read unchecked; ``metadata["sha256"]`` is
+    then ``None``."""
+    path = stem.with_suffix(".safetensors")
+    if not path.is_file():
+        raise CheckpointError(path, "is missing")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            header = handle.metadata() or {}
+            text = header["bnlab"]
+            arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        metadata = json.loads(text)
+        if not isinstance(metadata, dict):
+            raise ValueError("its metadata is not a JSON object")
+        int(metadata["epoch"])
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RecursionError) as err:
+        reason = f"{type(err).__name__}: {err}" if isinstance(err, KeyError) else err
+        raise CheckpointError(path, f"is not a readable bnlab checkpoint ({reason})") from None
+    stored = header.get("sha256")
+    if stored is not None and digest(text, arrays) != stored:
+        raise CheckpointError(path, "is damaged: its tensors or metadata do not match the "
+                                    "digest stored in it")
+    return arrays, {**metadata, "sha256": stored}
+
+
+def json_copy_problem(stem: Path, metadata: Mapping[str, Any]) -> str | None:
+    """``None`` when ``<stem>.json`` holds the checkpoint's own ``metadata``, else what is
+    wrong with that file (``"is missing"``, ``"does not agree with …"``)."""
+    path = stem.with_suffix(".json")
+    try:
+        copy = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "is missing"
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError) as err:
+        return f"cannot be read ({type(err).__name__})"
+    expected = json.loads(json.dumps(dict(metadata), default=json_default))
+    if metadata.get("sha256") is None:  # written before digests: the copy has no sha256
+        expected.pop("sha256", None)
+    if copy != expected:
+        return f"does not agree with the header of {stem.with_suffix('.safetensors').name}"
+    return None
 
 
 def load_checkpoint(stem: Path, template: Any) -> tuple[Any, int, dict[str, Any]]:
-    """Restore ``(state, epoch, metadata)``; ``template`` gives the tree structure and shapes."""
+    """Restore ``(state, epoch, metadata)``; ``template`` gives the tree structure and shapes.
+    A damaged file is a ``CheckpointError`` (``read_checkpoint``)."""
+    arrays, metadata = read_checkpoint(stem)
     path = stem.with_suffix(".safetensors")
-    if not path.is_file():
-        raise BnlabError(f"checkpoint {path} is missing; rerun without {{resume=True}} to "
-                         "start over")
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = json.loads(handle.metadata()["bnlab"])
-            arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        epoch = int(metadata["epoch"])
-    except (SafetensorError, KeyError, TypeError, ValueError) as err:
-        raise BnlabError(f"{path} is not a bnlab checkpoint ({err}); delete the run folder "
-                         "and rerun without {resume=True}") from None
     leaves = []
     for key_path, leaf in jax.tree_util.tree_leaves_with_path(template):
         name = jax.tree_util.keystr(key_path)
         if name not in arrays or arrays[name].shape != np.shape(leaf):
-            raise BnlabError(f"{path} does not fit this experiment ({name} is missing or has "
-                             "another shape); rerun without {resume=True}")
+            raise CheckpointError(path, f"does not fit this experiment ({name} is missing or "
+                                        "has another shape)")
         leaves.append(arrays[name])
     state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
-    return state, epoch, metadata
+    return state, int(metadata["epoch"]), metadata

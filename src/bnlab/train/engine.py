@@ -41,11 +41,17 @@ class TrainState(NamedTuple):
 
 
 class EpochMetrics(NamedTuple):
-    """Per-epoch training metrics; ``step_loss: (steps,)`` is each batch's mean loss."""
+    """Per-epoch training metrics; ``step_loss: (steps,)`` is each batch's mean loss.
+
+    ``diverged_step``: the 0-based step of the epoch whose loss was the first non-finite
+    one, ``-1`` if none was (``steps`` when every loss was finite but the state after the
+    last step is not); ``loss`` and ``accuracy`` are NaN when it is set.
+    """
 
     loss: Array
     accuracy: Array
     step_loss: Array
+    diverged_step: Array
 
 
 class RunKeys(NamedTuple):
@@ -136,16 +142,34 @@ def scale_pixels(images: Array) -> Array:
     return images.astype(jnp.float32)
 
 
+def all_finite(tree) -> Array:
+    """Whether every value of ``tree``'s leaves is finite: one sum per leaf (NaN and ±inf
+    propagate through a sum; finite values overflow it only far beyond any trained
+    network's weights)."""
+    return jnp.all(jnp.stack([jnp.isfinite(jnp.sum(leaf))
+                              for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
 def make_train_epoch(
     model: Sequential,
     optimizer: optax.GradientTransformation,
     n_samples: int,
     batch_size: int,
+    *,
+    guard: bool = True,
 ) -> Callable[[TrainState, Array, Array, Array, Array], tuple[TrainState, EpochMetrics]]:
     """Build ``train_epoch(state, images, labels, shuffle_key, dropout_key)`` (not jitted).
 
     ``images: (n_samples, …) uint8``, ``labels: (n_samples,) int32``. Returns the new
     state and ``EpochMetrics``. Jit it (``jax.jit(..., donate_argnums=0)``) or vmap it.
+
+    With ``guard`` (the default) the epoch reports where it diverged
+    (``EpochMetrics.diverged_step``): every step checks its loss, and the state after the
+    last step is checked once (``all_finite``). The loss suffices within the epoch: a
+    non-finite weight or BN input makes the next forward pass, hence its loss, non-finite
+    (``inf · 0`` is NaN too), and checking it costs nothing; checking every updated parameter
+    at every step cost 3-15% (``benchmarks/divergence_guard.py`` measured both, results in
+    ``benchmarks/results/``). ``guard=False`` is for that benchmark.
     """
     check_batching(n_samples, batch_size, model)
     steps = steps_per_epoch(n_samples, batch_size)
@@ -168,24 +192,36 @@ def make_train_epoch(
         # CPU gather of (28, 28) rows is slower (measured in benchmarks/results/).
         flat_images = images.reshape(images.shape[0], -1)
 
-        def train_step(state: TrainState, batch):
-            rows, mask, step_key = batch  # rows, mask: (batch_size,); x: (batch_size, 28, 28)
+        def train_step(carry: tuple[TrainState, Array], batch):
+            state, diverged_step = carry
+            rows, mask, step_key, step = batch  # rows, mask: (batch_size,)
             x = scale_pixels(flat_images[rows].reshape(rows.shape + images.shape[1:]))
             (loss, (bn_state, correct, count)), grads = grad_fn(
                 state.params, state.bn_state, x, labels[rows], mask, step_key
             )
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            return TrainState(params, bn_state, opt_state), (loss, loss * count, correct, count)
+            if guard:
+                diverged_step = jnp.where((diverged_step < 0) & ~jnp.isfinite(loss), step,
+                                          diverged_step)
+            return ((TrainState(params, bn_state, opt_state), diverged_step),
+                    (loss, loss * count, correct, count))
 
         order = jax.random.permutation(shuffle_key, n_samples)
         order = jnp.pad(order, (0, padded - n_samples)).reshape(steps, batch_size)
         step_keys = jax.random.split(dropout_key, steps)
-        state, (step_loss, loss_sum, correct, count) = jax.lax.scan(
-            train_step, state, (order, row_mask, step_keys)
+        (state, diverged_step), (step_loss, loss_sum, correct, count) = jax.lax.scan(
+            train_step, (state, jnp.int32(-1)),
+            (order, row_mask, step_keys, jnp.arange(steps, dtype=jnp.int32))
         )
+        if guard:
+            diverged_step = jnp.where((diverged_step < 0) & ~all_finite(state), steps,
+                                      diverged_step)
         total = count.sum()
-        return state, EpochMetrics(loss_sum.sum() / total, correct.sum() / total, step_loss)
+        nan_if_diverged = jnp.where(diverged_step < 0, 1.0, jnp.nan)
+        return state, EpochMetrics(nan_if_diverged * loss_sum.sum() / total,
+                                   nan_if_diverged * correct.sum() / total, step_loss,
+                                   diverged_step)
 
     return train_epoch
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnlab.errors import ConfigError, DivergenceError
+from bnlab.errors import ConfigError
 from bnlab.train.engine import TrainState
 from bnlab.train.trainer import SeedBatchTrainer
 
@@ -31,9 +31,11 @@ class EpochRecord:
 
     epoch: 1-based, of ``epochs``; steps: training steps in it; seconds: wall time of its
     training and validation. metrics: ``{"loss", "accuracy"[, "val_loss", "val_accuracy"]:
-    (seeds,) float64}``. state: the seed-stacked state after it, as the trainer runs it (padded
-    seeds included; ``trainer.saved(state)`` drops them); valid until the next record is
-    asked for, whose epoch consumes it.
+    (seeds,) float64}``, NaN for a seed that has diverged. diverged: the seeds that diverged
+    in this epoch, each with its 1-based step (the first whose loss was not finite).
+    state: the seed-stacked state after it, as the trainer runs it (padded seeds included;
+    ``trainer.saved(state)`` drops them); valid until the next record is asked for, whose
+    epoch consumes it.
     """
 
     epoch: int
@@ -42,43 +44,64 @@ class EpochRecord:
     seconds: float
     metrics: Mapping[str, np.ndarray]
     state: TrainState
+    diverged: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where a seed diverged: in ``epoch`` (1-based) at ``step`` (1-based, of the epoch's
+    steps), the first step whose training loss was not finite; ``None`` where only the
+    epoch is known (a history read back from CSV files alone)."""
+
+    epoch: int
+    step: int | None = None
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch}" + (f", step {self.step}" if self.step is not None else "")
 
 
 def train_epochs(trainer: SeedBatchTrainer, state: TrainState, *, epochs: int,
-                 start_epoch: int = 0, validation: str | None = "val") -> Iterator[EpochRecord]:
+                 start_epoch: int = 0, validation: str | None = "val",
+                 diverged: Mapping[int, Divergence] | None = None) -> Iterator[EpochRecord]:
     """Train epochs ``start_epoch + 1 … epochs`` of ``state`` and yield a record after each.
 
     With ``validation`` (the name of one of the trainer's evaluation sets) every epoch ends
-    with an inference-mode evaluation on it, as Keras's ``validation_data``. A non-finite
-    training loss stops the loop with a ``DivergenceError`` before its epoch is yielded.
+    with an inference-mode evaluation on it, as Keras's ``validation_data``. A seed whose
+    loss becomes non-finite is reported in the record of that epoch (``record.diverged``)
+    and its metrics are NaN from then on, while the other seeds train on; the loop ends
+    after the epoch in which the last seed diverged. ``diverged``: the seeds that had
+    diverged before ``start_epoch`` (a resumed history's ``History.diverged``).
     """
     if validation is not None and validation not in trainer.evaluation:
         raise ConfigError(f"no evaluation data named {validation!r} to validate on; the "
                           f"trainer has {', '.join(trainer.evaluation) or 'none'}")
+    gone = set(diverged or ())
     for epoch in range(start_epoch, epochs):
+        if gone >= set(trainer.seeds):
+            return
         start = time.perf_counter()
-        state, loss, accuracy = trainer.train_epoch(state, epoch)
+        state, loss, accuracy, diverged_step = trainer.train_epoch(state, epoch)
         metrics = {"loss": loss, "accuracy": accuracy}
         if validation is not None:
             metrics["val_loss"], metrics["val_accuracy"] = trainer.evaluate(state, validation)
-        metrics = {name: values.astype(np.float64) for name, values in metrics.items()}
         seconds = time.perf_counter() - start
-        diverged = tuple(s for s, value in zip(trainer.seeds, loss, strict=True)
-                         if not np.isfinite(value))
-        if diverged:
-            raise DivergenceError(
-                f"training diverged in epoch {epoch + 1} (loss is not finite for seed(s) "
-                f"{', '.join(map(str, diverged))}); lower the learning rate or add BatchNorm",
-                epoch=epoch + 1, seeds=diverged)
-        yield EpochRecord(epoch + 1, epochs, trainer.steps, seconds, metrics, state)
+        new = {seed: int(step) + 1 for seed, step in zip(trainer.seeds, diverged_step,
+                                                         strict=True)
+               if step >= 0 and seed not in gone}
+        gone |= set(new)
+        lost = np.array([seed in gone for seed in trainer.seeds])
+        metrics = {name: np.where(lost, np.nan, values.astype(np.float64))
+                   for name, values in metrics.items()}
+        yield EpochRecord(epoch + 1, epochs, trainer.steps, seconds, metrics, state, new)
 
 
 @dataclass
 class History:
     """The metrics of every finished epoch of a seed batch, as Keras's ``History`` keeps them.
 
-    ``per_seed[metric]: (seeds, epochs)`` holds every value, ``epoch_seconds`` each epoch's
-    wall time where it was measured (a run read back from its CSVs has none); ``history`` is
+    ``per_seed[metric]: (seeds, epochs)`` holds every value (NaN after a seed diverged),
+    ``epoch_seconds`` each epoch's wall time where it was measured (a run read back from its
+    CSVs has none), ``diverged`` where each diverged seed did (``Divergence``); ``history`` is
     Keras's
     ``History.history``: ``{metric: [one value per epoch]}`` with the keys of ``METRICS``
     that were measured (the ``val_`` ones need validation data), the seed's own values for
@@ -88,20 +111,24 @@ class History:
     seeds: tuple[int, ...]
     per_seed: dict[str, np.ndarray] = field(default_factory=dict)
     epoch_seconds: list[float] = field(default_factory=list)
+    diverged: dict[int, Divergence] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.seeds = tuple(self.seeds)
         self.per_seed = {m: np.asarray(v, np.float64).reshape(len(self.seeds), -1)
                          for m, v in self.per_seed.items()}
         self.epoch_seconds = list(self.epoch_seconds)
+        self.diverged = dict(self.diverged)
 
     def append(self, record: EpochRecord) -> None:
-        """Add one epoch's metrics and seconds."""
+        """Add one epoch's metrics, seconds and divergences."""
         for metric, values in record.metrics.items():
             column = np.asarray(values, np.float64).reshape(len(self.seeds), 1)
             previous = self.per_seed.get(metric, np.zeros((len(self.seeds), 0)))
             self.per_seed[metric] = np.concatenate([previous, column], axis=1)
         self.epoch_seconds.append(record.seconds)
+        self.diverged.update({seed: Divergence(record.epoch, step)
+                              for seed, step in record.diverged.items()})
 
     @property
     def epochs(self) -> int:
@@ -129,5 +156,6 @@ class History:
         seeds = (f"seed {self.seeds[0]}" if len(self.seeds) == 1
                  else f"{len(self.seeds)} seeds, means")
         last = ", ".join(f"{m} {v[-1]:.4f}" for m, v in self.history.items() if v)
-        return f"History({self.epochs} epochs, {seeds}{': ' + last if last else ''})"
+        gone = "".join(f"; seed {s} diverged at {d}" for s, d in self.diverged.items())
+        return f"History({self.epochs} epochs, {seeds}{': ' + last if last else ''}{gone})"
 

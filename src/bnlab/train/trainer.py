@@ -4,7 +4,7 @@
                                seeds=(42, 43, 44), evaluation={"val": (x_val, y_val)})
     state = trainer.init_state()
     trainer.compile(state)                       # ahead of time: seconds it took
-    state, loss, accuracy = trainer.train_epoch(state, epoch=0)   # loss, accuracy: (3,)
+    state, loss, accuracy, diverged = trainer.train_epoch(state, epoch=0)  # each (3,)
     val_loss, val_accuracy = trainer.evaluate(state, "val")
 
 It takes built objects, never config types: the runner, ``bnlab.fit`` and the benchmarks
@@ -131,18 +131,20 @@ class SeedBatchTrainer:
         """``(shuffle, dropout)`` keys of a 0-based epoch, each ``(run seeds,)``."""
         return self.keys.epoch(epoch)
 
-    def compile(self, state: TrainState) -> float:
-        """Compile the epoch and the evaluation of every ``evaluation`` set ahead of time and
-        place their data on the devices; returns the seconds it took."""
+    def compile(self, state: TrainState, *, training: bool = True) -> float:
+        """Compile the epoch (unless not ``training``: a finished state only evaluated) and
+        the evaluation of every ``evaluation`` set ahead of time and place their data on the
+        devices; returns the seconds it took."""
         start = time.perf_counter()
-        shuffle, dropout = self.epoch_keys(0)
-        self._epoch = self._epoch.lower(state, self.x_train, self.y_train, shuffle,
-                                        dropout).compile(self.compiler_options)
-        # The training data where the program wants them (on every device the seeds spread
-        # over), once, rather than a copy per epoch.
-        _, images, labels, _, _ = self._epoch.input_shardings[0]
-        self.x_train = jax.device_put(self.x_train, images)
-        self.y_train = jax.device_put(self.y_train, labels)
+        if training:
+            shuffle, dropout = self.epoch_keys(0)
+            self._epoch = self._epoch.lower(state, self.x_train, self.y_train, shuffle,
+                                            dropout).compile(self.compiler_options)
+            # The training data where the program wants them (on every device the seeds
+            # spread over), once, rather than a copy per epoch.
+            _, images, labels, _, _ = self._epoch.input_shardings[0]
+            self.x_train = jax.device_put(self.x_train, images)
+            self.y_train = jax.device_put(self.y_train, labels)
         for name, (images, labels) in self.evaluation.items():
             compiled = self._evaluate_compiled.get(len(labels))
             if compiled is None:
@@ -156,12 +158,15 @@ class SeedBatchTrainer:
         return self.compile_seconds
 
     def train_epoch(self, state: TrainState, epoch: int) -> tuple[TrainState, np.ndarray,
-                                                                   np.ndarray]:
-        """One epoch (0-based ``epoch``) → ``(state, loss (seeds,), accuracy (seeds,))``.
-        ``state`` is donated: use the returned one."""
+                                                                   np.ndarray, np.ndarray]:
+        """One epoch (0-based ``epoch``) → ``(state, loss, accuracy, diverged_step)``, each
+        ``(seeds,)``; ``diverged_step`` is the 0-based step whose loss was the first
+        non-finite one, ``-1`` where none was (``engine.EpochMetrics``). ``state`` is
+        donated: use the returned one."""
         shuffle, dropout = self.epoch_keys(epoch)
         state, metrics = self._epoch(state, self.x_train, self.y_train, shuffle, dropout)
-        return state, self._own(metrics.loss), self._own(metrics.accuracy)
+        return (state, self._own(metrics.loss), self._own(metrics.accuracy),
+                self._own(metrics.diverged_step))
 
     def evaluate(self, state: TrainState, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Inference-mode ``(loss (seeds,), accuracy (seeds,))`` on the ``evaluation`` set

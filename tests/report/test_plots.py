@@ -1,0 +1,65 @@
+"""Learning-curve figures: every model's line stays distinguishable, even where curves
+coincide, and the figure renders without pyplot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_rgba
+
+from bnlab.report.plots import LINE_STYLES, MARKERS, figure_bytes, learning_curves, line_style
+
+
+def history(seeds: int = 1, epochs: int = 10) -> dict[str, np.ndarray]:
+    """One run's metrics, ``(seeds, epochs)`` each: a falling loss, a rising accuracy."""
+    t = np.linspace(0.0, 1.0, epochs)[None, :] + 0.01 * np.arange(seeds)[:, None]
+    return {"loss": 1.0 - 0.5 * t, "accuracy": 0.5 + 0.4 * t,
+            "val_loss": 1.1 - 0.5 * t, "val_accuracy": 0.45 + 0.4 * t}
+
+
+def line_looks(line) -> tuple:
+    """What tells a line apart on the page: colour, dash pattern, marker."""
+    return (to_rgba(line.get_color()), line.get_linestyle(), line.get_marker())
+
+
+def test_identical_histories_give_lines_with_different_styles_and_markers():
+    same = history()
+    figure = learning_curves({"bn_keras": same, "bn_pytorch": dict(same)})
+    for ax in figure.axes:
+        first, second = ax.get_lines()
+        np.testing.assert_array_equal(first.get_ydata(), second.get_ydata())  # they coincide
+        assert first.get_label() == "bn_keras" and second.get_label() == "bn_pytorch"
+        assert first.get_linestyle() != second.get_linestyle()
+        assert first.get_marker() != second.get_marker()
+        assert to_rgba(first.get_color()) != to_rgba(second.get_color())  # colours kept too
+        (start1, step1), (start2, step2) = first.get_markevery(), second.get_markevery()
+        marked1, marked2 = set(range(start1, 10, step1)), set(range(start2, 10, step2))
+        assert marked1 and marked2 and marked1.isdisjoint(marked2)  # on different epochs
+    legend = figure.axes[3].get_legend()
+    assert [line_looks(handle) for handle in legend.legend_handles] == [
+        line_looks(line) for line in figure.axes[3].get_lines()]  # the legend shows the styles
+    assert figure_bytes(figure, "png").startswith(b"\x89PNG")
+
+
+def test_each_of_28_models_has_its_own_style_and_marker_and_colours_cycle():
+    figure = learning_curves({f"m{i}": history(epochs=3) for i in range(28)})
+    lines = figure.axes[0].get_lines()
+    assert len({(line.get_linestyle(), line.get_marker()) for line in lines}) == 28
+    assert [line.get_color() for line in lines[:3]] == ["C0", "C1", "C2"]
+    assert len(LINE_STYLES) * len(MARKERS) == 28
+
+
+@pytest.mark.parametrize(("epochs", "most"), [(1, 1), (8, 8), (10, 5), (100, 8), (1000, 8)])
+def test_markers_stay_sparse_however_many_epochs(epochs, most):
+    for index in range(4):
+        start, step = line_style(index, epochs)["markevery"]
+        assert 1 <= len(range(start, epochs, step)) <= most
+
+
+def test_several_seeds_draw_a_band_in_each_lines_colour():
+    figure = learning_curves({"a": history(seeds=3), "b": history(seeds=3)})
+    ax = figure.axes[0]
+    bands = ax.collections
+    assert len(bands) == 2
+    assert [to_rgba(band.get_facecolor()[0])[:3] for band in bands] == [
+        to_rgba(line.get_color())[:3] for line in ax.get_lines()]
