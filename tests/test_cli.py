@@ -110,3 +110,73 @@ def test_data_reports_every_unusable_file_not_only_the_first(capsys, tmp_path):
     errors = [line for line in captured.err.splitlines() if line.strip()]
     assert errors == ["error: 4 of 4 files are unusable (train_images, train_labels, "
                       "test_images, test_labels); each is listed above with its fix"]
+
+
+def test_version_is_the_installed_distribution_version(capsys):
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bnlab {importlib.metadata.version('bnlab')}"
+
+
+def test_runs_of_a_runs_dir_that_does_not_exist_is_an_error(capsys, tmp_path):
+    assert main(["runs", "--runs-dir", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere does not exist" in err
+    assert "--runs-dir DIR" in err and len(err.strip().splitlines()) == 1
+
+
+def test_summary_of_an_experiment_file_summarises_each_variant(capsys):
+    assert main(["summary", "seed"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seed: 3 variant(s)")
+    for name, total in (("baseline", "266,610"), ("bn_after", "271,346"),
+                        ("bn_before", "270,946")):
+        assert f"\n{name} (preset {name})\n" in out
+        assert f"Total params: {total}" in out
+
+
+def test_printed_commands_are_spelled_as_bnlab_was_invoked(monkeypatch, tmp_path):
+    from bnlab.cli import program
+
+    installed = tmp_path / "venv" / "bin" / "bnlab"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("#!/bin/sh\n")
+    installed.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [".venv/bin/bnlab"])
+    monkeypatch.chdir(tmp_path / "venv" / "..")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv is not activated
+    (tmp_path / ".venv").symlink_to(tmp_path / "venv")
+    assert program() == [".venv/bin/bnlab"]  # pastes from where it ran
+    monkeypatch.setenv("PATH", f"{installed.parent}:/usr/bin:/bin")  # activated
+    assert program() == ["bnlab"]
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "x" / "__main__.py")])  # python -m bnlab
+    assert program() == [sys.executable, "-m", "bnlab"]
+
+
+def test_show_and_report_name_every_resolved_layer_option_and_one_seed_the_same_way(
+        capsys, tmp_path):
+    from bnlab.config.experiment import ExperimentConfig, VariantConfig
+    from bnlab.experiments.runner import run_experiment
+    from tests.synthetic import tiny_splits
+
+    keras = ({"type": "flatten"}, {"type": "batch_norm"},
+             {"type": "dense", "units": 10, "activation": "softmax"})
+    torch = ({"type": "flatten"}, {"type": "batch_norm", "momentum_on": "new",
+                                   "momentum": 0.01},
+             {"type": "dense", "units": 10, "activation": "softmax"})
+    config = ExperimentConfig(name="conventions", epochs=1, seeds=1,
+                              variants=(VariantConfig("keras", layers=keras),
+                                        VariantConfig("torch", layers=torch)))
+    run_experiment(config, tiny_splits(), tmp_path / "run")
+    assert main(["show", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "BatchNorm(momentum=0.99, epsilon=0.001, momentum_on=old" in out
+    assert "BatchNorm(momentum=0.01, epsilon=0.001, momentum_on=new" in out
+    assert "No verdict (one seed)" in out
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "momentum_on=old" in page and "momentum_on=new" in page
+    assert "No verdict (one seed)" in page

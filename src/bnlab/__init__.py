@@ -9,9 +9,13 @@ those, when called).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = importlib.metadata.version("bnlab")
+except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "unknown"
 
 _EXPORTS = {
     # the workflow (bnlab.api)
@@ -21,6 +25,7 @@ _EXPORTS = {
     "write_report": "bnlab.api",
     # runs, experiments and data
     "load_run": "bnlab.store.runs", "list_runs": "bnlab.store.runs", "Run": "bnlab.store.runs",
+    "Damage": "bnlab.store.runs", "Divergence": "bnlab.train.loop",
     "ExperimentConfig": "bnlab.config.experiment", "VariantConfig": "bnlab.config.experiment",
     "OptimizerConfig": "bnlab.config.optimizer", "load_experiment": "bnlab.config.experiment",
     "Splits": "bnlab.data.datasets", "History": "bnlab.train.loop",
@@ -32,6 +37,7 @@ _EXPORTS = {
     "LeakyReLU": "bnlab.nn.layers", "Dropout": "bnlab.nn.layers",
     # errors
     "BnlabError": "bnlab.errors", "ConfigError": "bnlab.errors", "DataError": "bnlab.errors",
+    "BnlabWarning": "bnlab.errors",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -20,6 +20,7 @@ as the ``bnlab`` command, the same trainer and epoch loop as the experiment runn
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +33,16 @@ from rich.console import Console
 
 from bnlab.analysis.stats import PairedComparison, compare_final_accuracy
 from bnlab.config.checks import failing_at
-from bnlab.config.experiment import ExperimentConfig, checked, load_experiment, with_overrides
+from bnlab.config.experiment import (
+    ExperimentConfig,
+    checked,
+    load_experiment,
+    small_batch_warnings,
+    with_overrides,
+)
 from bnlab.config.optimizer import parse_optimizer
 from bnlab.data.datasets import Splits
-from bnlab.errors import ConfigError
+from bnlab.errors import BnlabWarning, ConfigError
 from bnlab.experiments.runner import VariantPlan, run_experiment
 from bnlab.io import cache_folder
 from bnlab.nn.model import Sequential
@@ -232,6 +239,8 @@ def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
     if data is None:
         data = load_showing_downloads(config.dataset, data_dir=data_dir, cache_dir=cache_dir,
                                       download=download, progress=verbose > 0)
+    for line in small_batch_warnings(config, len(data.y_train)):
+        warnings.warn(line, BnlabWarning, stacklevel=2)
     runs_dir = Path(runs_dir)
     if retry_diverged and not resume:
         raise ConfigError("run: retry_diverged retrains the diverged variants of a run being "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib.metadata
 import os
 import shlex
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from bnlab import __version__
 from bnlab.errors import BnlabError
 from bnlab.report.console import new_console
 
@@ -123,6 +123,8 @@ _OS_ERRORS = {
     errno.EISDIR: "it is a folder where a file was expected; check the path",
     errno.EIO: "the disk reported an input/output error; check the disk",
     errno.EMFILE: "too many open files; raise the limit (ulimit -n) and run again",
+    errno.EFBIG: "the file would exceed the file size limit (ulimit -f); raise it and run "
+                 "again",
     errno.ENAMETOOLONG: "the path is too long; use a shorter one",
 }
 
@@ -137,20 +139,11 @@ def os_error_text(err: OSError) -> str:
     return text
 
 
-def version() -> str:
-    try:
-        return importlib.metadata.version("bnlab")
-    except importlib.metadata.PackageNotFoundError:
-        from bnlab import __version__
-
-        return __version__
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bnlab", description="Run, understand and compare Batch Normalization experiments."
     )
-    parser.add_argument("--version", action="version", version=f"bnlab {version()}")
+    parser.add_argument("--version", action="version", version=f"bnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data_options = argparse.ArgumentParser(add_help=False)
@@ -431,9 +424,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if holder and holder_alive(holder):
             status = f"[cyan]training[/] (PID {holder.get('pid')})"
         elif run.damage:
-            more = f" (+{len(run.damage) - 1} more)" if len(run.damage) > 1 else ""
-            status = (f"[red]damaged[/]: {escape(str(run.damage[0]))}{more}; --resume "
-                      "repairs it")
+            status = (f"[red]damaged[/] ({len(run.damage)} file"
+                      f"{'s' * (len(run.damage) > 1)}, below; --resume repairs it)")
         elif run.complete:
             status = "[green]complete[/]"
         else:
@@ -444,10 +436,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_row(escape(run.path.name), escape(config.name),
                       escape(", ".join(v.name for v in config.variants)),
                       str(config.seeds), epochs, status)
-    for folder, message in unreadable:
-        table.add_row(escape(folder.name), "?", "?", "?", "?",
-                      f"[red]unreadable[/]: {escape(message)}")
+    for folder, _ in unreadable:
+        table.add_row(escape(folder.name), "?", "?", "?", "?", "[red]unreadable[/] (below)")
     console.print(table)
+    for run in runs:  # below the table, whole: a path never folds across lines
+        for damage in run.damage:
+            console.print(f"{run.path.name}: {damage}", markup=False)
+    for folder, message in unreadable:
+        console.print(f"{folder.name}: {message}", markup=False)
     return 0
 
 

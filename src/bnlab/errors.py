@@ -73,3 +73,8 @@ class LayerInputError(ConfigError):
         super().__init__(message)
         self.index = index
 
+
+
+class BnlabWarning(UserWarning):
+    """Something legal that is probably not what the user meant (``warnings.warn``): e.g.
+    BatchNorm on batches of 2 rows."""

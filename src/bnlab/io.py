@@ -47,6 +47,9 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a size limit, …: named by the target file
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -68,22 +71,35 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, to_json(data).encode())
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads(text)`` whose every failure is a ``ValueError`` saying why in a few
+    words: malformed JSON (``"Expecting value at line 1"``), nested too deeply for Python's
+    parser, or an integer too long for Python to convert (over 4,300 digits)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{err.msg} at line {err.lineno}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError:  # sys.get_int_max_str_digits
+        raise ValueError("a number has too many digits") from None
+
+
 def read_json(path: Path, *, fix: str) -> Any:
     """The JSON document in ``path``; a missing, non-UTF-8 or malformed file is a one-line
     ``BnlabError`` naming the file and ending with ``fix``."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BnlabError(f"{path} is missing; {fix}") from None
     except UnicodeDecodeError as err:
         raise BnlabError(f"{path} is not UTF-8 text (byte {err.start}); {fix}") from None
-    except json.JSONDecodeError as err:
-        raise BnlabError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
-                         f"{fix}") from None
-    except RecursionError:
-        raise BnlabError(f"{path} is not valid JSON (nested too deeply); {fix}") from None
     except OSError as err:
         raise BnlabError(f"{path} cannot be read ({err.strerror}); {fix}") from None
+    try:
+        return parse_json(text)
+    except ValueError as err:
+        raise BnlabError(f"{path} is not valid JSON ({err}); {fix}") from None
 
 
 def json_default(value: Any) -> Any:

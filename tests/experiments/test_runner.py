@@ -68,3 +68,28 @@ def test_a_diverging_seed_is_recorded_and_the_other_seeds_and_variants_train_on(
     assert run.left_out == {"plain": "diverged: " + "; ".join(
         f"seed {s} at {d}" for s, d in sorted(plain_history.diverged.items()))}
     assert run.comparisons() == []  # one variant left: nothing to pair it with
+    # --resume keeps a diverged variant unless asked to retry it.
+    from bnlab.experiments.runner import resume_plan
+
+    assert resume_plan(run)["plain"].action == "keep"
+    assert "diverged" in resume_plan(run)["plain"].reason
+    assert resume_plan(run, retry_diverged=True)["plain"].action == "retrain"
+    assert resume_plan(run, retry_diverged=True)["bn"].action == "keep"
+    # show and the report say so.
+    import io
+
+    from rich.console import Console
+
+    from bnlab.report.console import run_overview
+    from bnlab.report.html import render_report
+
+    out = io.StringIO()
+    Console(file=out, width=200).print(run_overview(run))
+    shown, page = out.getvalue(), render_report([run])
+    gone = len(plain_history.diverged)
+    status = "diverged" if gone == 3 else f"diverged ({gone} of 3 seeds)"
+    assert status in shown and status in page
+    assert f"no verdict for plain ({run.left_out['plain']})" in shown
+    assert f"No verdict for plain ({run.left_out['plain']})." in page
+    for seed, where in plain_history.diverged.items():
+        assert f"seed {seed} diverged at {where}" in page

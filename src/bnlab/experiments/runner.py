@@ -258,10 +258,10 @@ def run_experiment(
     back.
     """
     config = checked(config)
-    with RunLock(run_dir):
+    with RunLock(run_dir) as lock:
         if resume:
             plans, started = _prepare_resume(run_dir, config, splits, retry_diverged, on_plan,
-                                             on_resume)
+                                             on_resume, lock.took_over)
         else:
             plans = {v.name: VariantPlan("train", "new run") for v in config.variants}
             write_config(run_dir, config)
@@ -299,8 +299,9 @@ def run_experiment(
 
 
 def _prepare_resume(run_dir: Path, config: ExperimentConfig, splits: Splits,
-                    retry_diverged: bool, on_plan, on_resume) -> tuple[dict[str, VariantPlan],
-                                                                        dict[str, Any]]:
+                    retry_diverged: bool, on_plan, on_resume,
+                    took_over: Mapping[str, Any] | None) -> tuple[dict[str, VariantPlan],
+                                                                 dict[str, Any]]:
     """Check the run, restore its damaged run files, record the resume; returns the plans
     and the environment the run started in."""
     run = load_run(run_dir)
@@ -309,6 +310,10 @@ def _prepare_resume(run_dir: Path, config: ExperimentConfig, splits: Splits,
                          "file and overrides it was started with")
     plans = resume_plan(run, retry_diverged=retry_diverged)
     repaired = []
+    if took_over is not None:
+        repaired.append(f"took over the lock of PID {took_over.get('pid', '?')} on "
+                        f"{took_over.get('host', '?')} (since {took_over.get('since', '?')}), "
+                        "which was stopped without releasing it")
     own = {d.file for d in run.damage if d.variant is None}
     if "config.json" in own:
         write_config(run_dir, config)

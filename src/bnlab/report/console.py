@@ -94,8 +94,9 @@ def results_table(run: Run, *, title: str | None = None, epochs: bool = False) -
     table = Table(title=title, title_justify="left")
     columns = ["model", "status", *(["epochs"] if epochs else []), "val_accuracy", "val_loss",
                "test_accuracy", "test_loss", "s/epoch", "compile s"]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("model", "status") else "right")
+    for column in columns:  # the numbers never wrap; a long status does
+        table.add_column(column, justify="left" if column in ("model", "status") else "right",
+                         no_wrap=column != "status", min_width=8 if column == "status" else None)
     for variant in run.config.variants:
         history = run.histories.get(variant.name)
         summary = (run.summary or {}).get(variant.name)
@@ -170,7 +171,7 @@ def verdict_lines(run: Run, option: OptionRenderer = python_option) -> list[str]
     """What ``bnlab run`` and ``bnlab show`` print after the table (Rich markup): the
     seed-paired verdicts, or why there are none (unfinished, damaged, one seed), and every
     variant left out of them (diverged)."""
-    if len(run.config.variants) < 2 or not run.finished:
+    if len(run.config.variants) < 2:
         return []
     problem = run.verdict_problem()
     if problem:

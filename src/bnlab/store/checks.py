@@ -7,20 +7,26 @@ the phrases as ``Damage`` and decides what they mean for the run.
 - TensorBoard event files are TFRecord files: every record is ``length (u64) ·
   masked CRC-32C of length (u32) · data · masked CRC-32C of data (u32)``; both CRCs are
   checked (``google_crc32c``), so any changed byte is found.
-- Learning-curve images: a PNG must decode (Pillow); an SVG must parse as XML.
+- Learning-curve images: a PNG must decode (Pillow); an SVG must parse as XML; and their
+  bytes must match the digests ``summary.json`` records for them (since it records them).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import struct
+import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from bnlab.config.checks import FLOAT32_MAX
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -63,18 +69,98 @@ def event_file_problem(path: Path, *, complete: bool) -> str | None:
     return None
 
 
-def image_problem(path: Path) -> str | None:
-    """What is wrong with a saved figure (``.png`` decodes, ``.svg`` parses), or ``None``."""
+def figure_problem(path: Path, sha256: str | None) -> str | None:
+    """What is wrong with a run's figure, or ``None``: missing, not a readable image, or
+    (``sha256``: its digest as ``summary.json`` records it) other bytes than were drawn."""
     try:
-        if path.suffix == ".svg":
-            ElementTree.fromstring(path.read_bytes())
-        else:
-            with Image.open(path) as image:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    if problem := _image_bytes_problem(data, svg=path.suffix == ".svg"):
+        return problem
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        return "is damaged: its bytes do not match the digest in summary.json"
+    return None
+
+
+def _image_bytes_problem(data: bytes, *, svg: bool) -> str | None:
+    try:
+        if svg:
+            ElementTree.fromstring(data)
+            return None
+        with warnings.catch_warnings():  # a figure of over 89 megapixels is not ours
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
                 image.load()
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
-            Image.DecompressionBombError) as err:
+    except UnidentifiedImageError:
+        return "is not a readable image (not a PNG file)"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as err:
         return f"is not a readable image ({type(err).__name__}: {err})"
     return None
+
+
+def environment_problem(environment: Any) -> str | None:
+    """What is wrong with a parsed ``environment.json`` (``store.provenance``) or a
+    checkpoint's copy of it, or ``None``: each field that bnlab reads must have its type
+    (seeds, data rows, a command, resumes, and where each part of the run ran)."""
+    if not isinstance(environment, dict):
+        return "is not a JSON object"
+    resumes, data = environment.get("resumes", []), environment.get("data")
+    fields = {"seeds": _is_list_of(environment.get("seeds", []), int),
+              "command": _is_list_of(environment.get("command", []), str),
+              "data": data is None or (isinstance(data, dict) and isinstance(
+                  data.get("sha256", ""), str) and all(
+                  _is_count(data.get(rows)) for rows in ("train", "val", "test"))),
+              "resumes": isinstance(resumes, list) and all(isinstance(r, dict) for r in resumes)}
+    if problem := _malformed(fields):
+        return problem
+    for entry in (environment, *resumes):
+        packages = entry.get("packages", {})
+        fields = {"packages": isinstance(packages, dict) and all(
+                      v is None or isinstance(v, str) for v in packages.values()),
+                  "device_count": _is_count(entry.get("device_count", 1), least=1),
+                  **{key: isinstance(entry.get(key, ""), str)
+                     for key in ("python", "platform", "device", "at", "note")}}
+        if problem := _malformed(fields):
+            return problem
+    return None
+
+
+def _malformed(fields: dict[str, bool]) -> str | None:
+    return next((f"holds a malformed {key!r} entry" for key, good in fields.items()
+                 if not good), None)
+
+
+def _is_count(value: Any, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _is_list_of(value: Any, kind: type) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
+
+def json_numbers(values: Any, what: str) -> list[float]:
+    """A parsed JSON list of numbers (null: NaN) as floats; anything else, an integer beyond
+    float64 included, is a ``ValueError`` saying ``what`` it was."""
+    if not isinstance(values, list) or not all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+            for v in values):
+        raise ValueError(f"{what} is not a list of numbers")
+    try:
+        return [float("nan") if v is None else float(v) for v in values]
+    except OverflowError:
+        raise ValueError(f"{what} holds a number beyond float64") from None
+
+
+def beyond_float32(values: np.ndarray) -> bool:
+    """Whether ``values`` hold a finite number beyond float32's range, which no metric of a
+    run (computed in float32) can be: a damaged record, whose squares would overflow."""
+    values = np.asarray(values, np.float64)
+    return bool(np.any(np.isfinite(values) & (np.abs(values) > FLOAT32_MAX)))
 
 
 def text_problem(path: Path) -> tuple[str | None, str | None]:

@@ -25,10 +25,9 @@ whose own record is damaged or unfinished and rewrites the files derived from in
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,16 @@ from bnlab.analysis.stats import PairedComparison
 from bnlab.config.experiment import ExperimentConfig, experiment_from_json
 from bnlab.data.datasets import Splits
 from bnlab.errors import BnlabError, ConfigError
-from bnlab.io import atomic_write_json
-from bnlab.store.checks import event_file_problem, image_problem, parse_csv, text_problem
+from bnlab.io import atomic_write_json, parse_json
+from bnlab.store.checks import (
+    beyond_float32,
+    environment_problem,
+    event_file_problem,
+    figure_problem,
+    json_numbers,
+    parse_csv,
+    text_problem,
+)
 from bnlab.store.histories import CSV_COLUMNS, METRIC_COLUMNS, statistics_csv
 from bnlab.store.provenance import data_fingerprint, same_data
 from bnlab.store.summary import (
@@ -48,11 +55,14 @@ from bnlab.store.summary import (
     read_summary,
     summary_figures,
     verdicts,
+    verdicts_problem,
 )
 from bnlab.train.checkpoint import CheckpointError, json_copy_problem, read_checkpoint
 from bnlab.train.loop import Divergence, History
 
 REPAIR = "resume the run to repair it ({resume=True} retrains only what is damaged)"
+# Checkpoint metadata written only since checkpoints carry a digest: without one, it was lost.
+DIGESTED_ONLY = frozenset({"run", "diverged", "compile_seconds"})
 
 
 @dataclass(frozen=True)
@@ -153,9 +163,8 @@ class Run:
                 return f"{self.path / 'summary.json'} {summary[0].problem}; {REPAIR}"
             return (f"{self.path} is unfinished: its verdicts come when every variant has "
                     "finished (resume it with {resume=True})")
-        lost = [name for name in (v.name for v in self.config.variants)
-                if name not in self.histories
-                or self.histories[name].epochs < _expected_epochs(self, name)]
+        lost = [v.name for v in self.config.variants
+                if not _whole(self.histories.get(v.name), self.config.epochs)]
         if lost:
             return (f"the histories of {', '.join(lost)} in {self.path} are damaged, so no "
                     f"verdict is computed over the other variants alone; {REPAIR}")
@@ -182,14 +191,14 @@ class Run:
                 f"{self.config.epochs} epochs, {self.status})")
 
 
-def _expected_epochs(run: Run, name: str) -> int:
-    """The epochs a finished variant's history has: all of them, or up to the epoch in
-    which its last seed diverged."""
-    history = run.histories.get(name)
-    if history is not None and history.diverged and set(history.diverged) == set(
-            history.seeds):
-        return max(d.epoch for d in history.diverged.values())
-    return run.config.epochs
+def _whole(history: History | None, epochs: int) -> bool:
+    """Whether a finished variant's history is all there: every epoch, or up to the epoch
+    in which its last seed diverged."""
+    if history is None:
+        return False
+    if history.diverged and set(history.diverged) == set(history.seeds):
+        epochs = max(d.epoch for d in history.diverged.values())
+    return history.epochs >= epochs
 
 
 class UnreadableRun(BnlabError):
@@ -224,7 +233,7 @@ class _RunReader:
 
     def note(self, file: Path | str, problem: str, variant: str | None = None) -> None:
         path = Path(file)
-        relative = path.relative_to(self.run_dir) if path.is_absolute() else path
+        relative = path.relative_to(self.run_dir) if path.is_relative_to(self.run_dir) else path
         self.damage.append(Damage(str(relative), problem, variant))
 
     def read(self) -> Run:
@@ -239,17 +248,17 @@ class _RunReader:
             history = self.read_histories(config, variant.name, saved.get(variant.name))
             if history is not None:
                 histories[variant.name] = history
-        summary, figures = self.read_summary(config, histories)
+        summary, figures = self.read_summary(config, histories, saved)
         finished = summary is not None
-        if not (self.run_dir / "summary.json").exists() and all(
-                v.name in saved and variant_finished(saved[v.name], config)
-                for v in config.variants):
+        all_done = all(v.name in saved and variant_finished(saved[v.name], config)
+                       for v in config.variants)
+        if not (self.run_dir / "summary.json").exists() and all_done:
             self.note("summary.json", "is missing, though every variant has finished")
         for name, history in histories.items():
-            self.check_derived(config, name, history, saved.get(name), finished)
-        for figure in figures:
-            path = self.run_dir / figure
-            if problem := (image_problem(path) if path.exists() else "is missing"):
+            # Every variant done: each wrote its statistics.csv before the next one started.
+            self.check_derived(config, name, history, saved.get(name), finished or all_done)
+        for figure, sha256 in figures.items():
+            if problem := figure_problem(self.run_dir / figure, sha256):
                 self.note(figure, problem)
         return Run(self.run_dir, config, environment, summary, histories, tuple(self.damage),
                    saved)
@@ -261,6 +270,9 @@ class _RunReader:
             name, stem = path.parent.name, path.with_suffix("")
             try:
                 _, metadata = read_checkpoint(stem)
+                if metadata["sha256"] is None and DIGESTED_ONLY & set(metadata):
+                    raise CheckpointError(path, "has lost its digest (it holds what only "
+                                                "checkpoints with one hold)")
                 saved[name] = saved_variant(metadata)
             except CheckpointError as err:
                 self.note(path, err.problem, name)
@@ -276,7 +288,7 @@ class _RunReader:
         path = self.run_dir / "config.json"
         copies = [s.run_copy["config"] for s in saved.values() if "config" in s.run_copy]
         problem, config = self.read_config_file(path)
-        if problem is None and copies and copies[0] != json.loads(path.read_text("utf-8")):
+        if problem is None and copies and copies[0] != parse_json(path.read_text("utf-8")):
             problem = "does not agree with the copy in the checkpoints"
         if problem is None:
             return config
@@ -296,9 +308,11 @@ class _RunReader:
         if problem:
             return problem, None
         try:
-            return None, experiment_from_json(json.loads(text), source="config.json")
-        except (json.JSONDecodeError, RecursionError) as err:
-            return f"is not valid JSON ({type(err).__name__})", None
+            data = parse_json(text)
+        except ValueError as err:
+            return f"is not valid JSON ({err})", None
+        try:
+            return None, experiment_from_json(data, source="config.json")
         except ConfigError as err:
             return f"is not a bnlab experiment ({err})", None
 
@@ -306,18 +320,18 @@ class _RunReader:
                          saved: Mapping[str, SavedVariant]) -> dict[str, Any]:
         path = self.run_dir / "environment.json"
         copies = [s.run_copy["environment"] for s in saved.values()
-                  if isinstance(s.run_copy.get("environment"), dict)]
+                  if environment_problem(s.run_copy.get("environment")) is None]
         text, problem = text_problem(path)
         environment: Any = None
         if problem is None:
             try:
-                environment = json.loads(text)
-            except (json.JSONDecodeError, RecursionError):
-                problem = "is not valid JSON"
+                environment = parse_json(text)
+            except ValueError as err:
+                problem = f"is not valid JSON ({err})"
         if problem is None:
-            if not isinstance(environment, dict):
-                problem = "is not a JSON object"
-            elif environment.get("seeds", list(config.seed_list)) != list(config.seed_list):
+            problem = environment_problem(environment)
+        if problem is None:
+            if environment.get("seeds", list(config.seed_list)) != list(config.seed_list):
                 problem = "records other seeds than config.json"
             elif copies and {k: v for k, v in environment.items() if k != "resumes"} != {
                     k: v for k, v in copies[0].items() if k != "resumes"}:
@@ -349,6 +363,8 @@ class _RunReader:
             table = None
             if problem is None:
                 table, problem = parse_csv(text, CSV_COLUMNS)
+            if problem is None and beyond_float32(np.array(list(table.values()))):
+                problem = "holds a value beyond float32"
             if problem is None and saved is not None:
                 problem = _disagreement(table, saved, seeds.index(seed),
                                         may_lag=not variant_finished(saved, config))
@@ -368,28 +384,36 @@ class _RunReader:
         return History(seeds, {m: [tables[s][m][:epochs] for s in seeds]
                                for m in METRIC_COLUMNS})
 
-    def read_summary(self, config: ExperimentConfig, histories: dict[str, History]
-                     ) -> tuple[dict[str, VariantSummary] | None, list[str]]:
-        """The summary (``None`` if there is none or it is damaged) and its figure files."""
+    def read_summary(self, config: ExperimentConfig, histories: dict[str, History],
+                     saved: Mapping[str, SavedVariant]
+                     ) -> tuple[dict[str, VariantSummary] | None, dict[str, str | None]]:
+        """The summary (``None`` if there is none or it is damaged) and its figure files
+        with their digests. Its verdicts are checked when every history is whole."""
         path = self.run_dir / "summary.json"
         if not path.exists():
-            return None, []
+            return None, {}
         text, problem = text_problem(path)
-        summary, figures = None, []
         if problem is None:
             try:
-                raw = json.loads(text)
+                raw = parse_json(text)
+            except ValueError as err:
+                problem = f"is not valid JSON ({err})"
+        if problem is None:
+            try:
                 summary = read_summary(raw, [v.name for v in config.variants])
                 figures = summary_figures(raw)
-            except (json.JSONDecodeError, RecursionError):
-                problem = "is not valid JSON"
             except (KeyError, TypeError, ValueError) as err:
                 problem = f"is not a bnlab summary ({err})"
-        if summary is not None:
-            problem = _summary_disagreement(summary, config, histories)
+        if problem is None:
+            problem = _summary_disagreement(summary, config, histories, saved)
+        if problem is None:  # CSV-only histories take their divergences from the summary
+            merged = {name: replace(h, diverged=h.diverged or summary[name].diverged)
+                      for name, h in histories.items()}
+            if all(_whole(merged.get(v.name), config.epochs) for v in config.variants):
+                problem = verdicts_problem(raw, merged, config.epochs)
         if problem:
             self.note(path, problem)
-            return None, []
+            return None, {}
         for name, variant in summary.items():  # CSV-only histories learn their divergences
             if name in histories and not histories[name].diverged and variant.diverged:
                 histories[name].diverged.update(variant.diverged)
@@ -421,24 +445,30 @@ class _RunReader:
 def saved_variant(metadata: Mapping[str, Any]) -> SavedVariant:
     """A checkpoint's metadata as a ``SavedVariant``; malformed metadata is a
     ``KeyError``/``TypeError``/``ValueError``."""
-    epoch, seeds = int(metadata["epoch"]), tuple(int(s) for s in metadata["seeds"])
+    epoch, seeds = int(metadata["epoch"]), metadata["seeds"]
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                              for s in seeds):
+        raise ValueError("its seeds are not a list of integers")
     per_seed = {}
     for metric in METRIC_COLUMNS:
-        values = np.array([[np.nan if v is None else v for v in row]
-                           for row in metadata["history"][metric]], np.float64)
+        rows = metadata["history"][metric]
+        if not isinstance(rows, list):
+            raise ValueError(f"its {metric} history is not a list")
+        values = np.array([json_numbers(row, f"its {metric} history") for row in rows], np.float64)
+        if beyond_float32(values):
+            raise ValueError(f"its {metric} history holds a value beyond float32")
         if values.shape != (len(seeds), epoch) and not (epoch == 0 and values.size == 0):
             raise ValueError(f"its {metric} history is {values.shape}, not "
                              f"({len(seeds)}, {epoch})")
         per_seed[metric] = values.reshape(len(seeds), epoch)
-    history = History(seeds, per_seed, [float(s) for s in metadata["epoch_seconds"]][:epoch],
+    history = History(tuple(seeds), per_seed,
+                      json_numbers(metadata["epoch_seconds"], "its epoch_seconds")[:epoch],
                       divergences_from_json(metadata.get("diverged", {}), "diverged"))
     run_copy = metadata.get("run", {})
     if not isinstance(run_copy, dict):
         raise ValueError("its copy of the run is not a JSON object")
-    compile_seconds = metadata.get("compile_seconds")
-    return SavedVariant(epoch, history,
-                        float("nan") if compile_seconds is None else float(compile_seconds),
-                        run_copy)
+    compile_seconds = json_numbers([metadata.get("compile_seconds")], "its compile_seconds")[0]
+    return SavedVariant(epoch, history, compile_seconds, run_copy)
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -468,7 +498,8 @@ def _disagreement(table: Mapping[str, np.ndarray], saved: SavedVariant, index: i
 
 
 def _summary_disagreement(summary: Mapping[str, VariantSummary], config: ExperimentConfig,
-                          histories: Mapping[str, History]) -> str | None:
+                          histories: Mapping[str, History],
+                          saved: Mapping[str, SavedVariant]) -> str | None:
     for name, variant in summary.items():
         history = histories.get(name)
         if variant.seeds != config.seed_list:
@@ -478,6 +509,15 @@ def _summary_disagreement(summary: Mapping[str, VariantSummary], config: Experim
         for metric, values in variant.final.items():
             if metric in history.per_seed and not _same(values, history.final(metric)):
                 return f"disagrees with the history of {name} (final {metric})"
+        if (record := saved.get(name)) is not None:
+            for field_name, ours, theirs in (
+                    ("epoch_seconds", variant.epoch_seconds, record.history.epoch_seconds),
+                    ("compile_seconds", variant.compile_seconds, record.compile_seconds),
+                    ("diverged", variant.diverged, record.history.diverged)):
+                same = (dict(ours) == dict(theirs) if isinstance(ours, Mapping) else
+                        _same(np.asarray(ours, np.float64), np.asarray(theirs, np.float64)))
+                if not same:
+                    return f"disagrees with the checkpoint of {name} ({field_name})"
     return None
 
 

@@ -7,7 +7,7 @@
      …,
      "comparisons": [<PairedComparison fields>, …],      seed-paired, Holm-adjusted
      "left_out": {"<variant>": "diverged: seed 43 at epoch 3, step 517"},
-     "figures": ["curves.png", "curves.svg"]}              the figures drawn with it
+     "figures": {"curves.png": "<sha256>", …}}            the figures drawn with it
 
 NaN (a diverged seed's metrics, a one-seed test) is stored as null. A variant with a
 diverged seed takes part in no verdict (``verdicts``): ``left_out`` says why. The file is
@@ -17,6 +17,8 @@ written last, so its presence marks a finished run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ import numpy as np
 
 from bnlab.analysis.stats import PairedComparison, compare_final_accuracy
 from bnlab.io import atomic_write_json
+from bnlab.store.checks import beyond_float32, json_numbers
 from bnlab.train.loop import METRICS, Divergence, History
 
 
@@ -67,23 +70,27 @@ class VariantSummary:
                           ("test_accuracy", list)):
             if not isinstance(data.get(key), kind):
                 raise ValueError(f"{where} lacks {key!r}")
-        seeds = tuple(int(s) for s in data["seeds"])
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in data["seeds"]):
+            raise ValueError(f"{where} seeds are not integers")
+        if set(data["final"]) != set(METRICS):
+            raise ValueError(f"{where} final holds other metrics than {', '.join(METRICS)}")
+        seeds = tuple(data["seeds"])
 
         def per_seed(values: Any, name: str) -> np.ndarray:
-            if not isinstance(values, list):
-                raise ValueError(f"{where} {name} is not a list")
-            array = np.array([np.nan if v is None else v for v in values], np.float64)
+            array = np.array(json_numbers(values, f"{where} {name}"), np.float64)
             if array.shape != (len(seeds),):
                 raise ValueError(f"{where} {name} holds {array.shape} values for "
                                  f"{len(seeds)} seeds")
+            if beyond_float32(array):
+                raise ValueError(f"{where} {name} holds a value beyond float32")
             return array
 
         compile_seconds = data.get("compile_seconds")
         return cls(seeds, {m: per_seed(v, f"final.{m}") for m, v in data["final"].items()},
                    per_seed(data["test_loss"], "test_loss"),
                    per_seed(data["test_accuracy"], "test_accuracy"),
-                   tuple(float(s) for s in data.get("epoch_seconds", ())),
-                   float("nan") if compile_seconds is None else float(compile_seconds),
+                   tuple(json_numbers(data.get("epoch_seconds", []), f"{where} epoch_seconds")),
+                   json_numbers([compile_seconds], f"{where} compile_seconds")[0],
                    divergences_from_json(data.get("diverged", {}), f"{where} diverged"))
 
 
@@ -129,26 +136,71 @@ def write_summary(run_dir: Path, variants: Mapping[str, VariantSummary],
                   comparisons: Sequence[PairedComparison], left_out: Mapping[str, str], *,
                   figures: Sequence[str] = ()) -> None:
     """``run_dir/summary.json`` (atomically); NaN in a comparison becomes JSON null;
-    ``figures``: the figure files drawn for the run, relative to its folder."""
+    ``figures``: the figure files drawn for the run, relative to its folder, recorded with
+    the SHA-256 of their bytes."""
     document: dict[str, Any] = {name: v.to_dict() for name, v in variants.items()}
-    document["comparisons"] = [
-        {key: (None if isinstance(value, float) and not np.isfinite(value) else value)
-         for key, value in dataclasses.asdict(c).items()}
-        for c in comparisons]
+    document["comparisons"] = comparisons_to_json(comparisons)
     document["left_out"] = dict(left_out)
-    document["figures"] = list(figures)
+    document["figures"] = {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest()
+                           for name in figures}
     atomic_write_json(run_dir / "summary.json", document)
 
 
-def summary_figures(data: Any) -> list[str]:
-    """The figure files a parsed ``summary.json`` lists; a malformed list is a
-    ``ValueError``."""
+def comparisons_to_json(comparisons: Sequence[PairedComparison]) -> list[dict[str, Any]]:
+    """The comparisons as ``summary.json`` holds them: their fields, NaN as null."""
+    return [{key: (None if isinstance(value, float) and not np.isfinite(value) else value)
+             for key, value in dataclasses.asdict(c).items()}
+            for c in comparisons]
+
+
+def verdicts_problem(data: Mapping[str, Any], histories: Mapping[str, History],
+                     epochs: int) -> str | None:
+    """How the verdicts a parsed ``summary.json`` records differ from ``verdicts`` of
+    ``histories`` (every variant's whole history), or ``None``. Numbers agree to a relative
+    1e-9: a recomputation with other library versions may differ in the last digits."""
+    comparisons, left_out = verdicts(histories, epochs)
+    if data.get("left_out") != left_out:
+        return "records other variants left out of the verdicts than their histories give"
+    stored, wanted = data.get("comparisons"), comparisons_to_json(comparisons)
+    if not isinstance(stored, list) or len(stored) != len(wanted) or not all(
+            isinstance(s, dict) and s.keys() == w.keys()
+            and all(_same_value(s[key], value) for key, value in w.items())
+            for s, w in zip(stored, wanted, strict=False)):
+        return "records other verdicts than the histories give"
+    return None
+
+
+def _same_value(stored: Any, wanted: Any) -> bool:
+    if type(wanted) is float:
+        return type(stored) is float and math.isclose(stored, wanted, rel_tol=1e-9)
+    return type(stored) is type(wanted) and stored == wanted
+
+
+def summary_figures(data: Any) -> dict[str, str | None]:
+    """The figure files a parsed ``summary.json`` lists, each with its SHA-256 (``None`` in
+    summaries from before they were recorded, which list the names only); a malformed
+    entry is a ``ValueError``."""
     figures = data.get("figures", []) if isinstance(data, dict) else []
-    if not isinstance(figures, list) or not all(
-            isinstance(f, str) and f and ".." not in Path(f).parts and not Path(f).is_absolute()
-            for f in figures):
-        raise ValueError("summary.json 'figures' is not a list of file names in the run")
+    if isinstance(figures, list):
+        figures = dict.fromkeys(figures) if all(isinstance(f, str) for f in figures) else None
+    if not isinstance(figures, dict) or not all(
+            _figure_name(name) and (sha256 is None or _is_sha256(sha256))
+            for name, sha256 in figures.items()):
+        raise ValueError("summary.json 'figures' is not a list of figure files in the run "
+                         "with their digests")
     return figures
+
+
+def _figure_name(name: str) -> bool:
+    """A figure's file name relative to the run folder: ``.png`` or ``.svg``, inside it."""
+    path = Path(name) if isinstance(name, str) and "\0" not in name else None
+    return (path is not None and path.suffix in (".png", ".svg") and not path.is_absolute()
+            and ".." not in path.parts)
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(
+        c in "0123456789abcdef" for c in value)
 
 
 def read_summary(data: Any, variants: Sequence[str]) -> dict[str, VariantSummary]:

@@ -22,8 +22,9 @@ TensorBoard drops what the killed process had written for epochs ≥ k.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -143,7 +144,8 @@ class TensorBoardLogger:
 
     def _flush(self) -> None:
         for run in (*self._sessions, *self._train, *self._validation):
-            run.flush()  # writes the buffer and fsyncs
+            with _naming(run):
+                run.flush()  # writes the buffer and fsyncs
 
 
 def _open(directory: Path) -> EventsWriter:
@@ -151,9 +153,24 @@ def _open(directory: Path) -> EventsWriter:
     # tensorboardX names event files by the second (and opens them with "wb"): the suffix
     # keeps a resume within the same second from truncating the killed run's file, and
     # keeps the names in time order, the order TensorBoard reads them in.
-    return EventsWriter(str(directory / "events"), filename_suffix=f".{time.time_ns()}")
+    try:
+        return EventsWriter(str(directory / "events"), filename_suffix=f".{time.time_ns()}")
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, err.filename or str(directory)) from None
 
 
 def _write(run: EventsWriter, summary: Summary, step: int) -> None:
-    run.write_event(Event(summary=summary, step=step, wall_time=time.time()))
+    with _naming(run):
+        run.write_event(Event(summary=summary, step=step, wall_time=time.time()))
+
+
+@contextlib.contextmanager
+def _naming(run: EventsWriter) -> Iterator[None]:
+    """An ``OSError`` while writing ``run``'s event file, with that file's name."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename:
+            raise
+        raise OSError(err.errno, err.strerror, run._file_name) from None
 

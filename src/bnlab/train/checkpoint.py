@@ -29,7 +29,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from bnlab.errors import BnlabError
-from bnlab.io import atomic_write_bytes, atomic_write_json, json_default
+from bnlab.io import atomic_write_bytes, atomic_write_json, json_default, parse_json
+
+#: The keys of a checkpoint header's ``__metadata__``: from before digests, and since.
+METADATA_KEYS = ({"bnlab"}, {"bnlab", "sha256"})
 
 
 class CheckpointError(BnlabError):
@@ -74,22 +77,39 @@ def read_checkpoint(stem: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(path, "is missing")
     try:
-        with safe_open(str(path), framework="numpy") as handle:
-            header = handle.metadata() or {}
-            text = header["bnlab"]
-            arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        metadata = json.loads(text)
-        if not isinstance(metadata, dict):
-            raise ValueError("its metadata is not a JSON object")
-        int(metadata["epoch"])
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RecursionError) as err:
+        header, arrays = _read_safetensors(path)
+        metadata = _bnlab_metadata(header)
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
         reason = f"{type(err).__name__}: {err}" if isinstance(err, KeyError) else err
         raise CheckpointError(path, f"is not a readable bnlab checkpoint ({reason})") from None
     stored = header.get("sha256")
-    if stored is not None and digest(text, arrays) != stored:
+    if stored is not None and digest(header["bnlab"], arrays) != stored:
         raise CheckpointError(path, "is damaged: its tensors or metadata do not match the "
                                     "digest stored in it")
     return arrays, {**metadata, "sha256": stored}
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """A safetensors file's ``__metadata__`` and tensors. The library checks the header
+    (at most 100 MB, every tensor's shape, dtype and offsets within the file) before
+    anything is read, so a header that claims more bytes than the file has costs nothing."""
+    with safe_open(str(path), framework="numpy") as handle:
+        header = handle.metadata() or {}
+        if set(header) not in METADATA_KEYS:
+            raise ValueError(f"its header holds other metadata ({', '.join(sorted(header))})")
+        arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    return header, arrays
+
+
+def _bnlab_metadata(header: Mapping[str, str]) -> dict[str, Any]:
+    """The JSON document of a checkpoint's header: an object with a whole ``epoch`` ≥ 0."""
+    metadata = parse_json(header["bnlab"])
+    if not isinstance(metadata, dict):
+        raise ValueError("its metadata is not a JSON object")
+    epoch = metadata.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError("its metadata holds no epoch count")
+    return metadata
 
 
 def json_copy_problem(stem: Path, metadata: Mapping[str, Any]) -> str | None:
@@ -97,11 +117,15 @@ def json_copy_problem(stem: Path, metadata: Mapping[str, Any]) -> str | None:
     wrong with that file (``"is missing"``, ``"does not agree with …"``)."""
     path = stem.with_suffix(".json")
     try:
-        copy = json.loads(path.read_text(encoding="utf-8"))
+        copy = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return "is missing"
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError) as err:
-        return f"cannot be read ({type(err).__name__})"
+    except UnicodeDecodeError as err:
+        return f"is not UTF-8 text (byte {err.start})"
+    except ValueError as err:
+        return f"is not valid JSON ({err})"
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
     expected = json.loads(json.dumps(dict(metadata), default=json_default))
     if metadata.get("sha256") is None:  # written before digests: the copy has no sha256
         expected.pop("sha256", None)
@@ -121,6 +145,9 @@ def load_checkpoint(stem: Path, template: Any) -> tuple[Any, int, dict[str, Any]
         if name not in arrays or arrays[name].shape != np.shape(leaf):
             raise CheckpointError(path, f"does not fit this experiment ({name} is missing or "
                                         "has another shape)")
+        if arrays[name].dtype != np.asarray(leaf).dtype:
+            raise CheckpointError(path, f"does not fit this experiment ({name} is "
+                                        f"{arrays[name].dtype}, not {np.asarray(leaf).dtype})")
         leaves.append(arrays[name])
     state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
     return state, int(metadata["epoch"]), metadata

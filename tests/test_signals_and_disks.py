@@ -1,0 +1,121 @@
+"""SIGINT and SIGTERM stop `bnlab run` with one line giving the exact resume command, which
+works as printed; an operating-system error names the file and says what it means."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bnlab.store.runs import load_run
+
+pytestmark = pytest.mark.realdata
+
+EXPERIMENT = """
+name = "stoppable"
+epochs = 40
+seeds = 2
+batch_size = 500
+[optimizer]
+name = "sgd"
+learning_rate = 0.05
+[[variants]]
+name = "bn"
+layers = [{ type = "flatten" }, { type = "batch_norm" },
+          { type = "dense", units = 32, activation = "relu" },
+          { type = "dense", units = 10, activation = "softmax" }]
+"""
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    return env | {"BNLAB_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
+
+
+def bnlab(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bnlab", *args]
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_says_how_to_resume_and_that_command_finishes_it(fashion_mnist, tmp_path,
+                                                                       sent, code):
+    del fashion_mnist  # skip when the real data is absent
+    (tmp_path / "stoppable.toml").write_text(EXPERIMENT)
+    command = bnlab("run", "stoppable.toml", "--epochs", "3", "--runs-dir", "runs",
+                    "--no-download")
+    env = clean_env(tmp_path)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "runs").glob("*/bn/checkpoint.json")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.02)
+    process.send_signal(sent)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    (line,) = stderr.strip().splitlines()
+    name = signal.Signals(sent).name
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert line.startswith(f"stopped by {name}; every finished epoch is saved in runs/"
+                           f"{run_dir.name} (files are written atomically); resume with: ")
+    resume = line.split("resume with: ", 1)[1]
+    assert shlex.split(resume) == [*command, "--resume"]
+    assert not load_run(run_dir).finished
+    finished = subprocess.run(shlex.split(resume), cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert load_run(run_dir).complete
+
+
+def test_a_file_too_large_for_the_limit_is_one_line_naming_it(fashion_mnist, tmp_path):
+    """A real OS error: the kernel refuses writes past RLIMIT_FSIZE with EFBIG."""
+    del fashion_mnist
+    (tmp_path / "stoppable.toml").write_text(EXPERIMENT)
+
+    env = clean_env(tmp_path)
+    # Once without the limit, so that the limited run finds its programs compiled in the
+    # cache and writes nothing there (JAX only warns when it cannot write a cache entry).
+    subprocess.run(bnlab("run", "stoppable.toml", "--epochs", "1", "--runs-dir", "warm",
+                         "--no-download"), cwd=tmp_path, env=env, capture_output=True,
+                   check=True, timeout=300)
+    # 40 blocks of 512 bytes; SIGXFSZ ignored, so that the write fails with EFBIG instead.
+    limited = shlex.join(bnlab("run", "stoppable.toml", "--epochs", "2", "--runs-dir", "runs",
+                               "--no-download"))
+    result = subprocess.run(["sh", "-c", f"ulimit -f 40 && trap '' XFSZ && exec {limited}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: runs/stoppable-") and "File too large" in line
+    assert "exceed the file size limit" in line and "resume with: " in line
+    assert "Traceback" not in result.stderr
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_saying_the_disk_is_full(fashion_mnist,
+                                                                            tmp_path):
+    """A real full disk: a 128 KiB tmpfs mounted in a private mount namespace (root only)."""
+    del fashion_mnist
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("mounting a tmpfs needs root and unshare(1)")
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no private mount namespace here: {probe.stderr.decode().strip()}")
+    (tmp_path / "stoppable.toml").write_text(EXPERIMENT)
+    (tmp_path / "disk").mkdir()
+    run = shlex.join(bnlab("run", "stoppable.toml", "--epochs", "2", "--runs-dir", "disk/runs",
+                           "--no-download"))
+    script = f"mount -t tmpfs -o size=128k tmpfs disk && exec {run}"
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             script], cwd=tmp_path, env=clean_env(tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: disk/runs/stoppable-"), line
+    assert "No space left on device — the disk is full" in line and "permissions" not in line
