@@ -52,6 +52,7 @@ from bnlab.store.provenance import data_fingerprint, same_data
 from bnlab.store.summary import (
     VariantSummary,
     divergences_from_json,
+    left_out_of_verdicts,
     read_summary,
     summary_figures,
     verdicts,
@@ -183,7 +184,7 @@ class Run:
     @property
     def left_out(self) -> dict[str, str]:
         """The variants no verdict involves, each with why (``"diverged: seed 43 at …"``)."""
-        return verdicts(self.histories, self.config.epochs)[1]
+        return left_out_of_verdicts(self.histories)
 
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}: {self.config.name!r}, "
@@ -346,7 +347,8 @@ class _RunReader:
                        saved: SavedVariant | None) -> History | None:
         seeds = config.seed_list
         files = {seed: self.run_dir / name / f"seed-{seed}" / "history.csv" for seed in seeds}
-        started = saved is not None or any(p.exists() for p in files.values())
+        started = (saved is not None or any(p.exists() for p in files.values())
+                   or (self.run_dir / "summary.json").exists())  # written when all finished
         if not started:
             return None
         if saved is None and not (self.run_dir / name / "checkpoint.safetensors").exists():

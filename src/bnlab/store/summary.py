@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bnlab.analysis.stats import PairedComparison, compare_final_accuracy
+from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_json
 from bnlab.store.checks import beyond_float32, json_numbers
 from bnlab.train.loop import METRICS, Divergence, History
@@ -125,11 +126,16 @@ def verdicts(histories: Mapping[str, History],
     """The seed-paired verdicts on the final validation accuracy among the variants none of
     whose seeds diverged, and for each variant left out, why (``"diverged: seed 43 at epoch
     3, step 517"``): a diverged seed has no final accuracy to pair."""
-    left_out = {name: "diverged: " + "; ".join(f"seed {seed} at {d}"
-                                               for seed, d in sorted(h.diverged.items()))
-                for name, h in histories.items() if h.diverged}
+    left_out = left_out_of_verdicts(histories)
     kept = {name: h.per_seed for name, h in histories.items() if name not in left_out}
     return (compare_final_accuracy(kept, epochs) if len(kept) > 1 else []), left_out
+
+
+def left_out_of_verdicts(histories: Mapping[str, History]) -> dict[str, str]:
+    """The variants ``verdicts`` leaves out, each with why: those with a diverged seed."""
+    return {name: "diverged: " + "; ".join(f"seed {seed} at {d}"
+                                           for seed, d in sorted(h.diverged.items()))
+            for name, h in histories.items() if h.diverged}
 
 
 def write_summary(run_dir: Path, variants: Mapping[str, VariantSummary],
@@ -158,7 +164,10 @@ def verdicts_problem(data: Mapping[str, Any], histories: Mapping[str, History],
     """How the verdicts a parsed ``summary.json`` records differ from ``verdicts`` of
     ``histories`` (every variant's whole history), or ``None``. Numbers agree to a relative
     1e-9: a recomputation with other library versions may differ in the last digits."""
-    comparisons, left_out = verdicts(histories, epochs)
+    try:
+        comparisons, left_out = verdicts(histories, epochs)
+    except BnlabError as err:  # a history with NaN where no seed diverged
+        return f"records verdicts its histories cannot give ({err})"
     if data.get("left_out") != left_out:
         return "records other variants left out of the verdicts than their histories give"
     stored, wanted = data.get("comparisons"), comparisons_to_json(comparisons)
