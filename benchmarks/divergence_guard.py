@@ -38,8 +38,8 @@ def compiled_epoch(name: str, seeds: int, x: jax.Array, y: jax.Array, *, guard: 
     state = init_train_states(model, optimizer, keys)
     shuffle, dropout = keys.epoch(0)
     epoch = over_seeds(make_train_epoch(model, optimizer, len(y), 32, guard=guard),
-                       (0, None, None, 0, 0), run)
-    args = (state, x, y, shuffle, dropout)
+                       (0, None, None, None, None, 0, 0), run)
+    args = (state, {}, True, x, y, shuffle, dropout)
     program = jax.jit(epoch).lower(*args).compile(compiler_options())
     placed = jax.device_put(args, program.input_shardings[0])
     return lambda: jax.block_until_ready(program(*placed))

@@ -113,14 +113,14 @@ def profile(model_name: str, seeds: int, x: jax.Array, y: jax.Array, workdir: Pa
     keys = RunKeys.for_seeds(range(seeds))
     state = init_train_states(model, optimizer, keys)
     shuffle, dropout = keys.epoch(0)
-    epoch = over_seeds(make_train_epoch(model, optimizer, len(y), 32), (0, None, None, 0, 0),
-                       seeds)
-    compiled = jax.jit(epoch).lower(state, x, y, shuffle, dropout).compile(
+    epoch = over_seeds(make_train_epoch(model, optimizer, len(y), 32),
+                       (0, None, None, None, None, 0, 0), seeds)
+    compiled = jax.jit(epoch).lower(state, {}, True, x, y, shuffle, dropout).compile(
         compiler_options() | {"xla_cpu_enable_xprof_traceme": True})
-    jax.block_until_ready(compiled(state, x, y, shuffle, dropout))  # warm-up
+    jax.block_until_ready(compiled(state, {}, True, x, y, shuffle, dropout))  # warm-up
     trace_dir = workdir / f"{model_name}-{seeds}"
     with jax.profiler.trace(str(trace_dir)):
-        jax.block_until_ready(compiled(state, x, y, shuffle, dropout))
+        jax.block_until_ready(compiled(state, {}, True, x, y, shuffle, dropout))
     [xplane] = trace_dir.rglob("*.xplane.pb")
     instructions, computations = parse_hlo(compiled.as_text())
     parameter_shapes = {  # as the program sees them: one seed runs without the seed axis

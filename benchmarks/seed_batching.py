@@ -53,7 +53,11 @@ def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
     """The ``wanted`` ways to train ``n`` seeds of model ``name`` for one epoch, as no-argument
     calls (only those are compiled)."""
     model, optimizer = get_model(name), optax.sgd(1e-3)
-    epoch = make_train_epoch(model, optimizer, len(y), 32)
+    full_epoch = make_train_epoch(model, optimizer, len(y), 32)
+
+    def epoch(state, x, y, shuffle, dropout):  # no sweep scalars, every seed training
+        return full_epoch(state, {}, True, x, y, shuffle, dropout)
+
     keys = RunKeys.for_seeds(range(n))
     state = init_train_states(model, optimizer, keys)
     shuffle, dropout = keys.epoch(0)

@@ -17,7 +17,8 @@ from rich.console import Console
 import bnlab
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig
-from bnlab.experiments.runner import train_variant
+from bnlab.experiments.runner import train_program
+from bnlab.experiments.sweep import programs
 from tests.synthetic import TINY_LAYERS, tiny_splits
 
 TINY = VariantConfig("tiny", layers=TINY_LAYERS)
@@ -47,7 +48,7 @@ def test_fit_runs_the_runners_loop_so_it_gives_the_runners_numbers():
     data = tiny_splits()
     config = ExperimentConfig(name="same", variants=(TINY,), epochs=2, seed=7, seeds=3,
                               optimizer=OptimizerConfig("sgd", 0.05))
-    runner = train_variant(TINY, config, data)
+    (runner,) = train_program(programs(config)[0], config, data)
     history = bnlab.fit(TINY.build((4, 4)), data.x_train, data.y_train, epochs=2, seed=7,
                         seeds=3, optimizer="sgd", learning_rate=0.05,
                         validation_data=(data.x_val, data.y_val), verbose=0)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bnlab.store.runs import load_run
@@ -119,3 +120,85 @@ def test_a_full_disk_is_one_line_naming_the_file_and_saying_the_disk_is_full(fas
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: disk/runs/stoppable-"), line
     assert "No space left on device — the disk is full" in line and "permissions" not in line
+
+
+SWEEP = """
+name = "killable"
+epochs = 3
+seeds = 2
+batch_size = 500
+[optimizer]
+name = "sgd"
+learning_rate = 0.05
+[[variants]]
+name = "bn"
+layers = [{ type = "flatten" }, { type = "batch_norm" },
+          { type = "dense", units = 16, activation = "relu" },
+          { type = "dense", units = 10, activation = "softmax" }]
+[[variants]]
+name = "plain"
+layers = [{ type = "flatten" }, { type = "dense", units = 16, activation = "relu" },
+          { type = "dense", units = 10, activation = "softmax" }]
+[sweep]
+"optimizer.learning_rate" = [0.05, 0.2, 0.5]
+"""
+
+
+def history_rows(runs: Path) -> int:
+    """Epoch rows in every history.csv under ``runs`` so far (a file being replaced counts
+    as it was)."""
+    count = 0
+    for path in runs.glob("*/*/seed-*/history.csv"):
+        try:
+            count += max(0, len(path.read_text().splitlines()) - 1)
+        except OSError:
+            pass
+    return count
+
+
+def final_numbers(run_dir: Path) -> dict[str, list[float]]:
+    run = load_run(run_dir)
+    assert run.complete, run.damage
+    return {f"{name}/{metric}": list(history.per_seed[metric].ravel())
+            for name, history in run.histories.items() for metric in history.per_seed} | {
+        f"{name}/test": list(summary.test_accuracy) for name, summary in run.summary.items()}
+
+
+def test_a_sweep_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(fashion_mnist,
+                                                                          tmp_path):
+    """SIGKILL (no handler runs) at moments spread over the sweep — after the k-th of its 36
+    history rows (6 points × 2 seeds × 3 epochs) appeared, plus a random delay, so within
+    and between programs and between two points' checkpoints — then ``--resume`` as a user
+    would: the same numbers as the uninterrupted sweep."""
+    del fashion_mnist
+    (tmp_path / "killable.toml").write_text(SWEEP)
+    env = clean_env(tmp_path)
+    command = bnlab("sweep", "killable.toml", "--runs-dir", "straight", "--no-download")
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    (straight,) = (tmp_path / "straight").iterdir()
+    want = final_numbers(straight)
+    rng = np.random.default_rng(0)
+    for number, rows in enumerate((1, 9, 14, 26, 33)):
+        runs = tmp_path / f"killed-{number}"
+        process = subprocess.Popen(
+            bnlab("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download"),
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while history_rows(runs) < rows:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.3))
+        process.kill()  # SIGKILL
+        process.wait(timeout=60)
+        resumed = subprocess.run(
+            bnlab("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download",
+                  "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=600)
+        assert resumed.returncode == 0, resumed.stderr
+        (run_dir,) = runs.iterdir()
+        got = final_numbers(run_dir)
+        assert got.keys() == want.keys()
+        for key, values in want.items():
+            np.testing.assert_allclose(got[key], values, rtol=1e-5, atol=1e-6, err_msg=key)

@@ -53,6 +53,7 @@ from bnlab.report.html import write_report as html_report
 from bnlab.report.plots import learning_curves, run_figures
 from bnlab.report.progress import TrainingProgress, load_showing_downloads
 from bnlab.store.runs import Run, find_resumable, load_run, new_run_dir
+from bnlab.store.summary import sweep_points
 from bnlab.train.engine import TrainState
 from bnlab.train.loop import History, train_epochs
 from bnlab.train.trainer import SeedBatchTrainer
@@ -263,7 +264,8 @@ def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
     with progress:
         run_experiment(config, data, run_dir, resume=resume, retry_diverged=retry_diverged,
                        on_compiled=progress.compiled, on_epoch=progress.epoch,
-                       on_resume=on_resume, on_plan=on_plan, figures=run_figures(config.name))
+                       on_resume=on_resume, on_plan=on_plan,
+                       figures=run_figures(config.name, sweep_points(config)))
     return load_run(run_dir)
 
 

@@ -178,14 +178,28 @@ def _parser() -> argparse.ArgumentParser:
                                   "damaged")
     run_options.add_argument("--retry-diverged", action="store_true",
                              help="with --resume: retrain the variants that diverged too")
+    run_options.add_argument("--set", action="append", dest="settings", default=[],
+                             metavar="KEY=VALUE",
+                             help="change the experiment for this run, as a TOML line: "
+                                  "epochs=2, optimizer.learning_rate=0.1, "
+                                  "'sweep.\"optimizer.learning_rate\"=[0.01, 0.1]' "
+                                  "(repeatable; a resume needs the same)")
 
     p = sub.add_parser("seed", parents=[run_options],
                        help="reproduce the notebook: baseline, bn_after, bn_before")
     p.set_defaults(handler=cmd_run, experiment="seed")
 
-    p = sub.add_parser("run", parents=[run_options], help="run an experiment file or preset")
+    p = sub.add_parser("run", parents=[run_options], help="run an experiment file or preset "
+                                                          "(with its [sweep], if it has one)")
     p.add_argument("experiment", help="path to a TOML experiment file, or a preset name")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("sweep", parents=[run_options],
+                       help="run the [sweep] of an experiment file or preset (e.g. "
+                            "lr-robustness): its points × seeds, one program per shape")
+    p.add_argument("experiment", help="path to a TOML experiment file with a [sweep] table, or "
+                                      "a preset name")
+    p.set_defaults(handler=cmd_run, needs_sweep=True)
 
     p = sub.add_parser("runs", help="list the runs under the runs directory")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
@@ -314,8 +328,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.retry_diverged and not args.resume:
         raise BnlabError("--retry-diverged retrains the diverged variants of a run being "
                          "resumed; add --resume")
-    config = with_overrides(load_experiment(args.experiment), seeds=args.seeds,
+    config = with_overrides(load_experiment(args.experiment, args.settings), seeds=args.seeds,
                             epochs=args.epochs)
+    if getattr(args, "needs_sweep", False) and not config.sweep:
+        raise BnlabError(f"{args.experiment} has no [sweep] table; add one (docs/sweeps.md), "
+                         "give axes with --set 'sweep.\"optimizer.learning_rate\"=[0.01, 0.1]', "
+                         "or train it with `bnlab run`")
     splits = _load_splits(args, config.dataset)
     for line in small_batch_warnings(config, len(splits.y_train)):
         error_console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
@@ -323,10 +341,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from bnlab.experiments.runner import run_experiment
+    from bnlab.experiments.sweep import programs
     from bnlab.report.console import divergence_lines, epoch_line, results_table
     from bnlab.report.plots import run_figures
     from bnlab.store.provenance import devices_label
     from bnlab.store.runs import find_resumable, load_run, new_run_dir
+    from bnlab.store.summary import sweep_points
 
     if args.resume:
         run_dir = find_resumable(args.runs_dir, config, splits,
@@ -335,21 +355,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = new_run_dir(args.runs_dir, config.name)
     _session.run_dir = run_dir
     seeds = ", ".join(map(str, config.seed_list))
-    console.print(f"[bold]{config.name}[/]: {len(config.variants)} models × {config.seeds} "
+    plan = programs(config)
+    what = (f"{len(config.points)} points" if config.sweep else
+            f"{len(config.variants)} models")
+    console.print(f"[bold]{config.name}[/]: {what} × {config.seeds} "
                   f"seed(s) ({seeds}) × {config.epochs} epochs → {escape(str(run_dir))}"
                   + (" (resuming)" if args.resume else "") + f" on {escape(devices_label())}")
+    if config.sweep:
+        console.print(f"{len(plan)} program{'s' * (len(plan) != 1)}, "
+                      f"{sum(len(p.members) for p in plan)} members:", markup=False)
+        for number, program_ in enumerate(plan, 1):
+            console.print(f"  program {number}: {program_.describe()}", markup=False)
+    timing = SweepTiming(plan, config.epochs) if config.sweep else None
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True) as progress:
-        task = progress.add_task("training", total=len(config.variants) * config.epochs)
+        task = progress.add_task("training", total=len(config.points) * config.epochs)
 
         def on_compiled(name: str, seconds: float) -> None:
             progress.update(task, description=f"training {name}")
-            progress.console.print(f"[bold]{name}[/]: compiling… {seconds:.1f} s")
+            progress.console.print(f"[bold]{escape(name)}[/]: compiling… {seconds:.1f} s")
 
         def on_epoch(name: str, record) -> None:
-            progress.console.print(f"Epoch {record.epoch}/{record.epochs}\n"
-                                   f"{epoch_line(record)}")
+            if timing is None:
+                progress.console.print(f"Epoch {record.epoch}/{record.epochs}\n"
+                                       f"{epoch_line(record)}")
+            else:
+                progress.console.print(f"{name} epoch {record.epoch}/{record.epochs}: "
+                                       f"{epoch_line(record)}", markup=False)
+                if estimate := timing.after_epoch(name, record):
+                    progress.console.print(estimate, markup=False, style="bold")
             for line in divergence_lines(name, record):
                 progress.console.print(line, markup=False, style="bold red")
             progress.advance(task)
@@ -373,14 +408,57 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_experiment(config, splits, run_dir, resume=args.resume,
                        retry_diverged=args.retry_diverged, on_compiled=on_compiled,
                        on_epoch=on_epoch, on_resume=on_resume, on_plan=on_plan,
-                       figures=run_figures(config.name),
+                       figures=run_figures(config.name, sweep_points(config)),
                        command=[*program(), *_without_resume(_session.argv)])
     run = load_run(run_dir)
     console.print(results_table(run))
+    if config.sweep:
+        from bnlab.report.console import best_lines, sweep_table
+
+        console.print(sweep_table(run))
+        for line in best_lines(run):
+            console.print(line)
     _print_verdicts(run)
     console.print(f"total {time.perf_counter() - started:.1f} s")
-    _print_saved(run_dir, [v.name for v in config.variants], config.seed_list)
+    _print_saved(run_dir, [p.name for p in config.points], config.seed_list)
     return 0
+
+
+class SweepTiming:
+    """The sweep's time left, estimated after each program's first epoch from the seconds
+    per member-epoch measured so far (the first program's rate for programs not yet run)."""
+
+    def __init__(self, plan, epochs: int) -> None:
+        self.plan, self.epochs = plan, epochs
+        self.program_of = {p.name: i for i, program in enumerate(plan) for p in program.points}
+        self.rates: dict[int, float] = {}  # program → seconds per member-epoch
+        self.trained: dict[int, int] = {}  # program → epochs trained in this session
+
+    def after_epoch(self, point: str, record) -> str | None:
+        """A line after the first epoch a program trains, else ``None``."""
+        index = self.program_of[point]
+        if record.epoch <= self.trained.get(index, 0):
+            return None
+        self.trained[index] = record.epoch
+        if index in self.rates:
+            return None
+        members = len(self.plan[index].members)
+        self.rates[index] = record.seconds / members
+        rate = self.rates[index]
+        left = sum((self.epochs - (record.epoch if i == index else 0 if i > index else
+                                   self.epochs)) * len(p.members) * self.rates.get(i, rate)
+                   for i, p in enumerate(self.plan))
+        return (f"program {index + 1}/{len(self.plan)}: {record.seconds:.1f} s per epoch of "
+                f"{members} members ({1000 * rate:.0f} ms per member-epoch); about "
+                f"{_duration(left)} left in this sweep")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _print_saved(run_dir: Path, variants: Sequence[str], seeds: Sequence[int]) -> None:
@@ -394,6 +472,11 @@ def _print_saved(run_dir: Path, variants: Sequence[str], seeds: Sequence[int]) -
     console.print("  config.json  environment.json  summary.json  curves.png  curves.svg  "
                   "tensorboard/", markup=False)
     seed_part = f"seed-{seeds[0]}" if len(seeds) == 1 else f"seed-{{{seeds[0]}..{seeds[-1]}}}"
+    if len(variants) > 3:  # a sweep's points: the pattern once
+        console.print(f"  sweep-<axis>.png  and for each of the {len(variants)} points "
+                      f"({variants[0]}, …): <point>/{seed_part}/history.csv  "
+                      "<point>/statistics.csv  <point>/checkpoint.safetensors", markup=False)
+        return
     for name in variants:
         console.print(f"  {name}/{seed_part}/history.csv (Keras CSVLogger)  "
                       f"{name}/statistics.csv  {name}/checkpoint.safetensors", markup=False)

@@ -10,7 +10,8 @@ from safetensors import safe_open
 
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig
-from bnlab.experiments.runner import train_variant
+from bnlab.experiments.runner import train_program
+from bnlab.experiments.sweep import programs
 from tests.synthetic import TINY_LAYERS, tiny_splits
 
 
@@ -22,15 +23,20 @@ def tiny_config(**overrides) -> ExperimentConfig:
 
 def test_a_resumed_padded_run_saves_the_real_seeds_and_equals_a_straight_run(tmp_path):
     # 3 seeds on the tests' two CPU devices: the trainer's state holds 4 (seed 5 twice).
-    splits, variant = tiny_splits(), VariantConfig("tiny", layers=TINY_LAYERS)
-    stem = tmp_path / "checkpoint"
-    train_variant(variant, tiny_config(seed=3, seeds=3, epochs=2), splits, checkpoint=stem)
+    splits = tiny_splits()
+
+    def trained(epochs, **options):
+        config = tiny_config(seed=3, seeds=3, epochs=epochs)
+        (result,) = train_program(programs(config)[0], config, splits, **options)
+        return result
+
+    trained(2, run_dir=tmp_path)
+    stem = tmp_path / "tiny" / "checkpoint"
     with safe_open(str(stem.with_suffix(".safetensors")), framework="numpy") as saved:
         assert {saved.get_tensor(name).shape[0] for name in saved.keys()} == {3}  # noqa: SIM118
         assert not any(name.startswith("keys/") for name in saved.keys())  # noqa: SIM118
-    resumed = train_variant(variant, tiny_config(seed=3, seeds=3, epochs=3), splits,
-                            checkpoint=stem, resume=True)
-    straight = train_variant(variant, tiny_config(seed=3, seeds=3, epochs=3), splits)
+    resumed = trained(3, run_dir=tmp_path, resume={"tiny": True})
+    straight = trained(3)
     for metric, values in straight.history.per_seed.items():
         np.testing.assert_allclose(resumed.history.per_seed[metric], values, rtol=0, atol=1e-6)
     np.testing.assert_allclose(resumed.test_accuracy, straight.test_accuracy, rtol=0, atol=1e-6)

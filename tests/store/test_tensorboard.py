@@ -227,7 +227,7 @@ def test_variant_hparams_name_the_recipe_the_model_and_the_bn_options():
                                VariantConfig("bn_after", "bn_after"),
                                VariantConfig("mixed", layers=bn_layers)),
         optimizer=OptimizerConfig("sgd", 1e-3, {"momentum": 0.9, "nesterov": True}))
-    baseline, bn_after, mixed = (variant_hparams(config, v) for v in config.variants)
+    baseline, bn_after, mixed = (variant_hparams(config, p) for p in config.points)
     assert baseline == {
         "experiment": "seed", "dataset": "fashion_mnist", "variant": "baseline",
         "model": "baseline", "optimizer": "sgd", "learning_rate": 1e-3, "batch_size": 32,

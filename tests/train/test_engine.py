@@ -38,8 +38,8 @@ def test_scan_epoch_equals_python_loop_of_the_same_step_including_ragged_batch()
     state = init_train_state(model, optimizer, keys.init)
     shuffle_key, dropout_key = keys.epoch(0)
     epoch = jax.jit(make_train_epoch(model, optimizer, 70, 32))
-    compiled_state, metrics = epoch(state, splits.x_train, splits.y_train, shuffle_key,
-                                    dropout_key)
+    compiled_state, metrics = epoch(state, {}, True, splits.x_train, splits.y_train,
+                                    shuffle_key, dropout_key)
 
     order = np.asarray(jax.random.permutation(shuffle_key, 70))
     params, bn_state, opt_state = state
@@ -79,7 +79,7 @@ def test_evaluate_is_mean_over_rows_in_inference_mode_whatever_the_chunking():
     want_loss = optax.softmax_cross_entropy_with_integer_labels(logits, splits.y_val).mean()
     want_acc = float(np.mean(np.argmax(logits, -1) == splits.y_val))
     for chunk in (5, 37, 100):
-        loss, acc = make_evaluate(model, chunk_size=chunk)(params, bn_state, splits.x_val,
+        loss, acc = make_evaluate(model, chunk_size=chunk)(params, bn_state, {}, splits.x_val,
                                                            splits.y_val)
         assert float(loss) == pytest.approx(float(want_loss), rel=1e-6)
         assert float(acc) == pytest.approx(want_acc, abs=1e-7)

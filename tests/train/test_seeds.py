@@ -12,7 +12,7 @@ from bnlab.train.engine import RunKeys, init_train_states, make_train_epoch
 from bnlab.train.seeds import over_seeds, seeds_to_run, spread
 from tests.synthetic import tiny_model, tiny_splits
 
-IN_AXES = (0, None, None, 0, 0)  # state, images, labels, shuffle key, dropout key
+IN_AXES = (0, None, None, None, None, 0, 0)  # state, scalars, active, images, labels, keys
 
 
 def epoch_and_args(seeds: int):
@@ -22,8 +22,8 @@ def epoch_and_args(seeds: int):
     keys = RunKeys.for_seeds(range(seeds))
     state = init_train_states(model, optimizer, keys)
     shuffle, dropout = keys.epoch(0)
-    return epoch, (state, jnp.asarray(splits.x_train), jnp.asarray(splits.y_train), shuffle,
-                   dropout)
+    return epoch, (state, {}, True, jnp.asarray(splits.x_train), jnp.asarray(splits.y_train),
+                   shuffle, dropout)
 
 
 def assert_same_per_seed(got, want) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "compare_all",
     "compare_final_accuracy",
     "compare_paired",
+    "compare_pairs",
     "holm_adjust",
     "summarize_over_seeds",
 ]
@@ -270,9 +271,18 @@ def compare_all(finals: Mapping[str, np.ndarray], **kw: Any) -> list[PairedCompa
         mapping's order. Verdicts use the Holm-adjusted p-values over all the pairs
         (`p_adjusted`); `p_value` keeps each pair's own.
     """
+    return compare_pairs(finals, list(combinations(finals, 2)), **kw)
+
+
+def compare_pairs(finals: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]],
+                  **kw: Any) -> list[PairedComparison]:
+    """``compare_all`` over the given ``pairs`` of names of ``finals`` only (a sweep's
+    comparisons at equal learning rate, say): each pair oriented so that ``a`` has the
+    better mean, the Holm adjustment over these pairs."""
     higher_is_better = kw.get("higher_is_better", True)
     oriented, p_values = [], []
-    for (name_i, vi), (name_j, vj) in combinations(finals.items(), 2):
+    for name_i, name_j in pairs:
+        vi, vj = finals[name_i], finals[name_j]
         first = compare_paired(vi, vj, name_a=name_i, name_b=name_j, **kw)  # p is symmetric
         j_is_better = first.mean_difference < 0 if higher_is_better else first.mean_difference > 0
         oriented.append(((name_j, vj), (name_i, vi)) if j_is_better

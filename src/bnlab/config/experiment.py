@@ -34,8 +34,11 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
+import json
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from typing import Any
 from bnlab.config.checks import Fail, failing_at, one_line, reject_unknown, shown, typed
 from bnlab.config.layers import build_layer
 from bnlab.config.optimizer import OptimizerConfig, parse_optimizer
+from bnlab.config.sweep import Point, SweepAxis, expand, parse_sweep
 from bnlab.data.datasets import DATASETS
 from bnlab.errors import BnlabError, ConfigError, LayerInputError
 from bnlab.nn.batchnorm import BatchNorm
@@ -52,7 +56,8 @@ from bnlab.nn.zoo import MODELS
 from bnlab.train.engine import check_batching
 
 TOP_KEYS = {"name", "description", "dataset", "epochs", "batch_size", "seed", "seeds",
-            "optimizer", "variants"}
+            "optimizer", "variants", "sweep"}
+OPTIONAL_STORED_KEYS = {"description", "sweep"}  # a stored config may lack these
 PRESET_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Upper bounds that catch typos before anything is allocated or written (a run's history is
@@ -99,10 +104,22 @@ class ExperimentConfig:
     seed: int = 42
     seeds: int = 1
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    sweep: tuple[SweepAxis, ...] = ()
 
     @property
     def seed_list(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.seeds))
+
+    @functools.cached_property
+    def points(self) -> tuple[Point, ...]:
+        """What the run trains, each with every seed (``config.sweep.Point``): the sweep's
+        points, or without a sweep one point per variant, named after it."""
+        return expand(self.variants, self.sweep, batch_size=self.batch_size,
+                      optimizer=self.optimizer)
+
+    def point(self, name: str) -> Point:
+        """The point named ``name``."""
+        return next(p for p in self.points if p.name == name)
 
     def input_shape(self) -> tuple[int, ...]:
         """The images' shape without the batch axis, from the dataset registry."""
@@ -114,7 +131,9 @@ class ExperimentConfig:
         return {"name": self.name, "description": self.description, "dataset": self.dataset,
                 "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
                 "seeds": self.seeds, "optimizer": self.optimizer.to_dict(),
-                "variants": [variant.to_dict() for variant in self.variants]}
+                "variants": [variant.to_dict() for variant in self.variants],
+                **({"sweep": {a.key: list(a.values) for a in self.sweep}} if self.sweep
+                   else {})}
 
 
 def preset_names() -> list[str]:
@@ -122,8 +141,14 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
-def load_experiment(file_or_preset: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment file, or a shipped preset by name (``seed``)."""
+def load_experiment(file_or_preset: str | Path,
+                    settings: Sequence[str] = ()) -> ExperimentConfig:
+    """Read and validate an experiment file, or a shipped preset by name (``seed``).
+
+    ``settings`` change it for one run, each a TOML line applied over the file's tables
+    before the checks: ``epochs = 2``, ``optimizer.learning_rate = 0.1``,
+    ``sweep."optimizer.learning_rate" = [0.01, 0.1]``, ``dataset = fashion_mnist`` (a value
+    that is not TOML is taken as text)."""
     path = Path(file_or_preset)
     if not path.suffix and not _exists(path):
         if str(file_or_preset) not in preset_names():
@@ -152,7 +177,39 @@ def load_experiment(file_or_preset: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{source}: invalid TOML: {err}") from None
     except ValueError as err:  # an integer of more than 4,300 digits (int's own limit)
         raise ConfigError(f"{source}: invalid TOML: {str(err).split(';')[0]}") from None
+    for setting in settings:
+        raw = _merged(raw, parse_setting(setting))
+    if settings:
+        source += " with " + "; ".join(one_line(s) for s in settings)
     return parse_experiment(raw, source=source, text=text)
+
+
+def parse_setting(setting: str) -> dict[str, Any]:
+    """``"key = value"`` (a TOML line; a value that is not TOML is taken as text) as the
+    nested table it sets: ``"optimizer.learning_rate=0.1"`` → ``{"optimizer":
+    {"learning_rate": 0.1}}``."""
+    key, equals, value = setting.partition("=")
+    if not equals or not key.strip():
+        raise ConfigError(f"setting {one_line(setting)!r}: write key=value, e.g. epochs=2 or "
+                          "optimizer.learning_rate=0.1")
+    for line in (f"{key} = {value}", f"{key} = {json.dumps(value.strip())}"):
+        try:
+            return tomllib.loads(line)
+        except (tomllib.TOMLDecodeError, ValueError):
+            continue
+    raise ConfigError(f"setting {one_line(setting)!r}: {one_line(key.strip())!r} is not a TOML "
+                      "key (quote a key holding dots: sweep.\"optimizer.learning_rate\"=[0.1])")
+
+
+def _merged(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``change`` applied: tables merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _exists(path: Path) -> bool:
@@ -202,6 +259,15 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise fail("variants", f"variant names must be unique, got {names}")
+    sweep = (parse_sweep(raw["sweep"], fail, variants=variants, optimizer=optimizer,
+                         batch_size_limit=n_train) if "sweep" in raw else ())
+    points = expand(variants, sweep, batch_size=batch_size, optimizer=optimizer, fail=fail)
+    for point in points:
+        if point.batch_size != batch_size:
+            try:
+                check_batching(n_train, point.batch_size, point.build())
+            except ConfigError as err:
+                raise fail("sweep.batch_size", f"{err} (point {point.name!r})") from None
     return ExperimentConfig(
         name=name,
         description=typed(raw, "description", str, fail, default=""),
@@ -212,6 +278,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
         seeds=seeds,
         optimizer=optimizer,
         variants=variants,
+        sweep=sweep,
     )
 
 
@@ -229,9 +296,10 @@ def with_overrides(config: ExperimentConfig, *, seeds: int | None = None,
 
 
 def small_batch_warnings(config: ExperimentConfig, n_train: int) -> list[str]:
-    """One line per variant with BatchNorm layers whose training batches would hold exactly
-    2 rows (``batch_size == 2``, or ``n_train % batch_size == 2``: the ragged last batch of
-    every epoch); ``[]`` when none would. ``n_train`` is the number of training rows.
+    """One line per point (a variant without a sweep) with BatchNorm layers whose training
+    batches would hold exactly 2 rows (``batch_size == 2``, or ``n_train % batch_size ==
+    2``: the ragged last batch of every epoch); ``[]`` when none would. ``n_train`` is the
+    number of training rows.
 
     Training BN normalizes with the batch's own statistics. For two rows a and b of one
     feature, μ = (a + b)/2 and σ² = ((a − b)/2)², so
@@ -243,27 +311,28 @@ def small_batch_warnings(config: ExperimentConfig, n_train: int) -> list[str]:
     (``train.engine.check_batching``); 2 rows is legal but nearly meaningless, so it is
     a warning, with a batch size that avoids it.
     """
-    batch_size = config.batch_size
-    last = n_train % batch_size
-    if batch_size != 2 and last != 2:
-        return []
-    if batch_size == 2:
-        what = "every training batch has 2 rows"
-    else:
-        what = (f"the last batch of every epoch has 2 rows ({n_train:,} training rows, "
-                f"batch_size {batch_size})")
-    better = _batch_size_without_tiny_batches(n_train, batch_size)
-    fix = (f"batch_size {better} avoids it" if better is not None
-           else "use more training rows")
     warnings = []
-    for variant in config.variants:
-        model = variant.build(config.input_shape())
+    for point in config.points:
+        batch_size = point.batch_size
+        last = n_train % batch_size
+        if batch_size != 2 and last != 2:
+            continue
+        if batch_size == 2:
+            what = "every training batch has 2 rows"
+        else:
+            what = (f"the last batch of every epoch has 2 rows ({n_train:,} training rows, "
+                    f"batch_size {batch_size})")
+        better = _batch_size_without_tiny_batches(n_train, batch_size)
+        fix = (f"batch_size {better} avoids it" if better is not None
+               else "use more training rows")
+        model = point.build(config.input_shape())
         epsilons = sorted({layer.epsilon for layer in model.layers
                            if isinstance(layer, BatchNorm)})
         if epsilons:
             eps = ", ".join(f"{e:g}" for e in epsilons)
+            kind = "variant" if point.name == point.variant else "point"
             warnings.append(
-                f"variant {variant.name!r}: {what}; BatchNorm of 2 rows a, b gives each "
+                f"{kind} {point.name!r}: {what}; BatchNorm of 2 rows a, b gives each "
                 f"feature ±((a−b)/2)/√(((a−b)/2)² + ε) ≈ ±1 (ε = {eps}), so it passes on "
                 f"only the sign of a − b; {fix}")
     return warnings
@@ -342,7 +411,7 @@ def experiment_from_json(data: Any, *, source: str) -> ExperimentConfig:
     if not isinstance(data, dict):
         raise fail("config", "is not a JSON object")
     data = dict(data)
-    for key in sorted(TOP_KEYS - {"description"}):
+    for key in sorted(TOP_KEYS - OPTIONAL_STORED_KEYS):
         if key not in data:
             raise fail(key, "missing; a stored config holds every key")
     optimizer = data["optimizer"]

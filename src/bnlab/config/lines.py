@@ -11,7 +11,13 @@ _INDEXED = re.compile(r"(.*)\[(\d+)\]")  # "layers[2]" -> ("layers", "2")
 def line_of(text: str, dotted_key: str) -> int | None:
     """Best-effort line of ``optimizer.name`` / ``variants[1].model`` / ``epochs`` in ``text``;
     a key that is a table (``optimizer``, ``variants[1]``) is found by its header. Never
-    fails: a key it cannot place (a quoted key holding ``.`` or ``[``, say) gives ``None``."""
+    fails: a key it cannot place (a quoted key holding ``.`` or ``[``, say) gives ``None``,
+    except a ``[sweep]`` axis (``sweep.optimizer.learning_rate``), whose key is the rest."""
+    if dotted_key.startswith("sweep.") and (start := _header_end(text, 0, "sweep", None)):
+        axis = re.escape(dotted_key.removeprefix("sweep."))
+        match = re.search(rf"^[ \t]*(\"{axis}\"|'{axis}'|{axis})\s*=", text[start:],
+                          flags=re.MULTILINE)
+        return None if match is None else text.count("\n", 0, start + match.end()) + 1
     *tables, key = dotted_key.split(".")
     start = 0
     for table in tables:

@@ -26,12 +26,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnlab.config.experiment import ExperimentConfig, VariantConfig, checked
+from bnlab.config.experiment import ExperimentConfig, checked
+from bnlab.config.sweep import Point
 from bnlab.data.datasets import Splits
 from bnlab.errors import BnlabError
+from bnlab.experiments.sweep import Program, programs
 from bnlab.io import atomic_write_bytes, atomic_write_json, read_json
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.model import Sequential
@@ -39,11 +42,16 @@ from bnlab.store.histories import statistics_csv, write_histories
 from bnlab.store.lock import RunLock
 from bnlab.store.provenance import record_resume, write_environment
 from bnlab.store.runs import REPAIR, Run, load_run, saved_variant, write_config
-from bnlab.store.summary import VariantSummary, divergences_to_json, verdicts, write_summary
+from bnlab.store.summary import (
+    VariantSummary,
+    divergences_to_json,
+    sweep_points,
+    verdicts,
+    write_summary,
+)
 from bnlab.store.tensorboard import HParam, TensorBoardLogger
 from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from bnlab.train.loop import METRICS, EpochRecord, History, train_epochs
-from bnlab.train.trainer import SeedBatchTrainer
 
 # Rows of the fixed probe batch for TensorBoard histograms: 128 × features values per layer
 # and seed is plenty for a histogram and keeps logging cheap.
@@ -93,8 +101,8 @@ REWRITTEN = ("history.csv", "statistics.csv", "checkpoint.json")
 def resume_plan(run: Run, *, retry_diverged: bool = False) -> dict[str, VariantPlan]:
     """For every variant of ``run``, what resuming it does (``VariantPlan``)."""
     plans = {}
-    for variant in run.config.variants:
-        name = variant.name
+    for point in run.config.points:
+        name = point.name
         damage = [d for d in run.damage if d.variant == name]
         lost = [d for d in damage if not d.file.endswith(REWRITTEN)]
         saved = run.saved.get(name)
@@ -120,14 +128,16 @@ def resume_plan(run: Run, *, retry_diverged: bool = False) -> dict[str, VariantP
     return plans
 
 
-def variant_hparams(config: ExperimentConfig, variant: VariantConfig) -> dict[str, HParam]:
-    """The hyperparameters of ``variant`` in ``config``, flat and TensorBoard-typed.
+def variant_hparams(config: ExperimentConfig, point: Point) -> dict[str, HParam]:
+    """The hyperparameters of ``point`` (a variant, or a sweep's point) in ``config``,
+    flat and TensorBoard-typed.
 
     Optimizer arguments become ``optimizer.<arg>``; the BatchNorm layers are counted in
     ``batch_norm_layers`` and their options summarized in ``batch_norm`` (``"none"``
-    without BN; distinct option sets joined by ``" | "``).
+    without BN; distinct option sets joined by ``" | "``); each sweep axis that applies is
+    ``sweep.<key>``.
     """
-    bn_layers = [layer for layer in variant.build().layers if isinstance(layer, BatchNorm)]
+    bn_layers = [layer for layer in point.build().layers if isinstance(layer, BatchNorm)]
     bn_options = dict.fromkeys(  # ordered set
         " ".join(f"{f.name}={getattr(layer, f.name)}" for f in fields(layer)
                  if f.name != "axis_name")
@@ -135,94 +145,143 @@ def variant_hparams(config: ExperimentConfig, variant: VariantConfig) -> dict[st
     values: dict[str, HParam] = {
         "experiment": config.name,
         "dataset": config.dataset,
-        "variant": variant.name,
-        "model": variant.model or "layers",
-        "optimizer": config.optimizer.name,
-        "learning_rate": config.optimizer.learning_rate,
-        "batch_size": config.batch_size,
+        "variant": point.variant,
+        "model": point.base.model or "layers",
+        "optimizer": point.optimizer.name,
+        "learning_rate": point.optimizer.learning_rate,
+        "batch_size": point.batch_size,
         "epochs": config.epochs,
         "batch_norm_layers": len(bn_layers),
         "batch_norm": " | ".join(bn_options) or "none",
     }
-    for key, value in config.optimizer.args.items():
+    for key, value in point.optimizer.args.items():
         values[f"optimizer.{key}"] = value if isinstance(value, HParam) else str(value)
+    for key, value in point.values:
+        values[f"sweep.{key}"] = value if isinstance(value, HParam) else str(value)
     return values
 
 
-def train_variant(
-    variant: VariantConfig,
+def train_program(
+    program: Program,
     config: ExperimentConfig,
     splits: Splits,
     *,
-    checkpoint: Path | None = None,
-    resume: bool = False,
-    tensorboard_dir: Path | None = None,
+    run_dir: Path | None = None,
+    resume: Mapping[str, bool] | None = None,
     run_copy: Mapping[str, Any] | None = None,
     compiler_options: Mapping[str, bool | int | str] | None = None,
     on_compiled: Callable[[str, float], None] | None = None,
     on_epoch: Callable[[str, EpochRecord, History], None] | None = None,
-) -> VariantResult:
-    """Train all ``config.seed_list`` seeds of ``variant`` for ``config.epochs`` epochs.
+) -> list[VariantResult]:
+    """Train every member (point × seed) of ``program`` for ``config.epochs`` epochs in one
+    compiled program; one ``VariantResult`` per point.
 
-    With ``checkpoint`` (a path stem) the state is saved after every epoch, with the
-    history, divergences and ``run_copy`` (copies of the run's config and environment) in its
-    metadata; with ``resume`` training restarts from it. With ``tensorboard_dir`` each
-    epoch's scalars and histograms of the layers' outputs on a fixed probe batch (the first
-    ``PROBE_ROWS`` validation images) go to TensorBoard event files. ``on_compiled(name,
-    seconds)`` is called once compiled, ``on_epoch(name, record, history)`` after each
-    epoch's files are written. A seed that diverged has NaN test metrics.
+    With ``run_dir`` each point's state is saved after every epoch in
+    ``<run_dir>/<point>/checkpoint``, with its history, divergences and ``run_copy``
+    (copies of the run's config and environment) in its metadata, and each epoch's scalars
+    and histograms of the layers' outputs on a fixed probe batch (the first ``PROBE_ROWS``
+    validation images) go to ``<run_dir>/tensorboard/<point>``. ``resume[point]`` restarts
+    a point from its checkpoint: the program starts at the earliest point's epoch and a
+    point whose record is ahead waits for it (``train.loop.train_epochs``'s ``starts``), so
+    each epoch of each point trains once. ``on_compiled(program.label(), seconds)`` is
+    called once compiled, ``on_epoch(point, record, history)`` after each point's epoch files are
+    written. A seed that diverged has NaN test metrics.
     """
-    model = variant.build(splits.x_train.shape[1:])
-    trainer = SeedBatchTrainer(
-        model, config.optimizer.build(), batch_size=config.batch_size, x_train=splits.x_train,
-        y_train=splits.y_train, seeds=config.seed_list,
-        evaluation={"val": (splits.x_val, splits.y_val), "test": (splits.x_test, splits.y_test)},
-        compiler_options=compiler_options)
-    state = trainer.init_state()
-    history = History(trainer.seeds)
-    first_epoch, compile_seconds = 0, None
-    if resume and checkpoint is not None and checkpoint.with_suffix(".safetensors").exists():
-        saved, first_epoch, metadata = load_checkpoint(checkpoint, trainer.saved(state))
-        state = trainer.restored(saved)
+    trainer = program.trainer(splits, compiler_options=compiler_options)
+    state = trainer.saved(trainer.init_state())
+    histories = {p.name: History(program.seeds) for p in program.points}
+    first_epochs = {p.name: 0 for p in program.points}
+    compile_seconds: dict[str, float | None] = {p.name: None for p in program.points}
+    for point in program.points:
+        stem = None if run_dir is None else run_dir / point.name / "checkpoint"
+        if not (resume or {}).get(point.name) or stem is None \
+                or not stem.with_suffix(".safetensors").exists():
+            continue
+        members = program.of(point)
+        template = jax.tree_util.tree_map(lambda a, m=members: a[m], state)
+        saved, first_epochs[point.name], metadata = load_checkpoint(stem, template)
+        state = jax.tree_util.tree_map(
+            lambda whole, part, m=members: _with_rows(whole, m, part), state, saved)
         record = saved_variant(metadata)
-        history, compile_seconds = record.history, record.compile_seconds
-    finished = first_epoch == config.epochs or set(history.diverged) >= set(trainer.seeds)
-    seconds = trainer.compile(state, training=not finished)
-    compile_seconds = seconds if compile_seconds is None else compile_seconds
-    if on_compiled:
-        on_compiled(variant.name, seconds)
+        histories[point.name], compile_seconds[point.name] = (record.history,
+                                                              record.compile_seconds)
+    state = trainer.restored(state)
 
-    def save(state) -> None:
-        save_checkpoint(checkpoint, trainer.saved(state), epoch=history.epochs,
-                        metadata={"variant": variant.name, "seeds": list(trainer.seeds),
+    def finished(point: Point) -> bool:
+        history = histories[point.name]
+        return (first_epochs[point.name] == config.epochs
+                or set(history.diverged) >= set(program.seeds))
+
+    done = all(finished(p) for p in program.points)
+    seconds = trainer.compile(state, training=not done)
+    for name, value in compile_seconds.items():
+        compile_seconds[name] = seconds if value is None else value
+    if on_compiled:
+        on_compiled(program.label(), seconds)
+
+    def save(point: Point, state) -> None:
+        history = histories[point.name]
+        members = program.of(point)
+        save_checkpoint(run_dir / point.name / "checkpoint",
+                        jax.tree_util.tree_map(lambda a: a[members], trainer.saved(state)),
+                        epoch=history.epochs,
+                        metadata={"variant": point.name, "seeds": list(program.seeds),
                                   "epoch_seconds": history.epoch_seconds,
                                   "history": {m: v for m, v in history.per_seed.items()},
                                   "diverged": divergences_to_json(history.diverged),
-                                  "compile_seconds": compile_seconds,
+                                  "compile_seconds": compile_seconds[point.name],
                                   "run": dict(run_copy or {})})
 
     probe_images = jnp.asarray(splits.x_val[:PROBE_ROWS])
-    board = (TensorBoardLogger(tensorboard_dir, trainer.seeds, variant_hparams(config, variant))
-             if tensorboard_dir is not None and not finished else contextlib.nullcontext())
-    with board:
+    boards = {p.name: TensorBoardLogger(run_dir / "tensorboard" / p.name, program.seeds,
+                                        variant_hparams(config, p))
+              for p in program.points if run_dir is not None and not finished(p)}
+    starts = [first_epochs[point.name] for point, _ in program.members]
+    gone = [i for point in program.points for i, seed in zip(program.of(point), program.seeds,
+                                                             strict=True)
+            if seed in histories[point.name].diverged]
+    with contextlib.ExitStack() as stack:
+        for board in boards.values():
+            stack.enter_context(board)
         for record in train_epochs(trainer, state, epochs=config.epochs,
-                                   start_epoch=first_epoch, diverged=history.diverged):
+                                   start_epoch=min(starts), diverged=gone, starts=starts):
             state = record.state
-            history.append(record)
-            if tensorboard_dir is not None:  # before the checkpoint: a resume rewrites it
-                board.log_epoch(record.epoch - 1, record.metrics,
-                                config.optimizer.learning_rate,
-                                trainer.probe(state, probe_images))
-            if checkpoint is not None:
-                save(state)
-            if on_epoch:
-                on_epoch(variant.name, record, history)
-    if finished and checkpoint is not None:
-        save(state)  # rewrites its JSON copy, which may have been damaged
+            probes = trainer.probe(state, probe_images) if boards else {}
+            for point in program.points:
+                members = program.of(point)
+                own = record.of_members(members)
+                if not own.trained.all():
+                    continue
+                histories[point.name].append(own)
+                if point.name in boards:  # before the checkpoint: a resume rewrites it
+                    boards[point.name].log_epoch(
+                        record.epoch - 1, own.metrics, point.optimizer.learning_rate,
+                        {layer: values[members] for layer, values in probes.items()})
+                if run_dir is not None:
+                    save(point, state)
+                if on_epoch:
+                    on_epoch(point.name, own, histories[point.name])
+    if run_dir is not None:
+        for point in program.points:
+            if first_epochs[point.name] == histories[point.name].epochs or done:
+                save(point, state)  # rewrites its JSON copy, which may have been damaged
     test_loss, test_accuracy = trainer.evaluate(state, "test")
-    lost = np.array([seed in history.diverged for seed in trainer.seeds])
-    return VariantResult(variant.name, model, history, np.where(lost, np.nan, test_loss),
-                         np.where(lost, np.nan, test_accuracy), compile_seconds)
+    results = []
+    for point in program.points:
+        members, history = program.of(point), histories[point.name]
+        lost = np.array([seed in history.diverged for seed in program.seeds])
+        results.append(VariantResult(
+            point.name, point.build(splits.x_train.shape[1:]), history,
+            np.where(lost, np.nan, test_loss[members]),
+            np.where(lost, np.nan, test_accuracy[members]), compile_seconds[point.name]))
+    return results
+
+
+def _with_rows(whole: np.ndarray, rows: list[int], part: np.ndarray) -> np.ndarray:
+    """``whole`` with ``whole[rows] = part`` (a copy)."""
+    whole = np.array(whole)
+    whole[rows] = part
+    return whole
 
 
 def run_experiment(
@@ -240,19 +299,20 @@ def run_experiment(
     figures: Callable[[Path, Mapping[str, History]], Sequence[Path]] | None = None,
     command: list[str] | None = None,
 ) -> list[VariantResult]:
-    """Train every variant × seed of ``config`` and keep everything in ``run_dir``, holding
-    its lock (``store.lock.RunLock``).
+    """Train every point (variant, or sweep point) × seed of ``config`` and keep everything
+    in ``run_dir``, holding its lock (``store.lock.RunLock``); the points train program by
+    program (``experiments.sweep.programs``).
 
     Writes ``config.json`` and ``environment.json`` first; after every epoch each seed's
-    ``history.csv`` and the variant's checkpoint (so an interrupted run loses at most the
-    epoch in progress and resumes with ``resume=True``); ``statistics.csv`` per variant and
+    ``history.csv`` and each point's checkpoint (so an interrupted run loses at most the
+    epoch in progress and resumes with ``resume=True``); ``statistics.csv`` per point and
     ``summary.json`` at the end. With ``resume`` the run folder is checked (``load_run``)
     and repaired as ``resume_plan`` says; ``on_plan(plans, repaired run files)`` hears the
     plan before anything trains. A resume is recorded in ``environment.json``;
     ``on_resume`` gets the ways its environment differs from the one the run started in
-    (empty if none). ``retry_diverged`` retrains the variants that diverged. ``command``: the
+    (empty if none). ``retry_diverged`` retrains the points that diverged. ``command``: the
     shell command that started a new run, kept in ``environment.json``. ``figures(run_dir,
-    histories)`` draws the run's figures once every variant has finished and returns their
+    histories)`` draws the run's figures once every point has finished and returns their
     paths, which ``summary.json`` lists (so that a missing one is known). A ``config``
     built in code goes through the file checks first (``checked``), so that the run reads
     back.
@@ -263,7 +323,7 @@ def run_experiment(
             plans, started = _prepare_resume(run_dir, config, splits, retry_diverged, on_plan,
                                              on_resume, lock.took_over)
         else:
-            plans = {v.name: VariantPlan("train", "new run") for v in config.variants}
+            plans = {p.name: VariantPlan("train", "new run") for p in config.points}
             write_config(run_dir, config)
             started = write_environment(run_dir, config.seed_list, splits, command=command)
         run_copy = {"config": config.to_dict(), "environment": started}
@@ -273,25 +333,35 @@ def run_experiment(
             if on_epoch:
                 on_epoch(name, record)
 
-        results = []
-        for variant in config.variants:
-            plan = plans[variant.name]
-            if plan.action == "retrain":
-                _move_aside(run_dir, variant.name)
-            result = train_variant(
-                variant, config, splits, checkpoint=run_dir / variant.name / "checkpoint",
-                resume=plan.action in ("continue", "keep"),
-                tensorboard_dir=run_dir / "tensorboard" / variant.name, run_copy=run_copy,
-                compiler_options=compiler_options, on_compiled=on_compiled,
-                on_epoch=save_epoch)
-            # Again from the final history: a resumed variant may have no epoch left to train
-            # and its CSVs may lag the checkpoint by the epoch during which the run was killed.
-            write_histories(run_dir / variant.name, config.seed_list, result.history.per_seed)
-            atomic_write_bytes(run_dir / variant.name / "statistics.csv",
-                               statistics_csv(result.history.per_seed).encode())
-            results.append(result)
+        results = {}
+        for program in programs(config):
+            for point in program.points:
+                if plans[point.name].action == "retrain":
+                    _move_aside(run_dir, point.name)
+            # Finished points are only evaluated again: a program of their own, not trained.
+            for part in (program.subset([p for p in program.points
+                                         if plans[p.name].action != "keep"]),
+                         program.subset([p for p in program.points
+                                         if plans[p.name].action == "keep"])):
+                if not part.points:
+                    continue
+                for result in train_program(
+                        part, config, splits, run_dir=run_dir,
+                        resume={p.name: plans[p.name].action in ("continue", "keep")
+                                for p in part.points},
+                        run_copy=run_copy, compiler_options=compiler_options,
+                        on_compiled=on_compiled, on_epoch=save_epoch):
+                    # Again from the final history: a resumed point may have no epoch left to
+                    # train and its CSVs may lag the checkpoint by the epoch during which the
+                    # run was killed.
+                    write_histories(run_dir / result.name, config.seed_list,
+                                    result.history.per_seed)
+                    atomic_write_bytes(run_dir / result.name / "statistics.csv",
+                                       statistics_csv(result.history.per_seed).encode())
+                    results[result.name] = result
+        results = [results[p.name] for p in config.points]
         histories = {r.name: r.history for r in results}
-        comparisons, left_out = verdicts(histories, config.epochs)
+        comparisons, left_out = verdicts(histories, config.epochs, sweep_points(config))
         drawn = figures(run_dir, histories) if figures else []
         write_summary(run_dir, {r.name: r.summary() for r in results}, comparisons, left_out,
                       figures=[str(Path(p).relative_to(run_dir)) for p in drawn])

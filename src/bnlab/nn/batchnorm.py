@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from bnlab.errors import ConfigError
+from bnlab.nn.layers import is_number
 
 Array = jax.Array
 
@@ -64,9 +65,11 @@ class BatchNorm:
     axis_name: str | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.momentum <= 1.0:
+        # A traced momentum or epsilon (a sweep member's scalar, ``train.engine.Bind``) was
+        # checked as a number in its config; only numbers are checked here.
+        if is_number(self.momentum) and not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"BatchNorm momentum must be in [0, 1], got {self.momentum}")
-        if not 0.0 < self.epsilon < float("inf"):  # written so that NaN is rejected too
+        if is_number(self.epsilon) and not 0.0 < self.epsilon < float("inf"):  # NaN fails
             raise ConfigError(f"BatchNorm epsilon must be a finite number > 0, got {self.epsilon}")
         if self.momentum_on not in ("old", "new"):
             raise ConfigError(

@@ -48,6 +48,12 @@ INITIALIZERS: dict[str, Callable[..., Callable]] = {
 }
 
 
+def is_number(value: object) -> bool:
+    """Whether ``value`` is a Python number (not a JAX array or tracer): a layer checks the
+    range of its numeric options only then, since a traced value has no value to check."""
+    return isinstance(value, int | float)
+
+
 def _check_choice(kind: str, value: str, allowed: dict) -> None:
     if value not in allowed:
         raise ConfigError(f"unknown {kind} {value!r}; allowed: {', '.join(sorted(allowed))}")
@@ -160,7 +166,7 @@ class Dropout:
     rate: float
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.rate < 1.0:
+        if is_number(self.rate) and not 0.0 <= self.rate < 1.0:  # a traced rate: checked before
             raise ConfigError(f"Dropout rate must be in [0, 1), got {self.rate}")
 
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
@@ -170,7 +176,7 @@ class Dropout:
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, mask
-        if not train or self.rate == 0.0:
+        if not train or (is_number(self.rate) and self.rate == 0.0):
             return x, bn_state
         if key is None:
             raise ConfigError("Dropout in training needs a PRNG key")

@@ -14,7 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from bnlab.analysis.stats import PairedComparison
+from bnlab.analysis.stats import PairedComparison, SeedSummary
+from bnlab.analysis.sweep import PointRow, SweepPoint, best_points, point_rows
+from bnlab.config.sweep import value_text
 from bnlab.errors import OptionRenderer, python_option, render_options
 from bnlab.store.runs import REPAIR, Run
 from bnlab.train.loop import EpochRecord
@@ -41,9 +43,9 @@ def epoch_line(record: EpochRecord) -> str:
 
 def divergence_lines(name: str, record: EpochRecord) -> list[str]:
     """One plain line per seed of model ``name`` that diverged in ``record``'s epoch."""
-    return [f"{name}: seed {seed} diverged at epoch {record.epoch}, step {step} (the training "
-            "loss is not finite); the other seeds train on" for seed, step in
-            record.diverged.items()]
+    return [f"{name}: seed {record.seeds[member]} diverged at epoch {record.epoch}, step "
+            f"{step} (the training loss is not finite); it stops there, the other seeds train on"
+            for member, step in record.diverged.items()]
 
 
 def new_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
@@ -97,7 +99,7 @@ def results_table(run: Run, *, title: str | None = None, epochs: bool = False) -
     for column in columns:  # the numbers never wrap; a long status does
         table.add_column(column, justify="left" if column in ("model", "status") else "right",
                          no_wrap=column != "status", min_width=8 if column == "status" else None)
-    for variant in run.config.variants:
+    for variant in run.config.points:
         history = run.histories.get(variant.name)
         summary = (run.summary or {}).get(variant.name)
         status = run.variant_status(variant.name)
@@ -115,6 +117,74 @@ def results_table(run: Run, *, title: str | None = None, epochs: bool = False) -
                       seeds_cell(history.final("val_accuracy")),
                       seeds_cell(history.final("val_loss")), *tests)
     return table
+
+
+def sweep_rows(run: Run) -> tuple[list[PointRow], dict[str, PointRow]]:
+    """The rows of a sweep's answer (``analysis.sweep.point_rows``) of every point with a
+    history, and each variant's best point; test accuracies come from ``summary.json``
+    (NaN until the run has finished)."""
+    points = [SweepPoint(p.name, p.variant, dict(p.values)) for p in run.config.points
+              if p.name in run.histories]
+    seeds = run.config.seeds
+    val = {p.name: run.histories[p.name].final("val_accuracy") if run.histories[p.name].epochs
+           else np.full(seeds, np.nan) for p in points}
+    test = {p.name: (run.summary[p.name].test_accuracy if run.summary and p.name in run.summary
+                     else np.full(seeds, np.nan)) for p in points}
+    rows = point_rows(points, val, test)
+    return rows, best_points(rows)
+
+
+def ci_text(summary: SeedSummary | None) -> str:
+    """``0.8812 (0.8790–0.8834)``: a mean and its 95% interval; ``—`` for none."""
+    if summary is None:
+        return "—"
+    mean = float(summary.mean)
+    if summary.n == 1:
+        return f"{mean:.4f} (1 seed)"
+    return f"{mean:.4f} ({float(summary.ci_low):.4f}–{float(summary.ci_high):.4f})"
+
+
+def sweep_table(run: Run) -> Table:
+    """A sweep's answer: per point its axis values, status, final validation and test
+    accuracy (mean and 95% t-interval over the seeds that did not diverge) and how many
+    seeds diverged; each variant's best point marked ★."""
+    rows, best = sweep_rows(run)
+    keys = [axis.key for axis in run.config.sweep if axis.kind != "variants"]
+    table = Table(title=f"Sweep: final accuracy, mean (95% CI) over {run.config.seeds} seeds; "
+                        "★ each variant's best", title_justify="left")
+    for column in ("variant", *(k.removeprefix("optimizer.") for k in keys), "status",
+                   "val_accuracy", "test_accuracy", "diverged"):
+        table.add_column(escape(column), justify="left" if column in ("variant", "status")
+                         else "right", no_wrap=True)
+    best_names = {row.point.name for row in best.values()}
+    for row in rows:
+        point = row.point
+        status = run.variant_status(point.name)
+        style = {"complete": "green", "damaged": "red"}.get(status, "yellow")
+        mark = " ★" if point.name in best_names else ""
+        table.add_row(escape(point.variant) + mark,
+                      *(value_text(point.values[k]) if k in point.values else "—"
+                        for k in keys),
+                      f"[{style}]{escape(status)}[/]", ci_text(row.val), ci_text(row.test),
+                      f"[red]{row.diverged}/{row.seeds}[/]" if row.diverged
+                      else f"0/{row.seeds}")
+    return table
+
+
+def best_lines(run: Run) -> list[str]:
+    """One line per variant: its best point (highest mean final validation accuracy among
+    the points none of whose seeds diverged) with both accuracies and their 95% CIs."""
+    _, best = sweep_rows(run)
+    lines = []
+    for variant, row in best.items():
+        values = ", ".join(f"{k.removeprefix('optimizer.')}={value_text(v)}"
+                           for k, v in row.point.values.items()) or "its only point"
+        lines.append(f"  • {escape(variant)}: best at {escape(values)}: validation "
+                     f"{ci_text(row.val)}, test {ci_text(row.test)}")
+    missing = [v.name for v in run.config.variants if v.name not in best]
+    lines += [f"  • {escape(name)}: no point without a diverged seed" for name in missing]
+    return ["[bold]Best per variant[/] (chosen on mean final validation accuracy; the test "
+            "accuracy is the unbiased estimate of that choice):", *lines] if lines else []
 
 
 def damage_lines(run: Run, option: OptionRenderer = python_option) -> list[str]:
@@ -161,17 +231,20 @@ def run_overview(run: Run, option: OptionRenderer = python_option) -> Group:
     layers.add_column("layers", overflow="fold")
     for name, origin, texts in variant_layers(run):
         layers.add_row(f"{escape(name)} ({origin})", escape(" → ".join(texts)))
+    sweep = ([sweep_table(run), *(Text.from_markup(line) for line in best_lines(run))]
+             if config.sweep else [])
     return Group(header, Text(recipe),
                  *(Text.from_markup(line) for line in damage_lines(run, option)),
                  results_table(run, title="Final metrics (mean ± sd over seeds)", epochs=True),
-                 layers, *(Text.from_markup(line) for line in verdict_lines(run, option)))
+                 *sweep, layers,
+                 *(Text.from_markup(line) for line in verdict_lines(run, option)))
 
 
 def verdict_lines(run: Run, option: OptionRenderer = python_option) -> list[str]:
     """What ``bnlab run`` and ``bnlab show`` print after the table (Rich markup): the
     seed-paired verdicts, or why there are none (unfinished, damaged, one seed), and every
     variant left out of them (diverged)."""
-    if len(run.config.variants) < 2:
+    if len(run.config.points) < 2:
         return []
     problem = run.verdict_problem()
     if problem:
@@ -186,6 +259,9 @@ def verdict_lines(run: Run, option: OptionRenderer = python_option) -> list[str]
         return [render_options(one_seed_differences(comparisons), option), *left_out]
     family = (f", Holm-adjusted over the {len(comparisons)} pairs of the variants that did "
               "not diverge" if left_out else "")
+    if run.config.sweep:
+        family = (f", Holm-adjusted over {len(comparisons)} pairs: variants at equal values of "
+                  "the other axes, and each variant at its best point")
     return [f"[bold]Verdicts[/] (seed-paired t-tests on final validation accuracy{family}):",
             *(f"  • {escape(comparison.verdict)}" for comparison in comparisons), *left_out]
 

@@ -21,12 +21,21 @@ from pathlib import Path
 import numpy as np
 
 from bnlab.analysis.stats import summarize_over_seeds
+from bnlab.analysis.sweep import numeric_axes
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
+from bnlab.config.sweep import value_text
 from bnlab.errors import BnlabError, render_options
 from bnlab.io import atomic_write_bytes
 from bnlab.nn.summary import summarize
-from bnlab.report.console import layer_text, one_seed_differences, resume_command
-from bnlab.report.plots import figure_bytes, learning_curves
+from bnlab.report.console import (
+    best_lines,
+    ci_text,
+    layer_text,
+    one_seed_differences,
+    resume_command,
+    sweep_rows,
+)
+from bnlab.report.plots import figure_bytes, learning_curves, sweep_figure
 from bnlab.store.runs import Run
 
 CONFIDENCE = 0.95
@@ -96,6 +105,7 @@ def _run_section(run: Run, anchor: str) -> str:
 {_experiment_table(run, config)}
 <h3>Results</h3>
 {_results_table(run, config)}
+{_sweep(run, config)}
 {_verdicts(run, config)}
 <h3>Learning curves</h3>
 {_curves(run)}
@@ -157,7 +167,7 @@ def _damage(run: Run) -> str:
 def _results_table(run: Run, config: ExperimentConfig) -> str:
     head = "".join(f'<th class="num">{m}</th>' for m in RESULT_METRICS)
     rows = []
-    for variant in config.variants:
+    for variant in config.points:
         history = run.histories.get(variant.name)
         status = run.variant_status(variant.name)
         if history is None:
@@ -202,7 +212,7 @@ def _metric_cell(values: np.ndarray | None) -> str:
 
 
 def _verdicts(run: Run, config: ExperimentConfig) -> str:
-    if len(config.variants) < 2:
+    if len(config.points) < 2:
         return ""
     heading = "<h3>Verdicts</h3>"
     if not run.finished and not run.damage:
@@ -234,10 +244,52 @@ def _verdicts(run: Run, config: ExperimentConfig) -> str:
     table = ("<table><tr><th>pair</th><th>difference, points (95% CI)</th><th>p</th>"
              f"<th>p, Holm</th><th>d<sub>z</sub></th><th>better</th></tr>{rows}</table>")
     return (f'{heading}<p class="muted">Seed-paired t-tests on the final validation accuracy, '
-            f"α = 0.05, p-values Holm-adjusted over the {len(comparisons)} pairs; ± is the 95% "
+            f"α = 0.05, p-values Holm-adjusted over the {len(comparisons)} pairs"
+            + (" (variants at equal values of the other axes, and each variant at its best "
+               "point)" if config.sweep else "") + "; ± is the 95% "
             "confidence interval of the mean paired difference, d<sub>z</sub> = mean / sd of "
             "the paired differences (an exact sign test replaces the t-test when every seed's "
             f'difference is the same).</p><ul class="verdicts">{items}</ul>{table}{left_out}')
+
+
+def _sweep(run: Run, config: ExperimentConfig) -> str:
+    """A sweep's answer: the table of points (``console.sweep_rows``), each variant's best
+    point, and final accuracy against each numeric axis (``plots.sweep_figure``)."""
+    if not config.sweep:
+        return ""
+    rows, best = sweep_rows(run)
+    keys = [axis.key for axis in config.sweep if axis.kind != "variants"]
+    best_names = {row.point.name for row in best.values()}
+    head = "".join(f'<th class="num">{_e(k.removeprefix("optimizer."))}</th>' for k in keys)
+    body = "".join(
+        f'<tr class="{"best" if row.point.name in best_names else ""}">'
+        f"<td>{_e(row.point.variant)}{' ★' if row.point.name in best_names else ''}</td>"
+        + "".join(f'<td class="num">{_e(value_text(row.point.values[k]))}</td>'
+                  if k in row.point.values else '<td class="num muted">—</td>' for k in keys)
+        + f"<td>{_e(run.variant_status(row.point.name))}</td>"
+        f'<td class="num">{_e(ci_text(row.val))}</td><td class="num">{_e(ci_text(row.test))}'
+        f'</td><td class="num">{row.diverged}/{row.seeds}</td></tr>' for row in rows)
+    table = (f'<table class="results"><thead><tr><th>variant</th>{head}<th>status</th>'
+             '<th class="num">val_accuracy (95% CI)</th><th class="num">test_accuracy (95% '
+             'CI)</th><th class="num">diverged</th></tr></thead><tbody>' + body
+             + "</tbody></table>")
+    lines = "".join(f"<li>{_e(line.removeprefix('  • '))}</li>" for line in best_lines(run)[1:])
+    finals = {row.point.name: run.histories[row.point.name].final("val_accuracy")
+              for row in rows if run.histories[row.point.name].epochs}
+    points = [row.point for row in rows if row.point.name in finals]
+    figures = []
+    for axis in numeric_axes(points):
+        data = base64.b64encode(figure_bytes(sweep_figure(points, finals, axis))).decode()
+        label = axis.removeprefix("optimizer.")
+        figures.append(f'<figure><img src="data:image/png;base64,{data}" alt="Final validation '
+                       f'accuracy against {_e(label)}, one line per variant"><figcaption>Final '
+                       f"validation accuracy against {_e(label)}: mean over the seeds that did "
+                       "not diverge, 95% band; ✕ marks diverged seeds.</figcaption></figure>")
+    return (f"<h3>Sweep</h3><p class=\"muted\">{len(config.points)} points × "
+            f"{config.seeds} seeds; final accuracies are means with 95% t-intervals over the "
+            "seeds that did not diverge; ★ marks each variant's best point (highest mean "
+            "final validation accuracy, no seed diverged), whose test accuracy is the "
+            f"unbiased estimate of that choice.</p>{table}<ul>{lines}</ul>{''.join(figures)}")
 
 
 def _curves(run: Run) -> str:

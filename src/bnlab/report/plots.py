@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bnlab.analysis.stats import summarize_over_seeds
+from bnlab.analysis.sweep import SweepPoint, finite_summary, numeric_axes
+from bnlab.config.sweep import value_text
 from bnlab.io import atomic_write_bytes
 from bnlab.train.loop import History
 
@@ -105,14 +107,83 @@ def band_over_seeds(values: np.ndarray,
     return mean, low, high
 
 
-def run_figures(experiment: str) -> Callable[[Path, Mapping[str, History]], list[Path]]:
+def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray], axis: str,
+                 title: str = "") -> InlineFigure:
+    """Final validation accuracy against the sweep axis ``axis`` (log scale when its values
+    are positive and span a factor of 10 or more), one line per variant — and per value of
+    the other axes — with its 95% band over the seeds that did not diverge. A point where
+    seeds diverged is marked ✕ and labelled ``k/n diverged``; where every seed did, the ✕
+    sits on the bottom edge. ``finals[point]: (seeds,)``, NaN for a diverged seed."""
+    series: dict[str, list[SweepPoint]] = {}
+    for point in points:
+        if axis not in point.values:
+            continue
+        others = ", ".join(f"{k.removeprefix('optimizer.')}={value_text(v)}"
+                           for k, v in point.values.items() if k != axis)
+        series.setdefault(point.variant + (f" ({others})" if others else ""), []).append(point)
+    figure = InlineFigure(figsize=(8, 5), layout="constrained")
+    ax = figure.subplots()
+    values = [float(p.values[axis]) for line in series.values() for p in line]
+    if values and min(values) > 0 and max(values) / min(values) >= 10:
+        ax.set_xscale("log", base=2 if axis == "batch_size" else 10)
+    lost = []
+    for index, (label, line) in enumerate(series.items()):
+        line = sorted(line, key=lambda p: p.values[axis])
+        x = np.array([float(p.values[axis]) for p in line])
+        stats = [finite_summary(finals[p.name]) for p in line]
+        mean = np.array([np.nan if s is None else float(s.mean) for s in stats])
+        # An accuracy lies in [0, 1]: so does its band.
+        low = np.array([np.nan if s is None or s.n < 2 else max(0.0, float(s.ci_low))
+                        for s in stats])
+        high = np.array([np.nan if s is None or s.n < 2 else min(1.0, float(s.ci_high))
+                         for s in stats])
+        style = line_style(index, len(x)) | {"markevery": None}
+        ax.plot(x, mean, label=label, **style)
+        if np.isfinite(low).any():
+            ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
+        for xi, yi, point in zip(x, mean, line, strict=True):
+            gone = int(np.count_nonzero(~np.isfinite(finals[point.name])))
+            if gone:
+                lost.append((xi, yi, f"{gone}/{len(finals[point.name])} diverged",
+                             style["color"]))
+    bottom = ax.get_ylim()[0]
+    for xi, yi, text, color in lost:
+        y = bottom if not np.isfinite(yi) else yi
+        ax.plot([xi], [y], marker="x", color="red", markersize=9, markeredgewidth=2,
+                linestyle="none", clip_on=False)
+        ax.annotate(text, (xi, y), textcoords="offset points", xytext=(4, 6), fontsize=8,
+                    color=color)
+    ax.set_xlabel(axis.removeprefix("optimizer."))
+    ax.set_ylabel("final validation accuracy (fraction)")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8, loc="best")
+    figure.suptitle(title or f"final validation accuracy vs {axis} — mean over seeds, band = "
+                    "95% confidence interval, ✕ = diverged seeds", fontsize=10)
+    return figure
+
+
+def run_figures(experiment: str, points: Sequence[SweepPoint] | None = None
+                ) -> Callable[[Path, Mapping[str, History]], list[Path]]:
     """What ``bnlab run`` and ``bnlab.run`` give the runner as ``figures``: it writes a
-    run's learning curves, ``curves.png`` and ``curves.svg``, into its folder."""
+    run's learning curves, ``curves.png`` and ``curves.svg``, into its folder, and for a
+    sweep's ``points`` (``store.summary.sweep_points``) ``sweep-<axis>.png`` / ``.svg`` of
+    the final validation accuracy against each numeric axis (``sweep_figure``)."""
     def save(run_dir: Path, histories: Mapping[str, History]) -> list[Path]:
         figure = learning_curves({n: h.per_seed for n, h in histories.items()},
                                  title=f"{experiment} ({run_dir.name})")
         paths = [run_dir / "curves.png", run_dir / "curves.svg"]
         save_figure(figure, paths)
+        finals = {n: h.final("val_accuracy") for n, h in histories.items()}
+        for axis in numeric_axes(points or []):
+            name = "sweep-" + axis.removeprefix("optimizer.").replace("[", "").replace(
+                "]", "").replace(", ", "-").replace(",", "-")
+            drawn = [run_dir / f"{name}.png", run_dir / f"{name}.svg"]
+            save_figure(sweep_figure(points, finals, axis,
+                                     title=f"{experiment}: final validation accuracy vs "
+                                           f"{axis.removeprefix('optimizer.')} — mean over "
+                                           "seeds, 95% band, ✕ diverged"), drawn)
+            paths += drawn
         return paths
     return save
 

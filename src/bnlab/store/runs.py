@@ -55,6 +55,7 @@ from bnlab.store.summary import (
     left_out_of_verdicts,
     read_summary,
     summary_figures,
+    sweep_points,
     verdicts,
     verdicts_problem,
 )
@@ -134,7 +135,7 @@ class Run:
     def epochs_per_variant(self) -> list[int]:
         """Epochs finished by each variant, in the config's order (0 if not started)."""
         return [self.histories[v.name].epochs if v.name in self.histories else 0
-                for v in self.config.variants]
+                for v in self.config.points]
 
     @property
     def diverged(self) -> dict[str, dict[int, Divergence]]:
@@ -164,7 +165,7 @@ class Run:
                 return f"{self.path / 'summary.json'} {summary[0].problem}; {REPAIR}"
             return (f"{self.path} is unfinished: its verdicts come when every variant has "
                     "finished (resume it with {resume=True})")
-        lost = [v.name for v in self.config.variants
+        lost = [v.name for v in self.config.points
                 if not _whole(self.histories.get(v.name), self.config.epochs)]
         if lost:
             return (f"the histories of {', '.join(lost)} in {self.path} are damaged, so no "
@@ -179,7 +180,7 @@ class Run:
         problem = self.verdict_problem()
         if problem:
             raise BnlabError(problem)
-        return verdicts(self.histories, self.config.epochs)[0]
+        return verdicts(self.histories, self.config.epochs, sweep_points(self.config))[0]
 
     @property
     def left_out(self) -> dict[str, str]:
@@ -188,7 +189,7 @@ class Run:
 
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}: {self.config.name!r}, "
-                f"{len(self.config.variants)} variants × {self.config.seeds} seed(s), "
+                f"{len(self.config.points)} variants × {self.config.seeds} seed(s), "
                 f"{self.config.epochs} epochs, {self.status})")
 
 
@@ -240,19 +241,19 @@ class _RunReader:
     def read(self) -> Run:
         saved = self.read_checkpoints()
         config = self.read_config(saved)
-        for name in set(saved) - {v.name for v in config.variants}:
+        for name in set(saved) - {v.name for v in config.points}:
             self.note(f"{name}/checkpoint.safetensors", "belongs to no variant of the config")
             del saved[name]
         environment = self.read_environment(config, saved)
         histories = {}
-        for variant in config.variants:
+        for variant in config.points:
             history = self.read_histories(config, variant.name, saved.get(variant.name))
             if history is not None:
                 histories[variant.name] = history
         summary, figures = self.read_summary(config, histories, saved)
         finished = summary is not None
         all_done = all(v.name in saved and variant_finished(saved[v.name], config)
-                       for v in config.variants)
+                       for v in config.points)
         if not (self.run_dir / "summary.json").exists() and all_done:
             self.note("summary.json", "is missing, though every variant has finished")
         for name, history in histories.items():
@@ -402,7 +403,7 @@ class _RunReader:
                 problem = f"is not valid JSON ({err})"
         if problem is None:
             try:
-                summary = read_summary(raw, [v.name for v in config.variants])
+                summary = read_summary(raw, [v.name for v in config.points])
                 figures = summary_figures(raw)
             except (KeyError, TypeError, ValueError) as err:
                 problem = f"is not a bnlab summary ({err})"
@@ -411,8 +412,8 @@ class _RunReader:
         if problem is None:  # CSV-only histories take their divergences from the summary
             merged = {name: replace(h, diverged=h.diverged or summary[name].diverged)
                       for name, h in histories.items()}
-            if all(_whole(merged.get(v.name), config.epochs) for v in config.variants):
-                problem = verdicts_problem(raw, merged, config.epochs)
+            if all(_whole(merged.get(v.name), config.epochs) for v in config.points):
+                problem = verdicts_problem(raw, merged, config.epochs, sweep_points(config))
         if problem:
             self.note(path, problem)
             return None, {}

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.analysis.stats import PairedComparison, compare_final_accuracy
+from bnlab.analysis.stats import PairedComparison, compare_final_accuracy, compare_pairs
+from bnlab.analysis.sweep import SweepPoint, best_points, point_rows, sweep_pairs
+from bnlab.config.experiment import ExperimentConfig
 from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_json
 from bnlab.store.checks import beyond_float32, json_numbers
@@ -121,14 +123,33 @@ def divergences_from_json(data: Any, where: str) -> dict[int, Divergence]:
     return diverged
 
 
-def verdicts(histories: Mapping[str, History],
-             epochs: int) -> tuple[list[PairedComparison], dict[str, str]]:
+def verdicts(histories: Mapping[str, History], epochs: int,
+             points: Sequence[SweepPoint] | None = None
+             ) -> tuple[list[PairedComparison], dict[str, str]]:
     """The seed-paired verdicts on the final validation accuracy among the variants none of
     whose seeds diverged, and for each variant left out, why (``"diverged: seed 43 at epoch
-    3, step 517"``): a diverged seed has no final accuracy to pair."""
+    3, step 517"``): a diverged seed has no final accuracy to pair. Without ``points`` every
+    pair is compared; with a sweep's ``points`` (``sweep_points``) the pairs of
+    ``analysis.sweep.sweep_pairs``: variants at equal axis values and each at its best."""
     left_out = left_out_of_verdicts(histories)
     kept = {name: h.per_seed for name, h in histories.items() if name not in left_out}
-    return (compare_final_accuracy(kept, epochs) if len(kept) > 1 else []), left_out
+    if len(kept) < 2:
+        return [], left_out
+    if points is None:
+        return compare_final_accuracy(kept, epochs), left_out
+    finals = {name: np.asarray(h["val_accuracy"])[:, -1] for name, h in kept.items()}
+    kept_points = [p for p in points if p.name in kept]
+    rows = point_rows(kept_points, finals, finals)
+    best = {variant: row.point.name for variant, row in best_points(rows).items()}
+    pairs = sweep_pairs(kept_points, best)
+    return (compare_pairs(finals, pairs, epochs=epochs) if pairs else []), left_out
+
+
+def sweep_points(config: ExperimentConfig) -> list[SweepPoint] | None:
+    """``config``'s points as ``analysis.sweep`` takes them; ``None`` without a sweep."""
+    if not config.sweep:
+        return None
+    return [SweepPoint(p.name, p.variant, dict(p.values)) for p in config.points]
 
 
 def left_out_of_verdicts(histories: Mapping[str, History]) -> dict[str, str]:
@@ -160,12 +181,12 @@ def comparisons_to_json(comparisons: Sequence[PairedComparison]) -> list[dict[st
 
 
 def verdicts_problem(data: Mapping[str, Any], histories: Mapping[str, History],
-                     epochs: int) -> str | None:
+                     epochs: int, points: Sequence[SweepPoint] | None = None) -> str | None:
     """How the verdicts a parsed ``summary.json`` records differ from ``verdicts`` of
     ``histories`` (every variant's whole history), or ``None``. Numbers agree to a relative
     1e-9: a recomputation with other library versions may differ in the last digits."""
     try:
-        comparisons, left_out = verdicts(histories, epochs)
+        comparisons, left_out = verdicts(histories, epochs, points)
     except BnlabError as err:  # a history with NaN where no seed diverged
         return f"records verdicts its histories cannot give ({err})"
     if data.get("left_out") != left_out:

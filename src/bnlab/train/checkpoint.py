@@ -96,7 +96,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]
     with safe_open(str(path), framework="numpy") as handle:
         header = handle.metadata() or {}
         if set(header) not in METADATA_KEYS:
-            raise ValueError(f"its header holds other metadata ({', '.join(sorted(header))})")
+            raise ValueError("its header holds other metadata "
+                             f"({', '.join(sorted(json.dumps(key) for key in header))})")
         arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     return header, arrays
 

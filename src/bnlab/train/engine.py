@@ -17,7 +17,7 @@ leading seed axis of the state and the keys trains several seeds in one program
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import jax
@@ -30,6 +30,11 @@ from bnlab.nn.fused import apply_training
 from bnlab.nn.model import Sequential
 
 Array = jax.Array
+# A member's scalar hyperparameters by name (``{"optimizer.learning_rate": ()}``), traced as
+# data, and the function that builds its model and optimizer from them: members that differ
+# only in these share one compiled program (``train.trainer.SeedBatchTrainer``).
+Scalars = Mapping[str, Array]
+Bind = Callable[[Scalars], tuple[Sequential, optax.GradientTransformation]]
 
 
 class TrainState(NamedTuple):
@@ -129,9 +134,22 @@ def init_train_state(model: Sequential, optimizer: optax.GradientTransformation,
 
 
 def init_train_states(model: Sequential, optimizer: optax.GradientTransformation,
-                      keys: RunKeys) -> TrainState:
-    """``init_train_state`` for every seed of ``RunKeys.for_seeds``: leaves ``(seeds, …)``."""
-    return jax.vmap(lambda key: init_train_state(model, optimizer, key))(keys.init)
+                      keys: RunKeys, scalars: Scalars | None = None,
+                      bind: Bind | None = None) -> TrainState:
+    """``init_train_state`` for every member of ``RunKeys.for_seeds``: leaves ``(members,
+    …)``; with ``bind``, each member's model and optimizer are ``bind`` of its ``scalars``
+    (``{name: (members,)}``)."""
+    def one(key, member_scalars):
+        return init_train_state(*bound(model, optimizer, bind, member_scalars), key)
+
+    return jax.vmap(one)(keys.init, dict(scalars or {}))
+
+
+def bound(model: Sequential, optimizer: optax.GradientTransformation, bind: Bind | None,
+          scalars: Scalars) -> tuple[Sequential, optax.GradientTransformation]:
+    """The model and optimizer of one member: ``bind(scalars)``, or ``model`` and
+    ``optimizer`` as they are without ``bind``."""
+    return (model, optimizer) if bind is None else bind(scalars)
 
 
 def scale_pixels(images: Array) -> Array:
@@ -157,18 +175,27 @@ def make_train_epoch(
     batch_size: int,
     *,
     guard: bool = True,
-) -> Callable[[TrainState, Array, Array, Array, Array], tuple[TrainState, EpochMetrics]]:
-    """Build ``train_epoch(state, images, labels, shuffle_key, dropout_key)`` (not jitted).
+    bind: Bind | None = None,
+) -> Callable[..., tuple[TrainState, EpochMetrics]]:
+    """Build ``train_epoch(state, scalars, active, images, labels, shuffle_key,
+    dropout_key)`` (not jitted).
 
-    ``images: (n_samples, …) uint8``, ``labels: (n_samples,) int32``. Returns the new
-    state and ``EpochMetrics``. Jit it (``jax.jit(..., donate_argnums=0)``) or vmap it.
+    ``images: (n_samples, …) uint8``, ``labels: (n_samples,) int32``; ``scalars``: the
+    member's scalar hyperparameters, given to ``bind`` to build its model and optimizer
+    (``{}`` and ``bind=None`` train ``model`` with ``optimizer``); ``active``: a bool scalar,
+    ``False`` for a member whose state must not change (one that diverged before, or whose
+    record is ahead of the others' on a resume). Returns the new state and
+    ``EpochMetrics``. Jit it (``jax.jit(..., donate_argnums=0)``) or vmap it.
 
     With ``guard`` (the default) the epoch reports where it diverged
-    (``EpochMetrics.diverged_step``): every step checks its loss, and the state after the
-    last step is checked once (``all_finite``). The loss suffices within the epoch: a
-    non-finite weight or BN input makes the next forward pass, hence its loss, non-finite
-    (``inf · 0`` is NaN too), and checking it costs nothing; checking every updated parameter
-    at every step cost 3-15% (``benchmarks/divergence_guard.py`` measured both, results in
+    (``EpochMetrics.diverged_step``) and stops updating from there: every step checks its
+    loss, and the state after the last step is checked once (``all_finite``). From the first
+    step whose loss is not finite the state stays as it was before that step (the
+    parameters that gave that loss), so a diverged member's NaNs never enter its later
+    steps nor anything computed beside it. The loss suffices within the epoch: a non-finite
+    weight or BN input makes the next forward pass, hence its loss, non-finite (``inf · 0``
+    is NaN too), and checking it costs nothing; checking every updated parameter at every
+    step cost 3-15% (``benchmarks/divergence_guard.py`` measured both, results in
     ``benchmarks/results/``). ``guard=False`` is for that benchmark.
     """
     check_batching(n_samples, batch_size, model)
@@ -176,18 +203,21 @@ def make_train_epoch(
     padded = steps * batch_size
     row_mask = (jnp.arange(padded) < n_samples).reshape(steps, batch_size)
 
-    def loss_fn(params, bn_state, x, y, mask, key):
-        logits, new_bn_state = apply_training(model, params, bn_state, x, mask=mask, key=key)
-        per_row = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        count = mask.sum().astype(per_row.dtype)
-        loss = jnp.sum(jnp.where(mask, per_row, 0.0)) / count  # padded rows count nowhere
-        correct = jnp.sum(mask & (jnp.argmax(logits, axis=-1) == y))
-        return loss, (new_bn_state, correct, count)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def train_epoch(state: TrainState, images: Array, labels: Array, shuffle_key: Array,
+    def train_epoch(state: TrainState, scalars: Scalars, active: Array, images: Array,
+                    labels: Array, shuffle_key: Array,
                     dropout_key: Array) -> tuple[TrainState, EpochMetrics]:
+        member_model, member_optimizer = bound(model, optimizer, bind, scalars)
+
+        def loss_fn(params, bn_state, x, y, mask, key):
+            logits, new_bn_state = apply_training(member_model, params, bn_state, x,
+                                                  mask=mask, key=key)
+            per_row = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            count = mask.sum().astype(per_row.dtype)
+            loss = jnp.sum(jnp.where(mask, per_row, 0.0)) / count  # padded rows count nowhere
+            correct = jnp.sum(mask & (jnp.argmax(logits, axis=-1) == y))
+            return loss, (new_bn_state, correct, count)
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         # Rows are gathered as flat vectors, then reshaped back (free): in the BN models XLA's
         # CPU gather of (28, 28) rows is slower (measured in benchmarks/results/).
         flat_images = images.reshape(images.shape[0], -1)
@@ -199,13 +229,16 @@ def make_train_epoch(
             (loss, (bn_state, correct, count)), grads = grad_fn(
                 state.params, state.bn_state, x, labels[rows], mask, step_key
             )
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            updates, opt_state = member_optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
+            updating = active
             if guard:
-                diverged_step = jnp.where((diverged_step < 0) & ~jnp.isfinite(loss), step,
-                                          diverged_step)
-            return ((TrainState(params, bn_state, opt_state), diverged_step),
-                    (loss, loss * count, correct, count))
+                diverged_step = jnp.where(active & (diverged_step < 0) & ~jnp.isfinite(loss),
+                                          step, diverged_step)
+                updating = active & (diverged_step < 0)
+            new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(updating, new, old),
+                                               TrainState(params, bn_state, opt_state), state)
+            return (new_state, diverged_step), (loss, loss * count, correct, count)
 
         order = jax.random.permutation(shuffle_key, n_samples)
         order = jnp.pad(order, (0, padded - n_samples)).reshape(steps, batch_size)
@@ -215,7 +248,7 @@ def make_train_epoch(
             (order, row_mask, step_keys, jnp.arange(steps, dtype=jnp.int32))
         )
         if guard:
-            diverged_step = jnp.where((diverged_step < 0) & ~all_finite(state), steps,
+            diverged_step = jnp.where(active & (diverged_step < 0) & ~all_finite(state), steps,
                                       diverged_step)
         total = count.sum()
         nan_if_diverged = jnp.where(diverged_step < 0, 1.0, jnp.nan)
@@ -227,15 +260,19 @@ def make_train_epoch(
 
 
 def make_evaluate(
-    model: Sequential, chunk_size: int = 5000
-) -> Callable[[tuple[dict, ...], tuple[dict, ...], Array, Array], tuple[Array, Array]]:
-    """Build ``evaluate(params, bn_state, images, labels) -> (loss, accuracy)`` (not jitted).
+    model: Sequential, chunk_size: int = 5000, *, bind: Bind | None = None
+) -> Callable[[tuple[dict, ...], tuple[dict, ...], Scalars, Array, Array],
+              tuple[Array, Array]]:
+    """Build ``evaluate(params, bn_state, scalars, images, labels) -> (loss, accuracy)``
+    (not jitted); ``scalars`` and ``bind`` as in ``make_train_epoch`` (an optimizer is not
+    needed: ``bind``'s is ignored).
 
     Inference mode (moving statistics), means over all rows. Rows are processed in chunks
     of ``chunk_size`` to bound memory; inference BN is per row, so chunking changes nothing.
     """
 
-    def evaluate(params, bn_state, images, labels):
+    def evaluate(params, bn_state, scalars, images, labels):
+        member_model = model if bind is None else bind(scalars)[0]
         n = images.shape[0]
         chunks = steps_per_epoch(n, chunk_size)
         pad = chunks * chunk_size - n
@@ -248,7 +285,7 @@ def make_evaluate(
 
         def chunk(_, batch):
             xb, yb, vb = batch
-            logits, _ = model.apply(params, bn_state, scale_pixels(xb), train=False)
+            logits, _ = member_model.apply(params, bn_state, scale_pixels(xb), train=False)
             per_row = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
             correct = jnp.argmax(logits, axis=-1) == yb
             return None, (jnp.sum(per_row * vb), jnp.sum(correct * vb))

@@ -13,8 +13,8 @@ it) and the speed benchmark all run this loop; what they do with each record is 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,13 +27,16 @@ METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # Keras's History ke
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One finished epoch of a seed batch.
+    """One finished epoch of a batch of members (the trainer's seeds, in order).
 
     epoch: 1-based, of ``epochs``; steps: training steps in it; seconds: wall time of its
     training and validation. metrics: ``{"loss", "accuracy"[, "val_loss", "val_accuracy"]:
-    (seeds,) float64}``, NaN for a seed that has diverged. diverged: the seeds that diverged
-    in this epoch, each with its 1-based step (the first whose loss was not finite).
-    state: the seed-stacked state after it, as the trainer runs it (padded seeds included;
+    (members,) float64}``, NaN for a member that has diverged or did not train. diverged:
+    the members (0-based indices) that diverged in this epoch, each with its 1-based step
+    (the first whose loss was not finite); seeds: each member's seed. trained:
+    ``(members,)`` bool, the members that trained this epoch (all of them unless
+    ``train_epochs`` was given ``starts``).
+    state: the member-stacked state after it, as the trainer runs it (padded seeds included;
     ``trainer.saved(state)`` drops them); valid until the next record is asked for, whose
     epoch consumes it.
     """
@@ -45,6 +48,17 @@ class EpochRecord:
     metrics: Mapping[str, np.ndarray]
     state: TrainState
     diverged: Mapping[int, int] = field(default_factory=dict)
+    trained: np.ndarray | None = None
+    seeds: tuple[int, ...] = ()
+
+    def of_members(self, members: Sequence[int]) -> EpochRecord:
+        """This record for the members at ``members`` only (renumbered 0, 1, …), e.g. the
+        seeds of one sweep point; ``state`` stays the whole batch's."""
+        index = {member: i for i, member in enumerate(members)}
+        return replace(self, metrics={m: v[list(members)] for m, v in self.metrics.items()},
+                       diverged={index[m]: s for m, s in self.diverged.items() if m in index},
+                       trained=None if self.trained is None else self.trained[list(members)],
+                       seeds=tuple(self.seeds[m] for m in members) if self.seeds else ())
 
 
 @dataclass(frozen=True)
@@ -62,37 +76,48 @@ class Divergence:
 
 def train_epochs(trainer: SeedBatchTrainer, state: TrainState, *, epochs: int,
                  start_epoch: int = 0, validation: str | None = "val",
-                 diverged: Mapping[int, Divergence] | None = None) -> Iterator[EpochRecord]:
+                 diverged: Iterable[int] = (),
+                 starts: Sequence[int] | None = None) -> Iterator[EpochRecord]:
     """Train epochs ``start_epoch + 1 … epochs`` of ``state`` and yield a record after each.
 
     With ``validation`` (the name of one of the trainer's evaluation sets) every epoch ends
-    with an inference-mode evaluation on it, as Keras's ``validation_data``. A seed whose
-    loss becomes non-finite is reported in the record of that epoch (``record.diverged``)
-    and its metrics are NaN from then on, while the other seeds train on; the loop ends
-    after the epoch in which the last seed diverged. ``diverged``: the seeds that had
-    diverged before ``start_epoch`` (a resumed history's ``History.diverged``).
+    with an inference-mode evaluation on it, as Keras's ``validation_data``. A member whose
+    loss becomes non-finite is reported in the record of that epoch (``record.diverged``),
+    stops updating, and its metrics are NaN from then on, while the others train on; the
+    loop ends after the epoch in which the last member diverged. ``diverged``: the members
+    (indices) that had diverged before ``start_epoch``. ``starts``: each member's own first
+    epoch (0-based, ≥ ``start_epoch``; default ``start_epoch`` for all): a member whose
+    record is ahead of the others' (a resumed sweep killed between two checkpoints) keeps
+    its state until the others reach it, so every member trains each of its epochs once.
     """
     if validation is not None and validation not in trainer.evaluation:
         raise ConfigError(f"no evaluation data named {validation!r} to validate on; the "
                           f"trainer has {', '.join(trainer.evaluation) or 'none'}")
-    gone = set(diverged or ())
+    members = len(trainer.seeds)
+    first = np.full(members, start_epoch) if starts is None else np.asarray(starts)
+    if first.shape != (members,) or (first < start_epoch).any():
+        raise ConfigError(f"starts: give one first epoch ≥ {start_epoch} per member "
+                          f"({members}), got {list(first)}")
+    gone = set(diverged)
     for epoch in range(start_epoch, epochs):
-        if gone >= set(trainer.seeds):
+        if gone >= set(range(members)):
             return
+        trained = first <= epoch
+        active = trained & ~np.isin(np.arange(members), list(gone))
         start = time.perf_counter()
-        state, loss, accuracy, diverged_step = trainer.train_epoch(state, epoch)
+        state, loss, accuracy, diverged_step = trainer.train_epoch(state, epoch, active)
         metrics = {"loss": loss, "accuracy": accuracy}
         if validation is not None:
             metrics["val_loss"], metrics["val_accuracy"] = trainer.evaluate(state, validation)
         seconds = time.perf_counter() - start
-        new = {seed: int(step) + 1 for seed, step in zip(trainer.seeds, diverged_step,
-                                                         strict=True)
-               if step >= 0 and seed not in gone}
+        new = {member: int(step) + 1 for member, step in enumerate(diverged_step)
+               if step >= 0 and active[member]}
         gone |= set(new)
-        lost = np.array([seed in gone for seed in trainer.seeds])
+        lost = np.isin(np.arange(members), list(gone)) | ~trained
         metrics = {name: np.where(lost, np.nan, values.astype(np.float64))
                    for name, values in metrics.items()}
-        yield EpochRecord(epoch + 1, epochs, trainer.steps, seconds, metrics, state, new)
+        yield EpochRecord(epoch + 1, epochs, trainer.steps, seconds, metrics, state, new,
+                          trained, trainer.seeds)
 
 
 @dataclass
@@ -121,14 +146,15 @@ class History:
         self.diverged = dict(self.diverged)
 
     def append(self, record: EpochRecord) -> None:
-        """Add one epoch's metrics, seconds and divergences."""
+        """Add one epoch's metrics, seconds and divergences; the record's members are this
+        history's seeds, in order (``EpochRecord.of_members`` selects them)."""
         for metric, values in record.metrics.items():
             column = np.asarray(values, np.float64).reshape(len(self.seeds), 1)
             previous = self.per_seed.get(metric, np.zeros((len(self.seeds), 0)))
             self.per_seed[metric] = np.concatenate([previous, column], axis=1)
         self.epoch_seconds.append(record.seconds)
-        self.diverged.update({seed: Divergence(record.epoch, step)
-                              for seed, step in record.diverged.items()})
+        self.diverged.update({self.seeds[member]: Divergence(record.epoch, step)
+                              for member, step in record.diverged.items()})
 
     @property
     def epochs(self) -> int:

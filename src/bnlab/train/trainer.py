@@ -1,4 +1,4 @@
-"""The seed-batch trainer: one model, one optimizer and a batch of seeds, compiled once.
+"""The seed-batch trainer: one model, one optimizer and a batch of members, compiled once.
 
     trainer = SeedBatchTrainer(model, optax.sgd(1e-3), batch_size=32, x_train=x, y_train=y,
                                seeds=(42, 43, 44), evaluation={"val": (x_val, y_val)})
@@ -9,8 +9,18 @@
 
 It takes built objects, never config types: the runner, ``bnlab.fit`` and the benchmarks
 build the model and optimizer their own way and share this class and ``train.loop``. Every
-seed has its own initialization, shuffle order and dropout keys (``engine.RunKeys``), exactly
-as if it ran alone; ``train.seeds.over_seeds`` spreads the seeds over the devices.
+member has the initialization, shuffle order and dropout keys of its seed (``engine.RunKeys``),
+exactly as if it ran alone; ``train.seeds.over_seeds`` spreads the members over the devices.
+
+A member is a seed and, for a sweep, its scalar hyperparameters: with ``scalars={name:
+(members,) values}`` and ``bind`` (``engine.Bind``: scalars → model, optimizer), members that
+differ in learning rate, momentum, BN momentum or epsilon, or dropout rate train in one
+program with those values as data. Two members with the same seed share initialization key
+and data order, so comparisons between them are paired by seed:
+
+    trainer = SeedBatchTrainer(model, optimizer, ..., seeds=(42, 43, 42, 43),
+                               scalars={"optimizer.learning_rate": [0.01, 0.01, 0.1, 0.1]},
+                               bind=lambda s: (model, optax.sgd(s["optimizer.learning_rate"])))
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import optax
 from bnlab.errors import ConfigError
 from bnlab.nn.model import Sequential
 from bnlab.train.engine import (
+    Bind,
     RunKeys,
     TrainState,
     init_train_states,
@@ -49,7 +60,12 @@ class SeedBatchTrainer:
         x_train, y_train: ``(n, *model.input_shape)`` images, ``uint8`` pixels (scaled by
             1/255 on the device) or floats (used as they are); ``(n,)`` integer labels in
             ``0..classes−1``.
-        seeds: one training run per seed, all in one program.
+        seeds: one member per entry (a seed may repeat: members of a sweep), all in one
+            program.
+        scalars, bind: each member's scalar hyperparameters, ``{name: (members,) floats}``,
+            and ``bind`` (``engine.Bind``) building a member's model and optimizer from them
+            (traced: the values are data of the one program); ``model`` and ``optimizer``
+            still give the shapes and are what runs without ``bind``.
         evaluation: named data sets for ``evaluate`` (e.g. ``{"val": …, "test": …}``), placed
             on the devices once.
         compiler_options: XLA options for every program; default ``engine.compiler_options()``.
@@ -64,7 +80,9 @@ class SeedBatchTrainer:
     def __init__(self, model: Sequential, optimizer: optax.GradientTransformation, *,
                  batch_size: int, x_train: np.ndarray, y_train: np.ndarray,
                  seeds: Sequence[int], evaluation: Mapping[str, Data] | None = None,
-                 compiler_options: Mapping[str, bool | int | str] | None = None) -> None:
+                 compiler_options: Mapping[str, bool | int | str] | None = None,
+                 scalars: Mapping[str, Sequence[float]] | None = None,
+                 bind: Bind | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.seeds = tuple(int(seed) for seed in seeds)
@@ -72,6 +90,17 @@ class SeedBatchTrainer:
             raise ConfigError("seeds: give at least one seed")
         self.run_seeds = seeds_to_run(self.seeds)
         self.keys = RunKeys.for_seeds(self.run_seeds)
+        self.bind = bind
+        self.scalars = {}
+        for name, values in (scalars or {}).items():
+            values = np.asarray(values, np.float32)
+            if values.shape != (len(self.seeds),):
+                raise ConfigError(f"scalars[{name!r}]: give one value per member "
+                                  f"({len(self.seeds)}), got shape {values.shape}")
+            self.scalars[name] = pad_seeds(jnp.asarray(values), len(self.run_seeds))
+        if self.scalars and bind is None:
+            raise ConfigError("scalars need bind, the function that builds a member's model "
+                              "and optimizer from them")
         self.classes = model.output_shapes[-1][-1]
         x_train, y_train = self.checked("training data", x_train, y_train)
         self.x_train, self.y_train = jnp.asarray(x_train), jnp.asarray(y_train)
@@ -82,11 +111,11 @@ class SeedBatchTrainer:
                            for name, data in (evaluation or {}).items()}
         self.compiler_options = dict(default_compiler_options() if compiler_options is None
                                      else compiler_options)
-        epoch = make_train_epoch(model, optimizer, self.n_train, batch_size)
-        self._epoch = jax.jit(over_seeds(epoch, (0, None, None, 0, 0), len(self.run_seeds)),
-                              donate_argnums=0)
-        self._evaluate = jax.jit(over_seeds(make_evaluate(model), (0, 0, None, None),
-                                            len(self.run_seeds)))
+        epoch = make_train_epoch(model, optimizer, self.n_train, batch_size, bind=bind)
+        self._epoch = jax.jit(over_seeds(epoch, (0, 0, 0, None, None, 0, 0),
+                                         len(self.run_seeds)), donate_argnums=0)
+        self._evaluate = jax.jit(over_seeds(make_evaluate(model, bind=bind),
+                                            (0, 0, 0, None, None), len(self.run_seeds)))
         self._evaluate_compiled: dict[int, Callable] = {}
         self._placed: dict[str, tuple[jax.Array, jax.Array]] = {}
         self._probe: Callable | None = None
@@ -116,8 +145,9 @@ class SeedBatchTrainer:
         return images, labels.astype(np.int32)
 
     def init_state(self) -> TrainState:
-        """Seed-stacked initial state: leaves have a leading ``(run seeds,)`` axis."""
-        return init_train_states(self.model, self.optimizer, self.keys)
+        """Member-stacked initial state: leaves have a leading ``(run seeds,)`` axis."""
+        return init_train_states(self.model, self.optimizer, self.keys, self.scalars,
+                                 self.bind)
 
     def saved(self, state: TrainState) -> TrainState:
         """``state`` as NumPy arrays of ``seeds`` only (the padding dropped), to save."""
@@ -138,33 +168,38 @@ class SeedBatchTrainer:
         start = time.perf_counter()
         if training:
             shuffle, dropout = self.epoch_keys(0)
-            self._epoch = self._epoch.lower(state, self.x_train, self.y_train, shuffle,
+            self._epoch = self._epoch.lower(state, self.scalars, self._active(None),
+                                            self.x_train, self.y_train, shuffle,
                                             dropout).compile(self.compiler_options)
             # The training data where the program wants them (on every device the seeds
             # spread over), once, rather than a copy per epoch.
-            _, images, labels, _, _ = self._epoch.input_shardings[0]
+            _, _, _, images, labels, _, _ = self._epoch.input_shardings[0]
             self.x_train = jax.device_put(self.x_train, images)
             self.y_train = jax.device_put(self.y_train, labels)
         for name, (images, labels) in self.evaluation.items():
             compiled = self._evaluate_compiled.get(len(labels))
             if compiled is None:
-                compiled = self._evaluate.lower(state.params, state.bn_state, images,
-                                                labels).compile(self.compiler_options)
+                compiled = self._evaluate.lower(state.params, state.bn_state, self.scalars,
+                                                images, labels).compile(self.compiler_options)
                 self._evaluate_compiled[len(labels)] = compiled
-            _, _, at_images, at_labels = compiled.input_shardings[0]
+            _, _, _, at_images, at_labels = compiled.input_shardings[0]
             self._placed[name] = (jax.device_put(images, at_images),
                                   jax.device_put(labels, at_labels))
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
-    def train_epoch(self, state: TrainState, epoch: int) -> tuple[TrainState, np.ndarray,
+    def train_epoch(self, state: TrainState, epoch: int,
+                    active: Sequence[bool] | None = None) -> tuple[TrainState, np.ndarray,
                                                                    np.ndarray, np.ndarray]:
         """One epoch (0-based ``epoch``) → ``(state, loss, accuracy, diverged_step)``, each
         ``(seeds,)``; ``diverged_step`` is the 0-based step whose loss was the first
-        non-finite one, ``-1`` where none was (``engine.EpochMetrics``). ``state`` is
-        donated: use the returned one."""
+        non-finite one, ``-1`` where none was (``engine.EpochMetrics``); a diverged member
+        stops updating there. ``active: (seeds,)`` bool (default all): the members that
+        train; the others' state comes back unchanged and their metrics mean nothing.
+        ``state`` is donated: use the returned one."""
         shuffle, dropout = self.epoch_keys(epoch)
-        state, metrics = self._epoch(state, self.x_train, self.y_train, shuffle, dropout)
+        state, metrics = self._epoch(state, self.scalars, self._active(active), self.x_train,
+                                     self.y_train, shuffle, dropout)
         return (state, self._own(metrics.loss), self._own(metrics.accuracy),
                 self._own(metrics.diverged_step))
 
@@ -176,27 +211,37 @@ class SeedBatchTrainer:
                               f"{', '.join(self.evaluation) or 'none'}")
         images, labels = self._placed.get(name) or self.evaluation[name]
         evaluate = self._evaluate_compiled.get(len(labels), self._evaluate)
-        loss, accuracy = evaluate(state.params, state.bn_state, images, labels)
+        loss, accuracy = evaluate(state.params, state.bn_state, self.scalars, images, labels)
         return self._own(loss), self._own(accuracy)
 
     def evaluate_arrays(self, state: TrainState, images: np.ndarray,
                         labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like ``evaluate`` on any ``images``, ``labels`` (compiled for their shape)."""
         images, labels = self.checked("evaluation data", images, labels)
-        loss, accuracy = self._evaluate(state.params, state.bn_state, images, labels)
+        loss, accuracy = self._evaluate(state.params, state.bn_state, self.scalars, images,
+                                        labels)
         return self._own(loss), self._own(accuracy)
 
     def probe(self, state: TrainState, images: jax.Array) -> dict[str, np.ndarray]:
         """Inference-mode intermediates on a fixed probe batch ``images: (rows, …)``:
         ``{layer_name or "<dense>/pre_activation": (seeds, rows, features)}``."""
         if self._probe is None:
-            def intermediates(params, bn_state, x):
-                return self.model.apply_with_intermediates(params, bn_state, scale_pixels(x),
-                                                           train=False)[2]
-            self._probe = jax.jit(over_seeds(intermediates, (0, 0, None),
+            def intermediates(params, bn_state, scalars, x):
+                model = self.model if self.bind is None else self.bind(scalars)[0]
+                return model.apply_with_intermediates(params, bn_state, scale_pixels(x),
+                                                      train=False)[2]
+            self._probe = jax.jit(over_seeds(intermediates, (0, 0, 0, None),
                                              len(self.run_seeds)))
-        outputs = self._probe(state.params, state.bn_state, images)
+        outputs = self._probe(state.params, state.bn_state, self.scalars, images)
         return {name: self._own(values) for name, values in outputs.items()}
+
+    def _active(self, active: Sequence[bool] | None) -> jax.Array:
+        """``active`` (default: every member) padded as the members are."""
+        mask = np.ones(len(self.seeds), bool) if active is None else np.asarray(active, bool)
+        if mask.shape != (len(self.seeds),):
+            raise ConfigError(f"active: give one flag per member ({len(self.seeds)}), got "
+                              f"shape {mask.shape}")
+        return pad_seeds(jnp.asarray(mask), len(self.run_seeds))
 
     def _own(self, values: jax.Array) -> np.ndarray:
         """``(run seeds, …)`` → ``(seeds, …)`` on the host: the padding seeds dropped."""
