@@ -3,6 +3,7 @@ works as printed; an operating-system error names the file and says what it mean
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -149,10 +150,8 @@ def history_rows(runs: Path) -> int:
     as it was)."""
     count = 0
     for path in runs.glob("*/*/seed-*/history.csv"):
-        try:
+        with contextlib.suppress(OSError):
             count += max(0, len(path.read_text().splitlines()) - 1)
-        except OSError:
-            pass
     return count
 
 

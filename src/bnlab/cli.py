@@ -199,6 +199,10 @@ def _parser() -> argparse.ArgumentParser:
                             "lr-robustness): its points × seeds, one program per shape")
     p.add_argument("experiment", help="path to a TOML experiment file with a [sweep] table, or "
                                       "a preset name")
+    p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="train the programs as tasks on an existing Ray cluster (`ray start "
+                        "--head`; ADDRESS as it printed, default auto); the runs folder must "
+                        "be shared by its nodes (extra: pip install 'bnlab[ray]')")
     p.set_defaults(handler=cmd_run, needs_sweep=True)
 
     p = sub.add_parser("runs", help="list the runs under the runs directory")
@@ -405,7 +409,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                                        "finished epochs were trained in the other environment "
                                        "(environment.json records both)")
 
-        run_experiment(config, splits, run_dir, resume=args.resume,
+        executor = None
+        if getattr(args, "ray", None):
+            from bnlab.experiments.ray_cluster import ray_executor
+
+            def on_done(program_, results) -> None:
+                progress.console.print(f"done on the Ray cluster: {program_.describe()}",
+                                       markup=False)
+                progress.advance(task, len(results) * config.epochs)
+
+            executor = ray_executor(args.ray, on_done=on_done)
+            progress.console.print(f"sending {len(plan)} programs to the Ray cluster at "
+                                   f"{args.ray}", markup=False)
+        run_experiment(config, splits, run_dir, resume=args.resume, executor=executor,
                        retry_diverged=args.retry_diverged, on_compiled=on_compiled,
                        on_epoch=on_epoch, on_resume=on_resume, on_plan=on_plan,
                        figures=run_figures(config.name, sweep_points(config)),

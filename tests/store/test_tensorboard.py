@@ -239,3 +239,19 @@ def test_variant_hparams_name_the_recipe_the_model_and_the_bn_options():
     assert mixed["model"] == "layers"
     pytorch_like = keras.replace("0.99", "0.9").replace("old", "new")
     assert mixed["batch_norm"] == f"{keras} | {pytorch_like}"
+
+
+@pytest.mark.parametrize("values", [np.full((2, ROWS, FEATURES), 1e30, np.float32),
+                                    np.full((2, ROWS, FEATURES), 0.0, np.float32),
+                                    np.array([-3e38, 3e38] * ROWS * FEATURES,
+                                             np.float32).reshape(2, ROWS, FEATURES)])
+def test_histograms_of_activations_about_to_diverge_still_count_every_value(tmp_path, values):
+    """Finite but huge or constant values (a layer just before its member diverges) have a
+    range NumPy cannot split into bins by itself; the histogram must still hold them all."""
+    with TensorBoardLogger(tmp_path / "v", SEEDS, HPARAMS) as logger:
+        logger.log_epoch(0, {"loss": np.ones(2)}, LEARNING_RATE, {"batch_normalization": values})
+    event, = read(tmp_path / "v" / f"seed-{SEEDS[0]}" / "train").Histograms(
+        "activations/batch_normalization")
+    histogram = event.histogram_value
+    assert histogram.num == sum(histogram.bucket) == ROWS * FEATURES
+    assert (histogram.min, histogram.max) == (values[0].min(), values[0].max())

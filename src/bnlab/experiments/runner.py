@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -250,8 +250,8 @@ def train_program(
             for point in program.points:
                 members = program.of(point)
                 own = record.of_members(members)
-                if not own.trained.all():
-                    continue
+                if not own.trained.all() or finished(point):  # every seed diverged before:
+                    continue  # its record ended there, as a run's does
                 histories[point.name].append(own)
                 if point.name in boards:  # before the checkpoint: a resume rewrites it
                     boards[point.name].log_epoch(
@@ -277,6 +277,43 @@ def train_program(
     return results
 
 
+def train_job(program: Program, config: ExperimentConfig, splits: Splits, run_dir: Path,
+              run_copy: Mapping[str, Any], *,
+              compiler_options: Mapping[str, bool | int | str] | None = None,
+              on_compiled: Callable[[str, float], None] | None = None,
+              on_epoch: Callable[[str, EpochRecord], None] | None = None
+              ) -> list[VariantResult]:
+    """``train_program`` into the run folder ``run_dir``, each point resuming from its
+    checkpoint where it has one (``run_experiment`` moved aside those to retrain, so on a
+    first attempt this is the resume plan; on a retry after a lost worker, the progress that
+    attempt saved), each point's histories written after every epoch and, with its
+    statistics, once more at the end. What ``run_experiment`` runs for each program, here
+    or as a Ray task."""
+    def save_epoch(name: str, record: EpochRecord, history: History) -> None:
+        write_histories(run_dir / name, config.seed_list, history.per_seed)
+        if on_epoch:
+            on_epoch(name, record)
+
+    resume = {p.name: (run_dir / p.name / "checkpoint.safetensors").exists()
+              for p in program.points}
+    results = train_program(program, config, splits, run_dir=run_dir, resume=resume,
+                            run_copy=run_copy, compiler_options=compiler_options,
+                            on_compiled=on_compiled, on_epoch=save_epoch)
+    for result in results:
+        # Again from the final history: a resumed point may have no epoch left to train and
+        # its CSVs may lag the checkpoint by the epoch during which the run was killed.
+        write_histories(run_dir / result.name, config.seed_list, result.history.per_seed)
+        atomic_write_bytes(run_dir / result.name / "statistics.csv",
+                           statistics_csv(result.history.per_seed).encode())
+    return results
+
+
+# Trains programs elsewhere: (programs, config, splits, run folder, run copy) → each
+# program's results as ``train_job`` gives them, in any order.
+Executor = Callable[[list[Program], ExperimentConfig, Splits, Path, Mapping[str, Any]],
+                    Iterable[list[VariantResult]]]
+
+
 def _with_rows(whole: np.ndarray, rows: list[int], part: np.ndarray) -> np.ndarray:
     """``whole`` with ``whole[rows] = part`` (a copy)."""
     whole = np.array(whole)
@@ -298,6 +335,7 @@ def run_experiment(
     on_plan: Callable[[dict[str, VariantPlan], list[str]], None] | None = None,
     figures: Callable[[Path, Mapping[str, History]], Sequence[Path]] | None = None,
     command: list[str] | None = None,
+    executor: Executor | None = None,
 ) -> list[VariantResult]:
     """Train every point (variant, or sweep point) × seed of ``config`` and keep everything
     in ``run_dir``, holding its lock (``store.lock.RunLock``); the points train program by
@@ -313,9 +351,11 @@ def run_experiment(
     (empty if none). ``retry_diverged`` retrains the points that diverged. ``command``: the
     shell command that started a new run, kept in ``environment.json``. ``figures(run_dir,
     histories)`` draws the run's figures once every point has finished and returns their
-    paths, which ``summary.json`` lists (so that a missing one is known). A ``config``
-    built in code goes through the file checks first (``checked``), so that the run reads
-    back.
+    paths, which ``summary.json`` lists (so that a missing one is known). ``executor``
+    trains the programs elsewhere (``experiments.ray_cluster.ray_executor``; the callbacks
+    ``on_compiled`` and ``on_epoch`` are then not called); by default they train here, one
+    after another. A ``config`` built in code goes through the file checks first
+    (``checked``), so that the run reads back.
     """
     config = checked(config)
     with RunLock(run_dir) as lock:
@@ -327,38 +367,23 @@ def run_experiment(
             write_config(run_dir, config)
             started = write_environment(run_dir, config.seed_list, splits, command=command)
         run_copy = {"config": config.to_dict(), "environment": started}
-
-        def save_epoch(name: str, record: EpochRecord, history: History) -> None:
-            write_histories(run_dir / name, config.seed_list, history.per_seed)
-            if on_epoch:
-                on_epoch(name, record)
-
-        results = {}
+        jobs = []
         for program in programs(config):
             for point in program.points:
                 if plans[point.name].action == "retrain":
                     _move_aside(run_dir, point.name)
             # Finished points are only evaluated again: a program of their own, not trained.
-            for part in (program.subset([p for p in program.points
-                                         if plans[p.name].action != "keep"]),
-                         program.subset([p for p in program.points
-                                         if plans[p.name].action == "keep"])):
-                if not part.points:
-                    continue
-                for result in train_program(
-                        part, config, splits, run_dir=run_dir,
-                        resume={p.name: plans[p.name].action in ("continue", "keep")
-                                for p in part.points},
-                        run_copy=run_copy, compiler_options=compiler_options,
-                        on_compiled=on_compiled, on_epoch=save_epoch):
-                    # Again from the final history: a resumed point may have no epoch left to
-                    # train and its CSVs may lag the checkpoint by the epoch during which the
-                    # run was killed.
-                    write_histories(run_dir / result.name, config.seed_list,
-                                    result.history.per_seed)
-                    atomic_write_bytes(run_dir / result.name / "statistics.csv",
-                                       statistics_csv(result.history.per_seed).encode())
-                    results[result.name] = result
+            jobs += [part for part in (
+                program.subset([p for p in program.points if plans[p.name].action != "keep"]),
+                program.subset([p for p in program.points if plans[p.name].action == "keep"]))
+                if part.points]
+        if executor is None:
+            done = (train_job(job, config, splits, run_dir, run_copy,
+                              compiler_options=compiler_options, on_compiled=on_compiled,
+                              on_epoch=on_epoch) for job in jobs)
+        else:
+            done = executor(jobs, config, splits, run_dir, run_copy)
+        results = {result.name: result for job_results in done for result in job_results}
         results = [results[p.name] for p in config.points]
         histories = {r.name: r.history for r in results}
         comparisons, left_out = verdicts(histories, config.epochs, sweep_points(config))

@@ -109,10 +109,12 @@ class TensorBoardLogger:
                 _write(run, scalar(f"epoch_{name.removeprefix('val_')}", values[i]), epoch)
             _write(train, scalar("epoch_learning_rate", learning_rate), epoch)
             for name, values in layers.items():
-                finite = values[i][np.isfinite(values[i])]  # (rows·features,) at most
+                # (rows·features,) at most, in float64: squares of float32 values near
+                # divergence (1e30) overflow float32 in tensorboardX's sums.
+                finite = values[i][np.isfinite(values[i])].astype(np.float64)
                 if finite.size:
-                    _write(train, histogram(f"activations/{name}", finite, HISTOGRAM_BINS),
-                           epoch)
+                    _write(train, histogram(f"activations/{name}", finite,
+                                            histogram_edges(finite)), epoch)
         self._flush()
 
     def close(self, *, completed: bool = True) -> None:
@@ -174,3 +176,15 @@ def _naming(run: EventsWriter) -> Iterator[None]:
             raise
         raise OSError(err.errno, err.strerror, run._file_name) from None
 
+
+
+def histogram_edges(values: np.ndarray) -> np.ndarray:
+    """``HISTOGRAM_BINS`` equal bins over the range of finite ``values``, computed in
+    float64: a range too narrow for its magnitude (every value 1e30, as a layer about to
+    diverge gives) widens to ±0.1% of it, where NumPy's own bins would fail."""
+    low, high = float(values.min()), float(values.max())
+    middle = (low + high) / 2
+    least = max(abs(middle) * 1e-3, 1e-3) if np.isfinite(middle) else 0.0
+    if not high - low >= least:
+        low, high = middle - least / 2, middle + least / 2
+    return np.linspace(low, high, HISTOGRAM_BINS + 1)
