@@ -93,7 +93,7 @@ def main() -> None:
     keras.utils.set_random_seed(args.seed)
     model = build(args.model)
     model.compile(loss="sparse_categorical_crossentropy",
-                  optimizer=keras.optimizers.SGD(learning_rate=1e-3),
+                  optimizer=keras.optimizers.SGD(learning_rate=args.learning_rate),
                   metrics=["accuracy"])
     timer = EpochTimer()
     history = model.fit(x_train, y_train, epochs=args.epochs,

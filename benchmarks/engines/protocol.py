@@ -4,6 +4,7 @@ An engine is a script run by its own interpreter (each engine has its own virtua
 
     <python> benchmarks/engines/<name>.py --model {baseline,bn_after,bn_before} --epochs E
         --seed S --data PATH.npz --threads T [--seeds N] [--device {cpu,gpu}]
+        [--learning-rate LR]
 
 It trains the notebook's model on the data in PATH.npz (written by the orchestrator with
 `np.savez`: uint8 `x_train (55000, 28, 28)`, int32 `y_train (55000,)`, uint8 `x_val (5000, 28, 28)`,
@@ -53,6 +54,8 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--device", choices=DEVICES, default="cpu")
+    parser.add_argument("--learning-rate", type=float, default=1e-3,
+                        help="SGD learning rate (the notebook's 1e-3; sweep_speed.py varies it)")
     args = parser.parse_args()
     if args.epochs < 1 or args.threads < 1 or args.seeds < 1:
         parser.error("--epochs, --threads and --seeds must be at least 1")

@@ -220,11 +220,13 @@ def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
         epochs: int | None = None, runs_dir: Path | str = "runs", resume: bool = False,
         retry_diverged: bool = False, data: Splits | None = None,
         data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
-        download: bool = True, verbose: int = 1) -> Run:
+        download: bool = True, verbose: int = 1, settings: Sequence[str] = ()) -> Run:
     """Run an experiment into the run store and return it as a ``Run``, as ``bnlab run``.
 
-    ``experiment`` is a TOML file, a preset name (``"seed"``) or an ``ExperimentConfig``;
-    ``seeds`` / ``epochs`` override its own. ``data`` trains on given ``Splits`` (e.g.
+    ``experiment`` is a TOML file, a preset name (``"seed"``, ``"lr-robustness"``) or an
+    ``ExperimentConfig``; one with a ``[sweep]`` runs its points (docs/sweeps.md). ``seeds``
+    / ``epochs`` override its own; ``settings`` are ``bnlab run --set`` lines
+    (``["optimizer.learning_rate=0.1"]``). ``data`` trains on given ``Splits`` (e.g.
     ``load_fashion_mnist().subset(train=6424)``) instead of loading the experiment's dataset.
     ``resume`` continues, or repairs, the newest unfinished or damaged run of exactly this
     experiment under ``runs_dir``, retraining only what is unfinished or damaged (and with
@@ -234,7 +236,7 @@ def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
     every argument have been checked.
     """
     config = (experiment if isinstance(experiment, ExperimentConfig)
-              else load_experiment(experiment))
+              else load_experiment(experiment, settings))
     config = checked(with_overrides(config, seeds=seeds, epochs=epochs))
     progress = TrainingProgress(config.epochs, verbose=verbose)
     if data is None:

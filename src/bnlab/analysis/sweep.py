@@ -12,8 +12,9 @@ seed that diverged.
   Chosen on validation accuracy, its test accuracy is the unbiased estimate of how good that
   choice is.
 - ``sweep_pairs``: the pairs the verdicts compare — points of different variants at equal
-  values of every axis both have ("at equal learning rate"), and the variants' best points
-  against each other ("each at its own best"); ``analysis.stats.compare_pairs`` Holm-adjusts
+  values of every axis both have ("at equal learning rate"), points of one variant one
+  categorical value apart ("with vs without bias"), and the variants' best points against
+  each other ("each at its own best"); ``analysis.stats.compare_pairs`` Holm-adjusts
   over all of them.
 """
 
@@ -87,12 +88,19 @@ def best_points(rows: Sequence[PointRow]) -> dict[str, PointRow]:
 def sweep_pairs(points: Sequence[SweepPoint],
                 best: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """The pairs of point names the verdicts compare: every two points of different
-    variants whose values agree on every axis both have, then the ``best`` points (variant →
-    point name) of every two variants, where that pair is not already there."""
+    variants whose values agree on every axis both have; every two points of one variant
+    that differ in one categorical axis only (a boolean or text value: ``use_bias`` true vs
+    false, the question such an axis asks); then the ``best`` points (variant → point name)
+    of every two variants, where that pair is not already there. Two points of one variant
+    at different learning rates are not compared (their best is the answer)."""
     pairs = []
     for a, b in combinations(points, 2):
         shared = set(a.values) & set(b.values)
-        if a.variant != b.variant and all(a.values[k] == b.values[k] for k in shared):
+        differ = [k for k in shared if a.values[k] != b.values[k]]
+        across = a.variant != b.variant and not differ
+        within = a.variant == b.variant and len(differ) == 1 and all(
+            isinstance(p.values[differ[0]], bool | str) for p in (a, b))
+        if across or within:
             pairs.append((a.name, b.name))
     seen = {frozenset(p) for p in pairs}
     for a, b in combinations(list((best or {}).values()), 2):
