@@ -178,6 +178,19 @@ def test_a_sweep_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(fashi
     assert done.returncode == 0, done.stderr
     (straight,) = (tmp_path / "straight").iterdir()
     want = final_numbers(straight)
+    # A sweep is one run: listed, shown and reported like any other.
+    listed = subprocess.run(bnlab("runs", "--runs-dir", "straight"), cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "(6 points)" in listed.stdout, listed.stdout
+    assert "complete" in listed.stdout
+    shown = subprocess.run(bnlab("show", str(straight)), cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "Best per variant" in shown.stdout, shown.stderr
+    reported = subprocess.run(bnlab("report", str(straight)), cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert reported.returncode == 0, reported.stderr
+    page = (straight / "report.html").read_text()
+    assert "<h3>Sweep</h3>" in page and "plain@learning_rate=0.5" in page
     rng = np.random.default_rng(0)
     for number, rows in enumerate((1, 9, 14, 26, 33)):
         runs = tmp_path / f"killed-{number}"

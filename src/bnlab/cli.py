@@ -533,7 +533,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             status += (f"; {escape(name)} diverged ({len(seeds)}/{config.seeds} seed"
                        f"{'s' * (config.seeds > 1)})")
         table.add_row(escape(run.path.name), escape(config.name),
-                      escape(", ".join(v.name for v in config.variants)),
+                      escape(", ".join(v.name for v in config.variants)
+                             + (f" ({len(config.points)} points)" if config.sweep else "")),
                       str(config.seeds), epochs, status)
     for folder, _ in unreadable:
         table.add_row(escape(folder.name), "?", "?", "?", "?", "[red]unreadable[/] (below)")

@@ -184,8 +184,8 @@ def train_program(
     a point from its checkpoint: the program starts at the earliest point's epoch and a
     point whose record is ahead waits for it (``train.loop.train_epochs``'s ``starts``), so
     each epoch of each point trains once. ``on_compiled(program.label(), seconds)`` is
-    called once compiled, ``on_epoch(point, record, history)`` after each point's epoch files are
-    written. A seed that diverged has NaN test metrics.
+    called once compiled, ``on_epoch(point, record, history)`` after each point's epoch
+    files are written. A seed that diverged has NaN test metrics.
     """
     trainer = program.trainer(splits, compiler_options=compiler_options)
     state = trainer.saved(trainer.init_state())
@@ -219,11 +219,12 @@ def train_program(
     if on_compiled:
         on_compiled(program.label(), seconds)
 
-    def save(point: Point, state) -> None:
+    def save(point: Point, host_state) -> None:
+        """Point's checkpoint from ``host_state``, the whole program's ``trainer.saved``."""
         history = histories[point.name]
         members = program.of(point)
         save_checkpoint(run_dir / point.name / "checkpoint",
-                        jax.tree_util.tree_map(lambda a: a[members], trainer.saved(state)),
+                        jax.tree_util.tree_map(lambda a: a[members], host_state),
                         epoch=history.epochs,
                         metadata={"variant": point.name, "seeds": list(program.seeds),
                                   "epoch_seconds": history.epoch_seconds,
@@ -247,6 +248,7 @@ def train_program(
                                    start_epoch=min(starts), diverged=gone, starts=starts):
             state = record.state
             probes = trainer.probe(state, probe_images) if boards else {}
+            host_state = trainer.saved(state) if run_dir is not None else None
             for point in program.points:
                 members = program.of(point)
                 own = record.of_members(members)
@@ -258,13 +260,14 @@ def train_program(
                         record.epoch - 1, own.metrics, point.optimizer.learning_rate,
                         {layer: values[members] for layer, values in probes.items()})
                 if run_dir is not None:
-                    save(point, state)
+                    save(point, host_state)
                 if on_epoch:
                     on_epoch(point.name, own, histories[point.name])
     if run_dir is not None:
+        host_state = trainer.saved(state)
         for point in program.points:
             if first_epochs[point.name] == histories[point.name].epochs or done:
-                save(point, state)  # rewrites its JSON copy, which may have been damaged
+                save(point, host_state)  # rewrites its JSON copy, which may have been damaged
     test_loss, test_accuracy = trainer.evaluate(state, "test")
     results = []
     for point in program.points:

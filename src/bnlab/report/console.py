@@ -134,6 +134,14 @@ def sweep_rows(run: Run) -> tuple[list[PointRow], dict[str, PointRow]]:
     return rows, best_points(rows)
 
 
+def sweep_text(config) -> str:
+    """``learning_rate ∈ {0.001, 0.01}; batch_size ∈ {16, 32}: 12 points``."""
+    axes = "; ".join(f"{axis.key.removeprefix('optimizer.')} ∈ "
+                     f"{{{', '.join(value_text(v) for v in axis.values)}}}"
+                     for axis in config.sweep)
+    return f"{axes}: {len(config.points)} points (docs/sweeps.md)"
+
+
 def ci_text(summary: SeedSummary | None) -> str:
     """``0.8812 (0.8790–0.8834)``: a mean and its 95% interval; ``—`` for none."""
     if summary is None:
@@ -220,7 +228,8 @@ def run_overview(run: Run, option: OptionRenderer = python_option) -> Group:
               f"{list(config.seed_list)}{rows}; {env.get('device')}, jax "
               f"{(env.get('packages') or {}).get('jax')}"
               + (f"; resumed {len(env['resumes'])}× (environment.json)"
-                 if env.get("resumes") else ""))
+                 if env.get("resumes") else "")
+              + (f"; sweep {sweep_text(config)}" if config.sweep else ""))
     style = {"complete": "green", "damaged": "bold red"}.get(run.status, "yellow")
     header = Text.assemble((str(run.path), "bold"), f": experiment {config.name!r}"
                            + (f" — {config.description}" if config.description else "")

@@ -34,6 +34,7 @@ from bnlab.report.console import (
     one_seed_differences,
     resume_command,
     sweep_rows,
+    sweep_text,
 )
 from bnlab.report.plots import figure_bytes, learning_curves, sweep_figure
 from bnlab.store.runs import Run
@@ -127,6 +128,7 @@ def _experiment_table(run: Run, config: ExperimentConfig) -> str:
     rows = [
         ("run folder", f"<code>{_e(run.path)}</code>"),
         ("variants", _e(", ".join(v.name for v in config.variants))),
+        *([("sweep", _e(sweep_text(config)))] if config.sweep else []),
         ("dataset", _e(config.dataset)),
         ("optimizer", _e(optimizer)),
         ("batch size", _e(config.batch_size)),

@@ -158,8 +158,9 @@ def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray],
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8, loc="best")
-    figure.suptitle(title or f"final validation accuracy vs {axis} — mean over seeds, band = "
-                    "95% confidence interval, ✕ = diverged seeds", fontsize=10)
+    figure.suptitle(title or f"final validation accuracy vs {axis.removeprefix('optimizer.')}\n"
+                    "mean over seeds, band = 95% confidence interval, ✕ = diverged seeds",
+                    fontsize=10)
     return figure
 
 

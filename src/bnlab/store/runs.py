@@ -189,7 +189,8 @@ class Run:
 
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}: {self.config.name!r}, "
-                f"{len(self.config.points)} variants × {self.config.seeds} seed(s), "
+                f"{len(self.config.points)} {'points' if self.config.sweep else 'variants'} × "
+                f"{self.config.seeds} seed(s), "
                 f"{self.config.epochs} epochs, {self.status})")
 
 
