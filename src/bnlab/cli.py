@@ -348,6 +348,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bnlab.experiments.sweep import programs
     from bnlab.report.console import divergence_lines, epoch_line, results_table
     from bnlab.report.plots import run_figures
+    from bnlab.report.progress import SweepTiming
     from bnlab.store.provenance import devices_label
     from bnlab.store.runs import find_resumable, load_run, new_run_dir
     from bnlab.store.summary import sweep_points
@@ -436,72 +437,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(line)
     _print_verdicts(run)
     console.print(f"total {time.perf_counter() - started:.1f} s")
-    _print_saved(run_dir, [p.name for p in config.points], config.seed_list)
+    from bnlab.report.console import saved_lines
+
+    for line in saved_lines(run_dir, [p.name for p in config.points], config.seed_list,
+                            shlex.join(program()), sweep=bool(config.sweep)):
+        console.print(line, markup=False)
     return 0
 
 
-class SweepTiming:
-    """The sweep's time left, estimated after each program's first epoch from the seconds
-    per member-epoch measured so far (the first program's rate for programs not yet run)."""
-
-    def __init__(self, plan, epochs: int) -> None:
-        self.plan, self.epochs = plan, epochs
-        self.program_of = {p.name: i for i, program in enumerate(plan) for p in program.points}
-        self.rates: dict[int, float] = {}  # program → seconds per member-epoch
-        self.trained: dict[int, int] = {}  # program → epochs trained in this session
-
-    def after_epoch(self, point: str, record) -> str | None:
-        """A line after the first epoch a program trains, else ``None``."""
-        index = self.program_of[point]
-        if record.epoch <= self.trained.get(index, 0):
-            return None
-        self.trained[index] = record.epoch
-        if index in self.rates:
-            return None
-        members = len(self.plan[index].members)
-        self.rates[index] = record.seconds / members
-        rate = self.rates[index]
-        left = sum((self.epochs - (record.epoch if i == index else 0 if i > index else
-                                   self.epochs)) * len(p.members) * self.rates.get(i, rate)
-                   for i, p in enumerate(self.plan))
-        return (f"program {index + 1}/{len(self.plan)}: {record.seconds:.1f} s per epoch of "
-                f"{members} members ({1000 * rate:.0f} ms per member-epoch); about "
-                f"{_duration(left)} left in this sweep")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _print_saved(run_dir: Path, variants: Sequence[str], seeds: Sequence[int]) -> None:
-    """The files a run wrote, relative to its folder (layout: ``bnlab.store.runs``), and the
-    commands that show it, spelled as this command was invoked."""
-    bnlab = shlex.join(program())
-    folder = shlex.quote(str(run_dir))
-    console.print(f"saved in {run_dir}/ (show it: {bnlab} show {folder}; report: {bnlab} "
-                  f"report {folder}; tensorboard --logdir "
-                  f"{shlex.quote(str(run_dir / 'tensorboard'))})", markup=False)
-    console.print("  config.json  environment.json  summary.json  curves.png  curves.svg  "
-                  "tensorboard/", markup=False)
-    seed_part = f"seed-{seeds[0]}" if len(seeds) == 1 else f"seed-{{{seeds[0]}..{seeds[-1]}}}"
-    if len(variants) > 3:  # a sweep's points: the pattern once
-        console.print(f"  sweep-<axis>.png  and for each of the {len(variants)} points "
-                      f"({variants[0]}, …): <point>/{seed_part}/history.csv  "
-                      "<point>/statistics.csv  <point>/checkpoint.safetensors", markup=False)
-        return
-    for name in variants:
-        console.print(f"  {name}/{seed_part}/history.csv (Keras CSVLogger)  "
-                      f"{name}/statistics.csv  {name}/checkpoint.safetensors", markup=False)
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from bnlab.store.lock import holder_alive, lock_holder
+    from bnlab.report.console import runs_table
     from bnlab.store.runs import list_runs
 
     if not args.runs_dir.is_dir():
@@ -511,33 +456,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs and not unreadable:
         console.print(f"no runs under {args.runs_dir}", markup=False)
         return 0
-    table = Table(title=f"Runs under {escape(str(args.runs_dir))}", title_justify="left")
-    for column in ("run", "experiment", "variants", "seeds", "epochs", "status"):
-        table.add_column(column, overflow="fold" if column == "status" else "ellipsis")
-    for run in runs:
-        config = run.config
-        done = run.epochs_per_variant
-        epochs = (f"{done[0]}/{config.epochs}" if len(set(done)) == 1
-                  else f"{', '.join(map(str, done))} of {config.epochs}")
-        holder = lock_holder(run.path)
-        if holder and holder_alive(holder):
-            status = f"[cyan]training[/] (PID {holder.get('pid')})"
-        elif run.damage:
-            status = (f"[red]damaged[/] ({len(run.damage)} file"
-                      f"{'s' * (len(run.damage) > 1)}, below; --resume repairs it)")
-        elif run.complete:
-            status = "[green]complete[/]"
-        else:
-            status = "[yellow]unfinished[/] (--resume)"
-        for name, seeds in run.diverged.items():
-            status += (f"; {escape(name)} diverged ({len(seeds)}/{config.seeds} seed"
-                       f"{'s' * (config.seeds > 1)})")
-        table.add_row(escape(run.path.name), escape(config.name),
-                      escape(", ".join(v.name for v in config.variants)
-                             + (f" ({len(config.points)} points)" if config.sweep else "")),
-                      str(config.seeds), epochs, status)
-    for folder, _ in unreadable:
-        table.add_row(escape(folder.name), "?", "?", "?", "?", "[red]unreadable[/] (below)")
+    table = runs_table(runs, unreadable, args.runs_dir, cli_option)
     console.print(table)
     for run in runs:  # below the table, whole: a path never folds across lines
         for damage in run.damage:

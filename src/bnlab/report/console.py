@@ -6,6 +6,7 @@ import dataclasses
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -18,6 +19,7 @@ from bnlab.analysis.stats import PairedComparison, SeedSummary
 from bnlab.analysis.sweep import PointRow, SweepPoint, best_points, point_rows
 from bnlab.config.sweep import value_text
 from bnlab.errors import OptionRenderer, python_option, render_options
+from bnlab.store.lock import holder_alive, lock_holder
 from bnlab.store.runs import REPAIR, Run
 from bnlab.train.loop import EpochRecord
 
@@ -291,3 +293,59 @@ def mean_sd(values: np.ndarray) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def saved_lines(run_dir: Path, points: Sequence[str], seeds: Sequence[int], bnlab: str, *,
+                sweep: bool) -> list[str]:
+    """The files a run wrote, relative to its folder (layout: ``bnlab.store.runs``), and the
+    commands that show it, spelled with ``bnlab`` (how the command was invoked); a sweep's
+    points as one pattern."""
+    folder = shlex.quote(str(run_dir))
+    lines = [f"saved in {run_dir}/ (show it: {bnlab} show {folder}; report: {bnlab} report "
+             f"{folder}; tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))})",
+             "  config.json  environment.json  summary.json  curves.png  curves.svg  "
+             "tensorboard/"]
+    seed_part = f"seed-{seeds[0]}" if len(seeds) == 1 else f"seed-{{{seeds[0]}..{seeds[-1]}}}"
+    if sweep:
+        return [*lines, f"  sweep-<axis>.png  and for each of the {len(points)} points "
+                        f"({points[0]}, …): <point>/{seed_part}/history.csv  "
+                        "<point>/statistics.csv  <point>/checkpoint.safetensors"]
+    return [*lines, *(f"  {name}/{seed_part}/history.csv (Keras CSVLogger)  "
+                      f"{name}/statistics.csv  {name}/checkpoint.safetensors"
+                      for name in points)]
+
+
+def runs_table(runs: Sequence[Run], unreadable: Sequence[tuple[Path, str]], runs_dir: Path,
+               option: OptionRenderer = python_option) -> Table:
+    """What ``bnlab runs`` prints: per run its experiment, variants (and points), seeds,
+    epochs done and status (training with the lock holder's PID, damaged, complete,
+    unfinished; diverged variants), then a row per unreadable folder."""
+    table = Table(title=f"Runs under {escape(str(runs_dir))}", title_justify="left")
+    for column in ("run", "experiment", "variants", "seeds", "epochs", "status"):
+        table.add_column(column, overflow="fold" if column == "status" else "ellipsis")
+    resume = escape(render_options("{resume=True}", option))
+    for run in runs:
+        config = run.config
+        done = run.epochs_per_variant
+        epochs = (f"{done[0]}/{config.epochs}" if len(set(done)) == 1
+                  else f"{', '.join(map(str, done))} of {config.epochs}")
+        holder = lock_holder(run.path)
+        if holder and holder_alive(holder):
+            status = f"[cyan]training[/] (PID {holder.get('pid')})"
+        elif run.damage:
+            status = (f"[red]damaged[/] ({len(run.damage)} file"
+                      f"{'s' * (len(run.damage) > 1)}, below; {resume} repairs it)")
+        elif run.complete:
+            status = "[green]complete[/]"
+        else:
+            status = f"[yellow]unfinished[/] ({resume})"
+        for name, seeds in run.diverged.items():
+            status += (f"; {escape(name)} diverged ({len(seeds)}/{config.seeds} seed"
+                       f"{'s' * (config.seeds > 1)})")
+        table.add_row(escape(run.path.name), escape(config.name),
+                      escape(", ".join(v.name for v in config.variants)
+                             + (f" ({len(config.points)} points)" if config.sweep else "")),
+                      str(config.seeds), epochs, status)
+    for folder, _ in unreadable:
+        table.add_row(escape(folder.name), "?", "?", "?", "?", "[red]unreadable[/] (below)")
+    return table

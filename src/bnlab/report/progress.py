@@ -12,6 +12,7 @@ lines, saying why once.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -160,3 +161,41 @@ class DownloadBars:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+class SweepTiming:
+    """The sweep's time left, estimated after each program's first epoch from the seconds
+    per member-epoch measured so far (the first program's rate for programs not yet run)."""
+
+    def __init__(self, plan: Sequence, epochs: int) -> None:  # experiments.sweep.Program
+        self.plan, self.epochs = plan, epochs
+        self.program_of = {p.name: i for i, program in enumerate(plan) for p in program.points}
+        self.rates: dict[int, float] = {}  # program → seconds per member-epoch
+        self.trained: dict[int, int] = {}  # program → epochs trained in this session
+
+    def after_epoch(self, point: str, record: EpochRecord) -> str | None:
+        """A line after the first epoch a program trains, else ``None``."""
+        index = self.program_of[point]
+        if record.epoch <= self.trained.get(index, 0):
+            return None
+        self.trained[index] = record.epoch
+        if index in self.rates:
+            return None
+        members = len(self.plan[index].members)
+        self.rates[index] = record.seconds / members
+        rate = self.rates[index]
+        left = sum((self.epochs - (record.epoch if i == index else 0 if i > index else
+                                   self.epochs)) * len(p.members) * self.rates.get(i, rate)
+                   for i, p in enumerate(self.plan))
+        return (f"program {index + 1}/{len(self.plan)}: {record.seconds:.1f} s per epoch of "
+                f"{members} members ({1000 * rate:.0f} ms per member-epoch); about "
+                f"{duration_text(left)} left in this sweep")
+
+
+def duration_text(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``2.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
