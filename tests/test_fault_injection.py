@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bnlab.cli import main
-from bnlab.store.runs import load_run
+from bnlab.store.reader import load_run
 
 pytestmark = pytest.mark.realdata
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnlab.store.runs import load_run
+from bnlab.store.reader import load_run
 
 pytestmark = pytest.mark.realdata
 

@@ -24,7 +24,7 @@ _EXPORTS = {
     "plot_curves": "bnlab.api", "compare": "bnlab.api", "show": "bnlab.api",
     "write_report": "bnlab.api",
     # runs, experiments and data
-    "load_run": "bnlab.store.runs", "list_runs": "bnlab.store.runs", "Run": "bnlab.store.runs",
+    "load_run": "bnlab.store.reader", "list_runs": "bnlab.store.reader", "Run": "bnlab.store.runs",
     "Damage": "bnlab.store.runs", "Divergence": "bnlab.train.loop",
     "ExperimentConfig": "bnlab.config.experiment", "VariantConfig": "bnlab.config.experiment",
     "OptimizerConfig": "bnlab.config.optimizer", "load_experiment": "bnlab.config.experiment",

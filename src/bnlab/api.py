@@ -52,7 +52,8 @@ from bnlab.report.console import new_console, run_overview
 from bnlab.report.html import write_report as html_report
 from bnlab.report.plots import learning_curves, run_figures
 from bnlab.report.progress import TrainingProgress, load_showing_downloads
-from bnlab.store.runs import Run, find_resumable, load_run, new_run_dir
+from bnlab.store.reader import find_resumable, load_run
+from bnlab.store.runs import Run, new_run_dir
 from bnlab.store.summary import sweep_points
 from bnlab.train.engine import TrainState
 from bnlab.train.loop import History, train_epochs

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from bnlab.store.runs import load_run
+from bnlab.store.reader import load_run
 
 pytestmark = pytest.mark.realdata
 
@@ -156,7 +156,7 @@ def test_a_resume_is_recorded_and_a_changed_environment_is_reported(tmp_path):
     assert len(json.loads(env_path.read_text())["resumes"]) == 2
     # A hand-edited environment.json no longer agrees with the checkpoints' copy: the run is
     # damaged, and resuming restores the file from that copy.
-    from bnlab.store.runs import load_run
+    from bnlab.store.reader import load_run
 
     assert [str(d) for d in load_run(tmp_path).damage] == [
         "environment.json does not agree with the copy in the checkpoints"]

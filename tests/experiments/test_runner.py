@@ -45,7 +45,7 @@ def test_a_resumed_padded_run_saves_the_real_seeds_and_equals_a_straight_run(tmp
 
 def test_a_diverging_seed_is_recorded_and_the_other_seeds_and_variants_train_on(tmp_path):
     from bnlab.experiments.runner import run_experiment
-    from bnlab.store.runs import load_run
+    from bnlab.store.reader import load_run
 
     splits = tiny_splits()
     as_float = {name: getattr(splits, name).astype(np.float32) / 255

@@ -14,7 +14,7 @@ from bnlab.config.optimizer import OptimizerConfig
 from bnlab.config.sweep import SweepAxis
 from bnlab.experiments.runner import run_experiment
 from bnlab.experiments.sweep import programs
-from bnlab.store.runs import load_run
+from bnlab.store.reader import load_run
 from tests.synthetic import TINY_LAYERS, tiny_splits
 
 PLAIN = ({"type": "flatten"}, {"type": "dense", "units": 8, "activation": "relu"},

@@ -18,7 +18,7 @@ from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig
 from bnlab.experiments.runner import run_experiment
 from bnlab.report.html import write_report
-from bnlab.store.runs import load_run
+from bnlab.store.reader import load_run
 from tests.synthetic import TINY_LAYERS, tiny_splits
 
 PLAIN_LAYERS = (

@@ -15,7 +15,7 @@ import pytest
 from bnlab.errors import BnlabError
 from bnlab.experiments.runner import run_experiment
 from bnlab.store.lock import LOCK_NAME, RunLock, RunLocked, holder_alive, lock_holder
-from bnlab.store.runs import load_run
+from bnlab.store.reader import load_run
 from tests.store.conftest import CONFIG, write_interrupted
 from tests.synthetic import tiny_splits
 

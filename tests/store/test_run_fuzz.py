@@ -41,7 +41,8 @@ from safetensors.numpy import save as save_safetensors
 from bnlab.errors import BnlabError
 from bnlab.report import html
 from bnlab.report.console import run_overview
-from bnlab.store.runs import DIGESTED_ONLY, Run, UnreadableRun, list_runs, load_run
+from bnlab.store.reader import DIGESTED_ONLY, list_runs, load_run
+from bnlab.store.runs import Run, UnreadableRun
 
 FUZZ = settings(max_examples=int(os.environ.get("NEX", 100)), deadline=None,
                 derandomize="NEX" not in os.environ, database=None,

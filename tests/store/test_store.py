@@ -16,7 +16,7 @@ from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_bytes, atomic_write_json
 from bnlab.store.histories import history_csv, read_history_csv, statistics_csv
 from bnlab.store.provenance import data_fingerprint, same_data
-from bnlab.store.runs import find_resumable, list_runs, load_run
+from bnlab.store.reader import find_resumable, list_runs, load_run
 from tests.store.conftest import CONFIG, write_interrupted
 from tests.synthetic import tiny_splits
 

@@ -41,7 +41,8 @@ from bnlab.nn.model import Sequential
 from bnlab.store.histories import statistics_csv, write_histories
 from bnlab.store.lock import RunLock
 from bnlab.store.provenance import record_resume, write_environment
-from bnlab.store.runs import REPAIR, Run, load_run, saved_variant, write_config
+from bnlab.store.reader import load_run, saved_variant
+from bnlab.store.runs import REPAIR, Run, write_config
 from bnlab.store.summary import (
     VariantSummary,
     divergences_to_json,

@@ -1,0 +1,65 @@
+"""The ``bnlab`` command: parse arguments, call the library, print with Rich.
+
+User mistakes (``BnlabError``) are printed as one line on stderr with exit status 2, never
+as a traceback, with the options they name shown as this command's flags (``cli_option``).
+An operating-system error is one line naming the file and what the error means. SIGINT and
+SIGTERM stop a run cleanly (exit 130 and 143) with the command that resumes it. Commands the
+output suggests are spelled as this command was invoked (``program``), so they paste as they
+are.
+
+    session.py   consoles, the stop message, flags and environment variables
+    parser.py    the subcommands and their options
+    run.py       bnlab run / seed / sweep
+    commands.py  bnlab data / summary / runs / show / report
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+
+from rich.markup import escape
+
+from bnlab.cli.parser import build_parser
+from bnlab.cli.session import (
+    FLAGS,
+    Stopped,
+    cli_option,
+    error_console,
+    os_error_text,
+    program,
+    session,
+    stop_advice,
+)
+from bnlab.errors import BnlabError
+
+__all__ = ["FLAGS", "main", "program"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    session.argv = list(sys.argv[1:] if argv is None else argv)
+    session.run_dir = None
+    args = parser.parse_args(session.argv)
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return args.handler(args)
+    except BnlabError as err:
+        error_console.print(f"[bold red]error:[/] {escape(err.render(cli_option))}",
+                            soft_wrap=True)
+        return 2
+    except OSError as err:
+        error_console.print(f"[bold red]error:[/] {escape(os_error_text(err))}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt as err:
+        name = "SIGTERM" if isinstance(err, Stopped) else "SIGINT"
+        error_console.print(f"stopped by {name}; {stop_advice()}", soft_wrap=True,
+                            markup=False)
+        return 143 if isinstance(err, Stopped) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
