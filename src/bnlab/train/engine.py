@@ -23,7 +23,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax.experimental.layout import Layout, with_layout_constraint
 
 from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
@@ -177,7 +176,6 @@ def make_train_epoch(
     *,
     guard: bool = True,
     bind: Bind | None = None,
-    point_axes=None,
 ) -> Callable[..., tuple[TrainState, EpochMetrics]]:
     """Build ``train_epoch(state, scalars, active, images, labels, shuffle_key,
     dropout_key)`` (not jitted).
@@ -188,17 +186,6 @@ def make_train_epoch(
     ``False`` for a member whose state must not change (one that diverged before, or whose
     record is ahead of the others' on a resume). Returns the new state and
     ``EpochMetrics``. Jit it (``jax.jit(..., donate_argnums=0)``) or vmap it.
-
-    ``point_axes`` (a tree of ints matching ``TrainState``) trains the members of one seed
-    instead: the points of a sweep, which share the seed's keys and so every batch. Then
-    ``state`` leaves carry a point axis where ``point_axes`` says (0, or 1 for a first
-    kernel kept side by side as ``(784, points, 300)``), ``scalars`` and ``active`` are
-    ``(points,)``, the keys are the seed's, and every metric gains a leading point axis.
-    Each step is ``jax.vmap`` over the points inside the scan, so the points' products with
-    the shared batch ``x`` become one wide product ``x @ [W_1 … W_P]`` (``batch × 784`` by
-    ``784 × (300 · points)``) and so do their weight gradients; with the kernels side by
-    side the product needs no transpose. Every point gets the numbers it would get alone,
-    up to float rounding.
 
     With ``guard`` (the default) the epoch reports where it diverged
     (``EpochMetrics.diverged_step``) and stops updating from there: every step checks its
@@ -216,72 +203,58 @@ def make_train_epoch(
     padded = steps * batch_size
     row_mask = (jnp.arange(padded) < n_samples).reshape(steps, batch_size)
 
-    def member_step(state: TrainState, diverged_step: Array, scalars: Scalars, active: Array,
-                    x: Array, y: Array, mask: Array, step_key: Array, step: Array):
-        """One member's step on the batch ``x, y`` (rows ``mask``)."""
+    def train_epoch(state: TrainState, scalars: Scalars, active: Array, images: Array,
+                    labels: Array, shuffle_key: Array,
+                    dropout_key: Array) -> tuple[TrainState, EpochMetrics]:
         member_model, member_optimizer = bound(model, optimizer, bind, scalars)
 
-        def loss_fn(params, bn_state):
+        def loss_fn(params, bn_state, x, y, mask, key):
             logits, new_bn_state = apply_training(member_model, params, bn_state, x,
-                                                  mask=mask, key=step_key)
+                                                  mask=mask, key=key)
             per_row = optax.softmax_cross_entropy_with_integer_labels(logits, y)
             count = mask.sum().astype(per_row.dtype)
             loss = jnp.sum(jnp.where(mask, per_row, 0.0)) / count  # padded rows count nowhere
             correct = jnp.sum(mask & (jnp.argmax(logits, axis=-1) == y))
             return loss, (new_bn_state, correct, count)
 
-        (loss, (bn_state, correct, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.bn_state)
-        updates, opt_state = member_optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        updating = active
-        if guard:
-            diverged_step = jnp.where(active & (diverged_step < 0) & ~jnp.isfinite(loss),
-                                      step, diverged_step)
-            updating = active & (diverged_step < 0)
-        new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(updating, new, old),
-                                           TrainState(params, bn_state, opt_state), state)
-        return (new_state, diverged_step), (loss, loss * count, correct, count)
-
-    finite = all_finite
-    if point_axes is not None:
-        member_step = jax.vmap(member_step, in_axes=(point_axes, 0, 0, 0) + (None,) * 5,
-                               out_axes=((point_axes, 0), 0))
-        finite = jax.vmap(all_finite, in_axes=(point_axes,))
-
-    def train_epoch(state: TrainState, scalars: Scalars, active: Array, images: Array,
-                    labels: Array, shuffle_key: Array,
-                    dropout_key: Array) -> tuple[TrainState, EpochMetrics]:
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         # Rows are gathered as flat vectors, then reshaped back (free): in the BN models XLA's
         # CPU gather of (28, 28) rows is slower (measured in benchmarks/results/).
         flat_images = images.reshape(images.shape[0], -1)
 
         def train_step(carry: tuple[TrainState, Array], batch):
+            state, diverged_step = carry
             rows, mask, step_key, step = batch  # rows, mask: (batch_size,)
             x = scale_pixels(flat_images[rows].reshape(rows.shape + images.shape[1:]))
-            (state, diverged_step), metrics = member_step(
-                *carry, scalars, active, x, labels[rows], mask, step_key, step)
-            if point_axes is not None:  # keep the arrangement in memory (row-major)
-                state = jax.tree_util.tree_map(
-                    lambda a: with_layout_constraint(a, Layout(tuple(range(a.ndim)))), state)
-            return (state, diverged_step), metrics
+            (loss, (bn_state, correct, count)), grads = grad_fn(
+                state.params, state.bn_state, x, labels[rows], mask, step_key
+            )
+            updates, opt_state = member_optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            updating = active
+            if guard:
+                diverged_step = jnp.where(active & (diverged_step < 0) & ~jnp.isfinite(loss),
+                                          step, diverged_step)
+                updating = active & (diverged_step < 0)
+            new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(updating, new, old),
+                                               TrainState(params, bn_state, opt_state), state)
+            return (new_state, diverged_step), (loss, loss * count, correct, count)
 
         order = jax.random.permutation(shuffle_key, n_samples)
         order = jnp.pad(order, (0, padded - n_samples)).reshape(steps, batch_size)
         step_keys = jax.random.split(dropout_key, steps)
-        not_diverged = jnp.full(jnp.shape(active), -1, jnp.int32)
         (state, diverged_step), (step_loss, loss_sum, correct, count) = jax.lax.scan(
-            train_step, (state, not_diverged),
+            train_step, (state, jnp.int32(-1)),
             (order, row_mask, step_keys, jnp.arange(steps, dtype=jnp.int32))
         )
         if guard:
-            diverged_step = jnp.where(active & (diverged_step < 0) & ~finite(state), steps,
+            diverged_step = jnp.where(active & (diverged_step < 0) & ~all_finite(state), steps,
                                       diverged_step)
-        total = count.sum(axis=0)
+        total = count.sum()
         nan_if_diverged = jnp.where(diverged_step < 0, 1.0, jnp.nan)
-        return state, EpochMetrics(nan_if_diverged * loss_sum.sum(axis=0) / total,
-                                   nan_if_diverged * correct.sum(axis=0) / total,
-                                   jnp.moveaxis(step_loss, 0, -1), diverged_step)
+        return state, EpochMetrics(nan_if_diverged * loss_sum.sum() / total,
+                                   nan_if_diverged * correct.sum() / total, step_loss,
+                                   diverged_step)
 
     return train_epoch
 

@@ -10,7 +10,6 @@ up to float rounding.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -116,7 +115,6 @@ def _on_one_device(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
         return single
     if seeds <= group:
         return jax.vmap(fn, in_axes=in_axes)
-    batch_size = group if group > 1 else None  # a vmap of one seed would batch every product
 
     def grouped(*args):
         per_seed = [arg for arg, axis in zip(args, in_axes, strict=True) if axis is not None]
@@ -126,91 +124,6 @@ def _on_one_device(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
             return fn(*[arg if axis is None else next(it)
                         for arg, axis in zip(args, in_axes, strict=True)])
 
-        return jax.lax.map(one_seed, per_seed, batch_size=batch_size)
+        return jax.lax.map(one_seed, per_seed, batch_size=group)
 
     return grouped
-
-
-@dataclass(frozen=True)
-class MemberLayout:
-    """Where a trainer's members sit in the state its programs run.
-
-    ``run_seeds``: the seed of each run member (padding included); ``source: (run
-    members,)``: the caller's member each run member copies; ``own: (members,)``: the run
-    member holding each of the caller's members; ``points``: members per seed that share
-    the seed's batches in the epoch program (``over_seed_points``), 1 when none do.
-    """
-
-    run_seeds: tuple[int, ...]
-    source: np.ndarray
-    own: np.ndarray
-    points: int
-
-    @classmethod
-    def of(cls, seeds: Sequence[int], *, share_batches: bool = True,
-           devices: Sequence[jax.Device] | None = None) -> MemberLayout:
-        """The layout of members ``seeds`` (one entry per member).
-
-        Members that are ``points`` repeats of one tuple of distinct seeds, point by point
-        (a sweep program's ``(42, 43, 42, 43, …)``), run seed by seed with ``share_batches``:
-        run member ``s · points + p`` is point ``p`` of seed ``s``, and the seeds are padded
-        (``seeds_to_run``) with all their points. Otherwise the members run in order, the
-        last repeated to fill the devices."""
-        seeds = tuple(seeds)
-        distinct = tuple(dict.fromkeys(seeds))
-        points = len(seeds) // len(distinct)
-        if share_batches and points > 1 and seeds == distinct * points:
-            run = seeds_to_run(distinct, devices)
-            source = np.array([p * len(distinct) + min(s, len(distinct) - 1)
-                               for s in range(len(run)) for p in range(points)])
-            own = np.array([s * points + p for p in range(points)
-                            for s in range(len(distinct))])
-            return cls(tuple(seeds[i] for i in source), source, own, points)
-        run = seeds_to_run(seeds, devices)
-        source = np.minimum(np.arange(len(run)), len(seeds) - 1)
-        return cls(run, source, np.arange(len(seeds)), 1)
-
-    def padded(self, tree):
-        """``tree``'s leaves, each ``(members, …)``, as the run holds them."""
-        return jax.tree_util.tree_map(lambda a: jnp.asarray(a)[self.source], tree)
-
-    def owned(self, values) -> np.ndarray:
-        """``(run members, …)`` → the caller's ``(members, …)`` on the host."""
-        return np.asarray(values)[self.own]
-
-
-def over_seed_points(fn: Callable, point_axes, seeds: int, points: int,
-                     devices: Sequence[jax.Device] | None = None
-                     ) -> tuple[Callable, Callable, Callable]:
-    """An epoch of ``engine.make_train_epoch(point_axes=…)`` over ``seeds × points``
-    members run seed by seed (``MemberLayout``), as ``(epoch, arrange, unarrange)``:
-    ``arrange`` gives the program's ``(seeds, …)`` leaves with the point axis where
-    ``point_axes`` says, ``unarrange`` turns them back (an experiment:
-    ``benchmarks/results/2026-12-06-2110-zen4-wide-epoch.md``)."""
-    per_seed = over_seeds(fn, (0, 0, 0, None, None, 0, 0), seeds, group=1, devices=devices)
-
-    def arrange(tree):
-        return jax.tree_util.tree_map(
-            lambda a, axis: jnp.moveaxis(a.reshape(seeds, points, *a.shape[1:]), 1, 1 + axis),
-            tree, point_axes)
-
-    def unarrange(tree):
-        def one(a, axis):
-            a = jnp.moveaxis(a, 1 + axis, 1)
-            return a.reshape(seeds * points, *a.shape[2:])
-
-        return jax.tree_util.tree_map(one, tree, point_axes)
-
-    def epoch(state, scalars, active, images, labels, shuffle_key, dropout_key):
-        def first(keys):
-            return keys.reshape(seeds, points)[:, 0]
-
-        state, metrics = per_seed(state,
-                                  jax.tree_util.tree_map(lambda a: a.reshape(seeds, points),
-                                                         scalars),
-                                  active.reshape(seeds, points), images, labels,
-                                  first(shuffle_key), first(dropout_key))
-        return state, jax.tree_util.tree_map(
-            lambda a: a.reshape(seeds * points, *a.shape[2:]), metrics)
-
-    return epoch, arrange, unarrange

@@ -25,7 +25,6 @@ and data order, so comparisons between them are paired by seed:
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -35,7 +34,6 @@ import numpy as np
 import optax
 
 from bnlab.errors import ConfigError
-from bnlab.nn.layers import Dense
 from bnlab.nn.model import Sequential
 from bnlab.train.engine import (
     Bind,
@@ -48,7 +46,7 @@ from bnlab.train.engine import (
     steps_per_epoch,
 )
 from bnlab.train.engine import compiler_options as default_compiler_options
-from bnlab.train.seeds import MemberLayout, over_seed_points, over_seeds
+from bnlab.train.seeds import over_seeds, pad_seeds, seeds_to_run
 
 Data = tuple[np.ndarray, np.ndarray]  # images (n, *input_shape), labels (n,)
 
@@ -84,14 +82,13 @@ class SeedBatchTrainer:
                  seeds: Sequence[int], evaluation: Mapping[str, Data] | None = None,
                  compiler_options: Mapping[str, bool | int | str] | None = None,
                  scalars: Mapping[str, Sequence[float]] | None = None,
-                 bind: Bind | None = None, share_batches: bool = False) -> None:
+                 bind: Bind | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.seeds = tuple(int(seed) for seed in seeds)
         if not self.seeds:
             raise ConfigError("seeds: give at least one seed")
-        self.layout = MemberLayout.of(self.seeds, share_batches=share_batches)
-        self.run_seeds = self.layout.run_seeds
+        self.run_seeds = seeds_to_run(self.seeds)
         self.keys = RunKeys.for_seeds(self.run_seeds)
         self.bind = bind
         self.scalars = {}
@@ -100,7 +97,7 @@ class SeedBatchTrainer:
             if values.shape != (len(self.seeds),):
                 raise ConfigError(f"scalars[{name!r}]: give one value per member "
                                   f"({len(self.seeds)}), got shape {values.shape}")
-            self.scalars[name] = self.layout.padded(values)
+            self.scalars[name] = pad_seeds(jnp.asarray(values), len(self.run_seeds))
         if self.scalars and bind is None:
             raise ConfigError("scalars need bind, the function that builds a member's model "
                               "and optimizer from them")
@@ -114,10 +111,9 @@ class SeedBatchTrainer:
                            for name, data in (evaluation or {}).items()}
         self.compiler_options = dict(default_compiler_options() if compiler_options is None
                                      else compiler_options)
-        epoch, arrange, unarrange = self._epoch_program()
-        self._epoch = jax.jit(epoch, donate_argnums=0)
-        self._arrange = jax.jit(arrange, donate_argnums=0)
-        self._unarrange = jax.jit(unarrange, donate_argnums=0)
+        epoch = make_train_epoch(model, optimizer, self.n_train, batch_size, bind=bind)
+        self._epoch = jax.jit(over_seeds(epoch, (0, 0, 0, None, None, 0, 0),
+                                         len(self.run_seeds)), donate_argnums=0)
         self._evaluate = jax.jit(over_seeds(make_evaluate(model, bind=bind),
                                             (0, 0, 0, None, None), len(self.run_seeds)))
         self._evaluate_compiled: dict[int, Callable] = {}
@@ -155,11 +151,11 @@ class SeedBatchTrainer:
 
     def saved(self, state: TrainState) -> TrainState:
         """``state`` as NumPy arrays of ``seeds`` only (the padding dropped), to save."""
-        return jax.tree_util.tree_map(self.layout.owned, state)
+        return jax.tree_util.tree_map(lambda a: np.asarray(a)[: len(self.seeds)], state)
 
     def restored(self, state: TrainState) -> TrainState:
         """A ``saved`` state padded again as ``init_state`` pads (the last seed repeated)."""
-        return self.layout.padded(state)
+        return pad_seeds(state, len(self.run_seeds))
 
     def epoch_keys(self, epoch: int) -> tuple[jax.Array, jax.Array]:
         """``(shuffle, dropout)`` keys of a 0-based epoch, each ``(run seeds,)``."""
@@ -172,9 +168,9 @@ class SeedBatchTrainer:
         start = time.perf_counter()
         if training:
             shuffle, dropout = self.epoch_keys(0)
-            self._epoch = self._epoch.lower(
-                jax.eval_shape(self._arrange, state), self.scalars, self._active(None),
-                self.x_train, self.y_train, shuffle, dropout).compile(self.compiler_options)
+            self._epoch = self._epoch.lower(state, self.scalars, self._active(None),
+                                            self.x_train, self.y_train, shuffle,
+                                            dropout).compile(self.compiler_options)
             # The training data where the program wants them (on every device the seeds
             # spread over), once, rather than a copy per epoch.
             _, _, _, images, labels, _, _ = self._epoch.input_shardings[0]
@@ -202,9 +198,8 @@ class SeedBatchTrainer:
         train; the others' state comes back unchanged and their metrics mean nothing.
         ``state`` is donated: use the returned one."""
         shuffle, dropout = self.epoch_keys(epoch)
-        state, metrics = self._epoch(self._arrange(state), self.scalars, self._active(active),
-                                     self.x_train, self.y_train, shuffle, dropout)
-        state = self._unarrange(state)
+        state, metrics = self._epoch(state, self.scalars, self._active(active), self.x_train,
+                                     self.y_train, shuffle, dropout)
         return (state, self._own(metrics.loss), self._own(metrics.accuracy),
                 self._own(metrics.diverged_step))
 
@@ -246,28 +241,8 @@ class SeedBatchTrainer:
         if mask.shape != (len(self.seeds),):
             raise ConfigError(f"active: give one flag per member ({len(self.seeds)}), got "
                               f"shape {mask.shape}")
-        return self.layout.padded(mask)
+        return pad_seeds(jnp.asarray(mask), len(self.run_seeds))
 
     def _own(self, values: jax.Array) -> np.ndarray:
-        """``(run members, …)`` → ``(members, …)`` on the host: the padding dropped."""
-        return self.layout.owned(values)
-
-    def _epoch_program(self) -> Callable:
-        """The epoch over every run member (not jitted): members one by one (``over_seeds``),
-        or, when the layout shares batches, each seed's points together with the first
-        kernel side by side (``over_seed_points``) when a Dense layer is the first with
-        parameters (its input, the batch, is then the same for all the seed's points)."""
-        epoch = functools.partial(make_train_epoch, self.model, self.optimizer, self.n_train,
-                                  self.batch_size, bind=self.bind)
-        members = len(self.run_seeds)
-        if self.layout.points == 1:
-            def same(state):
-                return state
-            return over_seeds(epoch(), (0, 0, 0, None, None, 0, 0), members), same, same
-        shapes = jax.eval_shape(self.init_state)
-        first = next((i for i, p in enumerate(shapes.params) if p), None)
-        wide = (shapes.params[first]["kernel"].shape[1:] if first is not None
-                and isinstance(self.model.layers[first], Dense) else None)
-        axes = jax.tree_util.tree_map(lambda leaf: int(leaf.shape[1:] == wide), shapes)
-        return over_seed_points(epoch(point_axes=axes), axes,
-                                members // self.layout.points, self.layout.points)
+        """``(run seeds, …)`` → ``(seeds, …)`` on the host: the padding seeds dropped."""
+        return np.asarray(values)[: len(self.seeds)]
