@@ -20,6 +20,7 @@ operations that cost most. The per-op times are measured with tracing on, which 
 to each event; the shares are what to read.
 
     .venv/bin/python benchmarks/profile_epoch.py --models baseline,bn_after --seeds 1
+    .venv/bin/python benchmarks/profile_epoch.py --sweep lr-robustness   # a sweep's programs
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from bnlab.train.seeds import over_seeds
 INSTRUCTION = re.compile(  # name, shape (an array or a tuple of arrays), op, the rest
     r"^\s*(?:ROOT )?%([\w.-]+) = (\([^)]*\)|\S+?\[[^\]]*\])\S* (\w[\w-]*)\((.*)$")
 COMPUTATION = re.compile(r"^%?([\w.-]+) .*\{$")
+TRACE = {"xla_cpu_enable_xprof_traceme": True}  # per-operation trace events
 
 
 def parse_hlo(text: str) -> tuple[dict[str, dict], dict[str, list[str]]]:
@@ -108,24 +110,12 @@ def classify(name: str, instructions: dict[str, dict], computations: dict[str, l
     return "other", name
 
 
-def profile(model_name: str, seeds: int, x: jax.Array, y: jax.Array, workdir: Path) -> dict:
-    model, optimizer = get_model(model_name), optax.sgd(1e-3)
-    keys = RunKeys.for_seeds(range(seeds))
-    state = init_train_states(model, optimizer, keys)
-    shuffle, dropout = keys.epoch(0)
-    epoch = over_seeds(make_train_epoch(model, optimizer, len(y), 32),
-                       (0, None, None, None, None, 0, 0), seeds)
-    compiled = jax.jit(epoch).lower(state, {}, True, x, y, shuffle, dropout).compile(
-        compiler_options() | {"xla_cpu_enable_xprof_traceme": True})
-    jax.block_until_ready(compiled(state, {}, True, x, y, shuffle, dropout))  # warm-up
-    trace_dir = workdir / f"{model_name}-{seeds}"
-    with jax.profiler.trace(str(trace_dir)):
-        jax.block_until_ready(compiled(state, {}, True, x, y, shuffle, dropout))
+def group_trace(trace_dir: Path, hlo_text: str, parameter_shapes: set[str]) -> dict:
+    """Sum each traced operation of ``trace_dir``'s one epoch into its group (``classify``
+    against the compiled program's optimized HLO ``hlo_text``): ``{"total_ns", "groups",
+    "labels"}``."""
     [xplane] = trace_dir.rglob("*.xplane.pb")
-    instructions, computations = parse_hlo(compiled.as_text())
-    parameter_shapes = {  # as the program sees them: one seed runs without the seed axis
-        f"f32[{','.join(map(str, leaf.shape[1:] if seeds == 1 else leaf.shape))}]"
-        for leaf in jax.tree_util.tree_leaves(state.params)}
+    instructions, computations = parse_hlo(hlo_text)
     per_op: collections.Counter = collections.Counter()
     total_ns = 0
     for plane in ProfileData.from_file(str(xplane)).planes:
@@ -145,31 +135,89 @@ def profile(model_name: str, seeds: int, x: jax.Array, y: jax.Array, workdir: Pa
     return {"total_ns": total_ns, "groups": groups, "labels": labels}
 
 
+def shapes_of(params) -> set[str]:
+    """HLO shape strings of ``params``' leaves, with and without their leading member axis
+    (one member runs without it)."""
+    return {f"f32[{','.join(map(str, shape))}]" for leaf in jax.tree_util.tree_leaves(params)
+            for shape in (leaf.shape, leaf.shape[1:])}
+
+
+def profile(model_name: str, seeds: int, x: jax.Array, y: jax.Array, workdir: Path) -> dict:
+    """One epoch of ``seeds`` seeds of ``model_name`` in one program, traced and grouped."""
+    model, optimizer = get_model(model_name), optax.sgd(1e-3)
+    keys = RunKeys.for_seeds(range(seeds))
+    state = init_train_states(model, optimizer, keys)
+    shuffle, dropout = keys.epoch(0)
+    epoch = over_seeds(make_train_epoch(model, optimizer, len(y), 32),
+                       (0, None, None, None, None, 0, 0), seeds)
+    compiled = jax.jit(epoch).lower(state, {}, True, x, y, shuffle, dropout).compile(
+        compiler_options() | TRACE)
+    jax.block_until_ready(compiled(state, {}, True, x, y, shuffle, dropout))  # warm-up
+    trace_dir = workdir / f"{model_name}-{seeds}"
+    with jax.profiler.trace(str(trace_dir)):
+        jax.block_until_ready(compiled(state, {}, True, x, y, shuffle, dropout))
+    result = group_trace(trace_dir, compiled.as_text(), shapes_of(state.params))
+    return result | {"member_steps": seeds * -(-len(y) // 32),
+                     "title": f"{model_name}, {seeds} seed(s)"}
+
+
+def profile_program(preset: str, model_name: str, splits, workdir: Path) -> dict:
+    """One epoch of the sweep ``preset``'s program of ``model_name`` (every member of it),
+    as ``bnlab sweep`` trains it, traced and grouped."""
+    from bnlab.config.experiment import load_experiment
+    from bnlab.experiments.sweep import programs
+
+    [program, *_] = [p for p in programs(load_experiment(preset))
+                     if p.points[0].variant == model_name]
+    trainer = program.trainer(splits, compiler_options=compiler_options() | TRACE)
+    state = trainer.init_state()
+    trainer.compile(state)
+    state, *_ = trainer.train_epoch(state, 0)  # warm-up
+    trace_dir = workdir / f"{preset}-{model_name}"
+    with jax.profiler.trace(str(trace_dir)):
+        state, *_ = trainer.train_epoch(state, 1)
+    result = group_trace(trace_dir, trainer.epoch_program_text(), shapes_of(state.params))
+    members = len(trainer.run_seeds)
+    return result | {"member_steps": members * trainer.steps,
+                     "title": f"{preset}, {model_name}: {program.describe()}, run as "
+                              f"{members} members"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="baseline,bn_after,bn_before")
     parser.add_argument("--seeds", type=int, default=1, help="seeds in one program (vmap)")
+    parser.add_argument("--sweep", metavar="PRESET",
+                        help="profile this sweep preset's program of each model instead (every "
+                             "member, spread over the CPU devices as bnlab sweep does)")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/bnlab-bench-cache"))
     args = parser.parse_args()
+    if args.sweep:
+        from bnlab.api import configure_jax
+
+        configure_jax()
     splits = load_dataset("fashion_mnist", cache_dir=args.cache_dir)
     x, y = jnp.asarray(splits.x_train), jnp.asarray(splits.y_train)
-    steps = -(-len(y) // 32)
     console = Console(width=140)
     with tempfile.TemporaryDirectory() as workdir:
         for model_name in args.models.split(","):
-            result = profile(model_name, args.seeds, x, y, Path(workdir))
-            total = result["total_ns"]
+            if args.sweep:
+                result = profile_program(args.sweep, model_name, splits, Path(workdir))
+            else:
+                result = profile(model_name, args.seeds, x, y, Path(workdir))
+            total, steps = result["total_ns"], result["member_steps"]
             busy = sum(result["groups"].values())
             table = Table(
-                title=f"{model_name}, {args.seeds} seed(s): one training epoch, "
-                      f"{total / 1e9:.3f} s wall ({total / 1e3 / steps:.0f} µs per step); "
-                      f"operations {busy / 1e3 / steps:.0f} µs per step summed over threads",
+                title=f"{result['title']}: one training epoch, {total / 1e9:.3f} s wall; "
+                      f"operations {busy / 1e3 / steps:.0f} µs per member-step summed over "
+                      "threads",
                 caption="Independent operations run on both threads at once, so their sum can "
                         "exceed the wall time; shares are of the summed operation time.",
                 title_justify="left", caption_justify="left")
-            for column in ("group", "µs/step", "share", "largest operations (µs/step)"):
-                table.add_column(column, justify="left" if column in ("group",
-                                 "largest operations (µs/step)") else "right")
+            largest = "largest operations (µs/member-step)"
+            for column in ("group", "µs/member-step", "share", largest):
+                table.add_column(column, justify="left" if column in ("group", largest)
+                                 else "right")
             for group, ns in result["groups"].most_common():
                 top = "; ".join(f"{label} {value / 1e3 / steps:.1f}"
                                 for label, value in result["labels"][group].most_common(4))

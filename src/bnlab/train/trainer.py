@@ -188,6 +188,13 @@ class SeedBatchTrainer:
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
+    def epoch_program_text(self) -> str:
+        """The compiled epoch's optimized HLO (after ``compile``), for profiling
+        (``benchmarks/profile_epoch.py``)."""
+        if not hasattr(self._epoch, "as_text"):
+            raise ConfigError("compile the trainer first (trainer.compile(state))")
+        return self._epoch.as_text()
+
     def train_epoch(self, state: TrainState, epoch: int,
                     active: Sequence[bool] | None = None) -> tuple[TrainState, np.ndarray,
                                                                    np.ndarray, np.ndarray]:
