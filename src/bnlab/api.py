@@ -43,14 +43,16 @@ from bnlab.config.experiment import (
 from bnlab.config.optimizer import parse_optimizer
 from bnlab.data.datasets import Splits
 from bnlab.errors import BnlabWarning, ConfigError
-from bnlab.experiments.runner import VariantPlan, run_experiment
+from bnlab.experiments.resume import VariantPlan
+from bnlab.experiments.runner import run_experiment
 from bnlab.io import cache_folder
 from bnlab.nn.model import Sequential
 from bnlab.nn.summary import ModelSummary, summarize
 from bnlab.nn.zoo import get_model
 from bnlab.report.console import new_console, run_overview
+from bnlab.report.figures import run_figures
 from bnlab.report.html import write_report as html_report
-from bnlab.report.plots import learning_curves, run_figures
+from bnlab.report.plots import learning_curves
 from bnlab.report.progress import TrainingProgress, load_showing_downloads
 from bnlab.store.reader import find_resumable, load_run
 from bnlab.store.runs import Run, new_run_dir

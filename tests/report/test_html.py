@@ -145,7 +145,8 @@ def test_unfinished_run_is_reported_with_what_it_has(tmp_path):
     assert re.search(rf"<td>{BN}</td><td>unfinished</td><td class=\"num\">1</td>", text)
     assert text.count("pending") == 4  # test metrics of 2 variants
     assert "they appear when the run is complete" in text.replace("\n", " ")
-    assert text.count("data:image/png;base64,") == 1
+    # The learning curves and the activation bands the default probe plan recorded.
+    assert text.count("data:image/png;base64,") == 2
 
 
 def test_run_with_no_finished_epoch_reports_variants_as_not_started(tmp_path):
@@ -215,7 +216,8 @@ def test_headless_chromium_renders_report_offline_images_decoded_no_console_erro
             context.close()
     where = f"(screenshot: {shot})"
     assert title == "bnlab report: tiny-report", where
-    assert images == [True], f"an <img> did not decode: {images} {where}"
+    # The learning curves and the activation bands (the default probe plan), each decoded.
+    assert images == [True, True], f"an <img> did not decode: {images} {where}"
     assert errors == [], f"console errors or failed loads: {errors} {where}"
     assert all(u.startswith(("file:", "data:")) for u in requests), f"{requests} {where}"
     assert overflowing == 0, f"{overflowing} table(s) wider than their box {where}"

@@ -10,7 +10,7 @@ import pytest
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig
 from bnlab.experiments.runner import run_experiment
-from bnlab.report.plots import run_figures
+from bnlab.report.figures import run_figures
 from tests.synthetic import TINY_LAYERS, tiny_splits
 
 PLAIN = ({"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"})

@@ -74,7 +74,8 @@ def test_listing_loading_and_finding_the_run_to_resume(finished_run, tmp_path):
 
 def test_a_resume_continues_an_interrupted_run_to_the_numbers_of_a_straight_one(
         pristine_run, tmp_path):
-    from bnlab.experiments.runner import resume_plan, run_experiment
+    from bnlab.experiments.resume import resume_plan
+    from bnlab.experiments.runner import run_experiment
 
     run_dir = write_interrupted(tmp_path / "exp-1")
     plans = resume_plan(load_run(run_dir))

@@ -29,12 +29,28 @@ def adam_state(seed: int = 0):
 def test_round_trip_restores_params_bn_statistics_optimizer_state_and_epoch(tmp_path):
     state = adam_state()
     save_checkpoint(tmp_path / "ckpt", state, epoch=3, metadata={"note": "x"})
-    restored, epoch, metadata = load_checkpoint(tmp_path / "ckpt", adam_state(seed=1))
+    restored, epoch, metadata, _ = load_checkpoint(tmp_path / "ckpt", adam_state(seed=1))
     assert epoch == 3 and metadata["note"] == "x"
     for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state),
                          strict=True):
         np.testing.assert_array_equal(got, want)
     assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(state)
+
+
+def test_recorded_arrays_travel_with_the_state_under_the_same_digest(tmp_path):
+    records = {"activations/dense/pre_activation/layer": np.arange(42, dtype=np.float32)
+               .reshape(2, 3, 7), "activations/steps": np.array([0, 100, 200])}
+    save_checkpoint(tmp_path / "ckpt", adam_state(), epoch=1, metadata={}, records=records)
+    _, _, _, restored = load_checkpoint(tmp_path / "ckpt", adam_state())
+    assert restored.keys() == records.keys()
+    for name, values in records.items():
+        np.testing.assert_array_equal(restored[name], values)
+        assert restored[name].dtype == values.dtype
+    data = bytearray((tmp_path / "ckpt.safetensors").read_bytes())
+    data[-5] ^= 0xFF  # a byte of the last tensor: sorted by name, a record's or the state's
+    (tmp_path / "ckpt.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="digest"):
+        load_checkpoint(tmp_path / "ckpt", adam_state())
 
 
 def test_checkpoint_files_are_safetensors_and_json_never_pickle(tmp_path):
@@ -61,7 +77,7 @@ def test_checkpoint_is_one_file_and_the_json_copy_is_not_needed_to_load(tmp_path
     save_checkpoint(tmp_path / "newer", adam_state(1), epoch=2, metadata={"m": 2})
     (tmp_path / "ckpt.safetensors").write_bytes((tmp_path / "newer.safetensors").read_bytes())
     (tmp_path / "ckpt.json").unlink()
-    state, epoch, metadata = load_checkpoint(tmp_path / "ckpt", adam_state())
+    state, epoch, metadata, _ = load_checkpoint(tmp_path / "ckpt", adam_state())
     assert (epoch, metadata["m"]) == (2, 2)
     want = jax.tree_util.tree_leaves(adam_state(1))
     for got, expected in zip(jax.tree_util.tree_leaves(state), want, strict=True):
@@ -133,7 +149,7 @@ def test_a_checkpoint_written_before_keys_were_dropped_still_restores(tmp_path):
     arrays["keys/root"] = np.asarray(jax.random.key_data(jax.random.key(7)))
     (tmp_path / "old.safetensors").write_bytes(
         save(arrays, metadata={"bnlab": json.dumps({"epoch": 2})}))
-    restored, epoch, metadata = load_checkpoint(tmp_path / "old", adam_state(seed=1))
+    restored, epoch, metadata, _ = load_checkpoint(tmp_path / "old", adam_state(seed=1))
     assert epoch == 2 and metadata["sha256"] is None  # from before digests: read unchecked
     for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state),
                          strict=True):

@@ -120,7 +120,8 @@ def leaves(tree) -> list[np.ndarray]:
 
 
 def assert_exact(result) -> None:
-    state, epoch, metadata = result
+    state, epoch, metadata, records = result
+    assert records == {}  # saved without any
     assert epoch == EPOCH and metadata["variant"] == "v"
     for got, want in zip(leaves(state), leaves(STATE), strict=True):
         assert got.dtype == want.dtype and got.shape == want.shape
@@ -130,7 +131,7 @@ def assert_exact(result) -> None:
 def assert_fits_template(result) -> None:
     """What an undigested (pre-digest) checkpoint may give: the template's shapes and
     dtypes and a whole number of epochs."""
-    state, epoch, _ = result
+    state, epoch, _, _ = result
     assert isinstance(epoch, int) and epoch >= 0
     for got, want in zip(leaves(state), leaves(TEMPLATE), strict=True):
         assert got.dtype == want.dtype and got.shape == want.shape

@@ -74,8 +74,9 @@ def test_trainer_pads_the_seeds_once_and_reports_only_the_real_ones():
     kernel = np.asarray(state.params[2]["kernel"])
     assert kernel.shape[0] == 4 and np.array_equal(kernel[3], kernel[2])
     trainer.compile(state)
-    state, loss, accuracy, diverged = trainer.train_epoch(state, 0)
+    state, loss, accuracy, diverged, records = trainer.train_epoch(state, 0)
     assert loss.shape == accuracy.shape == diverged.shape == (3,) and (diverged == -1).all()
+    assert records == {}  # no probe plan, nothing recorded
     val_loss, _ = trainer.evaluate(state, "val")
     assert val_loss.shape == (3,)
     saved = trainer.saved(state)  # what a checkpoint holds: the three real seeds

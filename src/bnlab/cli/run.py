@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bnlab.experiments.runner import run_experiment
     from bnlab.experiments.sweep import programs
     from bnlab.report.console import divergence_lines, epoch_line, results_table
-    from bnlab.report.plots import run_figures
+    from bnlab.report.figures import run_figures
     from bnlab.report.progress import SweepTiming
     from bnlab.store.provenance import devices_label
     from bnlab.store.reader import find_resumable, load_run
@@ -128,6 +128,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in best_lines(run):
             console.print(line)
     print_verdicts(run)
+    from bnlab.report.why import why_findings
+
+    found = why_findings(run)
+    if found:
+        console.print(f"What the probes recorded, each against {found[0].reference} (paired "
+                      "by seed; bnlab report draws the figures):", markup=False)
+        for finding in found:
+            console.print(f"  • {finding.sentence}", markup=False)
     console.print(f"total {time.perf_counter() - started:.1f} s")
     from bnlab.report.console import saved_lines
 

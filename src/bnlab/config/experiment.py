@@ -46,6 +46,7 @@ from typing import Any
 from bnlab.config.checks import Fail, failing_at, one_line, reject_unknown, shown, typed
 from bnlab.config.layers import build_layer
 from bnlab.config.optimizer import OptimizerConfig, parse_optimizer
+from bnlab.config.probe import parse_probe, probe_to_dict
 from bnlab.config.sweep import Point, SweepAxis, expand, parse_sweep
 from bnlab.data.datasets import DATASETS
 from bnlab.errors import BnlabError, ConfigError, LayerInputError
@@ -54,10 +55,11 @@ from bnlab.nn.layers import Dense
 from bnlab.nn.model import Sequential
 from bnlab.nn.zoo import MODELS
 from bnlab.train.engine import check_batching
+from bnlab.train.probes import ProbePlan
 
 TOP_KEYS = {"name", "description", "dataset", "epochs", "batch_size", "seed", "seeds",
-            "optimizer", "variants", "sweep"}
-OPTIONAL_STORED_KEYS = {"description", "sweep"}  # a stored config may lack these
+            "optimizer", "variants", "sweep", "probe"}
+OPTIONAL_STORED_KEYS = {"description", "sweep", "probe"}  # a stored config may lack these
 PRESET_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Upper bounds that catch typos before anything is allocated or written (a run's history is
@@ -105,6 +107,7 @@ class ExperimentConfig:
     seeds: int = 1
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     sweep: tuple[SweepAxis, ...] = ()
+    probe: ProbePlan = field(default_factory=ProbePlan)
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -133,7 +136,8 @@ class ExperimentConfig:
                 "seeds": self.seeds, "optimizer": self.optimizer.to_dict(),
                 "variants": [variant.to_dict() for variant in self.variants],
                 **({"sweep": {a.key: list(a.values) for a in self.sweep}} if self.sweep
-                   else {})}
+                   else {}),
+                "probe": probe_to_dict(self.probe)}
 
 
 def preset_names() -> list[str]:
@@ -279,6 +283,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
         optimizer=optimizer,
         variants=variants,
         sweep=sweep,
+        probe=parse_probe(raw["probe"], fail) if "probe" in raw else ProbePlan(),
     )
 
 
@@ -414,6 +419,7 @@ def experiment_from_json(data: Any, *, source: str) -> ExperimentConfig:
     for key in sorted(TOP_KEYS - OPTIONAL_STORED_KEYS):
         if key not in data:
             raise fail(key, "missing; a stored config holds every key")
+    data.setdefault("probe", {"every": 0})  # stored before probes were: none recorded
     optimizer = data["optimizer"]
     if isinstance(optimizer, dict) and isinstance(optimizer.get("args"), dict):
         data["optimizer"] = {k: v for k, v in optimizer.items() if k != "args"} | optimizer["args"]

@@ -17,11 +17,13 @@ from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 from bnlab.nn.model import Layer
+from bnlab.nn.norms import NoisyBatchNorm
 
 LAYER_TYPES: dict[str, type] = {
     "flatten": Flatten,
     "dense": Dense,
     "batch_norm": BatchNorm,
+    "noisy_batch_norm": NoisyBatchNorm,
     "activation": Activation,
     "leaky_relu": LeakyReLU,
     "dropout": Dropout,

@@ -9,20 +9,14 @@ is recorded (epoch and step) and the others train on. A run holds its folder's l
 
 A run killed at any moment resumes from its last checkpoints (``resume=True``) to the
 numbers of an uninterrupted run: an epoch's shuffle and dropout keys derive from the seed and
-the epoch. A resume is also the repair of a damaged run (``resume_plan``): each variant whose
-verified checkpoint is sound continues from it (or, finished, is only evaluated again), its
-CSV files rewritten from the checkpoint's record; a variant whose checkpoint or TensorBoard
-files are damaged or missing is retrained from the start, its old files moved to
-``.replaced/<time>/``; damaged run files are restored from the checkpoints' copies.
+the epoch. A resume is also the repair of a damaged run (``experiments.resume``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +27,16 @@ import numpy as np
 from bnlab.config.experiment import ExperimentConfig, checked
 from bnlab.config.sweep import Point
 from bnlab.data.datasets import Splits
-from bnlab.errors import BnlabError
+from bnlab.experiments.resume import VariantPlan, move_aside, prepare_resume
 from bnlab.experiments.sweep import Program, programs
-from bnlab.io import atomic_write_bytes, atomic_write_json, read_json
+from bnlab.io import atomic_write_bytes
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.model import Sequential
 from bnlab.store.histories import statistics_csv, write_histories
 from bnlab.store.lock import RunLock
-from bnlab.store.provenance import record_resume, write_environment
-from bnlab.store.reader import load_run, saved_variant
-from bnlab.store.runs import REPAIR, Run, write_config
+from bnlab.store.provenance import write_environment
+from bnlab.store.reader import saved_variant
+from bnlab.store.runs import write_config
 from bnlab.store.summary import (
     VariantSummary,
     divergences_to_json,
@@ -52,7 +46,8 @@ from bnlab.store.summary import (
 )
 from bnlab.store.tensorboard import HParam, TensorBoardLogger
 from bnlab.train.checkpoint import load_checkpoint, save_checkpoint
-from bnlab.train.loop import METRICS, EpochRecord, History, train_epochs
+from bnlab.train.loop import METRICS, EpochRecord, History, Recorded, train_epochs
+from bnlab.train.probes import dense_kernels
 
 # Rows of the fixed probe batch for TensorBoard histograms: 128 × features values per layer
 # and seed is plenty for a histogram and keeps logging cheap.
@@ -61,8 +56,9 @@ PROBE_ROWS = 128
 
 @dataclass(frozen=True, eq=False)
 class VariantResult:
-    """A trained variant: its model, the ``History`` of all its seeds, and its test metrics
-    ``(seeds,)`` in inference mode after the last epoch."""
+    """A trained variant: its model, the ``History`` of all its seeds, its test metrics
+    ``(seeds,)`` in inference mode after the last epoch, and what its probe plan recorded
+    (``train.loop.Recorded.arrays``)."""
 
     name: str
     model: Sequential
@@ -70,6 +66,7 @@ class VariantResult:
     test_loss: np.ndarray
     test_accuracy: np.ndarray
     compile_seconds: float
+    records: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -81,52 +78,6 @@ class VariantResult:
                               self.test_loss, self.test_accuracy,
                               tuple(self.history.epoch_seconds), self.compile_seconds,
                               dict(self.history.diverged))
-
-
-@dataclass(frozen=True)
-class VariantPlan:
-    """What a resume does with one variant: ``action`` is ``"train"`` (not started),
-    ``"continue"`` (from ``from_epoch``), ``"keep"`` (finished and sound: evaluated again,
-    its derived files rewritten) or ``"retrain"`` (from the start); ``reason`` says why."""
-
-    action: str
-    reason: str
-    from_epoch: int = 0
-
-
-# Files a resume rewrites from a sound checkpoint; damage elsewhere in a variant's record
-# (its checkpoint, its TensorBoard files) can only be repaired by training it again.
-REWRITTEN = ("history.csv", "statistics.csv", "checkpoint.json")
-
-
-def resume_plan(run: Run, *, retry_diverged: bool = False) -> dict[str, VariantPlan]:
-    """For every variant of ``run``, what resuming it does (``VariantPlan``)."""
-    plans = {}
-    for point in run.config.points:
-        name = point.name
-        damage = [d for d in run.damage if d.variant == name]
-        lost = [d for d in damage if not d.file.endswith(REWRITTEN)]
-        saved = run.saved.get(name)
-        if lost:
-            plans[name] = VariantPlan("retrain", f"{lost[0]}; retraining it from epoch 0")
-        elif saved is None:
-            started = (run.path / name).exists()
-            plans[name] = (VariantPlan("retrain", "its record is damaged; retraining it from "
-                                                  "epoch 0") if started
-                           else VariantPlan("train", "not started"))
-        elif saved.history.diverged and retry_diverged:
-            plans[name] = VariantPlan("retrain", "diverged; retrying it from epoch 0 as asked")
-        elif saved.epoch == run.config.epochs or (
-                saved.history.diverged and set(saved.history.diverged) >= set(
-                    saved.history.seeds)):
-            repaired = f" ({', '.join(d.file for d in damage)} rewritten)" if damage else ""
-            diverged = " (diverged; not retrained without {retry_diverged})" if (
-                saved.history.diverged) else ""
-            plans[name] = VariantPlan("keep", f"finished{diverged}{repaired}", saved.epoch)
-        else:
-            plans[name] = VariantPlan("continue", f"continuing from epoch {saved.epoch}/"
-                                                  f"{run.config.epochs}", saved.epoch)
-    return plans
 
 
 def variant_hparams(config: ExperimentConfig, point: Point) -> dict[str, HParam]:
@@ -188,9 +139,13 @@ def train_program(
     called once compiled, ``on_epoch(point, record, history)`` after each point's epoch
     files are written. A seed that diverged has NaN test metrics.
     """
-    trainer = program.trainer(splits, compiler_options=compiler_options)
+    trainer = program.trainer(splits, compiler_options=compiler_options, probe=config.probe)
     state = trainer.saved(trainer.init_state())
     histories = {p.name: History(program.seeds) for p in program.points}
+    model = program.points[0].build()
+    dense_names = tuple(model.layer_names[i] for i in dense_kernels(model))
+    recorded = {p.name: Recorded(program.seeds, config.probe, dense_names)
+                for p in program.points}
     first_epochs = {p.name: 0 for p in program.points}
     compile_seconds: dict[str, float | None] = {p.name: None for p in program.points}
     for point in program.points:
@@ -200,7 +155,8 @@ def train_program(
             continue
         members = program.of(point)
         template = jax.tree_util.tree_map(lambda a, m=members: a[m], state)
-        saved, first_epochs[point.name], metadata = load_checkpoint(stem, template)
+        saved, first_epochs[point.name], metadata, records = load_checkpoint(stem, template)
+        recorded[point.name].arrays = dict(records)
         state = jax.tree_util.tree_map(
             lambda whole, part, m=members: _with_rows(whole, m, part), state, saved)
         record = saved_variant(metadata)
@@ -232,11 +188,16 @@ def train_program(
                                   "history": {m: v for m, v in history.per_seed.items()},
                                   "diverged": divergences_to_json(history.diverged),
                                   "compile_seconds": compile_seconds[point.name],
-                                  "run": dict(run_copy or {})})
+                                  "run": dict(run_copy or {})},
+                        records=recorded[point.name].arrays)
 
     probe_images = jnp.asarray(splits.x_val[:PROBE_ROWS])
+    plan = config.probe
     boards = {p.name: TensorBoardLogger(run_dir / "tensorboard" / p.name, program.seeds,
-                                        variant_hparams(config, p))
+                                        variant_hparams(config, p),
+                                        probes=bool(plan.every or plan.measures_every),
+                                        test=plan.test_each_epoch,
+                                        steps_per_epoch=trainer.steps)
               for p in program.points if run_dir is not None and not finished(p)}
     starts = [first_epochs[point.name] for point, _ in program.members]
     gone = [i for point in program.points for i, seed in zip(program.of(point), program.seeds,
@@ -256,10 +217,12 @@ def train_program(
                 if not own.trained.all() or finished(point):  # every seed diverged before:
                     continue  # its record ended there, as a run's does
                 histories[point.name].append(own)
+                new_records = recorded[point.name].append(own)
                 if point.name in boards:  # before the checkpoint: a resume rewrites it
                     boards[point.name].log_epoch(
                         record.epoch - 1, own.metrics, point.optimizer.learning_rate,
                         {layer: values[members] for layer, values in probes.items()})
+                    boards[point.name].log_records(record.epoch - 1, new_records)
                 if run_dir is not None:
                     save(point, host_state)
                 if on_epoch:
@@ -277,7 +240,8 @@ def train_program(
         results.append(VariantResult(
             point.name, point.build(splits.x_train.shape[1:]), history,
             np.where(lost, np.nan, test_loss[members]),
-            np.where(lost, np.nan, test_accuracy[members]), compile_seconds[point.name]))
+            np.where(lost, np.nan, test_accuracy[members]), compile_seconds[point.name],
+            dict(recorded[point.name].arrays)))
     return results
 
 
@@ -337,7 +301,8 @@ def run_experiment(
     on_epoch: Callable[[str, EpochRecord], None] | None = None,
     on_resume: Callable[[list[str]], None] | None = None,
     on_plan: Callable[[dict[str, VariantPlan], list[str]], None] | None = None,
-    figures: Callable[[Path, Mapping[str, History]], Sequence[Path]] | None = None,
+    figures: Callable[[Path, Mapping[str, History], Mapping[str, Mapping[str, np.ndarray]]],
+                      Sequence[Path]] | None = None,
     command: list[str] | None = None,
     executor: Executor | None = None,
 ) -> list[VariantResult]:
@@ -354,8 +319,9 @@ def run_experiment(
     ``on_resume`` gets the ways its environment differs from the one the run started in
     (empty if none). ``retry_diverged`` retrains the points that diverged. ``command``: the
     shell command that started a new run, kept in ``environment.json``. ``figures(run_dir,
-    histories)`` draws the run's figures once every point has finished and returns their
-    paths, which ``summary.json`` lists (so that a missing one is known). ``executor``
+    histories, records)`` draws the run's figures once every point has finished (``records``:
+    per point, what its probe plan recorded) and returns their paths, which ``summary.json``
+    lists (so that a missing one is known). ``executor``
     trains the programs elsewhere (``experiments.ray_cluster.ray_executor``; the callbacks
     ``on_compiled`` and ``on_epoch`` are then not called); by default they train here, one
     after another. A ``config`` built in code goes through the file checks first
@@ -364,7 +330,7 @@ def run_experiment(
     config = checked(config)
     with RunLock(run_dir) as lock:
         if resume:
-            plans, started = _prepare_resume(run_dir, config, splits, retry_diverged, on_plan,
+            plans, started = prepare_resume(run_dir, config, splits, retry_diverged, on_plan,
                                              on_resume, lock.took_over)
         else:
             plans = {p.name: VariantPlan("train", "new run") for p in config.points}
@@ -375,7 +341,7 @@ def run_experiment(
         for program in programs(config):
             for point in program.points:
                 if plans[point.name].action == "retrain":
-                    _move_aside(run_dir, point.name)
+                    move_aside(run_dir, point.name)
             # Finished points are only evaluated again: a program of their own, not trained.
             jobs += [part for part in (
                 program.subset([p for p in program.points if plans[p.name].action != "keep"]),
@@ -391,58 +357,8 @@ def run_experiment(
         results = [results[p.name] for p in config.points]
         histories = {r.name: r.history for r in results}
         comparisons, left_out = verdicts(histories, config.epochs, sweep_points(config))
-        drawn = figures(run_dir, histories) if figures else []
+        drawn = figures(run_dir, histories, {r.name: r.records for r in results}) \
+            if figures else []
         write_summary(run_dir, {r.name: r.summary() for r in results}, comparisons, left_out,
                       figures=[str(Path(p).relative_to(run_dir)) for p in drawn])
     return results
-
-
-def _prepare_resume(run_dir: Path, config: ExperimentConfig, splits: Splits,
-                    retry_diverged: bool, on_plan, on_resume,
-                    took_over: Mapping[str, Any] | None) -> tuple[dict[str, VariantPlan],
-                                                                 dict[str, Any]]:
-    """Check the run, restore its damaged run files, record the resume; returns the plans
-    and the environment the run started in."""
-    run = load_run(run_dir)
-    if run.config != config:
-        raise BnlabError(f"{run_dir} is a run of another configuration; resume it with the "
-                         "file and overrides it was started with")
-    plans = resume_plan(run, retry_diverged=retry_diverged)
-    repaired = []
-    if took_over is not None:
-        repaired.append(f"took over the lock of PID {took_over.get('pid', '?')} on "
-                        f"{took_over.get('host', '?')} (since {took_over.get('since', '?')}), "
-                        "which was stopped without releasing it")
-    own = {d.file for d in run.damage if d.variant is None}
-    if "config.json" in own:
-        write_config(run_dir, config)
-        repaired.append("config.json restored from the checkpoints' copy")
-    if "environment.json" in own:
-        if run.environment:
-            atomic_write_json(run_dir / "environment.json", run.environment)
-            repaired.append("environment.json restored from the checkpoints' copy")
-        else:
-            write_environment(run_dir, config.seed_list, splits,
-                              note="environment.json was damaged and no copy survived: the "
-                                   "environment the run started in is unknown")
-            repaired.append("environment.json rewritten (the start environment is lost)")
-    if "summary.json" in own:
-        repaired.append("summary.json recomputed")
-    if on_plan:
-        on_plan(plans, repaired)
-    changes = record_resume(run_dir, config.seed_list)
-    if on_resume:
-        on_resume(changes)
-    started = read_json(run_dir / "environment.json", fix=REPAIR)
-    return plans, {k: v for k, v in started.items() if k != "resumes"}
-
-
-def _move_aside(run_dir: Path, variant: str) -> None:
-    """Move a variant's old files to ``.replaced/<time>/`` before it is retrained."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    for source, target in ((run_dir / variant, Path(variant)),
-                           (run_dir / "tensorboard" / variant, Path("tensorboard") / variant)):
-        if source.exists():
-            destination = run_dir / ".replaced" / stamp / target
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, destination)

@@ -27,6 +27,7 @@ from bnlab.config.sweep import Point, value_text, with_layer_values
 from bnlab.data.datasets import Splits
 from bnlab.nn.model import Sequential
 from bnlab.train.engine import Scalars
+from bnlab.train.probes import ProbePlan
 from bnlab.train.trainer import SeedBatchTrainer
 
 
@@ -75,10 +76,11 @@ class Program:
         return model, getattr(optax, optimizer.name)(**arguments)
 
     def trainer(self, splits: Splits, *,
-                compiler_options: Mapping[str, bool | int | str] | None = None
-                ) -> SeedBatchTrainer:
+                compiler_options: Mapping[str, bool | int | str] | None = None,
+                probe: ProbePlan | None = None) -> SeedBatchTrainer:
         """The program's trainer on ``splits``, validating on ``val`` and testing on
-        ``test``."""
+        ``test``; ``probe`` records what it says on the first ``probe.rows`` validation
+        images."""
         first, input_shape = self.points[0], splits.x_train.shape[1:]
         model, optimizer = first.build(input_shape), first.optimizer.build()
         return SeedBatchTrainer(
@@ -89,7 +91,8 @@ class Program:
             compiler_options=compiler_options,
             scalars=self.scalars() if self.scalar_keys else None,
             bind=functools.partial(self.bind, input_shape=input_shape) if self.scalar_keys
-            else None)
+            else None, probe=probe,
+            probe_images=splits.x_val[:probe.rows] if probe and probe.every else None)
 
     def subset(self, points: list[Point]) -> Program:
         """The program of some of its points (a resume trains only those left)."""

@@ -26,9 +26,10 @@ Array = jax.Array
 
 def input_batchnorm_dense(model: Sequential) -> int | None:
     """Index of a BatchNorm that normalizes the model's input (only Flatten before it) and
-    feeds a Dense layer, else ``None``."""
+    feeds a Dense layer, else ``None``. Only BatchNorm itself: a subclass (NoisyBatchNorm)
+    does more after its affine step than the fused pair computes."""
     for i, layer in enumerate(model.layers[:-1]):
-        if isinstance(layer, BatchNorm):
+        if type(layer) is BatchNorm:
             return i if isinstance(model.layers[i + 1], Dense) else None
         if not isinstance(layer, Flatten):
             return None

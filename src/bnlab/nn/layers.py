@@ -45,7 +45,9 @@ INITIALIZERS: dict[str, Callable[..., Callable]] = {
     "he_uniform": jax.nn.initializers.he_uniform,
     "lecun_normal": jax.nn.initializers.lecun_normal,
     "lecun_uniform": jax.nn.initializers.lecun_uniform,
+    "random_normal": jax.nn.initializers.normal,  # N(0, kernel_stddev²), Keras RandomNormal
 }
+RANDOM_NORMAL_STDDEV = 0.05  # Keras's RandomNormal default
 
 
 def is_number(value: object) -> bool:
@@ -77,7 +79,9 @@ class Flatten:
 class Dense:
     """``y = activation(x @ kernel + bias)`` with ``kernel: (in, units)``, ``bias: (units,)``.
 
-    ``kernel_init`` names a ``jax.nn.initializers`` function (Keras names); ``use_bias=False``
+    ``kernel_init`` names a ``jax.nn.initializers`` function (Keras names); ``random_normal``
+    draws N(0, ``kernel_stddev``²) (default 0.05, Keras's ``RandomNormal``), the "small
+    random Gaussian values" of Ioffe & Szegedy's Figure 1; ``use_bias=False``
     drops the bias (redundant before a BatchNorm, whose β plays its role). The product is
     true float32 on every backend (``MATMUL_PRECISION``): JAX's default on recent NVIDIA GPUs
     rounds float32 inputs to TensorFloat-32 (10-bit mantissa), which would make GPU results
@@ -89,12 +93,21 @@ class Dense:
     activation: str = "linear"
     use_bias: bool = True
     kernel_init: str = "glorot_uniform"
+    kernel_stddev: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.units, int) or self.units < 1:
             raise ConfigError(f"Dense units must be a positive integer, got {self.units!r}")
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("kernel initializer", self.kernel_init, INITIALIZERS)
+        if self.kernel_stddev is not None:
+            if self.kernel_init != "random_normal":
+                raise ConfigError(f"Dense kernel_stddev sets the spread of random_normal "
+                                  f"kernels; give kernel_init = \"random_normal\" with it "
+                                  f"(got {self.kernel_init!r})")
+            if not 0 < self.kernel_stddev < float("inf"):
+                raise ConfigError(f"Dense kernel_stddev must be a finite number > 0, got "
+                                  f"{self.kernel_stddev!r}")
 
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         if len(in_shape) != 1:
@@ -102,7 +115,10 @@ class Dense:
                 f"Dense expects flat (batch, features) inputs, got feature shape {in_shape}; "
                 "put a Flatten layer before it"
             )
-        kernel = INITIALIZERS[self.kernel_init]()(key, (in_shape[0], self.units), jnp.float32)
+        initializer = (INITIALIZERS[self.kernel_init](self.kernel_stddev or RANDOM_NORMAL_STDDEV)
+                       if self.kernel_init == "random_normal"
+                       else INITIALIZERS[self.kernel_init]())
+        kernel = initializer(key, (in_shape[0], self.units), jnp.float32)
         params = {"kernel": kernel}
         if self.use_bias:
             params["bias"] = jnp.zeros((self.units,), jnp.float32)

@@ -20,9 +20,10 @@ import jax
 from bnlab.errors import ConfigError, LayerInputError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
+from bnlab.nn.norms import NoisyBatchNorm
 
 Array = jax.Array
-Layer = Flatten | Dense | Activation | LeakyReLU | Dropout | BatchNorm
+Layer = Flatten | Dense | Activation | LeakyReLU | Dropout | BatchNorm | NoisyBatchNorm
 
 KERAS_TYPE_NAMES = {  # layer type -> (Keras class name, Keras auto-name base)
     Flatten: ("Flatten", "flatten"),
@@ -31,6 +32,7 @@ KERAS_TYPE_NAMES = {  # layer type -> (Keras class name, Keras auto-name base)
     LeakyReLU: ("LeakyReLU", "leaky_re_lu"),
     Dropout: ("Dropout", "dropout"),
     BatchNorm: ("BatchNormalization", "batch_normalization"),
+    NoisyBatchNorm: ("NoisyBatchNormalization", "noisy_batch_normalization"),  # bnlab's
 }
 
 

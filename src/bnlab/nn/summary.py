@@ -81,7 +81,7 @@ class ModelSummary:
 
     def batchnorm_variables(self) -> tuple[Variable, ...]:
         """The variables of the BatchNorm layers (γ, β, moving mean and variance)."""
-        return tuple(v for v in self.variables if v.layer.startswith("batch_normalization"))
+        return tuple(v for v in self.variables if "batch_normalization" in v.layer)
 
     def totals_line(self) -> str:
         return (f"Total params: {self.total:,}   Trainable params: {self.trainable:,}   "

@@ -60,11 +60,12 @@ def new_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console
 
 def layer_text(layer: object) -> str:
     """A layer with every resolved option, e.g. ``BatchNorm(momentum=0.99, epsilon=0.001,
-    momentum_on=old, …)``: two variants that differ in any option read differently."""
+    momentum_on=old, …)``: two variants that differ in any option read differently (an
+    option left at ``None``, one that does not apply, is not shown)."""
     if not dataclasses.is_dataclass(layer):
         return type(layer).__name__
     options = ", ".join(f"{f.name}={getattr(layer, f.name)}" for f in dataclasses.fields(layer)
-                        if f.name != "axis_name")
+                        if f.name != "axis_name" and getattr(layer, f.name) is not None)
     return f"{type(layer).__name__}({options})"
 
 
@@ -301,10 +302,12 @@ def saved_lines(run_dir: Path, points: Sequence[str], seeds: Sequence[int], bnla
     commands that show it, spelled with ``bnlab`` (how the command was invoked); a sweep's
     points as one pattern."""
     folder = shlex.quote(str(run_dir))
+    figures = sorted(p.name for p in run_dir.glob("*.png") if not p.name.startswith("sweep-"))
+    figures = [f"{name.removesuffix('.png')}.{{png,svg}}" for name in figures]
     lines = [f"saved in {run_dir}/ (show it: {bnlab} show {folder}; report: {bnlab} report "
              f"{folder}; tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))})",
-             "  config.json  environment.json  summary.json  curves.png  curves.svg  "
-             "tensorboard/"]
+             "  " + "  ".join(["config.json", "environment.json", "summary.json", *figures,
+                               "tensorboard/"])]
     seed_part = f"seed-{seeds[0]}" if len(seeds) == 1 else f"seed-{{{seeds[0]}..{seeds[-1]}}}"
     if sweep:
         return [*lines, f"  sweep-<axis>.png  and for each of the {len(points)} points "

@@ -37,6 +37,7 @@ from bnlab.report.console import (
     sweep_text,
 )
 from bnlab.report.plots import figure_bytes, learning_curves, sweep_figure
+from bnlab.report.why import why_part
 from bnlab.store.runs import Run
 
 CONFIDENCE = 0.95
@@ -110,6 +111,7 @@ def _run_section(run: Run, anchor: str) -> str:
 {_verdicts(run, config)}
 <h3>Learning curves</h3>
 {_curves(run)}
+{_why(run)}
 <h3>Models</h3>
 <div class="models">{"".join(_model_summary(v, config) for v in config.variants)}</div>
 </section>"""
@@ -305,6 +307,24 @@ def _curves(run: Run) -> str:
             "<figcaption>Loss (top) and accuracy (bottom) per epoch, training (left) and "
             "validation (right); with several seeds, the mean and its 95% confidence band."
             "</figcaption></figure>")
+
+
+def _why(run: Run) -> str:
+    """What the run's probes recorded (``report.why``): the plan, each variant against the
+    first as computed sentences, and the figures."""
+    part = why_part(run)
+    if part is None:
+        return ""
+    items = "".join(f"<li>{_e(f.sentence)}</li>" for f in part.findings)
+    findings = (f"<p>Each variant against <b>{_e(part.reference)}</b>, paired by seed: the "
+                "ratio of the per-seed summaries (geometric mean over the recorded steps), "
+                "its 95% interval and the paired t-test on the logs, Holm-adjusted over every "
+                f"line below.</p><ul>{items}</ul>" if items else "")
+    figures = "".join(
+        f'<figure><img src="data:image/png;base64,'
+        f'{base64.b64encode(figure_bytes(figure)).decode()}" alt="{_e(caption)}">'
+        f"<figcaption>{_e(caption)}</figcaption></figure>" for _, caption, figure in part.figures)
+    return f'<h3>Why</h3><p class="muted">{_e(part.plan)}</p>{findings}{figures}'
 
 
 def _model_summary(variant: VariantConfig, config: ExperimentConfig) -> str:

@@ -6,17 +6,16 @@ displays it) and a headless run renders to PNG or SVG.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from bnlab.analysis.stats import summarize_over_seeds
-from bnlab.analysis.sweep import SweepPoint, finite_summary, numeric_axes
+from bnlab.analysis.sweep import SweepPoint, finite_summary
 from bnlab.config.sweep import value_text
 from bnlab.io import atomic_write_bytes
-from bnlab.train.loop import History
 
 
 class InlineFigure(Figure):
@@ -162,31 +161,6 @@ def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray],
                     "mean over seeds, band = 95% confidence interval, ✕ = diverged seeds",
                     fontsize=10)
     return figure
-
-
-def run_figures(experiment: str, points: Sequence[SweepPoint] | None = None
-                ) -> Callable[[Path, Mapping[str, History]], list[Path]]:
-    """What ``bnlab run`` and ``bnlab.run`` give the runner as ``figures``: it writes a
-    run's learning curves, ``curves.png`` and ``curves.svg``, into its folder, and for a
-    sweep's ``points`` (``store.summary.sweep_points``) ``sweep-<axis>.png`` / ``.svg`` of
-    the final validation accuracy against each numeric axis (``sweep_figure``)."""
-    def save(run_dir: Path, histories: Mapping[str, History]) -> list[Path]:
-        figure = learning_curves({n: h.per_seed for n, h in histories.items()},
-                                 title=f"{experiment} ({run_dir.name})")
-        paths = [run_dir / "curves.png", run_dir / "curves.svg"]
-        save_figure(figure, paths)
-        finals = {n: h.final("val_accuracy") for n, h in histories.items()}
-        for axis in numeric_axes(points or []):
-            name = "sweep-" + axis.removeprefix("optimizer.").replace("[", "").replace(
-                "]", "").replace(", ", "-").replace(",", "-")
-            drawn = [run_dir / f"{name}.png", run_dir / f"{name}.svg"]
-            save_figure(sweep_figure(points, finals, axis,
-                                     title=f"{experiment}: final validation accuracy vs "
-                                           f"{axis.removeprefix('optimizer.')} — mean over "
-                                           "seeds, 95% band, ✕ diverged"), drawn)
-            paths += drawn
-        return paths
-    return save
 
 
 def figure_bytes(figure: Figure, image_format: str = "png", dpi: int = 110) -> bytes:

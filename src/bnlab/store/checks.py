@@ -19,6 +19,7 @@ import io
 import struct
 import warnings
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,22 @@ def parse_csv(text: str, columns: tuple[str, ...]) -> tuple[dict[str, np.ndarray
     if not np.array_equal(table[:, 0], np.arange(len(values))):
         return None, "does not number its epochs 0, 1, 2, …"
     return {column: table[:, i] for i, column in enumerate(columns)}, None
+
+
+def checked_records(records: Mapping[str, np.ndarray], seeds: int) -> dict[str, np.ndarray]:
+    """``records`` after checking their form (``train.loop.Recorded``): ``…/steps`` a 1-D
+    int64 array per group, every other array float32 with ``seeds`` rows and, in a group,
+    one record per step; anything else is a ``ValueError`` naming the array."""
+    for name, values in records.items():
+        group = name.split("/")[0]
+        if name.endswith("/steps"):
+            if values.dtype != np.int64 or values.ndim != 1:
+                raise ValueError(f"its record {name} is not a list of steps")
+            continue
+        if values.dtype != np.float32 or values.ndim < 2 or len(values) != seeds:
+            raise ValueError(f"its record {name} is {values.dtype} {values.shape}, not "
+                             f"float32 with {seeds} seeds first")
+        steps = records.get(f"{group}/steps")
+        if steps is None or values.shape[1] != len(steps):
+            raise ValueError(f"its record {name} does not hold one row per recorded step")
+    return dict(records)

@@ -23,6 +23,7 @@ from bnlab.errors import BnlabError, ConfigError
 from bnlab.io import parse_json
 from bnlab.store.checks import (
     beyond_float32,
+    checked_records,
     environment_problem,
     event_file_problem,
     figure_problem,
@@ -49,7 +50,12 @@ from bnlab.store.summary import (
     sweep_points,
     verdicts_problem,
 )
-from bnlab.train.checkpoint import CheckpointError, json_copy_problem, read_checkpoint
+from bnlab.train.checkpoint import (
+    CheckpointError,
+    json_copy_problem,
+    read_checkpoint,
+    records_of,
+)
 from bnlab.train.loop import History
 
 # Checkpoint metadata written only since checkpoints carry a digest: without one, it was lost.
@@ -114,11 +120,11 @@ class _RunReader:
         for path in sorted(self.run_dir.glob("*/checkpoint.safetensors")):
             name, stem = path.parent.name, path.with_suffix("")
             try:
-                _, metadata = read_checkpoint(stem)
+                arrays, metadata = read_checkpoint(stem)
                 if metadata["sha256"] is None and DIGESTED_ONLY & set(metadata):
                     raise CheckpointError(path, "has lost its digest (it holds what only "
                                                 "checkpoints with one hold)")
-                saved[name] = saved_variant(metadata)
+                saved[name] = saved_variant(metadata, records_of(arrays))
             except CheckpointError as err:
                 self.note(path, err.problem, name)
                 continue
@@ -276,8 +282,12 @@ class _RunReader:
                 problem = _statistics_disagreement(text, history)
             if problem:
                 self.note(path, problem, name)
+        plan = config.probe
+        parts = ("", "train", "validation", *(("probes",) if plan.every or plan.measures_every
+                                               else ()), *(("test",) if plan.test_each_epoch
+                                                           else ()))
         for seed in config.seed_list:
-            for part in ("", "train", "validation"):
+            for part in parts:
                 folder = self.run_dir / "tensorboard" / name / f"seed-{seed}" / part
                 events = sorted(folder.glob("events.out.tfevents.*"))
                 if not events:
@@ -288,9 +298,11 @@ class _RunReader:
                         self.note(event_file, problem, name)
 
 
-def saved_variant(metadata: Mapping[str, Any]) -> SavedVariant:
-    """A checkpoint's metadata as a ``SavedVariant``; malformed metadata is a
-    ``KeyError``/``TypeError``/``ValueError``."""
+def saved_variant(metadata: Mapping[str, Any],
+                  records: Mapping[str, np.ndarray] | None = None) -> SavedVariant:
+    """A checkpoint's metadata and recorded arrays (``train.checkpoint.records_of``) as a
+    ``SavedVariant``; malformed metadata or records are a ``KeyError``/``TypeError``/
+    ``ValueError``."""
     epoch, seeds = int(metadata["epoch"]), metadata["seeds"]
     if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool)
                                               for s in seeds):
@@ -314,7 +326,8 @@ def saved_variant(metadata: Mapping[str, Any]) -> SavedVariant:
     if not isinstance(run_copy, dict):
         raise ValueError("its copy of the run is not a JSON object")
     compile_seconds = json_numbers([metadata.get("compile_seconds")], "its compile_seconds")[0]
-    return SavedVariant(epoch, history, compile_seconds, run_copy)
+    return SavedVariant(epoch, history, compile_seconds, run_copy,
+                        checked_records(records or {}, len(seeds)))
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bnlab.analysis.stats import PairedComparison
 from bnlab.config.experiment import ExperimentConfig
 from bnlab.errors import BnlabError
@@ -60,13 +62,15 @@ class Damage:
 @dataclass(frozen=True)
 class SavedVariant:
     """What a variant's verified checkpoint records: the epochs it finished and their
-    ``History`` (with divergences), its compile seconds, and the copies of the run's
-    config and environment it carries (``{}`` in checkpoints from before they did)."""
+    ``History`` (with divergences), its compile seconds, the copies of the run's config and
+    environment it carries (``{}`` in checkpoints from before they did), and what its probe
+    plan recorded (``train.loop.Recorded.arrays``)."""
 
     epoch: int
     history: History
     compile_seconds: float
     run_copy: Mapping[str, Any]
+    records: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,6 +162,12 @@ class Run:
         if problem:
             raise BnlabError(problem)
         return verdicts(self.histories, self.config.epochs, sweep_points(self.config))[0]
+
+    @property
+    def records(self) -> dict[str, Mapping[str, np.ndarray]]:
+        """Per variant with a verified checkpoint, what its probe plan recorded
+        (``train.loop.Recorded``: activation statistics, measures, the test set per epoch)."""
+        return {name: saved.records for name, saved in self.saved.items() if saved.records}
 
     @property
     def left_out(self) -> dict[str, str]:

@@ -5,8 +5,16 @@
         train/                      epoch_loss, epoch_accuracy, epoch_learning_rate and the
                                     activations/<layer> histograms on the probe batch
         validation/                 epoch_loss, epoch_accuracy (from val_loss, val_accuracy)
+        test/                       epoch_loss, epoch_accuracy after every epoch (a probe
+                                    plan's test_each_epoch)
+        probes/                     what a probe plan recorded, at the global step it was
+                                    taken: activations/<input>/<statistic> (p15 … std),
+                                    ics/<dense layer>, ics_cosine/<dense layer>,
+                                    landscape/{loss, loss_range, gradient_change,
+                                    beta_smoothness} (train.probes)
 
-Every value's step is the 0-based epoch index, as Keras logs it (``on_epoch_end(epoch)``).
+Every epoch value's step is the 0-based epoch index, as Keras logs it
+(``on_epoch_end(epoch)``); a probe's step is the global training step (0 before the first).
 ``tensorboard --logdir runs/<run>/tensorboard`` shows the runs ``<variant>/seed-<s>/train``
 and ``…/validation``, and the HPARAMS tab one row per variant × seed (``seed`` is an hparam,
 so seeds are not merged into one group). Its metric columns are the last values of the scalar
@@ -35,6 +43,8 @@ from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.summary import histogram, scalar
 from tensorboardX.summary import hparams as hparams_summaries
 
+from bnlab.train.probes import STATISTICS
+
 HParam = bool | int | float | str
 HISTOGRAM_BINS = 30  # equal-width buckets from min to max, as tf.summary.histogram (Keras)
 
@@ -53,12 +63,15 @@ class TensorBoardLogger:
         seeds: the seeds, in the order of the leading axis of every array logged.
         hparams: ``{name: bool | int | float | str}`` (the runner's
             ``variant_hparams``); each seed's session gets these plus ``seed``.
+        probes, test: also open the ``probes`` and ``test`` runs (``log_records``);
+            ``steps_per_epoch`` places an epoch's first global step in the probes run.
 
     Use as a context manager, or call ``close()``.
     """
 
     def __init__(self, log_dir: Path, seeds: Sequence[int],
-                 hparams: Mapping[str, HParam]) -> None:
+                 hparams: Mapping[str, HParam], *, probes: bool = False,
+                 test: bool = False, steps_per_epoch: int = 0) -> None:
         for key, value in hparams.items():
             if not isinstance(value, HParam):
                 raise TypeError(f"hparam {key!r} is a {type(value).__name__}; TensorBoard "
@@ -68,6 +81,11 @@ class TensorBoardLogger:
         self._train = [_open(log_dir / f"seed-{seed}" / "train") for seed in self.seeds]
         self._validation = [_open(log_dir / f"seed-{seed}" / "validation")
                             for seed in self.seeds]
+        self._probes = [_open(log_dir / f"seed-{seed}" / "probes")
+                        for seed in self.seeds] if probes else []
+        self._test = [_open(log_dir / f"seed-{seed}" / "test")
+                      for seed in self.seeds] if test else []
+        self._steps_per_epoch = steps_per_epoch
         self._restart_marked = False
         self._closed = False
         # Only the session start is written, not the hparams "experiment" summary: without
@@ -95,11 +113,7 @@ class TensorBoardLogger:
         metrics = {name: self._per_seed(name, values, 1) for name, values in metrics.items()}
         layers = {name: self._per_seed(name, values, 3)
                   for name, values in (activations or {}).items() if is_histogram_layer(name)}
-        if not self._restart_marked:  # hides a killed process's events at steps ≥ epoch
-            for run in (*self._train, *self._validation):
-                run.write_event(Event(step=epoch, wall_time=time.time(),
-                                      session_log=SessionLog(status=SessionLog.START)))
-            self._restart_marked = True
+        self._mark_restart(epoch)
         for i, (train, validation) in enumerate(zip(self._train, self._validation,
                                                     strict=True)):
             for name, values in metrics.items():
@@ -117,6 +131,64 @@ class TensorBoardLogger:
                                             histogram_edges(finite)), epoch)
         self._flush()
 
+    def log_records(self, epoch: int, records: Mapping[str, np.ndarray]) -> None:
+        """Write what a probe plan recorded in one epoch (0-based ``epoch``): ``records`` as
+        ``train.loop.Recorded.append`` returns them. Non-finite values (a diverged seed's)
+        are left out."""
+        self._mark_restart(epoch)
+        activation_steps = records.get("activations/steps", ())
+        measure_steps = records.get("measures/steps", ())
+        for i in range(len(self.seeds)):
+            for name, values in records.items():
+                if name.startswith("activations/") and name.endswith("/layer"):
+                    where = name.removesuffix("/layer")
+                    for row, step in zip(values[i], activation_steps, strict=True):
+                        for statistic, value in zip(STATISTICS, row, strict=True):
+                            self._scalar(self._probes[i], f"{where}/{statistic}", value, step)
+            if "measures/steps" in records:
+                self._log_measures(i, records, measure_steps)
+            for name in ("loss", "accuracy"):
+                if f"test/{name}" in records:
+                    self._scalar(self._test[i], f"epoch_{name}",
+                                 records[f"test/{name}"][i, 0], epoch)
+        self._flush()
+
+    def _log_measures(self, i: int, records: Mapping[str, np.ndarray],
+                      steps: Sequence[int]) -> None:
+        run = self._probes[i]
+        for k, step in enumerate(steps):
+            for name, values in records.items():
+                if name.startswith(("measures/ics/", "measures/ics_cosine/")):
+                    self._scalar(run, name.removeprefix("measures/"), values[i, k], step)
+            along = records["measures/loss_along"][i, k]
+            change = records["measures/grad_change"][i, k]
+            sizes = records["measures/step_sizes"][i, k]
+            norm = records["measures/grad_norm"][i, k]
+            self._scalar(run, "landscape/loss", records["measures/loss"][i, k], step)
+            self._scalar(run, "landscape/loss_range", along.max() - along.min(), step)
+            self._scalar(run, "landscape/gradient_change", change.max(), step)
+            self._scalar(run, "landscape/beta_smoothness",
+                         np.max(change / (sizes * norm)), step)
+
+    @staticmethod
+    def _scalar(run: EventsWriter, tag: str, value: float, step: int) -> None:
+        if np.isfinite(value):  # a diverged seed: its curve ends
+            _write(run, scalar(tag, float(value)), int(step))
+
+    def _mark_restart(self, epoch: int) -> None:
+        """Mark the first write of this logger as a session (re)start in every run, at the
+        epoch (or, for the probes run, the global step) it begins with: TensorBoard then
+        hides what a killed process had written from there on."""
+        if self._restart_marked:
+            return
+        for run in (*self._train, *self._validation, *self._test):
+            run.write_event(Event(step=epoch, wall_time=time.time(),
+                                  session_log=SessionLog(status=SessionLog.START)))
+        for run in self._probes:
+            run.write_event(Event(step=epoch * self._steps_per_epoch, wall_time=time.time(),
+                                  session_log=SessionLog(status=SessionLog.START)))
+        self._restart_marked = True
+
     def close(self, *, completed: bool = True) -> None:
         """Flush and close the files. ``completed`` records each session's successful end;
         without it (training raised) TensorBoard shows the sessions as unfinished."""
@@ -126,7 +198,7 @@ class TensorBoardLogger:
             *_, end = hparams_summaries({}, {})  # status: success
             for session in self._sessions:
                 _write(session, end, step=0)
-        for run in (*self._sessions, *self._train, *self._validation):
+        for run in self._runs():
             run.close()
         self._closed = True
 
@@ -144,8 +216,11 @@ class TensorBoardLogger:
                              f"first, got shape {values.shape}")
         return values
 
+    def _runs(self) -> tuple[EventsWriter, ...]:
+        return (*self._sessions, *self._train, *self._validation, *self._test, *self._probes)
+
     def _flush(self) -> None:
-        for run in (*self._sessions, *self._train, *self._validation):
+        for run in self._runs():
             with _naming(run):
                 run.flush()  # writes the buffer and fsyncs
 

@@ -2,7 +2,8 @@
 
 A checkpoint is ONE file written atomically, ``<stem>.safetensors``: every leaf of the
 TrainState (params, BN statistics, optimizer state) named by its pytree path, e.g.
-``.params[1]['gamma']``, and in the safetensors header (``__metadata__``) the JSON document
+``.params[1]['gamma']``, the arrays a probe plan recorded so far named ``records/<name>``
+(``train.loop.Recorded``), and in the safetensors header (``__metadata__``) the JSON document
 ``{"epoch": completed epochs, **metadata}`` and ``sha256``, a digest of that document and of
 every tensor (name, dtype, shape and bytes), so that any changed byte is found when it is
 read (``read_checkpoint``). No PRNG key is stored: an epoch's keys derive from the seed and
@@ -33,6 +34,7 @@ from bnlab.io import atomic_write_bytes, atomic_write_json, json_default, parse_
 
 #: The keys of a checkpoint header's ``__metadata__``: from before digests, and since.
 METADATA_KEYS = ({"bnlab"}, {"bnlab", "sha256"})
+RECORDS = "records/"  # the name prefix of recorded arrays
 
 
 class CheckpointError(BnlabError):
@@ -56,10 +58,14 @@ def digest(document_text: str, arrays: Mapping[str, np.ndarray]) -> str:
     return hasher.hexdigest()
 
 
-def save_checkpoint(stem: Path, state: Any, *, epoch: int, metadata: dict[str, Any]) -> None:
-    """Write ``state`` (any pytree of arrays), the JSON ``metadata`` and their digest."""
+def save_checkpoint(stem: Path, state: Any, *, epoch: int, metadata: dict[str, Any],
+                    records: Mapping[str, np.ndarray] | None = None) -> None:
+    """Write ``state`` (any pytree of arrays), the ``records`` arrays (``{name: array}``),
+    the JSON ``metadata`` and their digest."""
     arrays = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
+    arrays |= {RECORDS + name: np.ascontiguousarray(values)
+               for name, values in (records or {}).items()}
     document = {"epoch": epoch, **metadata}
     text = json.dumps(document, default=json_default)
     sha256 = digest(text, arrays)
@@ -135,9 +141,16 @@ def json_copy_problem(stem: Path, metadata: Mapping[str, Any]) -> str | None:
     return None
 
 
-def load_checkpoint(stem: Path, template: Any) -> tuple[Any, int, dict[str, Any]]:
-    """Restore ``(state, epoch, metadata)``; ``template`` gives the tree structure and shapes.
-    A damaged file is a ``CheckpointError`` (``read_checkpoint``)."""
+def records_of(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The recorded arrays among a checkpoint's ``arrays``, by their own names."""
+    return {name.removeprefix(RECORDS): values for name, values in arrays.items()
+            if name.startswith(RECORDS)}
+
+
+def load_checkpoint(stem: Path, template: Any
+                    ) -> tuple[Any, int, dict[str, Any], dict[str, np.ndarray]]:
+    """Restore ``(state, epoch, metadata, records)``; ``template`` gives the tree structure
+    and shapes. A damaged file is a ``CheckpointError`` (``read_checkpoint``)."""
     arrays, metadata = read_checkpoint(stem)
     path = stem.with_suffix(".safetensors")
     leaves = []
@@ -151,4 +164,4 @@ def load_checkpoint(stem: Path, template: Any) -> tuple[Any, int, dict[str, Any]
                                         f"{arrays[name].dtype}, not {np.asarray(leaf).dtype})")
         leaves.append(arrays[name])
     state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
-    return state, int(metadata["epoch"]), metadata
+    return state, int(metadata["epoch"]), metadata, records_of(arrays)

@@ -17,6 +17,7 @@ leading seed axis of the state and the keys trains several seeds in one program
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -28,6 +29,14 @@ from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.fused import apply_training
 from bnlab.nn.model import Sequential
+from bnlab.train.probes import (
+    ProbePlan,
+    dense_kernels,
+    internal_covariate_shift,
+    landscape,
+    record_activations,
+    tree_norm,
+)
 
 Array = jax.Array
 # A member's scalar hyperparameters by name (``{"optimizer.learning_rate": ()}``), traced as
@@ -50,13 +59,15 @@ class EpochMetrics(NamedTuple):
 
     ``diverged_step``: the 0-based step of the epoch whose loss was the first non-finite
     one, ``-1`` if none was (``steps`` when every loss was finite but the state after the
-    last step is not); ``loss`` and ``accuracy`` are NaN when it is set.
+    last step is not); ``loss`` and ``accuracy`` are NaN when it is set. ``probes``: what
+    the epoch's ``ProbePlan`` recorded (``probe_records``), ``{}`` without one.
     """
 
     loss: Array
     accuracy: Array
     step_loss: Array
     diverged_step: Array
+    probes: dict = {}  # noqa: RUF012 — a NamedTuple default, never mutated
 
 
 class RunKeys(NamedTuple):
@@ -176,6 +187,8 @@ def make_train_epoch(
     *,
     guard: bool = True,
     bind: Bind | None = None,
+    probe: ProbePlan | None = None,
+    probe_images: Array | None = None,
 ) -> Callable[..., tuple[TrainState, EpochMetrics]]:
     """Build ``train_epoch(state, scalars, active, images, labels, shuffle_key,
     dropout_key)`` (not jitted).
@@ -197,11 +210,65 @@ def make_train_epoch(
     is NaN too), and checking it costs nothing; checking every updated parameter at every
     step cost 3-15% (``benchmarks/divergence_guard.py`` measured both, results in
     ``benchmarks/results/``). ``guard=False`` is for that benchmark.
+
+    ``probe`` (a ``train.probes.ProbePlan``) records, on its schedule of steps and before
+    those steps' updates, activation statistics on ``probe_images: (rows, …)`` and Santurkar
+    et al.'s measures on the step's own batch, into ``EpochMetrics.probes``
+    (``probe_records`` gives the shapes). They read the state and change nothing: the
+    trained numbers are the same with or without them.
     """
     check_batching(n_samples, batch_size, model)
     steps = steps_per_epoch(n_samples, batch_size)
     padded = steps * batch_size
     row_mask = (jnp.arange(padded) < n_samples).reshape(steps, batch_size)
+    plan = probe or ProbePlan(every=0)
+    if plan.every and probe_images is None:
+        raise ConfigError("a probe plan with activation statistics needs probe_images")
+    probe_x = None if not plan.every else scale_pixels(jnp.asarray(probe_images))
+    kernels = dense_kernels(model)
+    chunk = math.gcd(plan.every, plan.measures_every)  # steps between records; 0: none
+
+    def probe_step(records: dict, member_model: Sequential, member_optimizer, state: TrainState,
+                   step: Array, step_key: Array, loss_of: Callable) -> dict:
+        """``records`` with the activation statistics and measures of ``state``, the state
+        before step ``step``, written where the plan's schedule says (a ``lax.cond`` on the
+        step, taken between the scans of the epoch's chunks, never inside a step)."""
+        records = dict(records)
+        params = state.params
+        if plan.every:
+            def activations(buffer):
+                stats = record_activations(member_model, params, state.bn_state, probe_x,
+                                           units=plan.units,
+                                           key=jax.random.fold_in(step_key, 1))
+                return _written(buffer, step // plan.every, stats)
+
+            records["activations"] = jax.lax.cond(step % plan.every == 0, activations,
+                                                  lambda buffer: buffer, records["activations"])
+        if plan.measures_every:
+            def measures(buffer):
+                loss, grads = jax.value_and_grad(loss_of)(params)
+                updates, _ = member_optimizer.update(grads, state.opt_state, params)
+                shift, cosine = internal_covariate_shift(loss_of, params,
+                                                         optax.apply_updates(params, updates),
+                                                         kernels)
+                grad_norm = tree_norm(grads)
+                # Step sizes as multiples of the step taken along the gradient: for SGD,
+                # ‖Δ‖/‖g‖ is the learning rate.
+                taken = tree_norm(updates) / jnp.maximum(grad_norm, jnp.finfo(jnp.float32).tiny)
+                sizes = taken * jnp.asarray(plan.step_scales, jnp.float32)
+                losses, changes = landscape(loss_of, params, grads, sizes)
+                return _written(buffer, step // plan.measures_every, {
+                    "ics": shift, "ics_cosine": cosine, "loss": loss, "grad_norm": grad_norm,
+                    "step_sizes": sizes, "loss_along": losses, "grad_change": changes})
+
+            records["measures"] = jax.lax.cond(step % plan.measures_every == 0, measures,
+                                               lambda buffer: buffer, records["measures"])
+        return records
+
+    def empty_records(params, bn_state) -> dict:
+        """Zeroed buffers for an epoch's records, shaped as ``probe_records`` says."""
+        shapes = probe_records(model, plan, steps, params, bn_state, probe_x)
+        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def train_epoch(state: TrainState, scalars: Scalars, active: Array, images: Array,
                     labels: Array, shuffle_key: Array,
@@ -222,12 +289,16 @@ def make_train_epoch(
         # CPU gather of (28, 28) rows is slower (measured in benchmarks/results/).
         flat_images = images.reshape(images.shape[0], -1)
 
+        def batch_of(rows):
+            x = scale_pixels(flat_images[rows].reshape(rows.shape + images.shape[1:]))
+            return x, labels[rows]
+
         def train_step(carry: tuple[TrainState, Array], batch):
             state, diverged_step = carry
             rows, mask, step_key, step = batch  # rows, mask: (batch_size,)
-            x = scale_pixels(flat_images[rows].reshape(rows.shape + images.shape[1:]))
+            x, y = batch_of(rows)
             (loss, (bn_state, correct, count)), grads = grad_fn(
-                state.params, state.bn_state, x, labels[rows], mask, step_key
+                state.params, state.bn_state, x, y, mask, step_key
             )
             updates, opt_state = member_optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
@@ -240,13 +311,51 @@ def make_train_epoch(
                                                TrainState(params, bn_state, opt_state), state)
             return (new_state, diverged_step), (loss, loss * count, correct, count)
 
+        def probed(carry, batches, records):
+            """Record the state before the first of ``batches`` (a chunk of steps), then
+            train the chunk."""
+            state, _ = carry
+            rows, mask, step_key, step = (b[0] for b in batches)
+            x, y = batch_of(rows)
+
+            def loss_of(params):
+                return loss_fn(params, state.bn_state, x, y, mask, step_key)[0]
+
+            records = probe_step(records, member_model, member_optimizer, state, step,
+                                 step_key, loss_of)
+            carry, outputs = jax.lax.scan(train_step, carry, batches)
+            return carry, outputs, records
+
         order = jax.random.permutation(shuffle_key, n_samples)
         order = jnp.pad(order, (0, padded - n_samples)).reshape(steps, batch_size)
         step_keys = jax.random.split(dropout_key, steps)
-        (state, diverged_step), (step_loss, loss_sum, correct, count) = jax.lax.scan(
-            train_step, (state, jnp.int32(-1)),
-            (order, row_mask, step_keys, jnp.arange(steps, dtype=jnp.int32))
-        )
+        batches = (order, row_mask, step_keys, jnp.arange(steps, dtype=jnp.int32))
+        carry = (state, jnp.int32(-1))
+        records = empty_records(state.params, state.bn_state)
+        if not chunk:
+            carry, outputs = jax.lax.scan(train_step, carry, batches)
+        else:
+            # Steps in chunks between the records (the schedule's greatest common divisor),
+            # so that nothing but the step itself runs inside the inner scan: a record taken
+            # inside it would hold the weights the step updates in place, and XLA would copy
+            # them at every step.
+            chunks, rest = divmod(steps, chunk)
+
+            def outer(carry_records, chunk_batches):
+                carry, outputs, records = probed(*carry_records[:1], chunk_batches,
+                                                 carry_records[1])
+                return (carry, records), outputs
+
+            head = jax.tree_util.tree_map(
+                lambda b: b[:chunks * chunk].reshape(chunks, chunk, *b.shape[1:]), batches)
+            (carry, records), outputs = jax.lax.scan(outer, (carry, records), head)
+            outputs = jax.tree_util.tree_map(lambda o: o.reshape(-1, *o.shape[2:]), outputs)
+            if rest:
+                tail = jax.tree_util.tree_map(lambda b: b[chunks * chunk:], batches)
+                carry, tail_outputs, records = probed(carry, tail, records)
+                outputs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]),
+                                                 outputs, tail_outputs)
+        (state, diverged_step), (step_loss, loss_sum, correct, count) = carry, outputs
         if guard:
             diverged_step = jnp.where(active & (diverged_step < 0) & ~all_finite(state), steps,
                                       diverged_step)
@@ -254,9 +363,45 @@ def make_train_epoch(
         nan_if_diverged = jnp.where(diverged_step < 0, 1.0, jnp.nan)
         return state, EpochMetrics(nan_if_diverged * loss_sum.sum() / total,
                                    nan_if_diverged * correct.sum() / total, step_loss,
-                                   diverged_step)
+                                   diverged_step, records)
 
     return train_epoch
+
+
+def probe_records(model: Sequential, plan: ProbePlan, steps: int, params, bn_state,
+                  probe_x: Array | None) -> dict:
+    """The shapes (``jax.ShapeDtypeStruct``) of one member's epoch records under ``plan``:
+    ``{"activations": {name: (layer: (n, 7), per_unit: (n, units, 3))}}`` with ``n =
+    plan.probe_steps(steps)`` records at steps 0, every, …; ``{"measures": {"ics",
+    "ics_cosine": (m, dense layers), "loss", "grad_norm": (m,), "step_sizes", "loss_along",
+    "grad_change": (m, sizes)}}`` with ``m = plan.measure_steps(steps)``; each only when the
+    plan asks for it (``train.probes`` defines every quantity)."""
+    def stacked(tree, n):
+        return jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct((n, *s.shape), s.dtype), tree)
+
+    records = {}
+    if plan.every:
+        one = jax.eval_shape(lambda p, s: record_activations(
+            model, p, s, probe_x, units=plan.units, key=jax.random.key(0)), params, bn_state)
+        records["activations"] = stacked(one, plan.probe_steps(steps))
+    if plan.measures_every:
+        layers, sizes = len(dense_kernels(model)), len(plan.step_scales)
+
+        def f32(*shape):
+            return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+        one = {"ics": f32(layers), "ics_cosine": f32(layers), "loss": f32(),
+               "grad_norm": f32(), "step_sizes": f32(sizes), "loss_along": f32(sizes),
+               "grad_change": f32(sizes)}
+        records["measures"] = stacked(one, plan.measure_steps(steps))
+    return records
+
+
+def _written(buffer, index: Array, values):
+    """``buffer`` (leaves ``(records, …)``) with record ``index`` set to ``values``."""
+    return jax.tree_util.tree_map(lambda b, v: b.at[index].set(v.astype(b.dtype)), buffer,
+                                  values)
 
 
 def make_evaluate(

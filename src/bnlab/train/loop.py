@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import jax
 import numpy as np
 
 from bnlab.errors import ConfigError
 from bnlab.train.engine import TrainState
+from bnlab.train.probes import ProbePlan
 from bnlab.train.trainer import SeedBatchTrainer
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # Keras's History keys
@@ -38,7 +40,10 @@ class EpochRecord:
     ``train_epochs`` was given ``starts``).
     state: the member-stacked state after it, as the trainer runs it (padded seeds included;
     ``trainer.saved(state)`` drops them); valid until the next record is asked for, whose
-    epoch consumes it.
+    epoch consumes it. probes: what the trainer's probe plan recorded in the epoch
+    (``engine.probe_records``, each leaf ``(members, …)``), and with its
+    ``test_each_epoch`` the inference-mode ``{"test": {"loss", "accuracy": (members,)}}``;
+    ``{}`` without a plan.
     """
 
     epoch: int
@@ -50,6 +55,7 @@ class EpochRecord:
     diverged: Mapping[int, int] = field(default_factory=dict)
     trained: np.ndarray | None = None
     seeds: tuple[int, ...] = ()
+    probes: Mapping = field(default_factory=dict)
 
     def of_members(self, members: Sequence[int]) -> EpochRecord:
         """This record for the members at ``members`` only (renumbered 0, 1, …), e.g. the
@@ -58,7 +64,8 @@ class EpochRecord:
         return replace(self, metrics={m: v[list(members)] for m, v in self.metrics.items()},
                        diverged={index[m]: s for m, s in self.diverged.items() if m in index},
                        trained=None if self.trained is None else self.trained[list(members)],
-                       seeds=tuple(self.seeds[m] for m in members) if self.seeds else ())
+                       seeds=tuple(self.seeds[m] for m in members) if self.seeds else (),
+                       probes=jax.tree_util.tree_map(lambda v: v[list(members)], self.probes))
 
 
 @dataclass(frozen=True)
@@ -105,10 +112,13 @@ def train_epochs(trainer: SeedBatchTrainer, state: TrainState, *, epochs: int,
         trained = first <= epoch
         active = trained & ~np.isin(np.arange(members), list(gone))
         start = time.perf_counter()
-        state, loss, accuracy, diverged_step = trainer.train_epoch(state, epoch, active)
+        state, loss, accuracy, diverged_step, probes = trainer.train_epoch(state, epoch, active)
         metrics = {"loss": loss, "accuracy": accuracy}
         if validation is not None:
             metrics["val_loss"], metrics["val_accuracy"] = trainer.evaluate(state, validation)
+        if trainer.probe_plan.test_each_epoch and "test" in trainer.evaluation:
+            test_loss, test_accuracy = trainer.evaluate(state, "test")
+            probes = {**probes, "test": {"loss": test_loss, "accuracy": test_accuracy}}
         seconds = time.perf_counter() - start
         new = {member: int(step) + 1 for member, step in enumerate(diverged_step)
                if step >= 0 and active[member]}
@@ -116,8 +126,11 @@ def train_epochs(trainer: SeedBatchTrainer, state: TrainState, *, epochs: int,
         lost = np.isin(np.arange(members), list(gone)) | ~trained
         metrics = {name: np.where(lost, np.nan, values.astype(np.float64))
                    for name, values in metrics.items()}
+        ended = np.where(lost & ~np.isin(np.arange(members), list(new)), 0, trainer.steps)
+        for member, step in new.items():
+            ended[member] = step - 1  # the records from the state that gave that loss on
         yield EpochRecord(epoch + 1, epochs, trainer.steps, seconds, metrics, state, new,
-                          trained, trainer.seeds)
+                          trained, trainer.seeds, _cut(probes, ended, lost, trainer.probe_plan))
 
 
 @dataclass
@@ -185,3 +198,81 @@ class History:
         gone = "".join(f"; seed {s} diverged at {d}" for s, d in self.diverged.items())
         return f"History({self.epochs} epochs, {seeds}{': ' + last if last else ''}{gone})"
 
+
+
+@dataclass
+class Recorded:
+    """What a probe plan (``train.probes.ProbePlan``) recorded over the epochs of a batch of
+    seeds, as flat arrays: ``arrays[name]: (seeds, records, …)`` named
+
+        activations/<input>/layer   (seeds, n, 7)          STATISTICS over all values
+        activations/<input>/units   (seeds, n, units, 3)   UNIT_STATISTICS per tracked unit
+        activations/steps           (n,)                   the global step of each record
+        measures/<quantity>         (seeds, m, …)          landscape (engine.probe_records)
+        measures/ics/<dense>        (seeds, m)             ICS of each Dense layer by name
+        measures/ics_cosine/<dense> (seeds, m)
+        measures/steps              (m,)
+        test/loss, test/accuracy    (seeds, epochs)        with test_each_epoch
+        test/steps                  (epochs,)
+
+    (a global step counts the steps taken: a record at step k sees the state after k
+    steps, before step k + 1's update; the test set is evaluated after each epoch). A
+    seed's records after it diverged are NaN. ``append`` adds an epoch's ``EpochRecord``.
+    """
+
+    seeds: tuple[int, ...]
+    plan: ProbePlan
+    dense_layers: tuple[str, ...] = ()  # the model's Dense layers, in order (ICS columns)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def append(self, record: EpochRecord) -> dict[str, np.ndarray]:
+        """Add an epoch's records (``record.probes``); returns that epoch's flat arrays."""
+        first = (record.epoch - 1) * record.steps
+        flat: dict[str, np.ndarray] = {}
+        for name, (layer, units) in record.probes.get("activations", {}).items():
+            flat[f"activations/{name}/layer"] = layer
+            flat[f"activations/{name}/units"] = units
+        if record.probes.get("activations"):  # a model without hidden layers records none
+            flat["activations/steps"] = first + np.arange(0, record.steps, self.plan.every)
+        for name, values in record.probes.get("measures", {}).items():
+            if name in ("ics", "ics_cosine"):
+                names = self.dense_layers or [f"layer_{k}" for k in range(values.shape[-1])]
+                for k, layer in enumerate(names):
+                    flat[f"measures/{name}/{layer}"] = values[..., k]
+            else:
+                flat[f"measures/{name}"] = values
+        if "measures" in record.probes:
+            flat["measures/steps"] = first + np.arange(0, record.steps,
+                                                       self.plan.measures_every)
+        for name, values in record.probes.get("test", {}).items():
+            flat[f"test/{name}"] = np.asarray(values)[:, None]
+        if "test" in record.probes:
+            flat["test/steps"] = np.array([record.epoch * record.steps])
+        flat = {name: np.asarray(values, np.int64 if name.endswith("/steps") else np.float32)
+                for name, values in flat.items()}
+        for name, values in flat.items():
+            axis = 0 if name.endswith("/steps") else 1
+            self.arrays[name] = (values if name not in self.arrays else
+                                 np.concatenate([self.arrays[name], values], axis=axis))
+        return flat
+
+
+def _cut(probes: Mapping, ended: np.ndarray, lost: np.ndarray, plan: ProbePlan) -> dict:
+    """``probes`` (leaves ``(members, records, …)``) with NaN in every record taken at or
+    after step ``ended[member]`` of the epoch: from the state whose loss was not finite on,
+    or all of them (``0``) for a member that did not train or had diverged before; the test
+    set's ``(members,)`` metrics NaN where ``lost``, as the validation metrics."""
+    cut: dict = {}
+    for group, every in (("activations", plan.every), ("measures", plan.measures_every)):
+        if group in probes:
+            def masked(values, every=every):
+                steps = np.arange(values.shape[1]) * every
+                keep = steps[None, :] < ended[:, None]
+                return np.where(keep.reshape(keep.shape + (1,) * (values.ndim - 2)),
+                                np.asarray(values, np.float32), np.nan)
+
+            cut[group] = jax.tree_util.tree_map(masked, probes[group])
+    if "test" in probes:
+        cut["test"] = {name: np.where(lost, np.nan, np.asarray(values, np.float64))
+                       for name, values in probes["test"].items()}
+    return cut

@@ -4,7 +4,7 @@
                                seeds=(42, 43, 44), evaluation={"val": (x_val, y_val)})
     state = trainer.init_state()
     trainer.compile(state)                       # ahead of time: seconds it took
-    state, loss, accuracy, diverged = trainer.train_epoch(state, epoch=0)  # each (3,)
+    state, loss, accuracy, diverged, records = trainer.train_epoch(state, epoch=0)  # (3,)
     val_loss, val_accuracy = trainer.evaluate(state, "val")
 
 It takes built objects, never config types: the runner, ``bnlab.fit`` and the benchmarks
@@ -46,6 +46,7 @@ from bnlab.train.engine import (
     steps_per_epoch,
 )
 from bnlab.train.engine import compiler_options as default_compiler_options
+from bnlab.train.probes import ProbePlan
 from bnlab.train.seeds import over_seeds, pad_seeds, seeds_to_run
 
 Data = tuple[np.ndarray, np.ndarray]  # images (n, *input_shape), labels (n,)
@@ -69,6 +70,9 @@ class SeedBatchTrainer:
         evaluation: named data sets for ``evaluate`` (e.g. ``{"val": …, "test": …}``), placed
             on the devices once.
         compiler_options: XLA options for every program; default ``engine.compiler_options()``.
+        probe, probe_images: what every epoch records besides its loss
+            (``train.probes.ProbePlan``) and the fixed probe batch ``(rows, *input_shape)``
+            its activation statistics are taken on; ``train_epoch`` returns the records.
 
     The state it trains holds the seeds as the programs run them, ``run_seeds =
     seeds_to_run(seeds)``: padded once, by repeating the last seed, to fill every device (5
@@ -82,7 +86,8 @@ class SeedBatchTrainer:
                  seeds: Sequence[int], evaluation: Mapping[str, Data] | None = None,
                  compiler_options: Mapping[str, bool | int | str] | None = None,
                  scalars: Mapping[str, Sequence[float]] | None = None,
-                 bind: Bind | None = None) -> None:
+                 bind: Bind | None = None, probe: ProbePlan | None = None,
+                 probe_images: np.ndarray | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.seeds = tuple(int(seed) for seed in seeds)
@@ -111,7 +116,12 @@ class SeedBatchTrainer:
                            for name, data in (evaluation or {}).items()}
         self.compiler_options = dict(default_compiler_options() if compiler_options is None
                                      else compiler_options)
-        epoch = make_train_epoch(model, optimizer, self.n_train, batch_size, bind=bind)
+        self.probe_plan = probe or ProbePlan(every=0)
+        if probe_images is not None:
+            probe_images = self.checked("probe images", probe_images,
+                                        np.zeros(len(probe_images), np.int32))[0]
+        epoch = make_train_epoch(model, optimizer, self.n_train, batch_size, bind=bind,
+                                 probe=self.probe_plan, probe_images=probe_images)
         self._epoch = jax.jit(over_seeds(epoch, (0, 0, 0, None, None, 0, 0),
                                          len(self.run_seeds)), donate_argnums=0)
         self._evaluate = jax.jit(over_seeds(make_evaluate(model, bind=bind),
@@ -195,20 +205,21 @@ class SeedBatchTrainer:
             raise ConfigError("compile the trainer first (trainer.compile(state))")
         return self._epoch.as_text()
 
-    def train_epoch(self, state: TrainState, epoch: int,
-                    active: Sequence[bool] | None = None) -> tuple[TrainState, np.ndarray,
-                                                                   np.ndarray, np.ndarray]:
-        """One epoch (0-based ``epoch``) → ``(state, loss, accuracy, diverged_step)``, each
-        ``(seeds,)``; ``diverged_step`` is the 0-based step whose loss was the first
-        non-finite one, ``-1`` where none was (``engine.EpochMetrics``); a diverged member
-        stops updating there. ``active: (seeds,)`` bool (default all): the members that
-        train; the others' state comes back unchanged and their metrics mean nothing.
-        ``state`` is donated: use the returned one."""
+    def train_epoch(self, state: TrainState, epoch: int, active: Sequence[bool] | None = None
+                    ) -> tuple[TrainState, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """One epoch (0-based ``epoch``) → ``(state, loss, accuracy, diverged_step,
+        records)``, each ``(seeds, …)``; ``diverged_step`` is the 0-based step whose loss was
+        the first non-finite one, ``-1`` where none was (``engine.EpochMetrics``); a
+        diverged member stops updating there. ``records``: what the ``probe`` plan recorded
+        (``engine.probe_records``), ``{}`` without one. ``active: (seeds,)`` bool (default
+        all): the members that train; the others' state comes back unchanged and their
+        metrics mean nothing. ``state`` is donated: use the returned one."""
         shuffle, dropout = self.epoch_keys(epoch)
         state, metrics = self._epoch(state, self.scalars, self._active(active), self.x_train,
                                      self.y_train, shuffle, dropout)
         return (state, self._own(metrics.loss), self._own(metrics.accuracy),
-                self._own(metrics.diverged_step))
+                self._own(metrics.diverged_step),
+                jax.tree_util.tree_map(self._own, metrics.probes))
 
     def evaluate(self, state: TrainState, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Inference-mode ``(loss (seeds,), accuracy (seeds,))`` on the ``evaluation`` set

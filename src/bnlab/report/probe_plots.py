@@ -1,0 +1,166 @@
+"""Figures of what a run's probes recorded (``train.loop.Recorded``): activation percentile
+bands over training, Ioffe & Szegedy's Figure 1, and Santurkar et al.'s measures.
+
+Every line is the mean over seeds of a per-seed curve, with its 95% band over the seeds
+(``plots.band_over_seeds``; a diverged seed leaves it where its records end). Built without
+pyplot, as ``plots``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from bnlab.analysis.why import beta_smoothness, last_hidden_input
+from bnlab.report.plots import InlineFigure, band_over_seeds, line_style
+
+Records = Mapping[str, np.ndarray]
+
+
+def _line(ax, x, values, index, label, *, band=True, **style):
+    mean, low, high = band_over_seeds(np.asarray(values, np.float64))
+    look = line_style(index, len(x)) | style
+    ax.plot(x, mean, label=label, **look)
+    if band and np.isfinite(low).any():
+        ax.fill_between(x, low, high, color=look["color"], alpha=0.15, linewidth=0)
+
+
+def hidden_inputs(record: Records) -> list[str]:
+    """The ``activations/<input>/layer`` names of a variant's records, in layer order."""
+    return [n for n in record if n.startswith("activations/") and n.endswith("/layer")]
+
+
+def activation_bands(records: Mapping[str, Records], title: str = "") -> InlineFigure:
+    """One row per variant, one column per hidden nonlinearity (by position: the k-th
+    hidden layer of each model): the pooled 15th–85th percentile band and the median over
+    training steps (each the mean over seeds), the minimum and maximum dotted."""
+    layers = {v: hidden_inputs(r) for v, r in records.items() if hidden_inputs(r)}
+    columns = max((len(names) for names in layers.values()), default=1)
+    figure = InlineFigure(figsize=(4 * columns, 2.6 * max(len(layers), 1)),
+                          layout="constrained")
+    axes = figure.subplots(max(len(layers), 1), columns, squeeze=False, sharex=True)
+    for row, (variant, names) in enumerate(layers.items()):
+        steps = records[variant]["activations/steps"]
+        for column in range(columns):
+            ax = axes[row, column]
+            if column >= len(names):
+                ax.set_axis_off()
+                continue
+            stats = records[variant][names[column]].astype(np.float64)  # (seeds, n, 7)
+            mean = np.nanmean(stats, axis=0) if np.isfinite(stats).any() else stats[0]
+            ax.fill_between(steps, mean[:, 0], mean[:, 2], color=f"C{row}", alpha=0.3,
+                            linewidth=0, label="15th–85th percentile")
+            ax.plot(steps, mean[:, 1], color=f"C{row}", label="median")
+            ax.plot(steps, mean[:, 3], color=f"C{row}", linestyle=":", linewidth=0.8,
+                    label="min, max")
+            ax.plot(steps, mean[:, 4], color=f"C{row}", linestyle=":", linewidth=0.8)
+            where = names[column].removeprefix("activations/").removesuffix("/layer")
+            ax.set_title(f"{variant}: {where}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if row == len(layers) - 1:
+                ax.set_xlabel("training step")
+    first = next((ax for ax in axes.ravel() if ax.has_data()), None)
+    if first is not None:
+        first.legend(fontsize=7, loc="best")
+    seeds = next((len(records[v][names[0]]) for v, names in layers.items()), 0)
+    figure.suptitle(f"{title + ' — ' if title else ''}input of each hidden nonlinearity on "
+                    f"the probe batch, all units pooled (mean over {seeds} seed(s))",
+                    fontsize=10)
+    return figure
+
+
+def figure1(records: Mapping[str, Records], title: str = "") -> InlineFigure:
+    """Ioffe & Szegedy's Figure 1 from a run: (a) test accuracy against training steps, one
+    line per variant (needs ``test_each_epoch``); then for each variant, the 15th, 50th and
+    85th percentiles of one unit's input to the last hidden nonlinearity (unit 0) over
+    training, with the same percentiles of all its layer's units as a shaded band."""
+    variants = list(records)
+    figure = InlineFigure(figsize=(4.2 * (1 + len(variants)), 3.6), layout="constrained")
+    axes = figure.subplots(1, 1 + len(variants), squeeze=False)[0]
+    ax = axes[0]
+    for index, (variant, record) in enumerate(records.items()):
+        if "test/accuracy" in record:
+            _line(ax, record["test/steps"], record["test/accuracy"], index, variant)
+    ax.set_title("(a) test accuracy", fontsize=10)
+    ax.set_xlabel("training step")
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize=8, loc="lower right")
+    for panel, (variant, record) in enumerate(records.items(), start=1):
+        ax = axes[panel]
+        name = last_hidden_input(record)
+        if name is None:
+            ax.set_axis_off()
+            continue
+        steps = record["activations/steps"]
+        layer = np.nanmean(record[f"{name}/layer"].astype(np.float64), axis=0)
+        unit = np.nanmean(record[f"{name}/units"][:, :, 0, :].astype(np.float64), axis=0)
+        ax.fill_between(steps, layer[:, 0], layer[:, 2], color="0.85", linewidth=0,
+                        label="all units, 15th–85th")
+        for column, (percentile, look) in enumerate((("15th", ":"), ("50th", "-"),
+                                                     ("85th", "--"))):
+            ax.plot(steps, unit[:, column], color=f"C{panel - 1}", linestyle=look,
+                    label=f"unit 0, {percentile}")
+        letter = chr(ord("a") + panel)
+        ax.set_title(f"({letter}) {variant}: {name.removeprefix('activations/')}",
+                     fontsize=10)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    seeds = next((len(r["test/accuracy"]) for r in records.values() if "test/accuracy" in r),
+                 None)
+    spread = f"mean of {seeds} seeds, band = 95% CI" if seeds and seeds > 1 else "one seed"
+    figure.suptitle(f"{title + ' — ' if title else ''}Figure 1 of Ioffe & Szegedy (2015): "
+                    f"{spread}", fontsize=10)
+    return figure
+
+
+def measures_figure(records: Mapping[str, Records], title: str = "") -> InlineFigure:
+    """Santurkar et al.'s measures over training, one line per variant: effective
+    β-smoothness, the gradient change and the loss variation along the gradient (log
+    scales), and per Dense layer the internal covariate shift ‖G − G′‖ and cos∠(G, G′)."""
+    variants = [v for v, r in records.items() if "measures/steps" in r]
+    dense_layers = list(dict.fromkeys(n.removeprefix("measures/ics/") for v in variants
+                                      for n in records[v] if n.startswith("measures/ics/")))
+    labels = ["effective β-smoothness",
+              "gradient change along the gradient ‖∇L(θ) − ∇L(θ − ηg)‖, max over η",
+              "loss variation along the gradient, max − min over η"]
+    for layer in dense_layers:
+        labels += [f"ICS ‖G − G′‖ of {layer}", f"cos∠(G, G′) of {layer}"]
+    panels, columns = len(labels), 3
+    rows = -(-panels // columns)
+    figure = InlineFigure(figsize=(12, 3 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False, sharex=True).ravel()
+    for ax, label in zip(axes, labels, strict=False):
+        ax.set_title(label, fontsize=9)
+    for index, variant in enumerate(variants):
+        record = records[variant]
+        steps = record["measures/steps"]
+        along = record["measures/loss_along"].astype(np.float64)
+        curves = [beta_smoothness(record), record["measures/grad_change"].max(axis=-1),
+                  along.max(-1) - along.min(-1)]
+        for layer in dense_layers:
+            shift = record.get(f"measures/ics/{layer}")
+            if shift is not None and np.all(shift == 0):  # nothing below it: no shift
+                shift = None
+            curves += [shift, None if shift is None
+                       else record.get(f"measures/ics_cosine/{layer}")]
+        for ax, label, values in zip(axes[:panels], labels, curves, strict=True):
+            if values is None:  # a variant without this layer, or nothing below it
+                continue
+            _line(ax, steps, values, index, variant)
+            if not label.startswith("cos") and np.nanmin(values) > 0:
+                ax.set_yscale("log")
+    for ax in axes[panels:]:
+        ax.set_axis_off()
+    for ax in axes[:panels]:
+        ax.grid(alpha=0.3)
+    for ax in axes[max(0, panels - columns):panels]:
+        ax.set_xlabel("training step")
+    if variants and axes[0].has_data():
+        axes[0].legend(fontsize=8, loc="best")
+    figure.suptitle(f"{title + ' — ' if title else ''}Santurkar et al. (2018): the loss "
+                    "landscape and internal covariate shift over training (mean over seeds, "
+                    "95% band)", fontsize=10)
+    return figure

@@ -1,0 +1,62 @@
+"""Figures of what probes recorded: every variant drawn, whatever its layers are named, and
+nothing but data in them (no empty panels with a legend, no warnings)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bnlab.report.plots import figure_bytes
+from bnlab.report.probe_plots import activation_bands, figure1, measures_figure
+
+
+def records(names, seeds=3, n=6, m=4, epochs=2, ics=("dense", "dense_1")):
+    rng = np.random.default_rng(len(names))
+    out = {"activations/steps": np.arange(n) * 100, "measures/steps": np.arange(m) * 150,
+           "test/steps": np.arange(1, epochs + 1) * 300,
+           "test/accuracy": rng.uniform(0.5, 0.9, (seeds, epochs)).astype(np.float32),
+           "measures/grad_change": rng.uniform(1, 2, (seeds, m, 2)).astype(np.float32),
+           "measures/step_sizes": np.full((seeds, m, 2), [0.1, 0.2], np.float32),
+           "measures/grad_norm": rng.uniform(1, 2, (seeds, m)).astype(np.float32),
+           "measures/loss_along": rng.uniform(0, 1, (seeds, m, 2)).astype(np.float32),
+           "measures/loss": rng.uniform(0, 1, (seeds, m)).astype(np.float32)}
+    for name in names:
+        stats = np.sort(rng.normal(size=(seeds, n, 7)), axis=-1).astype(np.float32)
+        out[f"activations/{name}/layer"] = stats
+        out[f"activations/{name}/units"] = np.sort(rng.normal(size=(seeds, n, 4, 3)),
+                                                   axis=-1).astype(np.float32)
+    for k, layer in enumerate(ics):
+        out[f"measures/ics/{layer}"] = (np.zeros((seeds, m)) if k == 0 else rng.uniform(
+            0.1, 1, (seeds, m))).astype(np.float32)
+        out[f"measures/ics_cosine/{layer}"] = np.ones((seeds, m), np.float32)
+    return out
+
+
+RUN = {"baseline": records(["leaky_re_lu/input", "leaky_re_lu_1/input"]),
+       "bn_before": records(["activation/input", "activation_1/input"])}
+
+
+def test_activation_bands_draw_every_variant_by_layer_position():
+    figure = activation_bands(RUN, "t")
+    drawn = [ax for ax in figure.axes if ax.has_data()]
+    assert len(drawn) == 4  # 2 variants × 2 hidden layers, though their names differ
+    titles = {ax.get_title() for ax in drawn}
+    assert "baseline: leaky_re_lu/input" in titles and "bn_before: activation_1/input" in titles
+    assert figure_bytes(figure).startswith(b"\x89PNG")
+
+
+def test_figure1_has_the_papers_panels_test_accuracy_then_one_per_variant():
+    figure = figure1(RUN, "t")
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[0] == "(a) test accuracy"
+    assert titles[1].startswith("(b) baseline: leaky_re_lu_1/input")  # the last hidden layer
+    assert titles[2].startswith("(c) bn_before: activation_1/input")
+    assert figure_bytes(figure).startswith(b"\x89PNG")
+
+
+def test_measures_leave_out_a_layer_with_nothing_below_it():
+    figure = measures_figure(RUN, "t")
+    by_title = {ax.get_title(): ax for ax in figure.axes}
+    assert not by_title["ICS ‖G − G′‖ of dense"].has_data()  # ICS 0 by definition
+    assert by_title["ICS ‖G − G′‖ of dense_1"].has_data()
+    assert by_title["effective β-smoothness"].get_yscale() == "log"
+    assert figure_bytes(figure).startswith(b"\x89PNG")
