@@ -2,7 +2,7 @@
 side in one process.
 
 For each model and seed count, three trainers of the same members are compiled: no probes
-(``ProbePlan(every=0)``), the default plan (activation statistics every 200 steps on 256
+(``ProbePlan(every=0)``), the default plan (activation statistics every 500 steps on 256
 validation rows), and the ``why`` preset's plan (the same plus Santurkar et al.'s measures
 every 500 steps). Each round times one epoch of each, in turn, so a drift of the VM's
 speed hits all three alike; the table gives each plan's median seconds per epoch and its

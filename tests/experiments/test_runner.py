@@ -100,3 +100,42 @@ def test_a_diverging_seed_is_recorded_and_the_other_seeds_and_variants_train_on(
     assert f"No verdict for plain ({run.left_out['plain']})." in page
     for seed, where in plain_history.diverged.items():
         assert f"seed {seed} diverged at {where}" in page
+
+
+def test_records_survive_a_resume_and_equal_a_straight_run_and_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    from bnlab.train.probes import ProbePlan
+
+    splits = tiny_splits()
+    plan = ProbePlan(every=2, rows=12, units=2, measures_every=3, step_scales=(1.0, 2.0),
+                     test_each_epoch=True)
+
+    def trained(epochs, **options):
+        config = tiny_config(seeds=2, epochs=epochs, batch_size=8, probe=plan)
+        (result,) = train_program(programs(config)[0], config, splits, **options)
+        return result
+
+    trained(2, run_dir=tmp_path)
+    resumed = trained(3, run_dir=tmp_path, resume={"tiny": True})
+    straight = trained(3)
+    assert resumed.records.keys() == straight.records.keys()
+    for name, values in straight.records.items():
+        np.testing.assert_allclose(resumed.records[name], values, rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    # 70 rows at batch 8: 9 steps an epoch; statistics at steps 0, 2, …, 8 of each epoch.
+    assert straight.records["activations/steps"].tolist() == [
+        e * 9 + k for e in range(3) for k in (0, 2, 4, 6, 8)]
+    assert straight.records["measures/steps"].tolist() == [e * 9 + k for e in range(3)
+                                                           for k in (0, 3, 6)]
+    assert straight.records["test/steps"].tolist() == [9, 18, 27]
+    np.testing.assert_allclose(straight.records["test/accuracy"][:, -1],
+                               straight.test_accuracy, rtol=1e-6)
+    board = EventAccumulator(str(tmp_path / "tensorboard" / "tiny" / "seed-42" / "probes"),
+                             size_guidance={SCALARS: 0})
+    board.Reload()
+    tags = set(board.Tags()["scalars"])
+    assert {"activations/dense/pre_activation/p50", "ics/dense_1",
+            "landscape/beta_smoothness"} <= tags
+    steps = [event.step for event in board.Scalars("landscape/beta_smoothness")]
+    assert sorted(set(steps)) == straight.records["measures/steps"].tolist()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bnlab import __version__
 from bnlab.cli.commands import cmd_data, cmd_report, cmd_runs, cmd_show, cmd_summary
+from bnlab.cli.probe import cmd_probe
 from bnlab.cli.run import cmd_run
 from bnlab.cli.session import env_path
 
@@ -76,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "--head`; ADDRESS as it printed, default auto); the runs folder must "
                         "be shared by its nodes (extra: pip install 'bnlab[ray]')")
     p.set_defaults(handler=cmd_run, needs_sweep=True)
+
+    p = sub.add_parser("probe", parents=[run_options],
+                       help="train an experiment with Santurkar et al.'s measures recorded "
+                            "(ICS, loss landscape), or retrain a run with them and check it "
+                            "follows the same trajectory")
+    p.add_argument("experiment", help="a run folder (or a run's name under --runs-dir), an "
+                                      "experiment file or a preset")
+    p.add_argument("--measures-every", type=int, default=500, metavar="STEPS",
+                   help="steps between the measures (default 500)")
+    p.set_defaults(handler=cmd_probe)
 
     p = sub.add_parser("runs", help="list the runs under the runs directory")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))

@@ -1,11 +1,13 @@
 """``bnlab run``, ``seed`` and ``sweep``: train an experiment into the run store, with live
-progress, then print its results, verdicts and saved files."""
+progress, then print its results, verdicts and saved files (``train_and_report``, which
+``bnlab probe`` shares)."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import time
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -13,12 +15,16 @@ from bnlab.cli.commands import print_verdicts
 from bnlab.cli.session import console, error_console, load_splits, program, session, without_resume
 from bnlab.errors import BnlabError
 
+if TYPE_CHECKING:  # the command imports the library only when it runs (a fast --help)
+    from bnlab.config.experiment import ExperimentConfig
+    from bnlab.store.runs import Run
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bnlab.api import configure_jax
 
     configure_jax(cache_dir=args.cache_dir)  # before anything runs JAX (validation does)
-    from bnlab.config.experiment import load_experiment, small_batch_warnings, with_overrides
+    from bnlab.config.experiment import load_experiment, with_overrides
 
     if args.retry_diverged and not args.resume:
         raise BnlabError("--retry-diverged retrains the diverged variants of a run being "
@@ -29,6 +35,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BnlabError(f"{args.experiment} has no [sweep] table; add one (docs/sweeps.md), "
                          "give axes with --set 'sweep.\"optimizer.learning_rate\"=[0.01, 0.1]', "
                          "or train it with `bnlab run`")
+    train_and_report(args, config)
+    return 0
+
+
+def train_and_report(args: argparse.Namespace, config: ExperimentConfig) -> Run:
+    """Train ``config`` into a new run folder under ``args.runs_dir`` (or resume the newest
+    unfinished one with ``args.resume``), showing progress, then print its results,
+    verdicts, findings and files; returns the run as read back."""
+    from bnlab.config.experiment import small_batch_warnings
+
     splits = load_splits(args, config.dataset)
     for line in small_batch_warnings(config, len(splits.y_train)):
         error_console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
@@ -142,4 +158,4 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in saved_lines(run_dir, [p.name for p in config.points], config.seed_list,
                             shlex.join(program()), sweep=bool(config.sweep)):
         console.print(line, markup=False)
-    return 0
+    return run

@@ -188,6 +188,16 @@ def load_experiment(file_or_preset: str | Path,
     return parse_experiment(raw, source=source, text=text)
 
 
+def with_settings(config: ExperimentConfig, settings: Sequence[str]) -> ExperimentConfig:
+    """``config`` changed by ``settings`` (``load_experiment``'s ``key = value`` lines), through
+    the checks of a file."""
+    raw = config.to_dict()
+    for setting in settings:
+        raw = _merged(raw, parse_setting(setting))
+    return parse_experiment(raw, source=f"experiment {config.name!r} with "
+                            + "; ".join(one_line(s) for s in settings))
+
+
 def parse_setting(setting: str) -> dict[str, Any]:
     """``"key = value"`` (a TOML line; a value that is not TOML is taken as text) as the
     nested table it sets: ``"optimizer.learning_rate=0.1"`` → ``{"optimizer":

@@ -1,7 +1,7 @@
 """The ``[probe]`` table: what a run records about its networks besides the loss.
 
     [probe]
-    every = 200            # activation statistics every 200 steps (0: none)
+    every = 500            # activation statistics every 500 steps (0: none)
     rows = 256             # on the first 256 validation images, a fixed probe batch
     units = 4              # and the percentiles of each layer's first 4 units
     measures_every = 0     # Santurkar et al.'s ICS and landscape measures (0: none)
@@ -28,7 +28,7 @@ MAX_ROWS = 5_000  # the validation set
 def parse_probe(raw: Any, fail: Fail) -> ProbePlan:
     """The ``[probe]`` table as a ``ProbePlan``; a mistake fails naming ``probe.<key>``."""
     if not isinstance(raw, dict):
-        raise fail("probe", "must be a table ([probe] every = 200, …)")
+        raise fail("probe", "must be a table ([probe] every = 500, …)")
     reject_unknown(raw, KEYS, "probe.", fail)
     default = ProbePlan()
     values: dict[str, Any] = {}

@@ -18,8 +18,20 @@ from bnlab.report.plots import InlineFigure, band_over_seeds, line_style
 Records = Mapping[str, np.ndarray]
 
 
-def _line(ax, x, values, index, label, *, band=True, **style):
-    mean, low, high = band_over_seeds(np.asarray(values, np.float64))
+def _line(ax, x, values, index, label, *, band=True, log=False, within=None, **style):
+    """One variant's mean over seeds with its 95% band; ``log``: the geometric mean and the
+    band of the log values (for positive quantities that vary by factors, on a log axis);
+    ``within``: the ``(low, high)`` the quantity cannot leave (a cosine's), which the band
+    is clipped to."""
+    values = np.asarray(values, np.float64)
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean, low, high = (np.exp(v) for v in band_over_seeds(
+                np.where(values > 0, np.log(values), np.nan)))
+    else:
+        mean, low, high = band_over_seeds(values)
+    if within is not None:
+        low, high = np.clip(low, *within), np.clip(high, *within)
     look = line_style(index, len(x)) | style
     ax.plot(x, mean, label=label, **look)
     if band and np.isfinite(low).any():
@@ -64,8 +76,8 @@ def activation_bands(records: Mapping[str, Records], title: str = "") -> InlineF
     if first is not None:
         first.legend(fontsize=7, loc="best")
     seeds = next((len(records[v][names[0]]) for v, names in layers.items()), 0)
-    figure.suptitle(f"{title + ' — ' if title else ''}input of each hidden nonlinearity on "
-                    f"the probe batch, all units pooled (mean over {seeds} seed(s))",
+    figure.suptitle(f"{title + chr(10) if title else ''}input of each hidden nonlinearity on "
+                    f"the probe batch,\nall units pooled (mean over {seeds} seed(s))",
                     fontsize=10)
     return figure
 
@@ -74,7 +86,8 @@ def figure1(records: Mapping[str, Records], title: str = "") -> InlineFigure:
     """Ioffe & Szegedy's Figure 1 from a run: (a) test accuracy against training steps, one
     line per variant (needs ``test_each_epoch``); then for each variant, the 15th, 50th and
     85th percentiles of one unit's input to the last hidden nonlinearity (unit 0) over
-    training, with the same percentiles of all its layer's units as a shaded band."""
+    training (means over seeds; the median with its 95% band over seeds), with the 15th–85th
+    percentiles of all its layer's units as a grey band."""
     variants = list(records)
     figure = InlineFigure(figsize=(4.2 * (1 + len(variants)), 3.6), layout="constrained")
     axes = figure.subplots(1, 1 + len(variants), squeeze=False)[0]
@@ -102,6 +115,10 @@ def figure1(records: Mapping[str, Records], title: str = "") -> InlineFigure:
                                                      ("85th", "--"))):
             ax.plot(steps, unit[:, column], color=f"C{panel - 1}", linestyle=look,
                     label=f"unit 0, {percentile}")
+        _, low, high = band_over_seeds(record[f"{name}/units"][:, :, 0, 1].astype(np.float64))
+        if np.isfinite(low).any():  # the seeds' spread of unit 0's median
+            ax.fill_between(steps, low, high, color=f"C{panel - 1}", alpha=0.2, linewidth=0,
+                            label="unit 0, 50th: 95% band over seeds")
         letter = chr(ord("a") + panel)
         ax.set_title(f"({letter}) {variant}: {name.removeprefix('activations/')}",
                      fontsize=10)
@@ -111,7 +128,7 @@ def figure1(records: Mapping[str, Records], title: str = "") -> InlineFigure:
     seeds = next((len(r["test/accuracy"]) for r in records.values() if "test/accuracy" in r),
                  None)
     spread = f"mean of {seeds} seeds, band = 95% CI" if seeds and seeds > 1 else "one seed"
-    figure.suptitle(f"{title + ' — ' if title else ''}Figure 1 of Ioffe & Szegedy (2015): "
+    figure.suptitle(f"{title + chr(10) if title else ''}Figure 1 of Ioffe & Szegedy (2015): "
                     f"{spread}", fontsize=10)
     return figure
 
@@ -149,8 +166,10 @@ def measures_figure(records: Mapping[str, Records], title: str = "") -> InlineFi
         for ax, label, values in zip(axes[:panels], labels, curves, strict=True):
             if values is None:  # a variant without this layer, or nothing below it
                 continue
-            _line(ax, steps, values, index, variant)
-            if not label.startswith("cos") and np.nanmin(values) > 0:
+            positive = not label.startswith("cos") and np.nanmin(values) > 0
+            _line(ax, steps, values, index, variant, log=positive,
+                  within=(-1.0, 1.0) if label.startswith("cos") else None)
+            if positive:
                 ax.set_yscale("log")
     for ax in axes[panels:]:
         ax.set_axis_off()
@@ -160,7 +179,7 @@ def measures_figure(records: Mapping[str, Records], title: str = "") -> InlineFi
         ax.set_xlabel("training step")
     if variants and axes[0].has_data():
         axes[0].legend(fontsize=8, loc="best")
-    figure.suptitle(f"{title + ' — ' if title else ''}Santurkar et al. (2018): the loss "
-                    "landscape and internal covariate shift over training (mean over seeds, "
-                    "95% band)", fontsize=10)
+    figure.suptitle(f"{title + chr(10) if title else ''}Santurkar et al. (2018): the loss "
+                    "landscape and internal covariate shift over training\n(geometric mean over "
+                    "seeds on log axes, mean on the others; 95% band)", fontsize=10)
     return figure

@@ -78,7 +78,8 @@ def why_part(run: Run) -> WhyPart | None:
     if any("measures/steps" in r for r in records.values()):
         figures.append(("measures", "Santurkar et al.'s measures over training: effective "
                         "β-smoothness, the gradient change and the loss variation along the "
-                        "gradient, and each Dense layer's internal covariate shift (mean over "
-                        "seeds, 95% band).", measures_figure(records, title)))
+                        "gradient, and each Dense layer's internal covariate shift (geometric "
+                        "mean over seeds on the log axes, 95% band).",
+                        measures_figure(records, title)))
     return WhyPart(plan_text(run), next(iter(records)), tuple(why_findings(run)),
                    tuple(figures))

@@ -67,7 +67,7 @@ class ProbePlan:
     Figure 1a plots test accuracy against steps), not only after the last.
     """
 
-    every: int = 200
+    every: int = 500
     rows: int = 256
     units: int = 4
     measures_every: int = 0
