@@ -33,9 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
-from bnlab.analysis.stats import holm_adjust
+from bnlab.analysis.stats import compare_paired, holm_adjust
 
 ALPHA = 0.05
 
@@ -129,25 +128,20 @@ def per_seed(records: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def ratio_finding(quantity: str, variant: str, reference: str, a: np.ndarray,
                   b: np.ndarray) -> Finding:
-    """``a ÷ b`` paired by seed (one family of one; ``findings`` adjusts p over its own)."""
+    """``a ÷ b`` paired by seed: ``analysis.stats.compare_paired`` on the log values (the
+    seeds where both are finite and positive), exponentiated; one family of one
+    (``findings`` adjusts p over its own)."""
     keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
-    logs = np.log(a[keep]) - np.log(b[keep])
     n = int(keep.sum())
     if n == 0:
         return Finding(quantity, variant, reference, 0, np.nan, np.nan, np.nan, np.nan, np.nan,
                        1)
-    mean = float(logs.mean())
-    if n < 2:
-        low = high = p = float("nan")
-    else:
-        sd = float(logs.std(ddof=1))
-        if sd == 0:
-            half, p = 0.0, (min(1.0, 2 * 0.5**n) if mean != 0 else 1.0)
-        else:
-            half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / np.sqrt(n))
-            p = float(2 * stats.t.sf(abs(mean) / (sd / np.sqrt(n)), n - 1))
-        low, high = float(np.exp(mean - half)), float(np.exp(mean + half))
-    return Finding(quantity, variant, reference, n, float(np.exp(mean)), low, high, p, p, 1)
+    logs = compare_paired(np.log(a[keep]), np.log(b[keep]), name_a=variant, name_b=reference,
+                          metric=quantity, alpha=ALPHA)
+    mean, half = logs.mean_difference, logs.ci_half_width
+    return Finding(quantity, variant, reference, n, float(np.exp(mean)),
+                   float(np.exp(mean - half)), float(np.exp(mean + half)), logs.p_value,
+                   logs.p_value, 1)
 
 
 def findings(per_variant: Mapping[str, Mapping[str, np.ndarray]],
