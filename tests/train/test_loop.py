@@ -104,3 +104,25 @@ def test_a_diverged_history_resumes_without_training_its_lost_seeds_again():
     records = list(train_epochs(trainer, state, epochs=3, start_epoch=1,
                                 diverged=[0, 1]))
     assert records == []  # every seed had diverged: nothing left to train
+
+
+def test_a_diverged_seeds_records_are_nan_from_the_state_that_gave_the_non_finite_loss():
+    from bnlab.train.probes import ProbePlan
+
+    splits = tiny_splits()
+    x = splits.x_train.astype(np.float32) / 255
+    x[17, 2, 1] = np.nan
+    trainer = SeedBatchTrainer(tiny_model(), optax.sgd(0.1), batch_size=8, x_train=x,
+                               y_train=splits.y_train, seeds=(1, 2, 3),
+                               evaluation={"val": (splits.x_val, splits.y_val)},
+                               probe=ProbePlan(every=1, rows=8, units=2, measures_every=1),
+                               probe_images=splits.x_val[:8].astype(np.float32) / 255)
+    state = trainer.init_state()
+    trainer.compile(state)
+    (record,) = train_epochs(trainer, state, epochs=2)
+    layer, _ = record.probes["activations"]["dense/pre_activation"]  # (members, 9 steps, 7)
+    for member, step in record.diverged.items():  # 1-based: step - 1 gave the NaN loss
+        assert np.isfinite(layer[member, :step - 1]).all()
+        assert np.isnan(layer[member, step - 1:]).all()
+        assert np.isnan(record.probes["measures"]["grad_norm"][member, step - 1:]).all()
+        assert np.isfinite(record.probes["measures"]["grad_norm"][member, :step - 1]).all()

@@ -342,8 +342,8 @@ def make_train_epoch(
             chunks, rest = divmod(steps, chunk)
 
             def outer(carry_records, chunk_batches):
-                carry, outputs, records = probed(*carry_records[:1], chunk_batches,
-                                                 carry_records[1])
+                carry, records = carry_records
+                carry, outputs, records = probed(carry, chunk_batches, records)
                 return (carry, records), outputs
 
             head = jax.tree_util.tree_map(
