@@ -236,3 +236,27 @@ def test_a_resumed_run_shows_where_each_resume_ran(run_dir, tmp_path):
     text = write_report([load_run(copy)], tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<th scope=\"row\">resumed</th><td>2026-11-26T05:00:00+00:00 on gpu:&lt;H200&gt;; " \
            "jax 0.11.2</td>" in text
+
+
+def test_the_why_section_states_what_the_probes_measured_in_computed_sentences(tmp_path):
+    import dataclasses
+
+    from bnlab.analysis.why import per_seed
+    from bnlab.report.why import why_findings
+    from bnlab.train.probes import ProbePlan
+
+    config = dataclasses.replace(CONFIG, description="", batch_size=8, probe=ProbePlan(
+        every=2, rows=12, units=2, measures_every=3, test_each_epoch=True))
+    run_experiment(config, tiny_splits(), tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    text = write_report([run], tmp_path / "r.html").read_text(encoding="utf-8")
+    why = text[text.index("<h3>Why</h3>"):text.index("<h3>Models</h3>")]
+    assert "activation statistics every 2 steps on the first 12 validation images" in why
+    # One sentence per quantity the two variants share, each with its own numbers.
+    findings = why_findings(run)
+    shared = set(per_seed(run.records["plain"])) & set(per_seed(run.records[BN]))
+    assert {f.quantity for f in findings} == shared and len(findings) >= 4
+    for finding in findings:
+        assert html.escape(finding.sentence) in why
+        assert f"{finding.n} seeds" in finding.sentence and "plain" in finding.sentence
+    assert why.count("data:image/png;base64,") == 3  # bands, Figure 1, the measures
