@@ -179,8 +179,10 @@ def fit(model: Sequential | str, x: np.ndarray, y: np.ndarray, *, epochs: int = 
     default is the notebook's SGD at 1e-3). ``seeds`` is a count, as in an experiment file:
     that many runs train in one program, with seeds ``seed, seed+1, …`` (the result's
     ``.seeds``), each its own initialization, shuffle order and dropout. With
-    ``validation_data`` every epoch ends with an inference-mode evaluation on it.
-    ``verbose``: 1 a live progress bar, 2 a Keras line per epoch, 0 nothing. A seed whose
+    ``validation_data`` every epoch ends with an inference-mode evaluation on it and, for a
+    model with BatchNorm, one with batch statistics (``val_batchstats_loss``,
+    ``val_batchstats_accuracy`` in ``per_seed``: the train/inference gap). ``verbose``: 1 a
+    live progress bar, 2 a Keras line per epoch, 0 nothing. A seed whose
     loss becomes non-finite is recorded in ``.diverged`` (epoch and step) and its metrics are
     NaN from then on, while the other seeds train on (Keras prints ``nan`` and goes on).
     """
@@ -206,7 +208,8 @@ def fit(model: Sequential | str, x: np.ndarray, y: np.ndarray, *, epochs: int = 
     state = trainer.init_state()
     history = History(trainer.seeds)
     with TrainingProgress(epochs, verbose=verbose) as progress:
-        compile_seconds = trainer.compile(state)
+        compile_seconds = trainer.compile(state, batch_statistics=(
+            tuple(evaluation) if model.has_batchnorm else ()))
         progress.compiled(model.name, compile_seconds)
         for record in train_epochs(trainer, state, epochs=epochs,
                                    validation="val" if evaluation else None):

@@ -42,3 +42,11 @@ def keras_broadcasts_implicitly(request):
         return
     with jax.numpy_rank_promotion("allow"):
         yield
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch (CPU), the reference for its own conventions (skips the test when absent)."""
+    module = pytest.importorskip("torch")
+    module.manual_seed(0)
+    return module

@@ -498,3 +498,81 @@ def test_moving_statistics_carry_no_gradient():
         return new_state["moving_mean"].sum() + new_state["moving_variance"].sum()
 
     np.testing.assert_array_equal(jax.grad(moving_sum)(jnp.asarray(x)), 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Edge cases a direct caller can reach
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_batch_without_real_rows_leaves_moving_statistics_unchanged_and_output_finite(preset):
+    bn = PRESETS[preset]
+    params, _, _ = bn.init(None, (FEATURES,))
+    state = {"moving_mean": jnp.linspace(-1.0, 1.0, FEATURES),
+             "moving_variance": jnp.linspace(0.5, 2.0, FEATURES)}
+    (x,) = random_batches(seed=21, k=1, m=8)
+    cases = {"fully masked": (jnp.asarray(x), jnp.zeros(8, bool)),
+             "empty": (jnp.zeros((0, FEATURES), jnp.float32), None),
+             "empty, masked": (jnp.zeros((0, FEATURES), jnp.float32), jnp.zeros(0, bool))}
+    for name, (rows, mask) in cases.items():
+        y, new_state = bn.apply(params, state, rows, train=True, mask=mask)
+        assert y.shape == rows.shape and np.isfinite(np.asarray(y)).all(), name
+        for key in state:
+            np.testing.assert_array_equal(new_state[key], state[key], err_msg=name)
+
+
+def test_cumulative_average_is_the_plain_mean_of_the_batch_statistics():
+    bn = BatchNorm.pytorch(momentum=None)
+    assert bn.moving_average == "cumulative"
+    gamma, beta = random_affine(seed=22)
+    params, state, _ = bn.init(None, (FEATURES,))
+    params = params_of(gamma, beta)
+    batches = random_batches(seed=23, k=5, m=16)
+    means, variances = [], []
+    for x in batches:
+        _, state = train_step(bn)(params, state, jnp.asarray(x))
+        mu, var, m = ref.minibatch_stats(x)
+        means.append(mu)
+        variances.append(var * m / (m - 1))  # PyTorch stores the unbiased variance
+    assert int(state["num_batches_tracked"]) == 5
+    assert_close(state["moving_mean"], np.mean(means, axis=0))
+    assert_close(state["moving_variance"], np.mean(variances, axis=0))
+
+
+def test_cumulative_average_matches_pytorch_momentum_none(torch):
+    bn = BatchNorm.pytorch(momentum=None)
+    layer = torch.nn.BatchNorm1d(FEATURES, momentum=None).double()
+    gamma, beta = random_affine(seed=24)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(gamma.astype(np.float64)))
+        layer.bias.copy_(torch.from_numpy(beta.astype(np.float64)))
+    params, state, _ = bn.init(None, (FEATURES,))
+    params = params_of(gamma, beta)
+    layer.train()
+    for x in random_batches(seed=25, k=4, m=16):
+        y_torch = layer(torch.from_numpy(x.astype(np.float64))).detach().numpy()
+        y, state = train_step(bn)(params, state, jnp.asarray(x))
+        assert_close(y, y_torch)
+    assert int(state["num_batches_tracked"]) == int(layer.num_batches_tracked)
+    assert_close(state["moving_mean"], layer.running_mean.numpy())
+    assert_close(state["moving_variance"], layer.running_var.numpy())
+    layer.eval()
+    (x,) = random_batches(seed=26, k=1, m=16)
+    y, _ = bn.apply(params, state, jnp.asarray(x), train=False)
+    assert_close(y, layer(torch.from_numpy(x.astype(np.float64))).detach().numpy())
+
+
+@pytest.mark.parametrize("value", [None, "0.9", True, [0.9]], ids=repr)
+@pytest.mark.parametrize("option", ["momentum", "epsilon"])
+def test_non_number_momentum_or_epsilon_is_a_config_error(option, value):
+    with pytest.raises(ConfigError, match=f"BatchNorm {option} must be a number") as err:
+        BatchNorm(**{option: value})
+    if option == "momentum" and value is None:
+        assert "moving_average='cumulative'" in str(err.value)
+
+
+def test_numpy_numbers_are_numbers():
+    bn = BatchNorm(momentum=np.float32(0.9), epsilon=np.float64(1e-5))
+    with pytest.raises(ConfigError, match="momentum must be in"):
+        BatchNorm(momentum=np.float32(1.5))
+    assert bn.decay == pytest.approx(0.9)

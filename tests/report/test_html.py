@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bnlab.analysis.gap import final_gaps
 from bnlab.analysis.stats import compare_all
 from bnlab.cli import main
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
@@ -260,3 +261,22 @@ def test_the_why_section_states_what_the_probes_measured_in_computed_sentences(t
         assert html.escape(finding.sentence) in why
         assert f"{finding.n} seeds" in finding.sentence and "plain" in finding.sentence
     assert why.count("data:image/png;base64,") == 3  # bands, Figure 1, the measures
+
+
+def test_the_gap_section_shows_each_bn_variant_in_both_modes_with_its_paired_sentence(
+        report, run_dir):
+    _, page = report
+    run = load_run(run_dir)
+    history = run.histories[BN].per_seed
+    assert "val_batchstats_accuracy" in history and "val_batchstats_accuracy" not in (
+        run.histories["plain"].per_seed)  # only the model with BatchNorm measured it
+    start = page.index("<h3>Training vs inference</h3>")
+    section = page[start:page.index("<h3>", start + 1)]
+    assert f"<td>{BN}</td>" in section and "<td>plain</td>" not in section
+    (gap,) = final_gaps({BN: history}, epochs=CONFIG.epochs)
+    np.testing.assert_allclose(gap.comparison.mean_difference, np.mean(
+        history["val_accuracy"][:, -1] - history["val_batchstats_accuracy"][:, -1]))
+    assert html.escape(gap.sentence) in section
+    assert section.count("<img") == 1
+    statistics = (run_dir / BN / "statistics.csv").read_text().splitlines()[0]
+    assert "bn_gap_accuracy_mean" in statistics

@@ -233,8 +233,8 @@ def test_variant_hparams_name_the_recipe_the_model_and_the_bn_options():
         "model": "baseline", "optimizer": "sgd", "learning_rate": 1e-3, "batch_size": 32,
         "epochs": 10, "batch_norm_layers": 0, "batch_norm": "none",
         "optimizer.momentum": 0.9, "optimizer.nesterov": True}
-    keras = ("momentum=0.99 epsilon=0.001 momentum_on=old stored_variance=biased center=True "
-             "scale=True")
+    keras = ("momentum=0.99 epsilon=0.001 momentum_on=old stored_variance=biased "
+             "moving_average=exponential center=True scale=True freeze=False freeze_affine=False")
     assert (bn_after["batch_norm_layers"], bn_after["batch_norm"]) == (3, keras)
     assert mixed["model"] == "layers"
     pytorch_like = keras.replace("0.99", "0.9").replace("old", "new")

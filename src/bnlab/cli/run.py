@@ -144,6 +144,10 @@ def train_and_report(args: argparse.Namespace, config: ExperimentConfig) -> Run:
         for line in best_lines(run):
             console.print(line)
     print_verdicts(run)
+    from bnlab.report.console import gap_lines
+
+    for line in gap_lines(run):
+        console.print(line, markup=False)
     from bnlab.report.why import why_findings
 
     found = why_findings(run)

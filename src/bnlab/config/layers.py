@@ -17,13 +17,17 @@ from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 from bnlab.nn.model import Layer
-from bnlab.nn.norms import NoisyBatchNorm
+from bnlab.nn.norms import BatchRenorm, GhostBatchNorm, GroupNorm, LayerNorm, NoisyBatchNorm
 
 LAYER_TYPES: dict[str, type] = {
     "flatten": Flatten,
     "dense": Dense,
     "batch_norm": BatchNorm,
     "noisy_batch_norm": NoisyBatchNorm,
+    "batch_renorm": BatchRenorm,
+    "ghost_batch_norm": GhostBatchNorm,
+    "layer_norm": LayerNorm,
+    "group_norm": GroupNorm,
     "activation": Activation,
     "leaky_relu": LeakyReLU,
     "dropout": Dropout,

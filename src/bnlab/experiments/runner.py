@@ -170,7 +170,8 @@ def train_program(
                 or set(history.diverged) >= set(program.seeds))
 
     done = all(finished(p) for p in program.points)
-    seconds = trainer.compile(state, training=not done)
+    seconds = trainer.compile(state, training=not done, batch_statistics=(
+        ("val",) if trainer.model.has_batchnorm else ()))
     for name, value in compile_seconds.items():
         compile_seconds[name] = seconds if value is None else value
     if on_compiled:

@@ -13,7 +13,12 @@ Training uses the batch statistics and updates moving statistics for inference:
     momentum_on="new" (PyTorch):      moving ← (1 − momentum) · moving + momentum · batch
 
 where the stored variance is σ²_B (``stored_variance="biased"``, Keras/Flax) or the
-unbiased m/(m−1) · σ²_B (``"unbiased"``, PyTorch and the paper's population estimate).
+unbiased m/(m−1) · σ²_B (``"unbiased"``, PyTorch and the paper's population estimate). With
+``moving_average="cumulative"`` (PyTorch's ``momentum=None``) the moving statistics are the
+plain mean of every batch's so far: after the n-th batch, moving ← moving + (batch − moving)/n,
+with n counted in the state's ``num_batches_tracked``. A batch without real rows (empty, or
+every row masked) leaves the moving statistics as they were.
+
 Inference is one affine map per feature:
 
     y = γ · (x − moving_mean) / √(moving_variance + ε) + β  =  s · x + (β − moving_mean · s)
@@ -22,7 +27,16 @@ Keras's defaults are this module's defaults: momentum 0.99 on the old value, ε 
 biased stored variance, γ = 1, β = 0, moving_mean = 0, moving_variance = 1.
 
 Trainable parameters (``params``): ``gamma``, ``beta``. Non-trainable state (``bn_state``):
-``moving_mean``, ``moving_variance``. Both are dicts of ``(features,)`` float32 arrays.
+``moving_mean``, ``moving_variance`` (and ``num_batches_tracked``, an int32 scalar, for the
+cumulative average). Both are dicts of ``(features,)`` float32 arrays.
+
+**Freezing is not inference.** ``train`` picks the statistics a call normalizes with (the
+batch's or the moving ones); freezing picks what training may change, independently:
+``freeze=True`` keeps γ, β *and* the moving statistics fixed (γ and β then live in
+``bn_state``, the non-trainable tree, so no optimizer sees them and every count calls them
+non-trainable), ``freeze_affine=True`` keeps only γ, β fixed while training still updates the
+moving statistics. Keras's ``trainable=False`` is ``freeze=True`` *and* ``train=False``
+together; here each is asked for by name.
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from bnlab.errors import ConfigError
-from bnlab.nn.layers import is_number
+from bnlab.nn.layers import is_number, is_traced
 
 Array = jax.Array
 
@@ -51,7 +65,12 @@ class BatchNorm:
         stored_variance: ``"biased"`` stores σ²_B (Keras, Flax); ``"unbiased"`` stores
             m/(m−1)·σ²_B (PyTorch; the paper's population variance). Training always
             normalizes with the biased σ²_B.
+        moving_average: ``"exponential"`` (the formulas above, with ``momentum``) or
+            ``"cumulative"`` (PyTorch's ``momentum=None``: the mean of all batches so far;
+            ``momentum`` is then unused).
         center: learn β (Keras ``center``); ``scale``: learn γ (Keras ``scale``).
+        freeze: γ, β and the moving statistics stay as they are, in training too (module
+            docstring); ``freeze_affine``: only γ and β do.
         axis_name: for synchronized BN under ``pmap``/``shard_map``: batch statistics are
             averaged over this mapped axis (the global batch), like PyTorch's SyncBatchNorm.
     """
@@ -60,13 +79,22 @@ class BatchNorm:
     epsilon: float = 1e-3
     momentum_on: Literal["old", "new"] = "old"
     stored_variance: Literal["biased", "unbiased"] = "biased"
+    moving_average: Literal["exponential", "cumulative"] = "exponential"
     center: bool = True
     scale: bool = True
+    freeze: bool = False
+    freeze_affine: bool = False
     axis_name: str | None = None
 
     def __post_init__(self) -> None:
         # A traced momentum or epsilon (a sweep member's scalar, ``train.engine.Bind``) was
         # checked as a number in its config; only numbers are checked here.
+        for name in ("momentum", "epsilon"):
+            value = getattr(self, name)
+            if not is_number(value) and not is_traced(value):
+                hint = (" (PyTorch's momentum=None is moving_average='cumulative')"
+                        if name == "momentum" and value is None else "")
+                raise ConfigError(f"BatchNorm {name} must be a number, got {value!r}{hint}")
         if is_number(self.momentum) and not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"BatchNorm momentum must be in [0, 1], got {self.momentum}")
         if is_number(self.epsilon) and not 0.0 < self.epsilon < float("inf"):  # NaN fails
@@ -81,6 +109,9 @@ class BatchNorm:
                 f"BatchNorm stored_variance must be 'biased' or 'unbiased', "
                 f"got {self.stored_variance!r}"
             )
+        if self.moving_average not in ("exponential", "cumulative"):
+            raise ConfigError(f"BatchNorm moving_average must be 'exponential' or "
+                              f"'cumulative', got {self.moving_average!r}")
 
     @classmethod
     def keras(cls, **overrides: object) -> BatchNorm:
@@ -89,9 +120,12 @@ class BatchNorm:
 
     @classmethod
     def pytorch(cls, **overrides: object) -> BatchNorm:
-        """PyTorch ``BatchNorm1d()``: momentum 0.1 on new, ε 1e-5, unbiased stored variance."""
+        """PyTorch ``BatchNorm1d()``: momentum 0.1 on new, ε 1e-5, unbiased stored variance;
+        ``momentum=None`` is PyTorch's cumulative average (``moving_average="cumulative"``)."""
         defaults = {"momentum": 0.1, "epsilon": 1e-5, "momentum_on": "new",
                     "stored_variance": "unbiased"}
+        if "momentum" in overrides and overrides["momentum"] is None:
+            overrides = {**overrides, "momentum": 0.1, "moving_average": "cumulative"}
         return cls(**{**defaults, **overrides})
 
     @classmethod
@@ -113,15 +147,20 @@ class BatchNorm:
                 "put a Flatten layer before it"
             )
         (features,) = in_shape
-        params = {}
+        affine = {}
         if self.scale:
-            params["gamma"] = jnp.ones((features,), jnp.float32)
+            affine["gamma"] = jnp.ones((features,), jnp.float32)
         if self.center:
-            params["beta"] = jnp.zeros((features,), jnp.float32)
+            affine["beta"] = jnp.zeros((features,), jnp.float32)
+        frozen_affine = self.freeze or self.freeze_affine
+        params = {} if frozen_affine else affine
         bn_state = {
+            **(affine if frozen_affine else {}),
             "moving_mean": jnp.zeros((features,), jnp.float32),
             "moving_variance": jnp.ones((features,), jnp.float32),
         }
+        if self.moving_average == "cumulative":
+            bn_state["num_batches_tracked"] = jnp.zeros((), jnp.int32)
         return params, bn_state, in_shape
 
     def apply(
@@ -139,41 +178,66 @@ class BatchNorm:
         ``mask: (batch,)`` bool marks the real rows of a padded batch (the ragged last
         batch of an epoch): statistics are taken over those rows only. In training a batch
         of one row is an error: its variance is 0 and every output would silently equal β.
+        A batch without real rows leaves the moving statistics unchanged.
         """
         del key
         if not train:
             scale, shift = inference_affine(params, bn_state, self.epsilon)
             return x * scale[None, :] + shift[None, :], bn_state
         x_hat, new_bn_state = self.normalize(bn_state, x, mask=mask)
-        gamma, beta = self.affine(params, x_hat)
+        gamma, beta = self.affine(params, bn_state, x_hat)
         return x_hat * gamma[None, :] + beta[None, :], new_bn_state
 
     def normalize(self, bn_state: dict, x: Array, *,
                   mask: Array | None = None) -> tuple[Array, dict]:
         """Training-mode steps 1–3 of Algorithm 1: ``(x̂: (batch, features), new_bn_state)``
         with the moving statistics updated; ``apply`` then scales and shifts."""
-        if x.shape[0] == 1 and mask is None:
-            raise ConfigError(
-                "BatchNorm in training needs at least 2 rows per batch, got 1 (its variance is "
-                "0 and the output would equal beta); use a larger batch or train=False"
-            )
+        self.check_training_rows(x, mask)
         mean, variance, count = batch_moments(x, mask, self.axis_name)
         x_hat = (x - mean[None, :]) * jax.lax.rsqrt(variance + self.epsilon)[None, :]
+        return x_hat, self.updated_statistics(bn_state, mean, variance, count)
+
+    def check_training_rows(self, x: Array, mask: Array | None) -> None:
+        """A training batch of one (unmasked) row is a ``ConfigError``: its variance is 0."""
+        if x.shape[0] == 1 and mask is None:
+            raise ConfigError(
+                f"{type(self).__name__} in training needs at least 2 rows per batch, got 1 "
+                "(its variance is 0 and the output would equal beta); use a larger batch or "
+                "train=False"
+            )
+
+    def updated_statistics(self, bn_state: dict, mean: Array, variance: Array,
+                           count: Array) -> dict:
+        """``bn_state`` after a training batch of ``count`` real rows with moments ``mean``,
+        biased ``variance`` (``(features,)``): the moving averages of the module docstring;
+        unchanged when ``count`` is 0 or the layer is frozen."""
+        if self.freeze:
+            return bn_state
         if self.stored_variance == "unbiased":  # m/(m−1); one real row (masked) stays finite
             stored = variance * count / jnp.maximum(count - 1.0, 1.0)
         else:
             stored = variance
-        new_bn_state = {
-            "moving_mean": _moving_average(bn_state["moving_mean"], mean, self.decay),
-            "moving_variance": _moving_average(bn_state["moving_variance"], stored, self.decay),
-        }
-        return x_hat, new_bn_state
+        new_bn_state = dict(bn_state)
+        if self.moving_average == "cumulative":
+            tracked = bn_state["num_batches_tracked"] + 1
+            decay = 1.0 - 1.0 / tracked.astype(jnp.float32)
+            new_bn_state["num_batches_tracked"] = tracked
+        else:
+            decay = self.decay
+        new_bn_state["moving_mean"] = _moving_average(bn_state["moving_mean"], mean, decay)
+        new_bn_state["moving_variance"] = _moving_average(bn_state["moving_variance"], stored,
+                                                          decay)
+        has_rows = count > 0  # an empty or fully masked batch updates nothing
+        return {name: jnp.where(has_rows, value, bn_state[name])
+                for name, value in new_bn_state.items()}
 
-    def affine(self, params: dict, x_hat: Array) -> tuple[Array, Array]:
+    def affine(self, params: dict, bn_state: dict, x_hat: Array) -> tuple[Array, Array]:
         """``(γ, β)`` for ``x̂: (batch, features)`` as ``(features,)`` arrays: the learned
-        ones, or 1 and 0 (constants, no gradient) where ``scale`` / ``center`` is off."""
-        gamma = params["gamma"] if self.scale else jnp.ones(x_hat.shape[-1:], x_hat.dtype)
-        beta = params["beta"] if self.center else jnp.zeros(x_hat.shape[-1:], x_hat.dtype)
+        ones (or the frozen ones, in ``bn_state``), or 1 and 0 (constants, no gradient)
+        where ``scale`` / ``center`` is off."""
+        gamma, beta = affine_parameters(params, bn_state)
+        gamma = gamma if gamma is not None else jnp.ones(x_hat.shape[-1:], x_hat.dtype)
+        beta = beta if beta is not None else jnp.zeros(x_hat.shape[-1:], x_hat.dtype)
         return gamma, beta
 
 
@@ -197,13 +261,22 @@ def batch_moments(
     if axis_name is not None:
         total = jax.lax.psum(total, axis_name)
         row_sum = jax.lax.psum(row_sum, axis_name)
-    mean = row_sum / total
+    mean = row_sum / jnp.maximum(total, 1.0)  # no rows: mean 0, variance 0, count 0
     centred = (real - mean[None, :] if mask is None
                else jnp.where(mask[:, None], x - mean[None, :], 0.0))
     square_sum = jnp.sum(centred * centred, axis=0)
     if axis_name is not None:
         square_sum = jax.lax.psum(square_sum, axis_name)
-    return mean, square_sum / total, total
+    return mean, square_sum / jnp.maximum(total, 1.0), total
+
+
+def affine_parameters(params: dict, bn_state: dict) -> tuple[Array | None, Array | None]:
+    """A BatchNorm layer's ``(γ, β)``: trained (in ``params``) or frozen (in ``bn_state``);
+    ``None`` for one the layer does not have (``scale`` / ``center`` off)."""
+    def find(name: str) -> Array | None:
+        return params.get(name, bn_state.get(name))
+
+    return find("gamma"), find("beta")
 
 
 def inference_affine(params: dict, bn_state: dict, epsilon: float) -> tuple[Array, Array]:
@@ -212,15 +285,16 @@ def inference_affine(params: dict, bn_state: dict, epsilon: float) -> tuple[Arra
     ``scale = γ / √(moving_variance + ε)``, ``shift = β − moving_mean · scale``; this is
     the map that folds into a neighbouring Dense layer for deployment.
     """
+    gamma, beta = affine_parameters(params, bn_state)
     scale = jax.lax.rsqrt(bn_state["moving_variance"] + epsilon)
-    if "gamma" in params:
-        scale = scale * params["gamma"]
+    if gamma is not None:
+        scale = scale * gamma
     shift = -bn_state["moving_mean"] * scale
-    if "beta" in params:
-        shift = shift + params["beta"]
+    if beta is not None:
+        shift = shift + beta
     return scale, shift
 
 
-def _moving_average(old: Array, new: Array, decay: float) -> Array:
+def _moving_average(old: Array, new: Array, decay: float | Array) -> Array:
     # The batch statistics carry no gradient into the running averages.
     return decay * old + (1.0 - decay) * jax.lax.stop_gradient(new)

@@ -55,7 +55,7 @@ def apply_training(
         x, _ = model.layers[i].apply(params[i], bn_state[i], x, train=True)
     batchnorm, dense = model.layers[index], model.layers[index + 1]
     x_hat, normalized_state = batchnorm.normalize(bn_state[index], x, mask=mask)
-    gamma, beta = batchnorm.affine(params[index], x_hat)
+    gamma, beta = batchnorm.affine(params[index], bn_state[index], x_hat)
     kernel = params[index + 1]["kernel"]
     bias = (params[index + 1]["bias"] if dense.use_bias
             else jnp.zeros(kernel.shape[-1:], kernel.dtype))

@@ -15,11 +15,13 @@ fan_in, truncated normal, stddev divided by 0.87962566)); LeakyReLU's negative s
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bnlab.errors import ConfigError
 
@@ -51,9 +53,15 @@ RANDOM_NORMAL_STDDEV = 0.05  # Keras's RandomNormal default
 
 
 def is_number(value: object) -> bool:
-    """Whether ``value`` is a Python number (not a JAX array or tracer): a layer checks the
-    range of its numeric options only then, since a traced value has no value to check."""
-    return isinstance(value, int | float)
+    """Whether ``value`` is a real number, Python's or NumPy's, not a bool (nor a JAX array or
+    tracer): a layer checks the range of its numeric options only then, since a traced value
+    has no value to check."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def is_traced(value: object) -> bool:
+    """Whether ``value`` is a JAX array or tracer: a sweep member's scalar bound as data."""
+    return isinstance(value, jax.Array | jax.core.Tracer)
 
 
 def _check_choice(kind: str, value: str, allowed: dict) -> None:

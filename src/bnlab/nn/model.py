@@ -13,6 +13,7 @@ which computes it stably; ``jax.nn.softmax(logits)`` gives the probabilities.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -20,10 +21,11 @@ import jax
 from bnlab.errors import ConfigError, LayerInputError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
-from bnlab.nn.norms import NoisyBatchNorm
+from bnlab.nn.norms import BatchRenorm, GhostBatchNorm, GroupNorm, LayerNorm, NoisyBatchNorm
 
 Array = jax.Array
-Layer = Flatten | Dense | Activation | LeakyReLU | Dropout | BatchNorm | NoisyBatchNorm
+Layer = (Flatten | Dense | Activation | LeakyReLU | Dropout | BatchNorm | NoisyBatchNorm
+         | BatchRenorm | GhostBatchNorm | LayerNorm | GroupNorm)
 
 KERAS_TYPE_NAMES = {  # layer type -> (Keras class name, Keras auto-name base)
     Flatten: ("Flatten", "flatten"),
@@ -33,6 +35,10 @@ KERAS_TYPE_NAMES = {  # layer type -> (Keras class name, Keras auto-name base)
     Dropout: ("Dropout", "dropout"),
     BatchNorm: ("BatchNormalization", "batch_normalization"),
     NoisyBatchNorm: ("NoisyBatchNormalization", "noisy_batch_normalization"),  # bnlab's
+    BatchRenorm: ("BatchRenormalization", "batch_renormalization"),  # Keras 2: an option of BN
+    GhostBatchNorm: ("GhostBatchNormalization", "ghost_batch_normalization"),  # bnlab's
+    LayerNorm: ("LayerNormalization", "layer_normalization"),
+    GroupNorm: ("GroupNormalization", "group_normalization"),
 }
 
 
@@ -54,6 +60,27 @@ class Sequential:
                               f"{', '.join(unknown)}")
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
+
+    @property
+    def has_batchnorm(self) -> bool:
+        """Whether a layer normalizes with batch statistics in training (the BatchNorm
+        family), so that training and inference compute differently."""
+        return any(isinstance(layer, BatchNorm) for layer in self.layers)
+
+    def without_training_noise(self) -> Sequential:
+        """This model with what training adds at random taken out: Dropout at rate 0, noisy
+        BatchNorm as the BatchNorm it wraps. ``apply(..., train=True)`` of it normalizes
+        with batch statistics and is otherwise deterministic (needs no key)."""
+        plain_fields = {f.name for f in dataclasses.fields(BatchNorm)}
+
+        def quiet(layer: Layer) -> Layer:
+            if isinstance(layer, Dropout):
+                return Dropout(0.0)
+            if isinstance(layer, NoisyBatchNorm):
+                return BatchNorm(**{name: getattr(layer, name) for name in plain_fields})
+            return layer
+
+        return dataclasses.replace(self, layers=tuple(quiet(layer) for layer in self.layers))
 
     @property
     def layer_names(self) -> tuple[str, ...]:

@@ -1,4 +1,7 @@
-"""Normalization layers beside BatchNorm, each written like ``batchnorm.py``.
+"""Normalization layers beside BatchNorm, each written like ``batchnorm.py``: the BN family
+(noisy BN, Batch Renormalization, ghost BN: BatchNorm's options, state and inference, another
+training computation) and the per-row controls (LayerNorm, GroupNorm: one computation in
+training and inference, no state, no dependence on the batch).
 
 **Noisy BatchNorm** (Santurkar et al. 2018, "How Does Batch Normalization Help
 Optimization?", §2.1): BatchNorm whose output is made deliberately unstable during training,
@@ -22,12 +25,13 @@ Trainable parameters and state are BatchNorm's (``gamma``, ``beta``; ``moving_me
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
 from bnlab.errors import ConfigError
-from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.batchnorm import BatchNorm, batch_moments
 from bnlab.nn.layers import is_number
 
 Array = jax.Array
@@ -80,3 +84,217 @@ class NoisyBatchNorm(BatchNorm):
                               "every step)")
         scale, shift = self.noise(key, x.shape[-1])
         return y * scale[None, :] + shift[None, :], new_bn_state
+
+
+@dataclass(frozen=True)
+class BatchRenorm(BatchNorm):
+    """Batch Renormalization (Ioffe 2017, "Batch Renormalization: Towards Reducing Minibatch
+    Dependence in Batch-Normalized Models", Algorithm 1), over ``x: (batch, features)``.
+
+    Training normalizes with the batch statistics and then corrects them towards the moving
+    ones, so that training computes what inference will (exactly, when r and d are not clipped):
+
+        σ_B = √(σ²_B + ε),   σ = √(moving_variance + ε)          (moving values before the step)
+        r = stop_gradient(clip(σ_B / σ, 1/r_max, r_max))
+        d = stop_gradient(clip((μ_B − moving_mean) / σ, −d_max, d_max))
+        x̂ = (x − μ_B) / σ_B · r + d,   y = γ · x̂ + β
+
+    r and d are constants in the backward pass (the gradient is BatchNorm's, scaled by r).
+    With ``schedule="paper"`` the limits start at r_max = 1, d_max = 0 (plain BatchNorm) for
+    ``warmup_steps`` training steps and then relax linearly to ``rmax`` at step ``rmax_steps``
+    and ``dmax`` at ``dmax_steps`` (the paper's §4: 5,000 steps of BN, r_max = 3 at 40k and
+    d_max = 5 at 25k steps, the defaults); ``schedule="fixed"`` clips at ``rmax``, ``dmax``
+    from the first step, as Keras 2's ``renorm_clipping``. The moving statistics are
+    BatchNorm's (all its conventions; the paper averages σ rather than σ², a difference of
+    second order in the momentum's step), and inference is BatchNorm's. The state also counts
+    the training steps taken (``steps``, int32), which the schedule reads.
+    """
+
+    rmax: float = 3.0
+    dmax: float = 5.0
+    schedule: Literal["paper", "fixed"] = "paper"
+    warmup_steps: int = 5000
+    rmax_steps: int = 40000
+    dmax_steps: int = 25000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.schedule not in ("paper", "fixed"):
+            raise ConfigError(f"BatchRenorm schedule must be 'paper' or 'fixed', got "
+                              f"{self.schedule!r}")
+        if not (is_number(self.rmax) and is_number(self.dmax) and 1.0 <= self.rmax < float("inf")
+                and 0.0 <= self.dmax < float("inf")):
+            raise ConfigError(f"BatchRenorm needs rmax ≥ 1 and dmax ≥ 0 (finite), got "
+                              f"{self.rmax}, {self.dmax}")
+        steps = (self.warmup_steps, self.rmax_steps, self.dmax_steps)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in steps) or not (
+                0 <= self.warmup_steps <= min(self.rmax_steps, self.dmax_steps)):
+            raise ConfigError(f"BatchRenorm needs whole numbers 0 ≤ warmup_steps ≤ rmax_steps, "
+                              f"dmax_steps, got {steps}")
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        params, bn_state, out_shape = super().init(key, in_shape)
+        return params, {**bn_state, "steps": jnp.zeros((), jnp.int32)}, out_shape
+
+    def limits(self, steps: Array) -> tuple[Array, Array]:
+        """``(r_max, d_max)`` after ``steps`` training steps (class docstring)."""
+        if self.schedule == "fixed":
+            return jnp.float32(self.rmax), jnp.float32(self.dmax)
+
+        def relaxed(end: int) -> Array:
+            done = (steps - self.warmup_steps) / max(end - self.warmup_steps, 1)
+            return jnp.clip(done.astype(jnp.float32), 0.0, 1.0)
+
+        return 1.0 + (self.rmax - 1.0) * relaxed(self.rmax_steps), self.dmax * relaxed(
+            self.dmax_steps)
+
+    def normalize(self, bn_state: dict, x: Array, *,
+                  mask: Array | None = None) -> tuple[Array, dict]:
+        """``(x̂: (batch, features), new_bn_state)`` of the class docstring."""
+        self.check_training_rows(x, mask)
+        mean, variance, count = batch_moments(x, mask, self.axis_name)
+        sigma_batch = jnp.sqrt(variance + self.epsilon)
+        sigma = jnp.sqrt(bn_state["moving_variance"] + self.epsilon)
+        r_max, d_max = self.limits(bn_state["steps"])
+        r = jax.lax.stop_gradient(jnp.clip(sigma_batch / sigma, 1.0 / r_max, r_max))
+        d = jax.lax.stop_gradient(jnp.clip((mean - bn_state["moving_mean"]) / sigma,
+                                           -d_max, d_max))
+        x_hat = (x - mean[None, :]) * (r / sigma_batch)[None, :] + d[None, :]
+        new_bn_state = self.updated_statistics(bn_state, mean, variance, count)
+        if new_bn_state is not bn_state:  # frozen: the schedule stands still too
+            new_bn_state = {**new_bn_state,
+                            "steps": bn_state["steps"] + (count > 0).astype(jnp.int32)}
+        return x_hat, new_bn_state
+
+
+@dataclass(frozen=True)
+class GhostBatchNorm(BatchNorm):
+    """Ghost Batch Normalization (Hoffer, Hubara & Soudry 2017, "Train longer, generalize
+    better", §4), over ``x: (batch, features)``.
+
+    In training the batch is split into ghost batches of ``virtual_batch_size`` consecutive
+    rows, and each is normalized with its own statistics (Algorithm 1 on each ghost); a batch
+    of at most ``virtual_batch_size`` rows is one ghost (plain BatchNorm), a larger one must
+    be a multiple of it. The moving statistics take one step per batch, towards the mean over
+    the ghosts of their means and of their variances. Inference is BatchNorm's: the moving
+    statistics, row by row, for any batch size (Keras 2's ``virtual_batch_size`` also split
+    inference batches, which made a prediction depend on its neighbours; not here).
+    """
+
+    virtual_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        size = self.virtual_batch_size
+        if not isinstance(size, int) or isinstance(size, bool) or size < 2:
+            raise ConfigError(f"GhostBatchNorm virtual_batch_size must be a whole number ≥ 2 "
+                              f"(a ghost of one row has variance 0), got {size!r}")
+
+    def normalize(self, bn_state: dict, x: Array, *,
+                  mask: Array | None = None) -> tuple[Array, dict]:
+        """``(x̂: (batch, features), new_bn_state)``, each ghost normalized alone."""
+        rows, features = x.shape
+        if rows <= self.virtual_batch_size:
+            return super().normalize(bn_state, x, mask=mask)
+        if rows % self.virtual_batch_size:
+            raise ConfigError(f"GhostBatchNorm: a batch of {rows} rows does not split into "
+                              f"ghost batches of {self.virtual_batch_size}; pick a batch size "
+                              "that is a multiple of virtual_batch_size")
+        ghosts = rows // self.virtual_batch_size
+        x_ghosts = x.reshape(ghosts, self.virtual_batch_size, features)
+        mask_ghosts = (jnp.ones((ghosts, self.virtual_batch_size), bool) if mask is None
+                       else mask.reshape(ghosts, self.virtual_batch_size))
+        means, variances, counts = jax.vmap(batch_moments, in_axes=(0, 0, None))(
+            x_ghosts, mask_ghosts, self.axis_name)  # (ghosts, features), …, (ghosts,)
+        x_hat = (x_ghosts - means[:, None, :]) * jax.lax.rsqrt(variances + self.epsilon)[
+            :, None, :]
+        real = (counts > 0).astype(x.dtype)  # ghosts with rows; a padded-out one counts not
+        used = jnp.maximum(real.sum(), 1.0)
+        mean = (means * real[:, None]).sum(axis=0) / used
+        variance = (variances * real[:, None]).sum(axis=0) / used
+        count = (counts * real).sum() / used  # rows per ghost: the unbiased factor's m
+        return x_hat.reshape(rows, features), self.updated_statistics(bn_state, mean, variance,
+                                                                      count)
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """Layer Normalization (Ba, Kiros & Hinton 2016), over the features of each row of
+    ``x: (batch, features)``:
+
+        μ_i = (1/F) Σ_j x_ij,   σ²_i = (1/F) Σ_j (x_ij − μ_i)²,
+        y_ij = γ_j · (x_ij − μ_i) / √(σ²_i + ε) + β_j
+
+    The same computation in training and inference, no state and no dependence on the other
+    rows: a control for what BatchNorm's batch statistics do. Keras 3's
+    ``LayerNormalization`` defaults (ε = 1e-3; PyTorch's ``LayerNorm`` uses 1e-5).
+    Parameters: ``gamma``, ``beta`` ``(features,)`` (``scale`` / ``center`` off: none).
+    """
+
+    epsilon: float = 1e-3
+    center: bool = True
+    scale: bool = True
+
+    def __post_init__(self) -> None:
+        if not is_number(self.epsilon) or not 0.0 < self.epsilon < float("inf"):
+            raise ConfigError(f"LayerNorm epsilon must be a finite number > 0, got "
+                              f"{self.epsilon!r}")
+
+    def groups_of(self, features: int) -> int:
+        """Statistics are taken over groups of features; LayerNorm's is all of them."""
+        del features
+        return 1
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        """``(params, {}, out_shape)`` for inputs ``(batch, *in_shape)``; ``key`` unused."""
+        del key
+        name = type(self).__name__
+        if len(in_shape) != 1:
+            raise ConfigError(f"{name} expects flat (batch, features) inputs, got feature "
+                              f"shape {in_shape}; put a Flatten layer before it")
+        (features,) = in_shape
+        self.groups_of(features)  # checks that the groups split the features
+        params = {}
+        if self.scale:
+            params["gamma"] = jnp.ones((features,), jnp.float32)
+        if self.center:
+            params["beta"] = jnp.zeros((features,), jnp.float32)
+        return params, {}, in_shape
+
+    def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
+              mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
+        """Normalize each row of ``x: (batch, features)`` by group; ``(y, bn_state)``."""
+        del train, mask, key  # per row: the same in training and inference, padding harmless
+        rows, features = x.shape
+        groups = self.groups_of(features)
+        grouped = x.reshape(rows, groups, features // groups)
+        mean = grouped.mean(axis=-1, keepdims=True)
+        centred = grouped - mean
+        variance = (centred * centred).mean(axis=-1, keepdims=True)  # two-pass: never < 0
+        y = (centred * jax.lax.rsqrt(variance + self.epsilon)).reshape(rows, features)
+        if self.scale:
+            y = y * params["gamma"][None, :]
+        if self.center:
+            y = y + params["beta"][None, :]
+        return y, bn_state
+
+
+@dataclass(frozen=True)
+class GroupNorm(LayerNorm):
+    """Group Normalization (Wu & He 2018), over ``x: (batch, features)``: LayerNorm's formula
+    with the statistics taken over each of ``groups`` consecutive groups of F/G features of a
+    row (``groups=1`` is LayerNorm; ``groups=F`` normalizes each feature alone). γ and β are
+    per feature. Keras 3's ``GroupNormalization`` defaults (32 groups, ε = 1e-3); the groups
+    must split the features evenly (300 and 100 units: e.g. 4, 5, 10, 20, 25, 50).
+    """
+
+    groups: int = 32
+
+    def groups_of(self, features: int) -> int:
+        groups = self.groups
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            raise ConfigError(f"GroupNorm groups must be a whole number ≥ 1, got {groups!r}")
+        if features % groups:
+            raise ConfigError(f"GroupNorm: {groups} groups do not split {features} features "
+                              f"evenly; pick groups that divide {features}")
+        return groups

@@ -5,13 +5,15 @@ and the PyTorch view, and every variable with its trainable flag.
     summary.total, summary.trainable, summary.non_trainable    # 271346 268978 2368
     summary.layers[1]     # LayerRow(name='batch_normalization', type_name='BatchNormalization',
                           #          output_shape=(None, 784), params=3136)
-    summary.batchnorm_variables()  # gamma, beta (trainable), moving_mean, moving_variance
+    summary.normalization_variables()  # gamma, beta (trainable), moving_mean, moving_variance
 
 Keras counts four numbers per BatchNorm feature (γ and β trainable, the two moving statistics
 not); PyTorch counts γ and β as parameters and the statistics, plus one
-``num_batches_tracked`` per BatchNorm layer, as buffers. A summary renders itself: as Rich
-tables in a terminal (``rich.print(summary)``, ``str(summary)``) and as an HTML table in
-Jupyter (``_repr_html_``); the CLI and the HTML report use these two renderings.
+``num_batches_tracked`` per BatchNorm layer, as buffers. A frozen BatchNorm's γ and β live in
+its non-trainable state, so they count as non-trainable, and its row says ``frozen``. A
+summary renders itself: as Rich tables in a terminal (``rich.print(summary)``,
+``str(summary)``) and as an HTML table in Jupyter (``_repr_html_``); the CLI and the HTML
+report use these two renderings.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rich.table import Table
 
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.model import KERAS_TYPE_NAMES, Sequential
+from bnlab.nn.norms import LayerNorm
 
 
 class LayerRow(NamedTuple):
@@ -37,6 +40,12 @@ class LayerRow(NamedTuple):
     type_name: str
     output_shape: tuple[int | None, ...]
     params: int
+    frozen: str = ""  # "frozen" (γ, β and moving statistics), "γ, β frozen", or ""
+
+    @property
+    def type_label(self) -> str:
+        """``BatchNormalization`` or ``BatchNormalization, frozen``."""
+        return f"{self.type_name}, {self.frozen}" if self.frozen else self.type_name
 
 
 class Variable(NamedTuple):
@@ -57,6 +66,8 @@ class ModelSummary:
     layers: tuple[LayerRow, ...]
     variables: tuple[Variable, ...]
     batchnorm_layers: int
+    normalization_layers: tuple[str, ...] = ()  # names of the BatchNorm-family, LayerNorm
+    #                                             and GroupNorm layers
 
     @property
     def trainable(self) -> int:
@@ -65,7 +76,8 @@ class ModelSummary:
 
     @property
     def non_trainable(self) -> int:
-        """BatchNorm moving statistics (Keras "Non-trainable params")."""
+        """BatchNorm moving statistics, frozen γ and β and step counters (Keras
+        "Non-trainable params")."""
         return sum(math.prod(v.shape) for v in self.variables if not v.trainable)
 
     @property
@@ -75,13 +87,14 @@ class ModelSummary:
 
     @property
     def pytorch_buffers(self) -> int:
-        """PyTorch's buffer count: the moving statistics and one ``num_batches_tracked``
-        per BatchNorm layer (its parameters are ``trainable``)."""
-        return self.non_trainable + self.batchnorm_layers
+        """PyTorch's buffer count: the non-trainable arrays (bnlab's step counters aside)
+        and one ``num_batches_tracked`` per BatchNorm layer."""
+        counters = sum(1 for v in self.variables if not v.trainable and v.shape == ())
+        return self.non_trainable - counters + self.batchnorm_layers
 
-    def batchnorm_variables(self) -> tuple[Variable, ...]:
-        """The variables of the BatchNorm layers (γ, β, moving mean and variance)."""
-        return tuple(v for v in self.variables if "batch_normalization" in v.layer)
+    def normalization_variables(self) -> tuple[Variable, ...]:
+        """The variables of the normalization layers (γ, β, moving mean and variance, …)."""
+        return tuple(v for v in self.variables if v.layer in self.normalization_layers)
 
     def totals_line(self) -> str:
         return (f"Total params: {self.total:,}   Trainable params: {self.trainable:,}   "
@@ -102,14 +115,14 @@ class ModelSummary:
         table.add_column("Output Shape")
         table.add_column("Param #", justify="right")
         for row in self.layers:
-            table.add_row(f"{row.name} ({row.type_name})", str(row.output_shape),
+            table.add_row(f"{row.name} ({row.type_label})", str(row.output_shape),
                           f"{row.params:,}")
         parts: list[Table] = [table]
-        if self.batchnorm_variables():
-            variables = Table(title="BatchNormalization variables", title_justify="left")
+        if self.normalization_variables():
+            variables = Table(title="Normalization variables", title_justify="left")
             for column in ("layer", "variable", "shape", "trainable"):
                 variables.add_column(column)
-            for v in self.batchnorm_variables():
+            for v in self.normalization_variables():
                 variables.add_row(v.layer, v.name, str(v.shape), "yes" if v.trainable else "no")
             parts.append(variables)
         return Group(*parts)
@@ -129,12 +142,12 @@ class ModelSummary:
 
         num = ' class="num"'
         rows = "".join(
-            f'<tr><td>{html.escape(r.name)} <span class="type">({html.escape(r.type_name)})'
+            f'<tr><td>{html.escape(r.name)} <span class="type">({html.escape(r.type_label)})'
             f'</span></td><td><code>{html.escape(str(r.output_shape))}</code></td>'
             f'{cell(f"{r.params:,}", num)}</tr>' for r in self.layers)
         variables = "".join(
             f"<tr>{cell(v.layer)}{cell(v.name)}<td><code>{html.escape(str(v.shape))}</code></td>"
-            f"{cell('yes' if v.trainable else 'no')}</tr>" for v in self.batchnorm_variables())
+            f"{cell('yes' if v.trainable else 'no')}</tr>" for v in self.normalization_variables())
         variables_table = (
             '<table class="variables"><thead><tr><th>layer</th><th>variable</th><th>shape</th>'
             f"<th>trainable</th></tr></thead><tbody>{variables}</tbody></table>"
@@ -169,8 +182,21 @@ def summarize(model: Sequential) -> ModelSummary:
     for v in variables:
         per_layer[v.layer] = per_layer.get(v.layer, 0) + math.prod(v.shape)
     rows = tuple(
-        LayerRow(name, KERAS_TYPE_NAMES[type(layer)][0], (None, *shape), per_layer.get(name, 0))
+        LayerRow(name, KERAS_TYPE_NAMES[type(layer)][0], (None, *shape), per_layer.get(name, 0),
+                 frozen_label(layer))
         for layer, name, shape in zip(model.layers, model.layer_names, model.output_shapes,
                                       strict=True))
+    normalization = tuple(name for layer, name in zip(model.layers, model.layer_names,
+                                                      strict=True)
+                          if isinstance(layer, BatchNorm | LayerNorm))
     return ModelSummary(model.name, rows, variables,
-                        sum(isinstance(layer, BatchNorm) for layer in model.layers))
+                        sum(isinstance(layer, BatchNorm) for layer in model.layers),
+                        normalization)
+
+
+def frozen_label(layer: object) -> str:
+    """What a layer keeps fixed in training: ``"frozen"`` (γ, β and the moving statistics),
+    ``"γ, β frozen"``, or ``""``."""
+    if getattr(layer, "freeze", False):
+        return "frozen"
+    return "γ, β frozen" if getattr(layer, "freeze_affine", False) else ""

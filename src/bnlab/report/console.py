@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from bnlab.analysis.gap import final_gaps
 from bnlab.analysis.stats import PairedComparison, SeedSummary
 from bnlab.analysis.sweep import PointRow, SweepPoint, best_points, point_rows
 from bnlab.config.sweep import value_text
@@ -249,7 +250,8 @@ def run_overview(run: Run, option: OptionRenderer = python_option) -> Group:
                  *(Text.from_markup(line) for line in damage_lines(run, option)),
                  results_table(run, title="Final metrics (mean ± sd over seeds)", epochs=True),
                  *sweep, layers,
-                 *(Text.from_markup(line) for line in verdict_lines(run, option)))
+                 *(Text.from_markup(line) for line in verdict_lines(run, option)),
+                 *(Text(line) for line in gap_lines(run)))
 
 
 def verdict_lines(run: Run, option: OptionRenderer = python_option) -> list[str]:
@@ -276,6 +278,18 @@ def verdict_lines(run: Run, option: OptionRenderer = python_option) -> list[str]
                   "the other axes, and each variant at its best point")
     return [f"[bold]Verdicts[/] (seed-paired t-tests on final validation accuracy{family}):",
             *(f"  • {escape(comparison.verdict)}" for comparison in comparisons), *left_out]
+
+
+def gap_lines(run: Run) -> list[str]:
+    """BatchNorm's train/inference gap of each variant that measured it (``analysis.gap``):
+    a heading and one computed sentence per variant; ``[]`` when none did."""
+    histories = {n: h.per_seed for n, h in run.histories.items()}
+    gaps = final_gaps(histories, epochs=max((h.epochs for h in run.histories.values()),
+                                            default=None))
+    if not gaps:
+        return []
+    return ["Training vs inference (final validation accuracy, moving vs batch statistics, "
+            "paired by seed):", *(f"  • {g.sentence}" for g in gaps)]
 
 
 ONE_SEED = "No verdict (one seed)"

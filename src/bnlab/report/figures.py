@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from bnlab.analysis.sweep import SweepPoint, numeric_axes
-from bnlab.report.plots import learning_curves, save_figure, sweep_figure
+from bnlab.report.plots import gap_figure, learning_curves, save_figure, sweep_figure
 from bnlab.report.probe_plots import Records, activation_bands, figure1, measures_figure
 from bnlab.train.loop import History
 
@@ -14,7 +14,8 @@ from bnlab.train.loop import History
 def run_figures(experiment: str, points: Sequence[SweepPoint] | None = None
                 ) -> Callable[[Path, Mapping[str, History], Mapping[str, Records]], list[Path]]:
     """What ``bnlab run`` and ``bnlab.run`` give the runner as ``figures``: it writes a
-    run's learning curves, ``curves.png`` and ``curves.svg``, into its folder; for a sweep's
+    run's learning curves, ``curves.png`` and ``curves.svg``, into its folder, and BatchNorm's
+    train/inference gap, ``gap.png`` / ``.svg`` (``plots.gap_figure``); for a sweep's
     ``points`` (``store.summary.sweep_points``) ``sweep-<axis>.png`` / ``.svg`` of the final
     validation accuracy against each numeric axis (``sweep_figure``); and from the variants'
     ``records`` (``train.loop.Recorded``) ``activations`` (the percentile bands),
@@ -26,6 +27,11 @@ def run_figures(experiment: str, points: Sequence[SweepPoint] | None = None
                                  title=f"{experiment} ({run_dir.name})")
         paths = [run_dir / "curves.png", run_dir / "curves.svg"]
         save_figure(figure, paths)
+        gap = gap_figure({n: h.per_seed for n, h in histories.items()},
+                         title=f"{experiment} ({run_dir.name})")
+        if gap is not None:
+            paths += [run_dir / "gap.png", run_dir / "gap.svg"]
+            save_figure(gap, paths[-2:])
         finals = {n: h.final("val_accuracy") for n, h in histories.items()}
         for axis in numeric_axes(points or []):
             name = "sweep-" + axis.removeprefix("optimizer.").replace("[", "").replace(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bnlab.analysis.gap import final_gaps
 from bnlab.analysis.stats import summarize_over_seeds
 from bnlab.analysis.sweep import numeric_axes
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
@@ -36,7 +37,7 @@ from bnlab.report.console import (
     sweep_rows,
     sweep_text,
 )
-from bnlab.report.plots import figure_bytes, learning_curves, sweep_figure
+from bnlab.report.plots import figure_bytes, gap_figure, learning_curves, sweep_figure
 from bnlab.report.why import why_part
 from bnlab.store.runs import Run
 
@@ -111,6 +112,7 @@ def _run_section(run: Run, anchor: str) -> str:
 {_verdicts(run, config)}
 <h3>Learning curves</h3>
 {_curves(run)}
+{_gap(run)}
 {_why(run)}
 <h3>Models</h3>
 <div class="models">{"".join(_model_summary(v, config) for v in config.variants)}</div>
@@ -306,6 +308,33 @@ def _curves(run: Run) -> str:
             f'epoch of {_e(", ".join(run.histories))}, training (left) and validation (right)">'
             "<figcaption>Loss (top) and accuracy (bottom) per epoch, training (left) and "
             "validation (right); with several seeds, the mean and its 95% confidence band."
+            "</figcaption></figure>")
+
+
+def _gap(run: Run) -> str:
+    """BatchNorm's train/inference gap (``analysis.gap``): per variant with BatchNorm, the
+    final validation accuracy in both modes, the paired comparison, and the figure."""
+    histories = {n: h.per_seed for n, h in run.histories.items()}
+    figure = gap_figure(histories, title=run.path.name)
+    if figure is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(g.variant)}</td>{_metric_cell(g.inference)}{_metric_cell(g.batch)}"
+        f"<td>{_e(g.sentence)}</td></tr>"
+        for g in final_gaps(histories, epochs=max(h.epochs for h in run.histories.values())))
+    data = base64.b64encode(figure_bytes(figure)).decode("ascii")
+    return ("<h3>Training vs inference</h3><p>BatchNorm normalizes with the batch's statistics "
+            "in training and with its moving statistics in inference. Each epoch the "
+            "validation set was scored both ways (batch statistics: batches of the training "
+            "batch size, no dropout); the gap is inference minus batch statistics, paired by "
+            "seed.</p>"
+            '<table class="results"><thead><tr><th>model</th><th class="num">inference</th>'
+            '<th class="num">batch statistics</th><th>final gap</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+            f'<figure><img src="data:image/png;base64,{data}" alt="Validation accuracy in '
+            'inference mode and with batch statistics per epoch, and their gap">'
+            "<figcaption>Validation accuracy per epoch in inference mode (solid) and with batch "
+            "statistics (dashed); right, the gap in points with its 95% band over seeds."
             "</figcaption></figure>")
 
 

@@ -91,6 +91,48 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
     return figure
 
 
+def gap_figure(histories: Mapping[str, Mapping[str, np.ndarray]],
+               title: str = "") -> InlineFigure | None:
+    """BatchNorm's train/inference gap over training (``analysis.gap``), for the variants
+    whose ``histories[variant]`` have ``val_batchstats_accuracy``: validation accuracy per
+    epoch in inference mode (solid) and with batch statistics (dashed), and the gap,
+    inference minus batch statistics in points, per seed then over seeds (mean, 95% band).
+    ``None`` when no variant measured it."""
+    measured = {name: h for name, h in histories.items() if "val_batchstats_accuracy" in h}
+    if not measured:
+        return None
+    figure = InlineFigure(figsize=(11, 4.2), layout="constrained")
+    accuracy, gap = figure.subplots(1, 2)
+    for index, (name, history) in enumerate(measured.items()):
+        inference = np.asarray(history["val_accuracy"], np.float64)
+        batch = np.asarray(history["val_batchstats_accuracy"], np.float64)
+        epochs = np.arange(1, inference.shape[1] + 1)
+        style = line_style(index, len(epochs))
+        for values, label, line in ((inference, "inference", "-"),
+                                    (batch, "batch statistics", "--")):
+            mean, _, _ = band_over_seeds(values)
+            accuracy.plot(epochs, mean, label=f"{name}, {label}", **(style | {"linestyle": line}))
+        mean, low, high = band_over_seeds(100.0 * (inference - batch))
+        gap.plot(epochs, mean, label=name, **style)
+        if np.isfinite(low).any():
+            gap.fill_between(epochs, low, high, color=style["color"], alpha=0.15, linewidth=0)
+    gap.axhline(0.0, color="black", linewidth=0.8)
+    accuracy.set_title("validation accuracy: inference vs batch statistics", fontsize=10)
+    accuracy.set_ylabel("accuracy (fraction)")
+    gap.set_title("gap = inference − batch statistics", fontsize=10)
+    gap.set_ylabel("points of validation accuracy")
+    for ax in (accuracy, gap):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8, loc="best")
+    seeds = np.shape(next(iter(measured.values()))["val_accuracy"])[0]
+    spread = (f"mean of {seeds} seeds, band = 95% confidence interval" if seeds > 1
+              else "one seed")
+    figure.suptitle(f"{title} — {spread}" if title else spread, fontsize=11)
+    return figure
+
+
 def band_over_seeds(values: np.ndarray,
                     confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(mean, low, high)`` per epoch of ``values: (seeds, epochs)`` over the seeds whose

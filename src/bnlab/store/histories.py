@@ -1,7 +1,14 @@
 """Per-seed history CSVs in Keras's ``CSVLogger`` format, and per-epoch statistics over seeds.
 
     <variant>/seed-<s>/history.csv    epoch,accuracy,loss,val_accuracy,val_loss (0-based epoch)
+                                      [,val_batchstats_accuracy,val_batchstats_loss]
     <variant>/statistics.csv          epoch,seeds,<metric>_mean,<metric>_ci95,…
+                                      [,bn_gap_accuracy_mean,bn_gap_accuracy_ci95,…]
+
+A model with BatchNorm also has the validation set normalized with batch statistics
+(``train.loop.GAP_METRICS``); its statistics add BatchNorm's train/inference gap, seed by
+seed: ``bn_gap_accuracy = val_accuracy − val_batchstats_accuracy`` and ``bn_gap_loss =
+val_loss − val_batchstats_loss`` (inference minus training-mode normalization).
 """
 
 from __future__ import annotations
@@ -18,15 +25,25 @@ from bnlab.io import atomic_write_bytes
 
 CSV_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 METRIC_COLUMNS = CSV_COLUMNS[1:]
+GAP_COLUMNS = ("val_batchstats_accuracy", "val_batchstats_loss")
+GAPS = {"bn_gap_accuracy": ("val_accuracy", "val_batchstats_accuracy"),
+        "bn_gap_loss": ("val_loss", "val_batchstats_loss")}
+
+
+def metric_columns(history: Mapping[str, object]) -> tuple[str, ...]:
+    """The CSV metric columns of a history with these metrics: Keras's, and the
+    batch-statistics ones where it has them."""
+    return METRIC_COLUMNS + (GAP_COLUMNS if set(GAP_COLUMNS) <= set(history) else ())
 
 
 def history_csv(history: Mapping[str, Sequence[float]]) -> str:
     """Keras CSVLogger format: 0-based ``epoch`` first, then metrics in sorted order."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    columns = metric_columns(history)
+    writer.writerow(("epoch", *columns))
     for epoch in range(len(history["loss"])):
-        writer.writerow([epoch] + [repr(float(history[c][epoch])) for c in METRIC_COLUMNS])
+        writer.writerow([epoch] + [repr(float(history[c][epoch])) for c in columns])
     return out.getvalue()
 
 
@@ -45,7 +62,7 @@ def write_histories(variant_dir: Path, seeds: Sequence[int],
                     per_seed: Mapping[str, np.ndarray]) -> None:
     """Each seed's ``history.csv`` from ``per_seed[metric]: (seeds, epochs)``."""
     for i, seed in enumerate(seeds):
-        rows = {m: per_seed[m][i] for m in METRIC_COLUMNS}
+        rows = {m: per_seed[m][i] for m in metric_columns(per_seed)}
         atomic_write_bytes(variant_dir / f"seed-{seed}" / "history.csv",
                            history_csv(rows).encode())
 
@@ -58,14 +75,18 @@ def statistics_csv(per_seed: Mapping[str, np.ndarray], confidence: float = 0.95)
     out of the statistics from then on, and an epoch no seed finished is NaN."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["epoch", "seeds"] + [f"{c}_{part}" for c in METRIC_COLUMNS
+    columns = {c: np.asarray(per_seed[c]) for c in metric_columns(per_seed)}
+    if set(GAP_COLUMNS) <= set(columns):
+        columns.update({gap: columns[inference] - columns[training]
+                        for gap, (inference, training) in GAPS.items()})
+    writer.writerow(["epoch", "seeds"] + [f"{c}_{part}" for c in columns
                                           for part in ("mean", "ci95")])
     loss = np.asarray(per_seed["loss"])
     for epoch in range(loss.shape[1]):
         alive = np.isfinite(loss[:, epoch])
         row = []
-        for column in METRIC_COLUMNS:
-            values = np.asarray(per_seed[column])[alive, epoch]
+        for table in columns.values():
+            values = table[alive, epoch]
             if values.size and np.isfinite(values).all():
                 summary = summarize_over_seeds(values, confidence)
                 row += [float(summary.mean), float(summary.ci_half_width)]

@@ -31,7 +31,13 @@ from bnlab.store.checks import (
     parse_csv,
     text_problem,
 )
-from bnlab.store.histories import CSV_COLUMNS, METRIC_COLUMNS, statistics_csv
+from bnlab.store.histories import (
+    CSV_COLUMNS,
+    GAP_COLUMNS,
+    METRIC_COLUMNS,
+    metric_columns,
+    statistics_csv,
+)
 from bnlab.store.provenance import data_fingerprint, same_data
 from bnlab.store.runs import (
     Damage,
@@ -214,7 +220,9 @@ class _RunReader:
             text, problem = text_problem(path)
             table = None
             if problem is None:
-                table, problem = parse_csv(text, CSV_COLUMNS)
+                header = ("epoch", *METRIC_COLUMNS, *GAP_COLUMNS)
+                table, problem = parse_csv(text, header if text.startswith(
+                    ",".join(header)) else CSV_COLUMNS)
             if problem is None and beyond_float32(np.array(list(table.values()))):
                 problem = "holds a value beyond float32"
             if problem is None and saved is not None:
@@ -233,8 +241,9 @@ class _RunReader:
             self.note(f"{name}/seed-*/history.csv", "hold different numbers of epochs", name)
         if epochs == 0:
             return None
+        columns = set.intersection(*(set(t) for t in tables.values())) - {"epoch"}
         return History(seeds, {m: [tables[s][m][:epochs] for s in seeds]
-                               for m in METRIC_COLUMNS})
+                               for m in METRIC_COLUMNS + GAP_COLUMNS if m in columns})
 
     def read_summary(self, config: ExperimentConfig, histories: dict[str, History],
                      saved: Mapping[str, SavedVariant]
@@ -308,7 +317,7 @@ def saved_variant(metadata: Mapping[str, Any],
                                               for s in seeds):
         raise ValueError("its seeds are not a list of integers")
     per_seed = {}
-    for metric in METRIC_COLUMNS:
+    for metric in metric_columns(metadata["history"]):
         rows = metadata["history"][metric]
         if not isinstance(rows, list):
             raise ValueError(f"its {metric} history is not a list")
@@ -342,7 +351,10 @@ def _disagreement(table: Mapping[str, np.ndarray], saved: SavedVariant, index: i
     epochs = len(table["loss"])
     if epochs > saved.epoch:
         return f"has {epochs} epochs, more than the checkpoint's {saved.epoch}"
-    for metric in METRIC_COLUMNS:
+    columns = metric_columns(saved.history.per_seed)
+    if set(table) - {"epoch"} != set(columns):
+        return f"has other columns than the checkpoint's record ({', '.join(columns)})"
+    for metric in columns:
         if not _same(table[metric], saved.history.per_seed[metric][index, :epochs]):
             return f"disagrees with the checkpoint's record ({metric})"
     if epochs < saved.epoch - (1 if may_lag else 0):

@@ -4,7 +4,11 @@
       seed-<s>/                     HParams session: the variant's hyperparameters and ``seed``
         train/                      epoch_loss, epoch_accuracy, epoch_learning_rate and the
                                     activations/<layer> histograms on the probe batch
-        validation/                 epoch_loss, epoch_accuracy (from val_loss, val_accuracy)
+        validation/                 epoch_loss, epoch_accuracy (from val_loss, val_accuracy);
+                                    for a model with BatchNorm also epoch_batchstats_loss,
+                                    epoch_batchstats_accuracy (batch statistics) and
+                                    epoch_bn_gap_loss, epoch_bn_gap_accuracy (inference −
+                                    batch statistics, store.histories)
         test/                       epoch_loss, epoch_accuracy after every epoch (a probe
                                     plan's test_each_epoch)
         probes/                     what a probe plan recorded, at the global step it was
@@ -43,6 +47,7 @@ from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.summary import histogram, scalar
 from tensorboardX.summary import hparams as hparams_summaries
 
+from bnlab.store.histories import GAPS
 from bnlab.train.probes import STATISTICS
 
 HParam = bool | int | float | str
@@ -111,6 +116,9 @@ class TensorBoardLogger:
                 (non-finite values left out), the others are ignored.
         """
         metrics = {name: self._per_seed(name, values, 1) for name, values in metrics.items()}
+        metrics.update({f"val_{gap}": metrics[inference] - metrics[batch]
+                        for gap, (inference, batch) in GAPS.items()
+                        if inference in metrics and batch in metrics})
         layers = {name: self._per_seed(name, values, 3)
                   for name, values in (activations or {}).items() if is_histogram_layer(name)}
         self._mark_restart(epoch)

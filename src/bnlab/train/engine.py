@@ -405,19 +405,29 @@ def _written(buffer, index: Array, values):
 
 
 def make_evaluate(
-    model: Sequential, chunk_size: int = 5000, *, bind: Bind | None = None
+    model: Sequential, chunk_size: int = 5000, *, bind: Bind | None = None,
+    batch_statistics: bool = False,
 ) -> Callable[[tuple[dict, ...], tuple[dict, ...], Scalars, Array, Array],
               tuple[Array, Array]]:
     """Build ``evaluate(params, bn_state, scalars, images, labels) -> (loss, accuracy)``
     (not jitted); ``scalars`` and ``bind`` as in ``make_train_epoch`` (an optimizer is not
-    needed: ``bind``'s is ignored).
+    needed: ``bind``'s is ignored). Means over all rows.
 
-    Inference mode (moving statistics), means over all rows. Rows are processed in chunks
-    of ``chunk_size`` to bound memory; inference BN is per row, so chunking changes nothing.
+    Inference mode (moving statistics) by default. Rows are processed in chunks of
+    ``chunk_size`` to bound memory; inference BN is per row, so chunking changes nothing.
+
+    With ``batch_statistics`` the normalization layers compute as in training, each chunk of
+    ``chunk_size`` consecutive rows (give the training batch size) normalized with its own
+    statistics (the ragged last one masked), without dropout or other training noise
+    (``Sequential.without_training_noise``) and without changing any state: what the model
+    computes on the batches it trains on. Its difference from inference mode is the
+    train/inference gap of BatchNorm.
     """
 
     def evaluate(params, bn_state, scalars, images, labels):
         member_model = model if bind is None else bind(scalars)[0]
+        if batch_statistics:
+            member_model = member_model.without_training_noise()
         n = images.shape[0]
         chunks = steps_per_epoch(n, chunk_size)
         pad = chunks * chunk_size - n
@@ -430,10 +440,13 @@ def make_evaluate(
 
         def chunk(_, batch):
             xb, yb, vb = batch
-            logits, _ = member_model.apply(params, bn_state, scale_pixels(xb), train=False)
+            logits, _ = member_model.apply(params, bn_state, scale_pixels(xb),
+                                           train=batch_statistics,
+                                           mask=vb if batch_statistics else None)
             per_row = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
             correct = jnp.argmax(logits, axis=-1) == yb
-            return None, (jnp.sum(per_row * vb), jnp.sum(correct * vb))
+            # `where`: a padded row's loss must not enter the sum, even as 0·NaN
+            return None, (jnp.sum(jnp.where(vb, per_row, 0.0)), jnp.sum(correct & vb))
 
         _, (loss_sum, correct) = jax.lax.scan(chunk, None, (x, y, valid))
         return loss_sum.sum() / n, correct.sum() / n

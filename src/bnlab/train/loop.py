@@ -25,6 +25,9 @@ from bnlab.train.probes import ProbePlan
 from bnlab.train.trainer import SeedBatchTrainer
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # Keras's History keys
+# The validation set normalized with batch statistics (models with BatchNorm): its difference
+# from val_accuracy / val_loss is BatchNorm's train/inference gap.
+GAP_METRICS = ("val_batchstats_loss", "val_batchstats_accuracy")
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,14 @@ class Divergence:
 def train_epochs(trainer: SeedBatchTrainer, state: TrainState, *, epochs: int,
                  start_epoch: int = 0, validation: str | None = "val",
                  diverged: Iterable[int] = (),
-                 starts: Sequence[int] | None = None) -> Iterator[EpochRecord]:
+                 starts: Sequence[int] | None = None,
+                 batch_statistics: bool = True) -> Iterator[EpochRecord]:
     """Train epochs ``start_epoch + 1 … epochs`` of ``state`` and yield a record after each.
 
     With ``validation`` (the name of one of the trainer's evaluation sets) every epoch ends
-    with an inference-mode evaluation on it, as Keras's ``validation_data``. A member whose
+    with an inference-mode evaluation on it, as Keras's ``validation_data``, and, for a model
+    with BatchNorm and unless not ``batch_statistics``, one with batch statistics
+    (``GAP_METRICS``: batches of the training batch size, ``trainer.evaluate``). A member whose
     loss becomes non-finite is reported in the record of that epoch (``record.diverged``),
     stops updating, and its metrics are NaN from then on, while the others train on; the
     loop ends after the epoch in which the last member diverged. ``diverged``: the members
@@ -116,6 +122,9 @@ def train_epochs(trainer: SeedBatchTrainer, state: TrainState, *, epochs: int,
         metrics = {"loss": loss, "accuracy": accuracy}
         if validation is not None:
             metrics["val_loss"], metrics["val_accuracy"] = trainer.evaluate(state, validation)
+            if batch_statistics and trainer.model.has_batchnorm:
+                metrics["val_batchstats_loss"], metrics["val_batchstats_accuracy"] = (
+                    trainer.evaluate(state, validation, batch_statistics=True))
         if trainer.probe_plan.test_each_epoch and "test" in trainer.evaluation:
             test_loss, test_accuracy = trainer.evaluate(state, "test")
             probes = {**probes, "test": {"loss": test_loss, "accuracy": test_accuracy}}
@@ -161,9 +170,12 @@ class History:
     def append(self, record: EpochRecord) -> None:
         """Add one epoch's metrics, seconds and divergences; the record's members are this
         history's seeds, in order (``EpochRecord.of_members`` selects them)."""
+        epochs = self.epochs
         for metric, values in record.metrics.items():
             column = np.asarray(values, np.float64).reshape(len(self.seeds), 1)
-            previous = self.per_seed.get(metric, np.zeros((len(self.seeds), 0)))
+            # A metric measured from this epoch on (a run resumed by a newer bnlab) is NaN
+            # before it.
+            previous = self.per_seed.get(metric, np.full((len(self.seeds), epochs), np.nan))
             self.per_seed[metric] = np.concatenate([previous, column], axis=1)
         self.epoch_seconds.append(record.seconds)
         self.diverged.update({self.seeds[member]: Divergence(record.epoch, step)

@@ -124,9 +124,13 @@ class SeedBatchTrainer:
                                  probe=self.probe_plan, probe_images=probe_images)
         self._epoch = jax.jit(over_seeds(epoch, (0, 0, 0, None, None, 0, 0),
                                          len(self.run_seeds)), donate_argnums=0)
-        self._evaluate = jax.jit(over_seeds(make_evaluate(model, bind=bind),
-                                            (0, 0, 0, None, None), len(self.run_seeds)))
-        self._evaluate_compiled: dict[int, Callable] = {}
+        self._evaluate = {
+            statistics: jax.jit(over_seeds(
+                make_evaluate(model, batch_size if statistics else 5000, bind=bind,
+                              batch_statistics=statistics),
+                (0, 0, 0, None, None), len(self.run_seeds)))
+            for statistics in (False, True)}
+        self._evaluate_compiled: dict[tuple[int, bool], Callable] = {}
         self._placed: dict[str, tuple[jax.Array, jax.Array]] = {}
         self._probe: Callable | None = None
         self.compile_seconds = 0.0
@@ -171,9 +175,11 @@ class SeedBatchTrainer:
         """``(shuffle, dropout)`` keys of a 0-based epoch, each ``(run seeds,)``."""
         return self.keys.epoch(epoch)
 
-    def compile(self, state: TrainState, *, training: bool = True) -> float:
+    def compile(self, state: TrainState, *, training: bool = True,
+                batch_statistics: Sequence[str] = ()) -> float:
         """Compile the epoch (unless not ``training``: a finished state only evaluated) and
-        the evaluation of every ``evaluation`` set ahead of time and place their data on the
+        the evaluation of every ``evaluation`` set ahead of time (and the batch-statistics
+        evaluation of those named in ``batch_statistics``) and place their data on the
         devices; returns the seconds it took."""
         start = time.perf_counter()
         if training:
@@ -187,14 +193,19 @@ class SeedBatchTrainer:
             self.x_train = jax.device_put(self.x_train, images)
             self.y_train = jax.device_put(self.y_train, labels)
         for name, (images, labels) in self.evaluation.items():
-            compiled = self._evaluate_compiled.get(len(labels))
-            if compiled is None:
-                compiled = self._evaluate.lower(state.params, state.bn_state, self.scalars,
-                                                images, labels).compile(self.compiler_options)
-                self._evaluate_compiled[len(labels)] = compiled
-            _, _, _, at_images, at_labels = compiled.input_shardings[0]
-            self._placed[name] = (jax.device_put(images, at_images),
-                                  jax.device_put(labels, at_labels))
+            for statistics in (False, True):
+                if statistics and name not in batch_statistics:
+                    continue
+                compiled = self._evaluate_compiled.get((len(labels), statistics))
+                if compiled is None:
+                    compiled = self._evaluate[statistics].lower(
+                        state.params, state.bn_state, self.scalars, images, labels
+                    ).compile(self.compiler_options)
+                    self._evaluate_compiled[len(labels), statistics] = compiled
+                if not statistics:
+                    _, _, _, at_images, at_labels = compiled.input_shardings[0]
+                    self._placed[name] = (jax.device_put(images, at_images),
+                                          jax.device_put(labels, at_labels))
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
@@ -221,14 +232,17 @@ class SeedBatchTrainer:
                 self._own(metrics.diverged_step),
                 jax.tree_util.tree_map(self._own, metrics.probes))
 
-    def evaluate(self, state: TrainState, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(self, state: TrainState, name: str, *, batch_statistics: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """Inference-mode ``(loss (seeds,), accuracy (seeds,))`` on the ``evaluation`` set
-        ``name``."""
+        ``name``; with ``batch_statistics``, normalized as in training, batch by batch of
+        the training batch size (``engine.make_evaluate``)."""
         if name not in self.evaluation:
             raise ConfigError(f"no evaluation data named {name!r}; the trainer has "
                               f"{', '.join(self.evaluation) or 'none'}")
         images, labels = self._placed.get(name) or self.evaluation[name]
-        evaluate = self._evaluate_compiled.get(len(labels), self._evaluate)
+        evaluate = self._evaluate_compiled.get((len(labels), batch_statistics),
+                                               self._evaluate[batch_statistics])
         loss, accuracy = evaluate(state.params, state.bn_state, self.scalars, images, labels)
         return self._own(loss), self._own(accuracy)
 
@@ -236,7 +250,7 @@ class SeedBatchTrainer:
                         labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like ``evaluate`` on any ``images``, ``labels`` (compiled for their shape)."""
         images, labels = self.checked("evaluation data", images, labels)
-        loss, accuracy = self._evaluate(state.params, state.bn_state, self.scalars, images,
+        loss, accuracy = self._evaluate[False](state.params, state.bn_state, self.scalars, images,
                                         labels)
         return self._own(loss), self._own(accuracy)
 
