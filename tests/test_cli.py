@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bnlab.cli import main
@@ -228,3 +229,62 @@ def test_probe_retrains_a_run_with_the_measures_on_the_same_trajectory(capsys, t
     steps = probed.records["bn"]["measures/steps"]  # 110 steps at batch 500: 0, 50, 100
     assert steps.tolist() == [0, 50, 100]
     assert probed.records["bn"]["measures/ics/dense_1"].shape == (2, 3)
+
+
+SLOW_BN = """
+name = "slow-bn"
+epochs = 1
+seeds = 2
+batch_size = 500
+[optimizer]
+name = "sgd"
+learning_rate = 0.05
+[[variants]]
+name = "bn"
+layers = [{ type = "flatten" }, { type = "batch_norm", momentum = 0.999 },
+          { type = "dense", units = 32, activation = "relu" },
+          { type = "batch_norm", momentum = 0.999 },
+          { type = "dense", units = 10, activation = "softmax" }]
+"""
+
+
+@pytest.mark.realdata
+def test_recalibrate_writes_a_checkpoint_beside_the_run_and_prints_before_and_after(
+        capsys, tmp_path, fashion_mnist):
+    from bnlab.experiments.recalibrate import read_recalibrations
+    from bnlab.store.reader import list_runs
+    from bnlab.train.checkpoint import read_checkpoint
+
+    del fashion_mnist  # on disk: the command finds it
+    (tmp_path / "slow.toml").write_text(SLOW_BN)
+    runs = tmp_path / "runs"
+    assert main(["run", str(tmp_path / "slow.toml"), "--runs-dir", str(runs),
+                 "--no-download"]) == 0
+    (run,) = list_runs(runs)[0]
+    assert not (run.path / "bn" / "recalibrated.safetensors").exists()
+    capsys.readouterr()
+    assert main(["recalibrate", run.path.name, "--runs-dir", str(runs), "--batches", "0",
+                 "--no-download"]) == 2
+    assert "recalibration batches must be a whole number in 1..110" in capsys.readouterr().err
+    assert main(["recalibrate", run.path.name, "--runs-dir", str(runs), "--batches", "40",
+                 "--no-download"]) == 0
+    out = capsys.readouterr().out
+    assert "recomputed over 40 training batches" in out
+    (found,), problems = read_recalibrations(run.path, run.config)
+    assert problems == [] and found.seeds == (42, 43)
+    # 110 steps at momentum 0.999 leave the moving statistics near their start: inference
+    # was far from the batch statistics; recomputed, validation accuracy rises on both seeds.
+    before = run.histories["bn"].final("val_accuracy")
+    np.testing.assert_array_equal(found.before["val_accuracy"], before)
+    assert (found.after["val_accuracy"] > before).all()
+    for seed, old, new in zip(found.seeds, before, found.after["val_accuracy"], strict=True):
+        assert f"{old:.4f}" in out and f"{new:.4f}" in out and str(seed) in out
+    _, metadata = read_checkpoint(run.path / "bn" / "recalibrated")  # digest checked
+    assert metadata["batches"] == 40 and metadata["epoch"] == 1
+    assert main(["show", run.path.name, "--runs-dir", str(runs)]) == 0
+    shown = capsys.readouterr().out
+    assert "recomputed over 40 training batches" in shown
+    assert "Training vs inference" in shown and "bn in inference mode" in shown
+    # The run itself is as it was: complete, undamaged, its record unchanged.
+    (again,) = list_runs(runs)[0]
+    assert again.complete and not again.damage

@@ -22,7 +22,8 @@ _EXPORTS = {
     "configure_jax": "bnlab.api", "load_fashion_mnist": "bnlab.api", "model": "bnlab.api",
     "summary": "bnlab.api", "fit": "bnlab.api", "Fitted": "bnlab.api", "run": "bnlab.api",
     "plot_curves": "bnlab.api", "compare": "bnlab.api", "show": "bnlab.api",
-    "write_report": "bnlab.api",
+    "write_report": "bnlab.api", "recalibrate": "bnlab.api",
+    "Recalibration": "bnlab.experiments.recalibrate",
     # runs, experiments and data
     "load_run": "bnlab.store.reader", "list_runs": "bnlab.store.reader", "Run": "bnlab.store.runs",
     "Damage": "bnlab.store.runs", "Divergence": "bnlab.train.loop",
@@ -35,6 +36,9 @@ _EXPORTS = {
     "Sequential": "bnlab.nn.model", "BatchNorm": "bnlab.nn.batchnorm",
     "Dense": "bnlab.nn.layers", "Flatten": "bnlab.nn.layers", "Activation": "bnlab.nn.layers",
     "LeakyReLU": "bnlab.nn.layers", "Dropout": "bnlab.nn.layers",
+    "NoisyBatchNorm": "bnlab.nn.norms", "BatchRenorm": "bnlab.nn.norms",
+    "GhostBatchNorm": "bnlab.nn.norms", "LayerNorm": "bnlab.nn.norms",
+    "GroupNorm": "bnlab.nn.norms",
     # errors
     "BnlabError": "bnlab.errors", "ConfigError": "bnlab.errors", "DataError": "bnlab.errors",
     "BnlabWarning": "bnlab.errors",

@@ -43,6 +43,7 @@ from bnlab.config.experiment import (
 from bnlab.config.optimizer import parse_optimizer
 from bnlab.data.datasets import Splits
 from bnlab.errors import BnlabWarning, ConfigError
+from bnlab.experiments.recalibrate import Recalibration, recalibrate_run
 from bnlab.experiments.resume import VariantPlan
 from bnlab.experiments.runner import run_experiment
 from bnlab.io import cache_folder
@@ -54,6 +55,7 @@ from bnlab.report.figures import run_figures
 from bnlab.report.html import write_report as html_report
 from bnlab.report.plots import learning_curves
 from bnlab.report.progress import TrainingProgress, load_showing_downloads
+from bnlab.store.lock import RunLock
 from bnlab.store.reader import find_resumable, load_run
 from bnlab.store.runs import Run, new_run_dir
 from bnlab.store.summary import sweep_points
@@ -62,7 +64,8 @@ from bnlab.train.loop import History, train_epochs
 from bnlab.train.trainer import SeedBatchTrainer
 
 __all__ = ["Fitted", "cache_folder", "compare", "configure_jax", "fit", "load_fashion_mnist",
-           "load_run", "model", "plot_curves", "run", "show", "summary", "write_report"]
+           "load_run", "model", "plot_curves", "recalibrate", "run", "show", "summary",
+           "write_report"]
 
 
 def available_cpus() -> int:
@@ -275,6 +278,22 @@ def run(experiment: str | Path | ExperimentConfig, *, seeds: int | None = None,
                        on_resume=on_resume, on_plan=on_plan,
                        figures=run_figures(config.name, sweep_points(config)))
     return load_run(run_dir)
+
+
+def recalibrate(source: Run | Path | str, *, batches: int = 200, data: Splits | None = None,
+                data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+                download: bool = True) -> list[Recalibration]:
+    """Recompute a finished run's BatchNorm statistics over ``batches`` training batches, as
+    ``bnlab recalibrate`` (``experiments.recalibrate``: fvcore's PreciseBN): each variant's
+    ``recalibrated`` checkpoint is written beside its trained one, and each ``Recalibration``
+    holds the validation and test loss and accuracy per seed ``before`` and ``after``.
+    ``data`` as in ``run``. The run's folder is locked meanwhile."""
+    stored = source if isinstance(source, Run) else load_run(source)
+    if data is None:
+        data = load_showing_downloads(stored.config.dataset, data_dir=data_dir,
+                                      cache_dir=cache_dir, download=download, progress=False)
+    with RunLock(stored.path):
+        return recalibrate_run(stored.path, stored.config, data, batches)
 
 
 def _histories(source: Run | Path | str | History | Mapping[str, History],

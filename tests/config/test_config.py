@@ -311,3 +311,10 @@ def test_a_value_nested_deeper_than_the_recursion_limit_is_one_line():
     with pytest.raises(ConfigError, match=r"^config\.json: optimizer\.momentum: must be a "
                                           r"finite number .*, got nan$"):
         experiment_from_json(data, source="config.json")
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_loads_and_stores_back_equal(name):
+    config = load_experiment(name)
+    assert config.name == name and config.points
+    assert experiment_from_json(config.to_dict(), source=name) == config

@@ -146,8 +146,10 @@ def test_unfinished_run_is_reported_with_what_it_has(tmp_path):
     assert re.search(rf"<td>{BN}</td><td>unfinished</td><td class=\"num\">1</td>", text)
     assert text.count("pending") == 4  # test metrics of 2 variants
     assert "they appear when the run is complete" in text.replace("\n", " ")
-    # The learning curves and the activation bands the default probe plan recorded.
-    assert text.count("data:image/png;base64,") == 2
+    # The learning curves, the BN variant's train/inference gap so far (its final gap comes
+    # with the verdicts) and the activation bands the default probe plan recorded.
+    assert text.count("data:image/png;base64,") == 3
+    assert "The final gaps come, as the verdicts do" in text
 
 
 def test_run_with_no_finished_epoch_reports_variants_as_not_started(tmp_path):
@@ -217,8 +219,9 @@ def test_headless_chromium_renders_report_offline_images_decoded_no_console_erro
             context.close()
     where = f"(screenshot: {shot})"
     assert title == "bnlab report: tiny-report", where
-    # The learning curves and the activation bands (the default probe plan), each decoded.
-    assert images == [True, True], f"an <img> did not decode: {images} {where}"
+    # The learning curves, the train/inference gap and the activation bands (the default
+    # probe plan), each decoded.
+    assert images == [True, True, True], f"an <img> did not decode: {images} {where}"
     assert errors == [], f"console errors or failed loads: {errors} {where}"
     assert all(u.startswith(("file:", "data:")) for u in requests), f"{requests} {where}"
     assert overflowing == 0, f"{overflowing} table(s) wider than their box {where}"

@@ -11,6 +11,8 @@ are.
     parser.py    the subcommands and their options
     run.py       bnlab run / seed / sweep
     commands.py  bnlab data / summary / runs / show / report
+    probe.py     bnlab probe
+    recalibrate.py  bnlab recalibrate
 """
 
 from __future__ import annotations

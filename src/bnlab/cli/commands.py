@@ -100,10 +100,13 @@ def run_folder(path: Path, runs_dir: Path) -> Path:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from bnlab.cli.run import print_recalibrations
     from bnlab.report.console import run_overview
     from bnlab.store.reader import load_run
 
-    console.print(run_overview(load_run(run_folder(args.run, args.runs_dir)), cli_option))
+    run = load_run(run_folder(args.run, args.runs_dir))
+    console.print(run_overview(run, cli_option))
+    print_recalibrations(run)
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from bnlab import __version__
 from bnlab.cli.commands import cmd_data, cmd_report, cmd_runs, cmd_show, cmd_summary
 from bnlab.cli.probe import cmd_probe
+from bnlab.cli.recalibrate import cmd_recalibrate
 from bnlab.cli.run import cmd_run
 from bnlab.cli.session import env_path
 
@@ -87,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measures-every", type=int, default=500, metavar="STEPS",
                    help="steps between the measures (default 500)")
     p.set_defaults(handler=cmd_probe)
+
+    p = sub.add_parser("recalibrate", parents=[data_options],
+                       help="recompute a finished run's BatchNorm statistics over N training "
+                            "batches (PreciseBN), as a new checkpoint beside the trained one; "
+                            "prints the validation accuracy before and after per seed")
+    p.add_argument("run", type=Path, help="a run folder, or a run's name under --runs-dir")
+    p.add_argument("--batches", type=int, default=200, metavar="N",
+                   help="training batches to average over (default 200)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.set_defaults(handler=cmd_recalibrate)
 
     p = sub.add_parser("runs", help="list the runs under the runs directory")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))

@@ -39,6 +39,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_recalibrations(run) -> None:
+    """The run's recalibrations (``experiments.recalibrate``), if it holds any, as a table;
+    a damaged one as a warning."""
+    from bnlab.report.console import recalibration_parts
+
+    table, problems = recalibration_parts(run)
+    if table is not None:
+        console.print(table)
+    for problem in problems:
+        error_console.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)
+
+
 def train_and_report(args: argparse.Namespace, config: ExperimentConfig) -> Run:
     """Train ``config`` into a new run folder under ``args.runs_dir`` (or resume the newest
     unfinished one with ``args.resume``), showing progress, then print its results,
@@ -148,6 +160,7 @@ def train_and_report(args: argparse.Namespace, config: ExperimentConfig) -> Run:
 
     for line in gap_lines(run):
         console.print(line, markup=False)
+    print_recalibrations(run)
     from bnlab.report.why import why_findings
 
     found = why_findings(run)

@@ -58,8 +58,9 @@ from bnlab.train.engine import check_batching
 from bnlab.train.probes import ProbePlan
 
 TOP_KEYS = {"name", "description", "dataset", "epochs", "batch_size", "seed", "seeds",
-            "optimizer", "variants", "sweep", "probe"}
-OPTIONAL_STORED_KEYS = {"description", "sweep", "probe"}  # a stored config may lack these
+            "optimizer", "variants", "sweep", "probe", "recalibrate_batches"}
+# A stored config may lack these (stored before they existed).
+OPTIONAL_STORED_KEYS = {"description", "sweep", "probe", "recalibrate_batches"}
 PRESET_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Upper bounds that catch typos before anything is allocated or written (a run's history is
@@ -108,6 +109,9 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     sweep: tuple[SweepAxis, ...] = ()
     probe: ProbePlan = field(default_factory=ProbePlan)
+    # When training ends, the BN statistics recomputed over this many training batches
+    # (experiments.recalibrate); 0: not.
+    recalibrate_batches: int = 0
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -137,7 +141,9 @@ class ExperimentConfig:
                 "variants": [variant.to_dict() for variant in self.variants],
                 **({"sweep": {a.key: list(a.values) for a in self.sweep}} if self.sweep
                    else {}),
-                "probe": probe_to_dict(self.probe)}
+                "probe": probe_to_dict(self.probe),
+                **({"recalibrate_batches": self.recalibrate_batches}
+                   if self.recalibrate_batches else {})}
 
 
 def preset_names() -> list[str]:
@@ -282,6 +288,13 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
                 check_batching(n_train, point.batch_size, point.build())
             except ConfigError as err:
                 raise fail("sweep.batch_size", f"{err} (point {point.name!r})") from None
+    recalibrate_batches = typed(raw, "recalibrate_batches", int, fail, default=0)
+    full = min(n_train // point.batch_size for point in points)
+    if not 0 <= recalibrate_batches <= full:
+        raise fail("recalibrate_batches", f"must be in 0..{full:,} (0: off; at most the full "
+                   f"training batches of an epoch), got {recalibrate_batches:,}")
+    if recalibrate_batches and not any(p.build().has_batchnorm for p in points):
+        raise fail("recalibrate_batches", "no variant has a BatchNorm layer to recalibrate")
     return ExperimentConfig(
         name=name,
         description=typed(raw, "description", str, fail, default=""),
@@ -294,6 +307,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
         variants=variants,
         sweep=sweep,
         probe=parse_probe(raw["probe"], fail) if "probe" in raw else ProbePlan(),
+        recalibrate_batches=recalibrate_batches,
     )
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from bnlab.config.experiment import ExperimentConfig, checked
 from bnlab.config.sweep import Point
 from bnlab.data.datasets import Splits
+from bnlab.experiments.recalibrate import recalibrate_program
 from bnlab.experiments.resume import VariantPlan, move_aside, prepare_resume
 from bnlab.experiments.sweep import Program, programs
 from bnlab.io import atomic_write_bytes
@@ -234,6 +235,9 @@ def train_program(
             if first_epochs[point.name] == histories[point.name].epochs or done:
                 save(point, host_state)  # rewrites its JSON copy, which may have been damaged
     test_loss, test_accuracy = trainer.evaluate(state, "test")
+    if config.recalibrate_batches and run_dir is not None and trainer.model.has_batchnorm:
+        recalibrate_program(trainer, state, program, config.recalibrate_batches, run_dir,
+                            max(h.epochs for h in histories.values()))
     results = []
     for point in program.points:
         members, history = program.of(point), histories[point.name]

@@ -20,6 +20,7 @@ from bnlab.analysis.stats import PairedComparison, SeedSummary
 from bnlab.analysis.sweep import PointRow, SweepPoint, best_points, point_rows
 from bnlab.config.sweep import value_text
 from bnlab.errors import OptionRenderer, python_option, render_options
+from bnlab.experiments.recalibrate import Recalibration, read_recalibrations
 from bnlab.store.lock import holder_alive, lock_holder
 from bnlab.store.runs import REPAIR, Run
 from bnlab.train.loop import EpochRecord
@@ -282,7 +283,10 @@ def verdict_lines(run: Run, option: OptionRenderer = python_option) -> list[str]
 
 def gap_lines(run: Run) -> list[str]:
     """BatchNorm's train/inference gap of each variant that measured it (``analysis.gap``):
-    a heading and one computed sentence per variant; ``[]`` when none did."""
+    a heading and one computed sentence per variant; ``[]`` when none did, or while the run
+    is unfinished or damaged (as its verdicts: ``Run.verdict_problem``)."""
+    if run.verdict_problem():
+        return []
     histories = {n: h.per_seed for n, h in run.histories.items()}
     gaps = final_gaps(histories, epochs=max((h.epochs for h in run.histories.values()),
                                             default=None))
@@ -290,6 +294,34 @@ def gap_lines(run: Run) -> list[str]:
         return []
     return ["Training vs inference (final validation accuracy, moving vs batch statistics, "
             "paired by seed):", *(f"  • {g.sentence}" for g in gaps)]
+
+
+def recalibration_table(results: Sequence[Recalibration]) -> Table:
+    """Per point and seed: validation accuracy with the moving statistics (before) and with
+    the recomputed ones (after), and the change in points."""
+    batches = results[0].batches if results else 0
+    table = Table(title=f"BatchNorm statistics recomputed over {batches} training batches "
+                        "(inference mode, validation set)", title_justify="left")
+    for column in ("model", "seed", "val_accuracy before", "after", "change (points)",
+                   "test_accuracy before", "after"):
+        table.add_column(column, justify="left" if column == "model" else "right",
+                         overflow="fold")
+    for result in results:
+        for i, seed in enumerate(result.seeds):
+            before, after = result.before["val_accuracy"][i], result.after["val_accuracy"][i]
+            table.add_row(result.point, str(seed), f"{before:.4f}", f"{after:.4f}",
+                          f"{100 * (after - before):+.2f}",
+                          f"{result.before['test_accuracy'][i]:.4f}",
+                          f"{result.after['test_accuracy'][i]:.4f}")
+    return table
+
+
+def recalibration_parts(run: Run) -> tuple[Table | None, list[str]]:
+    """What ``bnlab run`` and ``bnlab show`` print of a run's recalibrations
+    (``experiments.recalibrate``): their table (``None`` without any) and a line for each
+    damaged one."""
+    found, problems = read_recalibrations(run.path, run.config)
+    return (recalibration_table(found) if found else None), problems
 
 
 ONE_SEED = "No verdict (one seed)"

@@ -318,19 +318,23 @@ def _gap(run: Run) -> str:
     figure = gap_figure(histories, title=run.path.name)
     if figure is None:
         return ""
+    problem = run.verdict_problem()
     rows = "".join(
         f"<tr><td>{_e(g.variant)}</td>{_metric_cell(g.inference)}{_metric_cell(g.batch)}"
         f"<td>{_e(g.sentence)}</td></tr>"
-        for g in final_gaps(histories, epochs=max(h.epochs for h in run.histories.values())))
+        for g in ([] if problem else final_gaps(
+            histories, epochs=max(h.epochs for h in run.histories.values()))))
+    table = ('<table class="results"><thead><tr><th>model</th><th class="num">inference</th>'
+             '<th class="num">batch statistics</th><th>final gap</th></tr></thead>'
+             f"<tbody>{rows}</tbody></table>" if rows else
+             '<p class="note">The final gaps come, as the verdicts do, when the run is '
+             "finished and undamaged.</p>")
     data = base64.b64encode(figure_bytes(figure)).decode("ascii")
     return ("<h3>Training vs inference</h3><p>BatchNorm normalizes with the batch's statistics "
             "in training and with its moving statistics in inference. Each epoch the "
             "validation set was scored both ways (batch statistics: batches of the training "
             "batch size, no dropout); the gap is inference minus batch statistics, paired by "
-            "seed.</p>"
-            '<table class="results"><thead><tr><th>model</th><th class="num">inference</th>'
-            '<th class="num">batch statistics</th><th>final gap</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table>"
+            f"seed.</p>{table}"
             f'<figure><img src="data:image/png;base64,{data}" alt="Validation accuracy in '
             'inference mode and with batch statistics per epoch, and their gap">'
             "<figcaption>Validation accuracy per epoch in inference mode (solid) and with batch "

@@ -101,23 +101,23 @@ def gap_figure(histories: Mapping[str, Mapping[str, np.ndarray]],
     measured = {name: h for name, h in histories.items() if "val_batchstats_accuracy" in h}
     if not measured:
         return None
-    figure = InlineFigure(figsize=(11, 4.2), layout="constrained")
+    figure = InlineFigure(figsize=(13, 4.5), layout="constrained")
     accuracy, gap = figure.subplots(1, 2)
     for index, (name, history) in enumerate(measured.items()):
         inference = np.asarray(history["val_accuracy"], np.float64)
         batch = np.asarray(history["val_batchstats_accuracy"], np.float64)
         epochs = np.arange(1, inference.shape[1] + 1)
         style = line_style(index, len(epochs))
-        for values, label, line in ((inference, "inference", "-"),
-                                    (batch, "batch statistics", "--")):
+        for values, line in ((inference, "-"), (batch, "--")):
             mean, _, _ = band_over_seeds(values)
-            accuracy.plot(epochs, mean, label=f"{name}, {label}", **(style | {"linestyle": line}))
+            accuracy.plot(epochs, mean, **(style | {"linestyle": line}))
         mean, low, high = band_over_seeds(100.0 * (inference - batch))
         gap.plot(epochs, mean, label=name, **style)
         if np.isfinite(low).any():
             gap.fill_between(epochs, low, high, color=style["color"], alpha=0.15, linewidth=0)
     gap.axhline(0.0, color="black", linewidth=0.8)
-    accuracy.set_title("validation accuracy: inference vs batch statistics", fontsize=10)
+    accuracy.set_title("validation accuracy: inference (solid) vs batch statistics (dashed)",
+                       fontsize=10)
     accuracy.set_ylabel("accuracy (fraction)")
     gap.set_title("gap = inference − batch statistics", fontsize=10)
     gap.set_ylabel("points of validation accuracy")
@@ -125,7 +125,8 @@ def gap_figure(histories: Mapping[str, Mapping[str, np.ndarray]],
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=8, loc="best")
+    # One legend of the variants beside the panels (the line style tells the mode).
+    figure.legend(*gap.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     seeds = np.shape(next(iter(measured.values()))["val_accuracy"])[0]
     spread = (f"mean of {seeds} seeds, band = 95% confidence interval" if seeds > 1
               else "one seed")

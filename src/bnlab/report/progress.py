@@ -34,7 +34,7 @@ from bnlab.data.datasets import Splits, load_dataset
 from bnlab.errors import ConfigError
 from bnlab.io import cache_folder
 from bnlab.report.console import divergence_lines, epoch_line, new_console
-from bnlab.train.loop import EpochRecord
+from bnlab.train.loop import METRICS, EpochRecord
 
 SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}  # a bar line fits Jupyter's 115 columns
 FULL_WIDTH = 110  # narrower consoles show only the last metric (val_acc, or acc), not the bar cut
@@ -98,7 +98,8 @@ class TrainingProgress:
 
     def epoch(self, name: str, record: EpochRecord) -> None:
         if self._progress is not None:
-            shown = record.metrics
+            # Keras's metrics only: the batch-statistics ones are in the logs and the report.
+            shown = {m: v for m, v in record.metrics.items() if m in METRICS}
             if self.console.width < FULL_WIDTH:  # a narrow console: the last metric only
                 shown = dict(list(record.metrics.items())[-1:])
             metrics = " · ".join(f"{SHORT.get(metric, metric)} {finite_mean(values):.4f}"

@@ -47,6 +47,7 @@ from bnlab.train.engine import (
 )
 from bnlab.train.engine import compiler_options as default_compiler_options
 from bnlab.train.probes import ProbePlan
+from bnlab.train.recalibrate import RECALIBRATION_STREAM, make_recalibrate
 from bnlab.train.seeds import over_seeds, pad_seeds, seeds_to_run
 
 Data = tuple[np.ndarray, np.ndarray]  # images (n, *input_shape), labels (n,)
@@ -133,6 +134,7 @@ class SeedBatchTrainer:
         self._evaluate_compiled: dict[tuple[int, bool], Callable] = {}
         self._placed: dict[str, tuple[jax.Array, jax.Array]] = {}
         self._probe: Callable | None = None
+        self._recalibrate: dict[int, Callable] = {}
         self.compile_seconds = 0.0
 
     def checked(self, name: str, images: np.ndarray, labels: np.ndarray) -> Data:
@@ -253,6 +255,28 @@ class SeedBatchTrainer:
         loss, accuracy = self._evaluate[False](state.params, state.bn_state, self.scalars, images,
                                         labels)
         return self._own(loss), self._own(accuracy)
+
+    def recalibrate(self, state: TrainState, batches: int) -> TrainState:
+        """``state`` with every BatchNorm layer's moving statistics recomputed over
+        ``batches`` full training batches run through the trained weights
+        (``train.recalibrate``: fvcore's PreciseBN); the batches are the same for a seed
+        every time. ``params`` and the optimizer state are ``state``'s own."""
+        full = self.n_train // self.batch_size
+        if isinstance(batches, bool) or not isinstance(batches, int) or not 1 <= batches <= full:
+            raise ConfigError(f"recalibration batches must be a whole number in 1..{full:,} "
+                              f"(full batches of {self.batch_size} in {self.n_train:,} training "
+                              f"rows), got {batches!r}")
+        program = self._recalibrate.get(batches)
+        if program is None:
+            program = jax.jit(over_seeds(
+                make_recalibrate(self.model, self.n_train, self.batch_size, batches,
+                                 bind=self.bind),
+                (0, 0, 0, None, 0), len(self.run_seeds)))
+            self._recalibrate[batches] = program
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.keys.shuffle,
+                                                               RECALIBRATION_STREAM)
+        bn_state = program(state.params, state.bn_state, self.scalars, self.x_train, keys)
+        return state._replace(bn_state=bn_state)
 
     def probe(self, state: TrainState, images: jax.Array) -> dict[str, np.ndarray]:
         """Inference-mode intermediates on a fixed probe batch ``images: (rows, …)``:

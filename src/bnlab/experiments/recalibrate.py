@@ -1,0 +1,146 @@
+"""A trained run's BatchNorm statistics recomputed (``train.recalibrate``), as a new
+checkpoint of the same run:
+
+    <run>/<variant>/recalibrated.safetensors   the state with the recomputed statistics
+    <run>/<variant>/recalibrated.json          its metadata: batches, and per seed the
+                                               validation and test loss and accuracy
+                                               before and after
+
+The trained checkpoint, histories and summary stay as they are: recalibration changes what
+inference computes, not the run's record. ``bnlab recalibrate RUN --batches N`` does it for a
+finished run; an experiment's ``recalibrate_batches = N`` does it when training ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from bnlab.config.experiment import ExperimentConfig
+from bnlab.data.datasets import Splits
+from bnlab.errors import ConfigError
+from bnlab.experiments.sweep import Program, programs
+from bnlab.store.checks import json_numbers
+from bnlab.store.reader import saved_variant
+from bnlab.store.runs import variant_finished
+from bnlab.store.summary import nan_as_null
+from bnlab.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from bnlab.train.engine import TrainState
+from bnlab.train.trainer import SeedBatchTrainer
+
+STEM = "recalibrated"
+MEASURES = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """One point's recalibration: ``before`` and ``after`` hold each of ``MEASURES`` per seed,
+    ``(seeds,)`` (NaN for a seed that diverged)."""
+
+    point: str
+    seeds: tuple[int, ...]
+    batches: int
+    before: dict[str, np.ndarray]
+    after: dict[str, np.ndarray]
+
+
+def measured(trainer: SeedBatchTrainer, state: TrainState) -> dict[str, np.ndarray]:
+    """Inference-mode validation and test loss and accuracy of every member."""
+    val_loss, val_accuracy = trainer.evaluate(state, "val")
+    test_loss, test_accuracy = trainer.evaluate(state, "test")
+    return {"val_loss": val_loss, "val_accuracy": val_accuracy, "test_loss": test_loss,
+            "test_accuracy": test_accuracy}
+
+
+def recalibrate_program(trainer: SeedBatchTrainer, state: TrainState, program: Program,
+                        batches: int, run_dir: Path, epoch: int) -> list[Recalibration]:
+    """Recalibrate ``state`` (as ``trainer`` runs it, after ``epoch`` epochs), save each
+    point's ``recalibrated`` checkpoint and return the before/after measures."""
+    before = measured(trainer, state)
+    new_state = trainer.recalibrate(state, batches)
+    after = measured(trainer, new_state)
+    host_state = trainer.saved(new_state)
+    results = []
+    for point in program.points:
+        members = program.of(point)
+        result = Recalibration(point.name, program.seeds, batches,
+                               {m: v[members] for m, v in before.items()},
+                               {m: v[members] for m, v in after.items()})
+        save_checkpoint(run_dir / point.name / STEM,
+                        jax.tree_util.tree_map(lambda a, m=members: a[m], host_state),
+                        epoch=epoch, metadata={
+                            "variant": point.name, "seeds": list(program.seeds),
+                            "batches": batches, "batch_size": point.batch_size,
+                            "before": {m: nan_as_null(v) for m, v in result.before.items()},
+                            "after": {m: nan_as_null(v) for m, v in result.after.items()}})
+        results.append(result)
+    return results
+
+
+def recalibrate_run(run_dir: Path, config: ExperimentConfig, splits: Splits, batches: int,
+                    compiler_options=None) -> list[Recalibration]:
+    """Recalibrate every point of the finished run in ``run_dir`` (``config`` its
+    experiment) over ``batches`` training batches of ``splits``; a point that is not
+    finished, or whose model has no BatchNorm, is a ``ConfigError`` before anything is
+    written; a damaged checkpoint a ``CheckpointError``."""
+    jobs = []
+    for program in programs(config):
+        trainer = program.trainer(splits, compiler_options=compiler_options)
+        if not trainer.model.has_batchnorm:
+            raise ConfigError(f"{', '.join(p.name for p in program.points)}: no BatchNorm "
+                              "layer, nothing to recalibrate")
+        template = trainer.saved(trainer.init_state())
+        leaves = jax.tree_util.tree_map(np.array, template)
+        epochs = set()
+        for point in program.points:
+            members = program.of(point)
+            part = jax.tree_util.tree_map(lambda a, m=members: a[m], template)
+            saved, epoch, metadata, _ = load_checkpoint(run_dir / point.name / "checkpoint",
+                                                        part)
+            if not variant_finished(saved_variant(metadata), config):
+                raise ConfigError(f"{run_dir.name}/{point.name} has trained {epoch} of "
+                                  f"{config.epochs} epochs; finish it first (bnlab run … "
+                                  "--resume)")
+            for whole, own in zip(jax.tree_util.tree_leaves(leaves),
+                                  jax.tree_util.tree_leaves(saved), strict=True):
+                whole[members] = own
+            epochs.add(epoch)
+        jobs.append((program, trainer, leaves, max(epochs)))
+    results = []
+    for program, trainer, leaves, epoch in jobs:
+        state = trainer.restored(leaves)
+        trainer.compile(state, training=False)
+        results += recalibrate_program(trainer, state, program, batches, run_dir, epoch)
+    return results
+
+
+def read_recalibrations(run_dir: Path, config: ExperimentConfig
+                        ) -> tuple[list[Recalibration], list[str]]:
+    """The recalibrations a run folder holds, in the config's point order, read from the
+    checkpoints' own metadata (their digests checked), and a line for each one that is
+    damaged."""
+    found, problems = [], []
+    for point in config.points:
+        stem = run_dir / point.name / STEM
+        if not stem.with_suffix(".safetensors").exists():
+            continue
+        try:
+            _, data = read_checkpoint(stem)
+            found.append(Recalibration(
+                point.name, tuple(data["seeds"]), int(data["batches"]),
+                {m: np.array(json_numbers(data["before"][m], m)) for m in MEASURES},
+                {m: np.array(json_numbers(data["after"][m], m)) for m in MEASURES}))
+        except CheckpointError as err:
+            problems.append(str(err))
+        except (KeyError, TypeError, ValueError) as err:
+            problems.append(f"{stem.with_suffix('.safetensors')} is not a recalibration "
+                            f"({err})")
+    return found, problems

@@ -1,0 +1,79 @@
+"""Recalibration in the run store: an experiment's ``recalibrate_batches`` writes the
+recomputed statistics when training ends; ``recalibrate_run`` refuses what it cannot do
+before writing anything."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import bnlab
+from bnlab.config.experiment import ExperimentConfig, VariantConfig, parse_experiment
+from bnlab.config.optimizer import OptimizerConfig
+from bnlab.errors import ConfigError
+from bnlab.experiments.recalibrate import read_recalibrations, recalibrate_run
+from bnlab.experiments.runner import run_experiment
+from bnlab.store.reader import load_run
+from bnlab.train.checkpoint import read_checkpoint
+from tests.synthetic import TINY_LAYERS, tiny_splits
+
+PLAIN = ({"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"})
+CONFIG = ExperimentConfig(name="recal", epochs=2, seeds=2, batch_size=16,
+                          optimizer=OptimizerConfig("sgd", 0.1),
+                          variants=(VariantConfig("bn", layers=TINY_LAYERS),))
+
+
+def test_the_experiment_option_writes_the_recalibrated_checkpoint_when_training_ends(tmp_path):
+    config = dataclasses.replace(CONFIG, recalibrate_batches=3)
+    run_experiment(config, tiny_splits(), tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    assert run.complete and run.config.recalibrate_batches == 3  # stored and read back
+    (found,), problems = read_recalibrations(run.path, run.config)
+    assert problems == [] and found.batches == 3
+    np.testing.assert_array_equal(found.before["val_accuracy"],
+                                  run.histories["bn"].final("val_accuracy"))
+    # The same as recalibrating the finished run afterwards: one deterministic computation.
+    (later,) = recalibrate_run(run.path, run.config, tiny_splits(), 3)
+    np.testing.assert_allclose(later.after["val_loss"], found.after["val_loss"], rtol=1e-6)
+    (from_api,) = bnlab.recalibrate(run, batches=3, data=tiny_splits())  # the same, locked
+    np.testing.assert_array_equal(from_api.after["val_loss"], later.after["val_loss"])
+    trained, _ = read_checkpoint(run.path / "bn" / "checkpoint")
+    recalibrated, _ = read_checkpoint(run.path / "bn" / "recalibrated")
+    changed = [name for name in trained if "moving" in name
+               and not np.array_equal(trained[name], recalibrated[name])]
+    assert changed and all(np.array_equal(trained[n], recalibrated[n]) for n in trained
+                           if n.startswith(".params"))
+
+
+def test_recalibrating_an_unfinished_run_or_a_model_without_bn_is_refused(tmp_path):
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def stop(name, record):
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_experiment(CONFIG, tiny_splits(), tmp_path / "half", on_epoch=stop)
+    with pytest.raises(ConfigError, match="has trained 1 of 2 epochs; finish it first"):
+        recalibrate_run(tmp_path / "half", CONFIG, tiny_splits(), 2)
+    assert not (tmp_path / "half" / "bn" / "recalibrated.safetensors").exists()
+    plain = dataclasses.replace(CONFIG, variants=(VariantConfig("plain", layers=PLAIN),))
+    run_experiment(plain, tiny_splits(), tmp_path / "plain")
+    with pytest.raises(ConfigError, match="no BatchNorm layer, nothing to recalibrate"):
+        recalibrate_run(tmp_path / "plain", plain, tiny_splits(), 2)
+
+
+@pytest.mark.parametrize("value, message", [
+    (-1, r"must be in 0\.\.1,718"), (1719, r"must be in 0\.\.1,718"),
+    ("3", "must be int"), (True, "must be int")])
+def test_the_option_is_checked_against_the_training_batches(value, message):
+    raw = {"name": "x", "recalibrate_batches": value,
+           "variants": [{"name": "bn", "model": "bn_after"}]}
+    with pytest.raises(ConfigError, match=message):
+        parse_experiment(raw)
+    raw = {"name": "x", "recalibrate_batches": 5,
+           "variants": [{"name": "plain", "model": "baseline"}]}
+    with pytest.raises(ConfigError, match="no variant has a BatchNorm layer"):
+        parse_experiment(raw)
