@@ -89,6 +89,33 @@ def test_scalars_are_keras_epoch_tags_per_seed_and_split_with_epoch_steps(logged
             np.testing.assert_array_equal([e.value for e in events], values.astype(np.float32))
 
 
+def test_the_train_inference_gap_goes_to_the_validation_run_beside_its_two_scores(tmp_path):
+    rng = np.random.default_rng(1)
+    metrics = {m: rng.uniform(0.5, 0.9, len(SEEDS))
+               for m in ("loss", "accuracy", "val_loss", "val_accuracy",
+                         "val_batchstats_loss", "val_batchstats_accuracy")}
+    with TensorBoardLogger(tmp_path, SEEDS, HPARAMS) as logger:
+        logger.log_epoch(0, metrics, LEARNING_RATE)
+    for i, seed in enumerate(SEEDS):
+        validation = read(tmp_path / f"seed-{seed}" / "validation")
+        assert set(validation.Tags()["scalars"]) == {
+            "epoch_loss", "epoch_accuracy", "epoch_batchstats_loss", "epoch_batchstats_accuracy",
+            "epoch_bn_gap_loss", "epoch_bn_gap_accuracy"}
+        (gap,) = validation.Scalars("epoch_bn_gap_accuracy")
+        want = metrics["val_accuracy"][i] - metrics["val_batchstats_accuracy"][i]
+        assert gap.value == np.float32(want)
+
+
+def test_every_normalization_layers_output_gets_a_histogram():
+    from bnlab.store.tensorboard import is_histogram_layer
+
+    for name in ("batch_normalization", "batch_normalization_2", "layer_normalization",
+                 "ghost_batch_normalization_1", "batch_renormalization", "dense/pre_activation"):
+        assert is_histogram_layer(name), name
+    for name in ("dense", "flatten", "leaky_re_lu_1", "activation"):
+        assert not is_histogram_layer(name), name
+
+
 def test_histograms_hold_every_probe_value_of_dense_pre_activations_and_bn_outputs(logged):
     log_dir, _, activations = logged
     for i, seed in enumerate(SEEDS):

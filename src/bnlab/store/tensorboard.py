@@ -35,6 +35,7 @@ TensorBoard drops what the killed process had written for epochs ≥ k.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -56,8 +57,9 @@ HISTOGRAM_BINS = 30  # equal-width buckets from min to max, as tf.summary.histog
 
 def is_histogram_layer(name: str) -> bool:
     """Which probe intermediates get a histogram: Dense pre-activations
-    (``dense_1/pre_activation``) and BatchNorm outputs (``batch_normalization_2``)."""
-    return name.endswith("/pre_activation") or name.startswith("batch_normalization")
+    (``dense_1/pre_activation``) and the outputs of normalization layers
+    (``batch_normalization_2``, ``layer_normalization``, ``ghost_batch_normalization_1``)."""
+    return name.endswith("/pre_activation") or re.search(r"normalization(_\d+)?$", name) is not None
 
 
 class TensorBoardLogger:
