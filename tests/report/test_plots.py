@@ -63,3 +63,21 @@ def test_several_seeds_draw_a_band_in_each_lines_colour():
     assert len(bands) == 2
     assert [to_rgba(band.get_facecolor()[0])[:3] for band in bands] == [
         to_rgba(line.get_color())[:3] for line in ax.get_lines()]
+
+
+def test_validation_panels_draw_a_bn_models_batch_statistics_dotted_in_its_colour():
+    rng = np.random.default_rng(3)
+    with_bn = {m: rng.uniform(0.3, 0.9, (3, 4)) for m in (
+        "loss", "accuracy", "val_loss", "val_accuracy", "val_batchstats_loss",
+        "val_batchstats_accuracy")}
+    plain = {m: with_bn[m] for m in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    figure = learning_curves({"bn": with_bn, "plain": plain})
+    train_loss, val_loss, train_accuracy, val_accuracy = figure.axes
+    assert len(train_loss.get_lines()) == len(train_accuracy.get_lines()) == 2
+    for ax, metric in ((val_loss, "val_batchstats_loss"),
+                       (val_accuracy, "val_batchstats_accuracy")):
+        dotted = [line for line in ax.get_lines() if line.get_marker() in (None, "None")]
+        assert len(ax.get_lines()) == 3 and len(dotted) == 1
+        np.testing.assert_allclose(dotted[0].get_ydata(), with_bn[metric].mean(axis=0))
+        assert dotted[0].get_color() == ax.get_lines()[0].get_color()  # bn's own colour
+    assert "dotted: validation with batch statistics" in figure._suptitle.get_text()

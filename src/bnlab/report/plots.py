@@ -53,9 +53,11 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
     (``line_style``: curves that coincide stay apart); rows share their y axis.
 
     ``histories[variant][metric]: (seeds, epochs)`` for ``loss``, ``accuracy`` and, where
-    measured, ``val_loss``, ``val_accuracy``. With several seeds each line is the mean over
-    seeds and the band its 95% Student-t confidence interval (``band_over_seeds``: a
-    diverged seed, NaN from its epoch on, leaves the mean and band from then on).
+    measured, ``val_loss``, ``val_accuracy`` and a BN model's ``val_batchstats_loss``,
+    ``val_batchstats_accuracy`` (dotted, in the validation panels). With several seeds each
+    line is the mean over seeds and the band its 95% Student-t confidence interval
+    (``band_over_seeds``: a diverged seed, NaN from its epoch on, leaves the mean and band
+    from then on).
     """
     figure = InlineFigure(figsize=(11, 7), layout="constrained")
     axes = figure.subplots(2, 2, sharex=True, sharey="row", squeeze=False)
@@ -72,6 +74,12 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
                 if np.isfinite(low).any():
                     ax.fill_between(epochs, low, high, color=style["color"], alpha=0.15,
                                     linewidth=0)
+                batch_key = f"val_batchstats_{metric}"
+                if column == 1 and batch_key in history:  # BN's batch-statistics score
+                    batch_mean, _, _ = band_over_seeds(np.asarray(history[batch_key]))
+                    # Loosely dotted and without markers: apart from every variant's style.
+                    ax.plot(epochs, batch_mean, **(style | {"linestyle": (0, (1, 3)),
+                                                            "marker": None}))
     seeds = np.shape(next(iter(histories.values()))["loss"])[0] if histories else 0
     for (row, column), ax in np.ndenumerate(axes):
         metric = ("loss", "accuracy")[row]
@@ -87,6 +95,8 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
                                                                       loc="lower right")
     spread = (f"mean of {seeds} seeds, band = 95% confidence interval" if seeds > 1
               else "one seed")
+    if any("val_batchstats_loss" in h for h in histories.values()):
+        spread += "; dotted: validation with batch statistics (BN)"
     figure.suptitle(f"{title} — {spread}" if title else spread, fontsize=11)
     return figure
 
