@@ -1,6 +1,7 @@
 """The package's imports go one way, down the layers, and no two modules import each other.
 
-    cli → api → report → experiments → store → config → analysis → train → nn → data → io, errors
+    cli → api → report → export → experiments → store → config → analysis → train → nn → data
+    → io, errors
 
 Every ``import`` of a bnlab module is read from the source (function-level imports too), so
 a new upward or circular import fails here, naming the file and the line.
@@ -15,7 +16,7 @@ import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "bnlab"
 LAYERS = ("errors io", "data", "nn", "train", "analysis", "config", "store", "experiments",
-          "report", "api", "cli __main__")
+          "export", "report", "api", "cli __main__")
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names.split()}
 
 

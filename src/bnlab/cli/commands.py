@@ -100,7 +100,7 @@ def run_folder(path: Path, runs_dir: Path) -> Path:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from bnlab.cli.run import print_recalibrations
+    from bnlab.cli.session import print_recalibrations
     from bnlab.report.console import run_overview
     from bnlab.store.reader import load_run
 

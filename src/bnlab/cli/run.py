@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from bnlab.cli.commands import print_verdicts
-from bnlab.cli.session import console, error_console, load_splits, program, session, without_resume
+from bnlab.cli.session import (
+    console,
+    error_console,
+    load_splits,
+    print_recalibrations,
+    program,
+    session,
+    without_resume,
+)
 from bnlab.errors import BnlabError
 
 if TYPE_CHECKING:  # the command imports the library only when it runs (a fast --help)
@@ -37,18 +45,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "or train it with `bnlab run`")
     train_and_report(args, config)
     return 0
-
-
-def print_recalibrations(run) -> None:
-    """The run's recalibrations (``experiments.recalibrate``), if it holds any, as a table;
-    a damaged one as a warning."""
-    from bnlab.report.console import recalibration_parts
-
-    table, problems = recalibration_parts(run)
-    if table is not None:
-        console.print(table)
-    for problem in problems:
-        error_console.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)
 
 
 def train_and_report(args: argparse.Namespace, config: ExperimentConfig) -> Run:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
+
 from bnlab.report.console import new_console
 
 console = new_console()
@@ -134,3 +136,15 @@ def load_splits(args: argparse.Namespace, dataset: str = "fashion_mnist"):
 
     return load_showing_downloads(dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
                                   download=not args.no_download, console=console)
+
+
+def print_recalibrations(run) -> None:
+    """The run's recalibrations (``experiments.recalibrate``), if it holds any, as a table;
+    a damaged one as a warning."""
+    from bnlab.report.console import recalibration_parts
+
+    table, problems = recalibration_parts(run)
+    if table is not None:
+        console.print(table)
+    for problem in problems:
+        error_console.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)

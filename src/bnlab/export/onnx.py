@@ -1,0 +1,160 @@
+"""A bnlab model as an ONNX graph (``onnx`` package), for onnxruntime and other runtimes.
+
+    proto = to_onnx(model, params, bn_state)     # one member's params and BN statistics
+    onnx.checker.check_model(proto)
+
+The graph computes ``model.apply(..., train=False)``: input ``images`` ``(N, *input_shape)``
+float32 (pixels already scaled as the model takes them, e.g. /255), outputs ``logits``
+``(N, classes)`` and ``probabilities`` (their softmax). Layers map to standard operators
+(opset ``OPSET``): Flatten → ``Flatten``; Dense → ``Gemm`` (+ its activation: ``Relu``,
+``Sigmoid``, ``Tanh``, ``Elu``, ``Selu``, ``Gelu`` with the tanh approximation as
+``jax.nn.gelu``, swish as ``x·Sigmoid(x)``); LeakyReLU → ``LeakyRelu``; Dropout → nothing
+(the identity in inference); every BatchNorm-family layer → ``BatchNormalization`` in
+inference mode with its moving statistics (γ = 1, β = 0 where the layer has none); LayerNorm
+→ ``LayerNormalization``; GroupNorm → a ``Reshape`` to ``(N, groups, F/groups)``,
+``LayerNormalization`` over the last axis, and back, then γ and β. Fold the BatchNorm
+layers first (``nn.fold``) for the plain-MLP graph a deployment wants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from bnlab.errors import ConfigError
+from bnlab.nn.batchnorm import BatchNorm, affine_parameters
+from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
+from bnlab.nn.model import Sequential
+from bnlab.nn.norms import GroupNorm, LayerNorm
+
+OPSET = 20  # Gelu(approximate="tanh") needs 20; onnxruntime ≥ 1.17 runs it
+UNARY = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "elu": "Elu", "selu": "Selu"}
+
+
+class _Graph:
+    """Nodes and initializers under construction, with fresh names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def constant(self, hint: str, value: np.ndarray) -> str:
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], hint: str, *, output: str | None = None,
+             **attributes) -> str:
+        """Add ``op`` of ``inputs``; its output is ``output``, or a fresh name from
+        ``hint``."""
+        output = output or self.name(hint)
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
+        return output
+
+
+def activation_nodes(graph: _Graph, x: str, activation: str, hint: str) -> str:
+    """``activation`` (a ``nn.layers.ACTIVATIONS`` name) applied to ``x``; a final softmax is
+    the graph's ``probabilities``, so ``softmax`` here is only for hidden layers."""
+    if activation == "linear":
+        return x
+    if activation in UNARY:
+        return graph.node(UNARY[activation], [x], f"{hint}_{activation}")
+    if activation == "gelu":
+        return graph.node("Gelu", [x], f"{hint}_gelu", approximate="tanh")
+    if activation == "swish":
+        return graph.node("Mul", [x, graph.node("Sigmoid", [x], f"{hint}_sigmoid")],
+                          f"{hint}_swish")
+    if activation == "softmax":
+        return graph.node("Softmax", [x], f"{hint}_softmax", axis=-1)
+    raise ConfigError(f"activation {activation!r} has no ONNX export")
+
+
+def to_onnx(model: Sequential, params: tuple[dict, ...], bn_state: tuple[dict, ...], *,
+            name: str | None = None) -> onnx.ModelProto:
+    """``model`` with ``params`` and ``bn_state`` (one member's, NumPy or JAX arrays) as an
+    ONNX model (module docstring); a layer without an export is a ``ConfigError``."""
+    graph = _Graph()
+    x = "images"
+    last = len(model.layers) - 1
+    for index, (layer, layer_params, layer_state, layer_name) in enumerate(zip(
+            model.layers, params, bn_state, model.layer_names, strict=True)):
+        p = {k: np.asarray(v, np.float32) for k, v in layer_params.items()}
+        s = {k: np.asarray(v) for k, v in layer_state.items()}
+        if isinstance(layer, Flatten):
+            x = graph.node("Flatten", [x], layer_name, axis=1)
+        elif isinstance(layer, Dense):
+            inputs = [x, graph.constant(f"{layer_name}_kernel", p["kernel"])]
+            if layer.use_bias:
+                inputs.append(graph.constant(f"{layer_name}_bias", p["bias"]))
+            x = graph.node("Gemm", inputs, layer_name)
+            if not (index == last and layer.activation == "softmax"):  # logits: as apply
+                x = activation_nodes(graph, x, layer.activation, layer_name)
+        elif isinstance(layer, Activation):
+            x = activation_nodes(graph, x, layer.name, layer_name)
+        elif isinstance(layer, LeakyReLU):
+            x = graph.node("LeakyRelu", [x], layer_name, alpha=float(layer.negative_slope))
+        elif isinstance(layer, Dropout):
+            continue
+        elif isinstance(layer, BatchNorm):
+            gamma, beta = affine_parameters(p, {k: v.astype(np.float32) for k, v in s.items()})
+            features = s["moving_mean"].shape[0]
+            inputs = [x, graph.constant(f"{layer_name}_gamma", np.ones(features, np.float32)
+                                        if gamma is None else gamma),
+                      graph.constant(f"{layer_name}_beta", np.zeros(features, np.float32)
+                                     if beta is None else beta),
+                      graph.constant(f"{layer_name}_mean", s["moving_mean"].astype(np.float32)),
+                      graph.constant(f"{layer_name}_var",
+                                     s["moving_variance"].astype(np.float32))]
+            x = graph.node("BatchNormalization", inputs, layer_name,
+                           epsilon=float(layer.epsilon))
+        elif isinstance(layer, LayerNorm):
+            x = _layer_norm(graph, x, layer, p, layer_name, model.output_shapes[index][-1])
+        else:
+            raise ConfigError(f"{layer_name} ({type(layer).__name__}) has no ONNX export")
+    logits = graph.node("Identity", [x], "logits", output="logits")
+    graph.node("Softmax", [logits], "probabilities", output="probabilities", axis=-1)
+    classes = model.output_shapes[-1][-1]
+    onnx_graph = helper.make_graph(
+        graph.nodes, name or model.name,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                       ["N", *model.input_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes])],
+        graph.initializers)
+    proto = helper.make_model(onnx_graph, producer_name="bnlab",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    proto.ir_version = 9  # what onnxruntime ≥ 1.16 reads
+    return proto
+
+
+def _layer_norm(graph: _Graph, x: str, layer: LayerNorm, p: dict, layer_name: str,
+                features: int) -> str:
+    """LayerNorm of ``features`` as ``LayerNormalization``; GroupNorm as the same over each
+    group, then its per-feature γ and β."""
+    groups = layer.groups_of(features)
+    ones, zeros = np.ones(features, np.float32), np.zeros(features, np.float32)
+    gamma, beta = p.get("gamma", ones), p.get("beta", zeros)
+    if not isinstance(layer, GroupNorm) or groups == 1:
+        return graph.node("LayerNormalization", [
+            x, graph.constant(f"{layer_name}_gamma", gamma),
+            graph.constant(f"{layer_name}_beta", beta)], layer_name, axis=-1,
+            epsilon=float(layer.epsilon))
+    size = features // groups
+    grouped = graph.node("Reshape", [x, graph.constant(f"{layer_name}_groups",
+                                                       np.array([0, groups, size], np.int64))],
+                         f"{layer_name}_grouped")
+    normalized = graph.node("LayerNormalization", [
+        grouped, graph.constant(f"{layer_name}_ones", np.ones(size, np.float32)),
+        graph.constant(f"{layer_name}_zeros", np.zeros(size, np.float32))],
+        f"{layer_name}_normalized", axis=-1, epsilon=float(layer.epsilon))
+    flat = graph.node("Reshape", [normalized, graph.constant(
+        f"{layer_name}_flat", np.array([0, features], np.int64))], f"{layer_name}_flat")
+    scaled = graph.node("Mul", [flat, graph.constant(f"{layer_name}_gamma", gamma)],
+                        f"{layer_name}_scaled")
+    return graph.node("Add", [scaled, graph.constant(f"{layer_name}_beta", beta)], layer_name)
