@@ -13,6 +13,7 @@ are.
     commands.py  bnlab data / summary / runs / show / report
     probe.py     bnlab probe
     recalibrate.py  bnlab recalibrate
+    export.py    bnlab export
 """
 
 from __future__ import annotations

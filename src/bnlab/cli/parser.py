@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bnlab import __version__
 from bnlab.cli.commands import cmd_data, cmd_report, cmd_runs, cmd_show, cmd_summary
+from bnlab.cli.export import cmd_export
 from bnlab.cli.probe import cmd_probe
 from bnlab.cli.recalibrate import cmd_recalibrate
 from bnlab.cli.run import cmd_run
@@ -98,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training batches to average over (default 200)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.set_defaults(handler=cmd_recalibrate)
+
+    p = sub.add_parser("export", parents=[data_options],
+                       help="write one trained member of a run as ONNX (optionally with its "
+                            "BatchNorm folded), checked by onnxruntime against bnlab on the "
+                            "test images before it is written")
+    p.add_argument("run", type=Path, help="a run folder, or a run's name under --runs-dir")
+    p.add_argument("--variant", help="which variant (default: the first with BatchNorm)")
+    p.add_argument("--seed", type=int, help="which seed (default: the run's first)")
+    p.add_argument("--fold", action="store_true",
+                   help="fold every BatchNorm into its neighbouring Dense layer first")
+    p.add_argument("--recalibrated", action="store_true",
+                   help="the recalibrated checkpoint's statistics (bnlab recalibrate)")
+    p.add_argument("--out", type=Path, help="the .onnx file (default RUN/VARIANT-seedS.onnx)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("runs", help="list the runs under the runs directory")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))

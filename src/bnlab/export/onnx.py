@@ -18,6 +18,8 @@ layers first (``nn.fold``) for the plain-MLP graph a deployment wants.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -158,3 +160,40 @@ def _layer_norm(graph: _Graph, x: str, layer: LayerNorm, p: dict, layer_name: st
     scaled = graph.node("Mul", [flat, graph.constant(f"{layer_name}_gamma", gamma)],
                         f"{layer_name}_scaled")
     return graph.node("Add", [scaled, graph.constant(f"{layer_name}_beta", beta)], layer_name)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """onnxruntime's outputs against bnlab's inference on the same images: the largest
+    absolute differences of the probabilities and of the logits, and how many rows have the
+    same top class."""
+
+    rows: int
+    max_probability_error: float
+    max_logit_error: float
+    same_top_class: int
+
+
+def verify(proto: onnx.ModelProto, model: Sequential, params: tuple[dict, ...],
+           bn_state: tuple[dict, ...], images: np.ndarray,
+           chunk_rows: int = 1000) -> Verification:
+    """Check ``proto`` with ``onnx.checker`` and run it with onnxruntime (CPU) on ``images``
+    (model inputs, float32), against ``model.apply(..., train=False)``."""
+    import jax
+    import onnxruntime
+
+    onnx.checker.check_model(proto, full_check=True)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    apply = jax.jit(lambda x: model.apply(params, bn_state, x, train=False)[0])
+    probability_error = logit_error = 0.0
+    same = 0
+    for start in range(0, len(images), chunk_rows):
+        x = np.asarray(images[start:start + chunk_rows], np.float32)
+        logits, probabilities = session.run(["logits", "probabilities"], {"images": x})
+        want_logits = np.asarray(apply(x), np.float64)
+        want = np.asarray(jax.nn.softmax(want_logits), np.float64)
+        probability_error = max(probability_error, float(np.abs(probabilities - want).max()))
+        logit_error = max(logit_error, float(np.abs(logits - want_logits).max()))
+        same += int((probabilities.argmax(1) == want.argmax(1)).sum())
+    return Verification(len(images), probability_error, logit_error, same)

@@ -1,0 +1,64 @@
+"""``bnlab export RUN [--variant V] [--seed S] [--fold] [--recalibrated] [--out FILE]``: one
+trained member of a run written as ONNX, checked by ``onnx.checker`` and run by onnxruntime
+against bnlab's own inference on the dataset's test images before the file is written."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bnlab.cli.commands import run_folder
+from bnlab.cli.session import console, error_console, load_splits
+
+TOLERANCE = 1e-5  # largest |Δ probability| accepted between onnxruntime and bnlab
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bnlab.api import configure_jax
+
+    configure_jax(cache_dir=args.cache_dir)
+    from bnlab.errors import ConfigError
+    from bnlab.export.onnx import to_onnx, verify
+    from bnlab.export.trained import trained_member
+    from bnlab.io import atomic_write_bytes
+    from bnlab.nn.fold import fold_batchnorm
+    from bnlab.nn.summary import summarize
+    from bnlab.store.reader import load_run
+
+    try:
+        import onnx  # noqa: F401 — only to say how to get it
+    except ImportError:
+        raise ConfigError("bnlab export needs the onnx extra: pip install 'bnlab[onnx]'") from None
+    run = load_run(run_folder(Path(args.run), args.runs_dir))
+    member = trained_member(run, args.variant, args.seed, recalibrated=args.recalibrated)
+    model, params, state = member.model, member.params, member.bn_state
+    before = summarize(model)
+    console.print(f"{run.path.name}: {member.variant}, seed {member.seed}, after "
+                  f"{member.epoch} epochs{' (recalibrated statistics)' * args.recalibrated}: "
+                  f"{before.total:,} parameters ({before.trainable:,} trainable)", markup=False)
+    if args.fold:
+        folded = fold_batchnorm(model, params, state)
+        model, params, state = folded.model, folded.params, folded.bn_state
+        for bn, dense, direction in folded.folds:
+            into = "the Dense before it" if direction == "backward" else "the Dense after it"
+            console.print(f"  folded {bn} into {dense} ({into})", markup=False)
+        for name, why in folded.kept:
+            console.print(f"  kept {name}: {why}", markup=False)
+        console.print(f"folded: {summarize(model).total:,} parameters", markup=False)
+    proto = to_onnx(model, params, state, name=f"{member.variant}-seed{member.seed}")
+    splits = load_splits(args, run.config.dataset)
+    images = splits.x_test.astype("float32") / 255.0
+    check = verify(proto, model, params, state, images)
+    console.print(f"onnx.checker: valid; onnxruntime against bnlab on the {check.rows:,} test "
+                  f"images: max |Δ probability| {check.max_probability_error:.1e}, max "
+                  f"|Δ logit| {check.max_logit_error:.1e}, same top class on "
+                  f"{check.same_top_class:,} of {check.rows:,}", markup=False)
+    if check.max_probability_error > TOLERANCE:
+        error_console.print(f"error: onnxruntime differs from bnlab by more than {TOLERANCE:g}; "
+                            "nothing written", markup=False)
+        return 1
+    out = args.out or run.path / (f"{member.variant}-seed{member.seed}"
+                                  f"{'-folded' * args.fold}.onnx")
+    atomic_write_bytes(Path(out), proto.SerializeToString())
+    console.print(f"wrote {out}", markup=False)
+    return 0

@@ -1,0 +1,77 @@
+"""``bnlab export``: a stored run's member written as ONNX only after onnxruntime agrees with
+bnlab on the real test images; what the command cannot do is one line, exit 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+from bnlab.cli import main
+from bnlab.store.reader import list_runs
+
+SMALL = """
+name = "small"
+epochs = 1
+seeds = 2
+batch_size = 500
+[optimizer]
+name = "sgd"
+learning_rate = 0.1
+[[variants]]
+name = "plain"
+model = "baseline"
+[[variants]]
+name = "bn"
+layers = [{ type = "flatten" }, { type = "batch_norm" },
+          { type = "dense", units = 32, use_bias = false }, { type = "batch_norm" },
+          { type = "activation", name = "relu" },
+          { type = "dense", units = 10, activation = "softmax" }]
+"""
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, fashion_mnist):
+    del fashion_mnist  # on disk: the command finds it
+    root = tmp_path_factory.mktemp("export")
+    (root / "small.toml").write_text(SMALL)
+    assert main(["run", str(root / "small.toml"), "--runs-dir", str(root / "runs"),
+                 "--no-download"]) == 0
+    (run,) = list_runs(root / "runs")[0]
+    return run
+
+
+@pytest.mark.realdata
+def test_export_folds_checks_and_writes_a_model_that_onnxruntime_runs(small_run, capsys,
+                                                                      fashion_mnist):
+    capsys.readouterr()
+    out = small_run.path / "bn.onnx"
+    assert main(["export", str(small_run.path), "--fold", "--seed", "43", "--out", str(out),
+                 "--no-download"]) == 0
+    printed = capsys.readouterr().out
+    assert "bn, seed 43, after 1 epochs" in printed
+    assert "folded batch_normalization into dense (the Dense after it)" in printed
+    assert "folded batch_normalization_1 into dense (the Dense before it)" in printed
+    assert "folded: 25,450 parameters" in printed  # 784·32 + 32 + 32·10 + 10
+    assert "same top class on 10,000 of 10,000" in printed
+    proto = onnx.load(out)
+    assert [n.op_type for n in proto.graph.node].count("BatchNormalization") == 0
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(["probabilities"], {
+        "images": fashion_mnist.x_test[:500].astype(np.float32) / 255.0})
+    # The exported member is a trained one: far better than chance on the test images.
+    assert (probabilities.argmax(1) == fashion_mnist.y_test[:500]).mean() > 0.6
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("argv, message", [
+    (["--variant", "nope"], "has no variant 'nope'; it has plain, bn"),
+    (["--seed", "7"], "has no seed 7; it has 42, 43"),
+    (["--recalibrated"], "recalibrated.safetensors is missing"),
+])
+def test_what_cannot_be_exported_is_one_line(small_run, capsys, argv, message):
+    capsys.readouterr()
+    assert main(["export", str(small_run.path), *argv, "--no-download"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
