@@ -75,3 +75,52 @@ def test_what_cannot_be_exported_is_one_line(small_run, capsys, argv, message):
     assert main(["export", str(small_run.path), *argv, "--no-download"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.realdata
+def test_predict_by_the_run_and_by_its_onnx_file_agree_and_name_the_classes(
+        small_run, capsys, tmp_path, fashion_mnist):
+    from PIL import Image
+
+    onnx_file = tmp_path / "bn.onnx"
+    assert main(["export", str(small_run.path), "--out", str(onnx_file), "--no-download"]) == 0
+    images = []
+    for i in range(3):  # test images, one of them 5× larger as a JPEG
+        path = tmp_path / (f"test{i}.png" if i else "test0.jpg")
+        picture = Image.fromarray(fashion_mnist.x_test[i])
+        (picture.resize((140, 140)) if i == 0 else picture).save(path)
+        images.append(str(path))
+    capsys.readouterr()
+    assert main(["predict", str(small_run.path), *images, "--no-download"]) == 0
+    by_run = capsys.readouterr().out.splitlines()
+    assert main(["predict", str(onnx_file), *images, "--no-download"]) == 0
+    by_onnx = capsys.readouterr().out.splitlines()
+    names = fashion_mnist.class_names
+    assert len(by_run) == len(by_onnx) == 3
+    for run_line, onnx_line, image in zip(by_run, by_onnx, images, strict=True):
+        assert run_line.startswith(f"{image}: ") and onnx_line.startswith(f"{image}: ")
+        assert run_line.split(": ")[1].split(" ")[0] == onnx_line.split(": ")[1].split(" ")[0]
+        assert run_line.count(" · ") == 2 and any(name in run_line for name in names)
+    grid = tmp_path / "grid.png"
+    assert main(["predict", str(onnx_file), "--test", "16", "--out", str(grid),
+                 "--no-download"]) == 0
+    assert "of 16 test images right; wrote" in capsys.readouterr().out
+    with Image.open(grid) as drawn:
+        assert drawn.size[0] > 500
+
+
+@pytest.mark.realdata
+def test_predict_names_each_unusable_file_on_one_line_and_exits_nonzero(small_run, capsys,
+                                                                        tmp_path):
+    (tmp_path / "notes.png").write_text("not a picture")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    capsys.readouterr()
+    code = main(["predict", str(small_run.path), str(tmp_path / "notes.png"),
+                 str(tmp_path / "empty.jpg"), "--no-download"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "notes.png: not an image Pillow can read" in err
+    assert "empty.jpg: the file is empty" in err
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07garbage")
+    assert main(["predict", str(tmp_path / "broken.onnx"), str(tmp_path / "notes.png")]) == 2
+    assert "broken.onnx: not a readable ONNX model" in capsys.readouterr().err

@@ -14,6 +14,7 @@ are.
     probe.py     bnlab probe
     recalibrate.py  bnlab recalibrate
     export.py    bnlab export
+    predict.py   bnlab predict
 """
 
 from __future__ import annotations

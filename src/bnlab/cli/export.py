@@ -17,6 +17,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from bnlab.api import configure_jax
 
     configure_jax(cache_dir=args.cache_dir)
+    from bnlab.data.datasets import DATASETS
     from bnlab.errors import ConfigError
     from bnlab.export.onnx import to_onnx, verify
     from bnlab.export.trained import trained_member
@@ -45,7 +46,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         for name, why in folded.kept:
             console.print(f"  kept {name}: {why}", markup=False)
         console.print(f"folded: {summarize(model).total:,} parameters", markup=False)
-    proto = to_onnx(model, params, state, name=f"{member.variant}-seed{member.seed}")
+    proto = to_onnx(model, params, state, name=f"{member.variant}-seed{member.seed}",
+                    class_names=DATASETS[run.config.dataset].class_names)
     splits = load_splits(args, run.config.dataset)
     images = splits.x_test.astype("float32") / 255.0
     check = verify(proto, model, params, state, images)

@@ -8,6 +8,7 @@ from pathlib import Path
 from bnlab import __version__
 from bnlab.cli.commands import cmd_data, cmd_report, cmd_runs, cmd_show, cmd_summary
 from bnlab.cli.export import cmd_export
+from bnlab.cli.predict import cmd_predict
 from bnlab.cli.probe import cmd_probe
 from bnlab.cli.recalibrate import cmd_recalibrate
 from bnlab.cli.run import cmd_run
@@ -114,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="the .onnx file (default RUN/VARIANT-seedS.onnx)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("predict", parents=[data_options],
+                       help="the top-3 classes of image files (any size, PNG/JPEG) by a run's "
+                            "trained model or an exported .onnx; --test N draws N test images "
+                            "with their predictions")
+    p.add_argument("model", help="a run folder (or its name under --runs-dir), or a .onnx file")
+    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
+    p.add_argument("--variant", help="which variant of a run (default: the first with BN)")
+    p.add_argument("--seed", type=int, help="which seed of a run (default: its first)")
+    p.add_argument("--test", type=int, metavar="N", help="draw N test images with predictions")
+    p.add_argument("--out", type=Path, help="the --test grid's PNG (default predictions-N.png)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("runs", help="list the runs under the runs directory")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))

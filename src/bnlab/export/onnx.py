@@ -18,6 +18,8 @@ layers first (``nn.fold``) for the plain-MLP graph a deployment wants.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,9 +80,10 @@ def activation_nodes(graph: _Graph, x: str, activation: str, hint: str) -> str:
 
 
 def to_onnx(model: Sequential, params: tuple[dict, ...], bn_state: tuple[dict, ...], *,
-            name: str | None = None) -> onnx.ModelProto:
+            name: str | None = None, class_names: Sequence[str] = ()) -> onnx.ModelProto:
     """``model`` with ``params`` and ``bn_state`` (one member's, NumPy or JAX arrays) as an
-    ONNX model (module docstring); a layer without an export is a ``ConfigError``."""
+    ONNX model (module docstring), with ``class_names`` in its metadata (``class_names``, a
+    JSON list) for ``bnlab predict``; a layer without an export is a ``ConfigError``."""
     graph = _Graph()
     x = "images"
     last = len(model.layers) - 1
@@ -132,7 +135,22 @@ def to_onnx(model: Sequential, params: tuple[dict, ...], bn_state: tuple[dict, .
     proto = helper.make_model(onnx_graph, producer_name="bnlab",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     proto.ir_version = 9  # what onnxruntime ≥ 1.16 reads
+    if class_names:
+        helper.set_model_props(proto, {"class_names": json.dumps(list(class_names))})
     return proto
+
+
+def class_names_of(proto: onnx.ModelProto) -> list[str] | None:
+    """The class names ``to_onnx`` stored in ``proto``'s metadata, or ``None``."""
+    for prop in proto.metadata_props:
+        if prop.key == "class_names":
+            try:
+                names = json.loads(prop.value)
+            except ValueError:
+                return None
+            return names if isinstance(names, list) and all(
+                isinstance(n, str) for n in names) else None
+    return None
 
 
 def _layer_norm(graph: _Graph, x: str, layer: LayerNorm, p: dict, layer_name: str,

@@ -216,6 +216,27 @@ def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray],
     return figure
 
 
+def prediction_grid(images: np.ndarray, predicted: Sequence[str], true: Sequence[str],
+                    title: str = "") -> InlineFigure:
+    """``images`` ``(n, 28, 28)`` in a grid, each titled with its predicted class and, where
+    that is wrong, the true one in red."""
+    n = len(images)
+    columns = min(n, 8)
+    rows = -(-n // columns)
+    figure = InlineFigure(figsize=(1.6 * columns, 1.9 * rows), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, guess, label in zip(axes, images, predicted, true, strict=False):
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+        right = guess == label
+        ax.set_title(guess if right else f"{guess}\n(true: {label})", fontsize=8,
+                     color="black" if right else "red")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
 def figure_bytes(figure: Figure, image_format: str = "png", dpi: int = 110) -> bytes:
     """The figure as an image file's bytes (``png``, ``svg``, …)."""
     buffer = io.BytesIO()

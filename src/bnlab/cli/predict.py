@@ -1,0 +1,100 @@
+"""``bnlab predict RUN|MODEL.onnx IMAGE… [--test N --out FILE]``: the top-3 classes of each
+image (any size, PNG or JPEG: ``export.predict``), by a run's trained member (bnlab) or by an
+exported ONNX file (onnxruntime); ``--test N`` draws N test images with their predictions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from bnlab.cli.commands import run_folder
+from bnlab.cli.session import console, error_console, load_splits
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from bnlab.api import configure_jax
+
+    configure_jax(cache_dir=args.cache_dir)
+    from bnlab.errors import ConfigError
+    from bnlab.export.predict import ImageError, image_input, predict
+
+    if not args.images and not args.test:
+        raise ConfigError("give image files to predict, or --test N")
+    source = Path(args.model)
+    probabilities, class_names, dataset, label = model_source(source, args)
+    inputs, names, failed = [], [], 0
+    for path in args.images:
+        try:
+            inputs.append(image_input(path))
+            names.append(str(path))
+        except ImageError as err:
+            error_console.print(f"error: {err}", markup=False, soft_wrap=True)
+            failed += 1
+    if inputs:
+        for prediction in predict(probabilities, np.stack(inputs), class_names, names):
+            top = " · ".join(f"{name} {p:.3f}" for name, p in prediction.top)
+            console.print(f"{prediction.source}: {top}", markup=False)
+    if args.test:
+        from bnlab.report.plots import prediction_grid, save_figure
+
+        splits = load_splits(args, dataset or "fashion_mnist")
+        count = min(args.test, len(splits.y_test))
+        images = splits.x_test[:count].astype(np.float32) / 255.0
+        guesses = np.asarray(probabilities(images)).argmax(axis=1)
+        right = int((guesses == splits.y_test[:count]).sum())
+        out = args.out or Path(f"predictions-{count}.png")
+        save_figure(prediction_grid(images, [class_names[g] for g in guesses],
+                                    [class_names[t] for t in splits.y_test[:count]],
+                                    title=f"{label}: {right} of {count} test images right"),
+                    [Path(out)])
+        console.print(f"{right} of {count} test images right; wrote {out}", markup=False)
+    return 1 if failed else 0
+
+
+def model_source(source: Path, args: argparse.Namespace):
+    """``(probabilities function, class names, dataset name or None, label)`` of a run's
+    member or an ONNX file."""
+    from bnlab.data.datasets import DATASETS
+    from bnlab.errors import ConfigError
+
+    if source.suffix == ".onnx":
+        import onnx
+        import onnxruntime
+        from google.protobuf.message import DecodeError
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        from bnlab.export.onnx import class_names_of
+
+        ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph,
+                      ort_state.InvalidProtobuf, ort_state.NotImplemented,
+                      ort_state.RuntimeException)
+
+        try:
+            proto = onnx.load(source)
+            onnx.checker.check_model(proto)
+            session = onnxruntime.InferenceSession(proto.SerializeToString(),
+                                                   providers=["CPUExecutionProvider"])
+        except (OSError, ValueError, DecodeError, onnx.checker.ValidationError) as err:
+            raise ConfigError(f"{source}: not a readable ONNX model ({err})") from None
+        except ORT_ERRORS as err:
+            raise ConfigError(f"{source}: onnxruntime cannot run it "
+                              f"({type(err).__name__}: {err})") from None
+        names = class_names_of(proto) or list(DATASETS["fashion_mnist"].class_names)
+
+        def probabilities(x):
+            return session.run(["probabilities"], {"images": x})[0]
+
+        return probabilities, names, None, source.name
+    import jax
+
+    from bnlab.export.trained import trained_member
+    from bnlab.store.reader import load_run
+
+    run = load_run(run_folder(source, args.runs_dir))
+    member = trained_member(run, args.variant, args.seed)
+    apply = jax.jit(lambda x: jax.nn.softmax(member.model.apply(
+        member.params, member.bn_state, x, train=False)[0]))
+    return (apply, list(DATASETS[run.config.dataset].class_names), run.config.dataset,
+            f"{run.path.name} {member.variant} seed {member.seed}")
