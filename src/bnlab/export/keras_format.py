@@ -1,0 +1,229 @@
+"""Keras 3 ``.keras`` files read and written as the zip they are: ``config.json`` (the
+architecture as JSON), ``metadata.json`` and ``model.weights.h5`` (HDF5 arrays under
+``layers/<name>/vars/<i>``). Nothing is deserialized by Keras and no code runs: the config
+is read as data, only the layer classes below are accepted (a ``Lambda`` or custom layer is
+refused), and the arrays are read with h5py.
+
+    Sequential of: InputLayer, Flatten, Dense, BatchNormalization, Activation, LeakyReLU,
+    Dropout  ⇄  bnlab's Flatten, Dense, BatchNorm, Activation, LeakyReLU, Dropout
+
+Keras's BatchNormalization *is* bnlab's default convention (momentum on the old value, ε,
+biased stored variance), so its numbers carry over unchanged. Writing a bnlab BatchNorm of
+another convention converts what Keras can express and says what it cannot
+(``KerasFile.conversions``): PyTorch's momentum m on the new value is Keras's 1 − m; a
+cumulative average has no Keras form (its momentum is written as 0.99); an unbiased stored
+variance is kept as it is (inference uses the stored value in both), but Keras's training
+updates it with the biased σ²_B from then on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import jax
+import numpy as np
+
+from bnlab.errors import BnlabError
+from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
+from bnlab.nn.model import KERAS_TYPE_NAMES, Sequential
+
+KERAS_VERSION = "3.6.0"  # the oldest Keras 3 the test extra allows; written in metadata.json
+
+
+class KerasFileError(BnlabError):
+    """A ``.keras`` file bnlab cannot read, and why (one line)."""
+
+
+@dataclass(frozen=True)
+class KerasFile:
+    """A Sequential read from (or written to) a ``.keras`` file: the bnlab ``model``, its
+    ``params`` and ``bn_state`` (``None`` when read without weights), and one sentence per
+    convention converted or not expressible (``conversions``)."""
+
+    model: Sequential
+    params: tuple[dict, ...] | None
+    bn_state: tuple[dict, ...] | None
+    conversions: tuple[str, ...] = ()
+
+
+def read_keras(path: Path, *, weights: bool = True) -> KerasFile:
+    """The Sequential in the ``.keras`` file at ``path`` as a bnlab model, with its weights
+    unless not ``weights``; anything else is a ``KerasFileError``."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+            weight_bytes = archive.read("model.weights.h5") if weights else None
+    except FileNotFoundError:
+        raise KerasFileError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
+        raise KerasFileError(f"{path}: not a Keras 3 .keras file ({err})") from None
+    if not isinstance(config, dict) or config.get("class_name") != "Sequential":
+        found = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+        raise KerasFileError(f"{path}: only a Keras Sequential model can be read, got "
+                             f"{found!r}")
+    layers_config = (config.get("config") or {}).get("layers")
+    if not isinstance(layers_config, list):
+        raise KerasFileError(f"{path}: its config.json lists no layers")
+    input_shape, layers, names = None, [], []
+    for entry in layers_config:
+        kind, options = entry.get("class_name"), entry.get("config") or {}
+        if kind == "InputLayer":
+            input_shape = tuple(options.get("batch_shape") or options.get("batch_input_shape")
+                                or ())[1:]
+            continue
+        layers.append(_bnlab_layer(path, kind, options))
+        names.append(options.get("name"))
+    if not input_shape:
+        built = layers_config[0].get("build_config", {}) if layers_config else {}
+        input_shape = tuple(built.get("input_shape") or ())[1:]
+    if not input_shape or not all(isinstance(d, int) for d in input_shape):
+        raise KerasFileError(f"{path}: its input shape is unknown (no InputLayer)")
+    model = Sequential(tuple(layers), input_shape=input_shape,
+                       name=(config.get("config") or {}).get("name", "sequential"))
+    if weight_bytes is None:
+        return KerasFile(model, None, None)
+    params, bn_state = model.init(jax.random.key(0))
+    params, bn_state = [dict(p) for p in params], [dict(s) for s in bn_state]
+    try:
+        with h5py.File(io.BytesIO(weight_bytes), "r") as weights_file:
+            for index, (layer, name) in enumerate(zip(layers, names, strict=True)):
+                stored = _layer_vars(weights_file, name)
+                slots = [(params, "kernel"), (params, "bias")] if isinstance(layer, Dense) \
+                    else [(params, "gamma"), (params, "beta"), (bn_state, "moving_mean"),
+                          (bn_state, "moving_variance")] if isinstance(layer, BatchNorm) else []
+                slots = [(tree, key) for tree, key in slots if key in tree[index]]
+                if len(stored) != len(slots):
+                    raise KerasFileError(f"{path}: layer {name} holds {len(stored)} weight "
+                                         f"arrays, its config needs {len(slots)}")
+                for (tree, key), values in zip(slots, stored, strict=True):
+                    if values.shape != tree[index][key].shape:
+                        raise KerasFileError(f"{path}: layer {name} weight {key} is "
+                                             f"{values.shape}, its config needs "
+                                             f"{tree[index][key].shape}")
+                    tree[index][key] = values.astype(np.float32)
+    except OSError as err:
+        raise KerasFileError(f"{path}: its model.weights.h5 cannot be read ({err})") from None
+    return KerasFile(model, tuple(params), tuple(bn_state))
+
+
+def _layer_vars(weights_file: h5py.File, name: str) -> list[np.ndarray]:
+    group = weights_file.get(f"layers/{name}/vars")
+    if group is None:
+        return []
+    return [np.asarray(group[key]) for key in sorted(group, key=int)]
+
+
+def _bnlab_layer(path: Path, kind: str, options: dict):
+    """The bnlab layer for one Keras layer's config; a class bnlab does not take (a Lambda,
+    a custom layer) or an option it cannot honour is a ``KerasFileError``."""
+    try:
+        if kind == "Flatten":
+            return Flatten()
+        if kind == "Dense":
+            return Dense(int(options["units"]), activation=options.get("activation", "linear"),
+                         use_bias=bool(options.get("use_bias", True)))
+        if kind == "BatchNormalization":
+            if options.get("axis", -1) not in (-1, [-1], 1, [1]) or options.get("renorm"):
+                raise KerasFileError(f"{path}: BatchNormalization {options.get('name')} "
+                                     "normalizes another axis or uses renorm; bnlab reads the "
+                                     "last axis without renorm")
+            return BatchNorm(momentum=float(options.get("momentum", 0.99)),
+                             epsilon=float(options.get("epsilon", 1e-3)),
+                             center=bool(options.get("center", True)),
+                             scale=bool(options.get("scale", True)))
+        if kind == "Activation":
+            return Activation(options["activation"])
+        if kind == "LeakyReLU":
+            return LeakyReLU(float(options.get("negative_slope", options.get("alpha", 0.3))))
+        if kind == "Dropout":
+            return Dropout(float(options["rate"]))
+    except (KeyError, TypeError, ValueError, BnlabError) as err:
+        if isinstance(err, KerasFileError):
+            raise
+        raise KerasFileError(f"{path}: layer {options.get('name')} ({kind}): {err}") from None
+    raise KerasFileError(f"{path}: layer {options.get('name')} is a {kind}; bnlab reads "
+                         "Flatten, Dense, BatchNormalization, Activation, LeakyReLU and Dropout "
+                         "(no Lambda or custom layers: nothing in a file is run)")
+
+
+def write_keras(path: Path, model: Sequential, params: tuple[dict, ...],
+                bn_state: tuple[dict, ...]) -> KerasFile:
+    """Write ``model`` with one member's ``params`` and ``bn_state`` as a Keras 3 ``.keras``
+    file; returns what was written with the conventions converted (module docstring). A layer
+    Keras has no class for (noisy BN, renorm, ghost BN, LayerNorm…) is a ``KerasFileError``."""
+    names = model.layer_names
+    layers = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
+               "config": {"batch_shape": [None, *model.input_shape], "dtype": "float32",
+                          "name": "input_layer"}}]
+    conversions: list[str] = []
+    weights: dict[str, list[np.ndarray]] = {}
+    for layer, name, p, s in zip(model.layers, names, params, bn_state, strict=True):
+        config, arrays = _keras_layer(layer, name, {k: np.asarray(v) for k, v in p.items()},
+                                      {k: np.asarray(v) for k, v in s.items()}, conversions)
+        layers.append({"module": "keras.layers", "class_name": KERAS_TYPE_NAMES[type(layer)][0],
+                       "registered_name": None, "config": {"name": name, "trainable": True,
+                                                           "dtype": "float32", **config}})
+        weights[name] = arrays
+    document = {"module": "keras", "class_name": "Sequential", "registered_name": None,
+                "config": {"name": model.name, "trainable": True, "dtype": "float32",
+                           "layers": layers}}
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as weights_file:
+        weights_file.create_group("vars")
+        for name, arrays in weights.items():
+            group = weights_file.create_group(f"layers/{name}/vars")
+            for i, values in enumerate(arrays):
+                group.create_dataset(str(i), data=np.asarray(values, np.float32))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": KERAS_VERSION,
+                                                      "date_saved": "bnlab"}))
+        archive.writestr("config.json", json.dumps(document))
+        archive.writestr("model.weights.h5", buffer.getvalue())
+    from bnlab.io import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), out.getvalue())
+    return KerasFile(model, params, bn_state, tuple(conversions))
+
+
+def _keras_layer(layer, name: str, p: dict, s: dict, conversions: list[str]
+                 ) -> tuple[dict, list[np.ndarray]]:
+    if type(layer) is Flatten:
+        return {"data_format": "channels_last"}, []
+    if type(layer) is Dense:
+        return ({"units": layer.units, "activation": layer.activation,
+                 "use_bias": layer.use_bias},
+                [p["kernel"]] + ([p["bias"]] if layer.use_bias else []))
+    if type(layer) is Activation:
+        return {"activation": layer.name}, []
+    if type(layer) is LeakyReLU:
+        return {"negative_slope": layer.negative_slope}, []
+    if type(layer) is Dropout:
+        return {"rate": layer.rate}, []
+    if type(layer) is BatchNorm:
+        momentum = layer.decay
+        if layer.moving_average == "cumulative":
+            momentum = 0.99
+            conversions.append(f"{name}: a cumulative average has no Keras form; written with "
+                               "momentum 0.99")
+        elif layer.momentum_on == "new":
+            conversions.append(f"{name}: momentum {layer.momentum:g} on the new value "
+                               f"(PyTorch) is Keras's {momentum:g} on the old one")
+        if layer.stored_variance == "unbiased":
+            conversions.append(f"{name}: the stored unbiased variance is kept as it is "
+                               "(inference uses it in both); Keras's training will update it "
+                               "with the biased batch variance")
+        gamma, beta = p.get("gamma", s.get("gamma")), p.get("beta", s.get("beta"))
+        arrays = ([gamma] if layer.scale else []) + ([beta] if layer.center else []) + [
+            s["moving_mean"], s["moving_variance"]]
+        return ({"axis": -1, "momentum": float(momentum), "epsilon": float(layer.epsilon),
+                 "center": layer.center, "scale": layer.scale}, arrays)
+    raise KerasFileError(f"{name} ({type(layer).__name__}) has no Keras layer; write a model "
+                         "of Flatten, Dense, BatchNorm, Activation, LeakyReLU and Dropout")
