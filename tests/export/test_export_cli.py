@@ -124,3 +124,25 @@ def test_predict_names_each_unusable_file_on_one_line_and_exits_nonzero(small_ru
     (tmp_path / "broken.onnx").write_bytes(b"\x08\x07garbage")
     assert main(["predict", str(tmp_path / "broken.onnx"), str(tmp_path / "notes.png")]) == 2
     assert "broken.onnx: not a readable ONNX model" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+@pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+def test_export_to_keras_and_pytorch_writes_files_those_frameworks_load(small_run, capsys,
+                                                                        tmp_path, keras,
+                                                                        torch):
+    from safetensors.torch import load_file
+
+    capsys.readouterr()
+    assert main(["export", str(small_run.path), "--format", "keras", "--out",
+                 str(tmp_path / "m.keras"), "--no-download"]) == 0
+    assert "no convention needed converting" in capsys.readouterr().out
+    assert len(keras.models.load_model(tmp_path / "m.keras").layers) == 6
+    assert main(["export", str(small_run.path), "--format", "torch", "--out",
+                 str(tmp_path / "m.safetensors"), "--no-download"]) == 0
+    printed = capsys.readouterr().out
+    assert "momentum 0.99 on the old value (Keras) is PyTorch's 0.01" in printed
+    assert (tmp_path / "m.py").exists()
+    assert "0.running_mean" not in load_file(tmp_path / "m.safetensors")  # 0 is Flatten
+    assert load_file(tmp_path / "m.safetensors")["1.running_mean"].shape == (784,)

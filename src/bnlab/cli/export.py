@@ -1,6 +1,8 @@
-"""``bnlab export RUN [--variant V] [--seed S] [--fold] [--recalibrated] [--out FILE]``: one
-trained member of a run written as ONNX, checked by ``onnx.checker`` and run by onnxruntime
-against bnlab's own inference on the dataset's test images before the file is written."""
+"""``bnlab export RUN [--variant V] [--seed S] [--fold] [--recalibrated] [--format F]
+[--out FILE]``: one trained member of a run written as ONNX (the default: checked by
+``onnx.checker`` and run by onnxruntime against bnlab's own inference on the dataset's test
+images before the file is written), a Keras 3 ``.keras`` file, or a PyTorch ``state_dict``
+in safetensors with the code that loads it; the conventions converted are printed."""
 
 from __future__ import annotations
 
@@ -46,6 +48,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         for name, why in folded.kept:
             console.print(f"  kept {name}: {why}", markup=False)
         console.print(f"folded: {summarize(model).total:,} parameters", markup=False)
+    stem = f"{member.variant}-seed{member.seed}{'-folded' * args.fold}"
+    if args.format != "onnx":
+        return _write_ported(args, run.path / stem, model, params, state)
     proto = to_onnx(model, params, state, name=f"{member.variant}-seed{member.seed}",
                     class_names=DATASETS[run.config.dataset].class_names)
     splits = load_splits(args, run.config.dataset)
@@ -59,8 +64,28 @@ def cmd_export(args: argparse.Namespace) -> int:
         error_console.print(f"error: onnxruntime differs from bnlab by more than {TOLERANCE:g}; "
                             "nothing written", markup=False)
         return 1
-    out = args.out or run.path / (f"{member.variant}-seed{member.seed}"
-                                  f"{'-folded' * args.fold}.onnx")
+    out = args.out or run.path / f"{stem}.onnx"
     atomic_write_bytes(Path(out), proto.SerializeToString())
     console.print(f"wrote {out}", markup=False)
+    return 0
+
+
+def _write_ported(args: argparse.Namespace, default_stem: Path, model, params, state) -> int:
+    """``--format keras`` or ``torch``: write the file(s) and print every convention
+    converted (``export.keras_format``, ``export.torch_format``)."""
+    if args.format == "keras":
+        from bnlab.export.keras_format import write_keras
+
+        out = Path(args.out or default_stem.with_suffix(".keras"))
+        written = write_keras(out, model, params, state)
+        paths = [out]
+    else:
+        from bnlab.export.torch_format import write_torch
+
+        out = Path(args.out or default_stem.with_suffix(".safetensors"))
+        written = write_torch(out, model, params, state)
+        paths = [out, out.with_suffix(".py")]
+    for line in written.conversions or ("no convention needed converting",):
+        console.print(f"  {line}", markup=False)
+    console.print("wrote " + " and ".join(str(p) for p in paths), markup=False)
     return 0

@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[data_options],
                        help="write one trained member of a run as ONNX (optionally with its "
-                            "BatchNorm folded), checked by onnxruntime against bnlab on the "
-                            "test images before it is written")
+                            "BatchNorm folded; checked by onnxruntime against bnlab on the "
+                            "test images before it is written), Keras .keras or a PyTorch "
+                            "state_dict")
     p.add_argument("run", type=Path, help="a run folder, or a run's name under --runs-dir")
     p.add_argument("--variant", help="which variant (default: the first with BatchNorm)")
     p.add_argument("--seed", type=int, help="which seed (default: the run's first)")
@@ -112,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fold every BatchNorm into its neighbouring Dense layer first")
     p.add_argument("--recalibrated", action="store_true",
                    help="the recalibrated checkpoint's statistics (bnlab recalibrate)")
-    p.add_argument("--out", type=Path, help="the .onnx file (default RUN/VARIANT-seedS.onnx)")
+    p.add_argument("--format", choices=("onnx", "keras", "torch"), default="onnx",
+                   help="onnx (checked by onnxruntime), keras (.keras, loads in Keras 3) or "
+                        "torch (state_dict as safetensors + the nn.Sequential code)")
+    p.add_argument("--out", type=Path,
+                   help="the file (default RUN/VARIANT-seedS.onnx, .keras or .safetensors)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.set_defaults(handler=cmd_export)
 
