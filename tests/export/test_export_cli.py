@@ -146,3 +146,18 @@ def test_export_to_keras_and_pytorch_writes_files_those_frameworks_load(small_ru
     assert (tmp_path / "m.py").exists()
     assert "0.running_mean" not in load_file(tmp_path / "m.safetensors")  # 0 is Flatten
     assert load_file(tmp_path / "m.safetensors")["1.running_mean"].shape == (784,)
+
+
+@pytest.mark.realdata
+@pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+def test_predict_with_a_keras_file_gives_the_runs_own_predictions(small_run, capsys,
+                                                                  tmp_path):
+    capsys.readouterr()
+    assert main(["export", str(small_run.path), "--format", "keras", "--out",
+                 str(tmp_path / "m.keras"), "--no-download"]) == 0
+    for source in (str(tmp_path / "m.keras"), str(small_run.path)):
+        assert main(["predict", source, "--test", "8", "--out", str(tmp_path / "g.png"),
+                     "--no-download"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "test images right" in line]
+    assert len(lines) == 2 and lines[0] == lines[1]

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the top-3 classes of image files (any size, PNG/JPEG) by a run's "
                             "trained model or an exported .onnx; --test N draws N test images "
                             "with their predictions")
-    p.add_argument("model", help="a run folder (or its name under --runs-dir), or a .onnx file")
+    p.add_argument("model", help="a run folder (or its name under --runs-dir), a .onnx file or "
+                                 "a Keras 3 .keras file (read as data, nothing in it runs)")
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
     p.add_argument("--variant", help="which variant of a run (default: the first with BN)")
     p.add_argument("--seed", type=int, help="which seed of a run (default: its first)")

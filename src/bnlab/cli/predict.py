@@ -1,6 +1,8 @@
-"""``bnlab predict RUN|MODEL.onnx IMAGE… [--test N --out FILE]``: the top-3 classes of each
-image (any size, PNG or JPEG: ``export.predict``), by a run's trained member (bnlab) or by an
-exported ONNX file (onnxruntime); ``--test N`` draws N test images with their predictions."""
+"""``bnlab predict RUN|MODEL.onnx|MODEL.keras IMAGE… [--test N --out FILE]``: the top-3
+classes of each image (any size, PNG or JPEG: ``export.predict``), by a run's trained member
+(bnlab), an exported ONNX file (onnxruntime) or a Keras 3 file read as data
+(``export.keras_format``, run by bnlab); ``--test N`` draws N test images with their
+predictions."""
 
 from __future__ import annotations
 
@@ -88,6 +90,14 @@ def model_source(source: Path, args: argparse.Namespace):
 
         return probabilities, names, None, source.name
     import jax
+
+    if source.suffix == ".keras":  # read as data: nothing in the file runs
+        from bnlab.export.keras_format import read_keras
+
+        ported = read_keras(source)
+        apply = jax.jit(lambda x: jax.nn.softmax(ported.model.apply(
+            ported.params, ported.bn_state, x, train=False)[0]))
+        return apply, list(DATASETS["fashion_mnist"].class_names), None, source.name
 
     from bnlab.export.trained import trained_member
     from bnlab.store.reader import load_run
