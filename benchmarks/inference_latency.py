@@ -8,7 +8,7 @@ test images: per image (batches of 1, the latency of one request) and per batch 
 all alike; the table gives medians over the rounds, and each one's ratio to bnlab unfolded.
 onnxruntime runs with its default threads (every core), as bnlab's XLA does.
 
-    .venv/bin/python benchmarks/inference_latency.py --repeats 5
+    .venv/bin/python benchmarks/inference_latency.py --repeats 7
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="baseline,bn_after,bn_before")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--single", type=int, default=500, help="batch-1 calls per timing")
-    parser.add_argument("--batches", type=int, default=20, help="batch-1000 calls per timing")
+    parser.add_argument("--single", type=int, default=5000, help="batch-1 calls per timing")
+    parser.add_argument("--batches", type=int, default=100, help="batch-1000 calls per timing")
     args = parser.parse_args()
     configure_jax()
     import jax
