@@ -101,14 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.set_defaults(handler=cmd_recalibrate)
 
-    p = sub.add_parser("export", parents=[data_options],
+    # Which trained member of a run a command takes (export, predict).
+    member_options = argparse.ArgumentParser(add_help=False, parents=[data_options])
+    member_options.add_argument("--variant",
+                                help="which variant of the run (default: the first with BN)")
+    member_options.add_argument("--seed", type=int,
+                                help="which seed of the run (default: its first)")
+    member_options.add_argument("--runs-dir", type=Path, default=Path("runs"))
+
+    p = sub.add_parser("export", parents=[member_options],
                        help="write one trained member of a run as ONNX (optionally with its "
                             "BatchNorm folded; checked by onnxruntime against bnlab on the "
                             "test images before it is written), Keras .keras or a PyTorch "
                             "state_dict")
     p.add_argument("run", type=Path, help="a run folder, or a run's name under --runs-dir")
-    p.add_argument("--variant", help="which variant (default: the first with BatchNorm)")
-    p.add_argument("--seed", type=int, help="which seed (default: the run's first)")
     p.add_argument("--fold", action="store_true",
                    help="fold every BatchNorm into its neighbouring Dense layer first")
     p.add_argument("--recalibrated", action="store_true",
@@ -118,21 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "torch (state_dict as safetensors + the nn.Sequential code)")
     p.add_argument("--out", type=Path,
                    help="the file (default RUN/VARIANT-seedS.onnx, .keras or .safetensors)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("predict", parents=[data_options],
+    p = sub.add_parser("predict", parents=[member_options],
                        help="the top-3 classes of image files (any size, PNG/JPEG) by a run's "
-                            "trained model or an exported .onnx; --test N draws N test images "
-                            "with their predictions")
+                            "trained model, an exported .onnx or a .keras file; --test N draws "
+                            "N test images with their predictions")
     p.add_argument("model", help="a run folder (or its name under --runs-dir), a .onnx file or "
                                  "a Keras 3 .keras file (read as data, nothing in it runs)")
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
-    p.add_argument("--variant", help="which variant of a run (default: the first with BN)")
-    p.add_argument("--seed", type=int, help="which seed of a run (default: its first)")
     p.add_argument("--test", type=int, metavar="N", help="draw N test images with predictions")
     p.add_argument("--out", type=Path, help="the --test grid's PNG (default predictions-N.png)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("runs", help="list the runs under the runs directory")
