@@ -37,10 +37,10 @@ from bnlab.config.experiment import (
     ExperimentConfig,
     checked,
     load_experiment,
-    small_batch_warnings,
     with_overrides,
 )
 from bnlab.config.optimizer import parse_optimizer
+from bnlab.config.small_batch import small_batch_warnings
 from bnlab.data.datasets import Splits
 from bnlab.errors import BnlabWarning, ConfigError
 from bnlab.experiments.recalibrate import Recalibration, recalibrate_run

@@ -12,8 +12,8 @@ from bnlab.config.experiment import (
     ExperimentConfig,
     VariantConfig,
     load_experiment,
-    small_batch_warnings,
 )
+from bnlab.config.small_batch import small_batch_warnings
 from bnlab.nn.batchnorm import BatchNorm
 
 SEED = load_experiment("seed")  # baseline (no BN), bn_after, bn_before: BN with ε = 1e-3

@@ -10,8 +10,8 @@ from bnlab.config.experiment import (
     experiment_from_json,
     load_experiment,
     parse_setting,
-    small_batch_warnings,
 )
+from bnlab.config.small_batch import small_batch_warnings
 from bnlab.config.sweep import value_text
 from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm

@@ -51,7 +51,7 @@ def train_and_report(args: argparse.Namespace, config: ExperimentConfig) -> Run:
     """Train ``config`` into a new run folder under ``args.runs_dir`` (or resume the newest
     unfinished one with ``args.resume``), showing progress, then print its results,
     verdicts, findings and files; returns the run as read back."""
-    from bnlab.config.experiment import small_batch_warnings
+    from bnlab.config.small_batch import small_batch_warnings
 
     splits = load_splits(args, config.dataset)
     for line in small_batch_warnings(config, len(splits.y_train)):

@@ -34,8 +34,10 @@ from bnlab.train.probes import (
     dense_kernels,
     internal_covariate_shift,
     landscape,
+    probe_records,
     record_activations,
     tree_norm,
+    written,
 )
 
 Array = jax.Array
@@ -240,7 +242,7 @@ def make_train_epoch(
                 stats = record_activations(member_model, params, state.bn_state, probe_x,
                                            units=plan.units,
                                            key=jax.random.fold_in(step_key, 1))
-                return _written(buffer, step // plan.every, stats)
+                return written(buffer, step // plan.every, stats)
 
             records["activations"] = jax.lax.cond(step % plan.every == 0, activations,
                                                   lambda buffer: buffer, records["activations"])
@@ -257,7 +259,7 @@ def make_train_epoch(
                 taken = tree_norm(updates) / jnp.maximum(grad_norm, jnp.finfo(jnp.float32).tiny)
                 sizes = taken * jnp.asarray(plan.step_scales, jnp.float32)
                 losses, changes = landscape(loss_of, params, grads, sizes)
-                return _written(buffer, step // plan.measures_every, {
+                return written(buffer, step // plan.measures_every, {
                     "ics": shift, "ics_cosine": cosine, "loss": loss, "grad_norm": grad_norm,
                     "step_sizes": sizes, "loss_along": losses, "grad_change": changes})
 
@@ -366,42 +368,6 @@ def make_train_epoch(
                                    diverged_step, records)
 
     return train_epoch
-
-
-def probe_records(model: Sequential, plan: ProbePlan, steps: int, params, bn_state,
-                  probe_x: Array | None) -> dict:
-    """The shapes (``jax.ShapeDtypeStruct``) of one member's epoch records under ``plan``:
-    ``{"activations": {name: (layer: (n, 7), per_unit: (n, units, 3))}}`` with ``n =
-    plan.probe_steps(steps)`` records at steps 0, every, …; ``{"measures": {"ics",
-    "ics_cosine": (m, dense layers), "loss", "grad_norm": (m,), "step_sizes", "loss_along",
-    "grad_change": (m, sizes)}}`` with ``m = plan.measure_steps(steps)``; each only when the
-    plan asks for it (``train.probes`` defines every quantity)."""
-    def stacked(tree, n):
-        return jax.tree_util.tree_map(
-            lambda s: jax.ShapeDtypeStruct((n, *s.shape), s.dtype), tree)
-
-    records = {}
-    if plan.every:
-        one = jax.eval_shape(lambda p, s: record_activations(
-            model, p, s, probe_x, units=plan.units, key=jax.random.key(0)), params, bn_state)
-        records["activations"] = stacked(one, plan.probe_steps(steps))
-    if plan.measures_every:
-        layers, sizes = len(dense_kernels(model)), len(plan.step_scales)
-
-        def f32(*shape):
-            return jax.ShapeDtypeStruct(shape, jnp.float32)
-
-        one = {"ics": f32(layers), "ics_cosine": f32(layers), "loss": f32(),
-               "grad_norm": f32(), "step_sizes": f32(sizes), "loss_along": f32(sizes),
-               "grad_change": f32(sizes)}
-        records["measures"] = stacked(one, plan.measure_steps(steps))
-    return records
-
-
-def _written(buffer, index: Array, values):
-    """``buffer`` (leaves ``(records, …)``) with record ``index`` set to ``values``."""
-    return jax.tree_util.tree_map(lambda b, v: b.at[index].set(v.astype(b.dtype)), buffer,
-                                  values)
 
 
 def make_evaluate(

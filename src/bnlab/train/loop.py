@@ -44,7 +44,7 @@ class EpochRecord:
     state: the member-stacked state after it, as the trainer runs it (padded seeds included;
     ``trainer.saved(state)`` drops them); valid until the next record is asked for, whose
     epoch consumes it. probes: what the trainer's probe plan recorded in the epoch
-    (``engine.probe_records``, each leaf ``(members, …)``), and with its
+    (``probes.probe_records``, each leaf ``(members, …)``), and with its
     ``test_each_epoch`` the inference-mode ``{"test": {"loss", "accuracy": (members,)}}``;
     ``{}`` without a plan.
     """
@@ -220,7 +220,7 @@ class Recorded:
         activations/<input>/layer   (seeds, n, 7)          STATISTICS over all values
         activations/<input>/units   (seeds, n, units, 3)   UNIT_STATISTICS per tracked unit
         activations/steps           (n,)                   the global step of each record
-        measures/<quantity>         (seeds, m, …)          landscape (engine.probe_records)
+        measures/<quantity>         (seeds, m, …)          landscape (probes.probe_records)
         measures/ics/<dense>        (seeds, m)             ICS of each Dense layer by name
         measures/ics_cosine/<dense> (seeds, m)
         measures/steps              (m,)

@@ -236,3 +236,39 @@ def beta_smoothness(gradient_change: Array, gradient_norm: Array,
     (the step sizes); ``gradient_change: (…, sizes)``, ``gradient_norm: (…)`` = ‖g‖₂,
     ``step_sizes: (…, sizes)`` or ``(sizes,)``."""
     return jnp.max(gradient_change / (step_sizes * gradient_norm[..., None]), axis=-1)
+
+
+def probe_records(model: Sequential, plan: ProbePlan, steps: int, params, bn_state,
+                  probe_x: Array | None) -> dict:
+    """The shapes (``jax.ShapeDtypeStruct``) of one member's epoch records under ``plan``:
+    ``{"activations": {name: (layer: (n, 7), per_unit: (n, units, 3))}}`` with ``n =
+    plan.probe_steps(steps)`` records at steps 0, every, …; ``{"measures": {"ics",
+    "ics_cosine": (m, dense layers), "loss", "grad_norm": (m,), "step_sizes", "loss_along",
+    "grad_change": (m, sizes)}}`` with ``m = plan.measure_steps(steps)``; each only when the
+    plan asks for it (``train.probes`` defines every quantity)."""
+    def stacked(tree, n):
+        return jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct((n, *s.shape), s.dtype), tree)
+
+    records = {}
+    if plan.every:
+        one = jax.eval_shape(lambda p, s: record_activations(
+            model, p, s, probe_x, units=plan.units, key=jax.random.key(0)), params, bn_state)
+        records["activations"] = stacked(one, plan.probe_steps(steps))
+    if plan.measures_every:
+        layers, sizes = len(dense_kernels(model)), len(plan.step_scales)
+
+        def f32(*shape):
+            return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+        one = {"ics": f32(layers), "ics_cosine": f32(layers), "loss": f32(),
+               "grad_norm": f32(), "step_sizes": f32(sizes), "loss_along": f32(sizes),
+               "grad_change": f32(sizes)}
+        records["measures"] = stacked(one, plan.measure_steps(steps))
+    return records
+
+
+def written(buffer, index: Array, values):
+    """``buffer`` (leaves ``(records, …)``) with record ``index`` set to ``values``."""
+    return jax.tree_util.tree_map(lambda b, v: b.at[index].set(v.astype(b.dtype)), buffer,
+                                  values)

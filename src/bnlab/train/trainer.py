@@ -224,7 +224,7 @@ class SeedBatchTrainer:
         records)``, each ``(seeds, …)``; ``diverged_step`` is the 0-based step whose loss was
         the first non-finite one, ``-1`` where none was (``engine.EpochMetrics``); a
         diverged member stops updating there. ``records``: what the ``probe`` plan recorded
-        (``engine.probe_records``), ``{}`` without one. ``active: (seeds,)`` bool (default
+        (``probes.probe_records``), ``{}`` without one. ``active: (seeds,)`` bool (default
         all): the members that train; the others' state comes back unchanged and their
         metrics mean nothing. ``state`` is donated: use the returned one."""
         shuffle, dropout = self.epoch_keys(epoch)
