@@ -40,3 +40,20 @@ def tiny_model() -> Sequential:
     """Flatten → BN → Dense(8, relu) → BN → Dense(3, softmax) for 4×4 inputs."""
     return Sequential((Flatten(), BatchNorm(), Dense(8, activation="relu"), BatchNorm(),
                        Dense(3, activation="softmax")), input_shape=(4, 4), name="tiny")
+
+
+def run_stopped_after_one_epoch(config, splits: Splits, run_dir) -> None:
+    """``config`` run into ``run_dir`` and interrupted (as Ctrl-C does) when its first epoch
+    has been saved: an unfinished run."""
+    import pytest
+
+    from bnlab.experiments.runner import run_experiment
+
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def stop(name, record):
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_experiment(config, splits, run_dir, on_epoch=stop)

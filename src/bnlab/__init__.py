@@ -23,7 +23,8 @@ _EXPORTS = {
     "summary": "bnlab.api", "fit": "bnlab.api", "Fitted": "bnlab.api", "run": "bnlab.api",
     "plot_curves": "bnlab.api", "compare": "bnlab.api", "show": "bnlab.api",
     "write_report": "bnlab.api", "recalibrate": "bnlab.api",
-    "Recalibration": "bnlab.experiments.recalibrate",
+    "Recalibration": "bnlab.experiments.recalibrate", "export_model": "bnlab.api",
+    "Exported": "bnlab.export.exporter",
     # runs, experiments and data
     "load_run": "bnlab.store.reader", "list_runs": "bnlab.store.reader", "Run": "bnlab.store.runs",
     "Damage": "bnlab.store.runs", "Divergence": "bnlab.train.loop",

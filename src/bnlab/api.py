@@ -41,11 +41,13 @@ from bnlab.config.experiment import (
 )
 from bnlab.config.optimizer import parse_optimizer
 from bnlab.config.small_batch import small_batch_warnings
-from bnlab.data.datasets import Splits
+from bnlab.data.datasets import DATASETS, Splits
 from bnlab.errors import BnlabWarning, ConfigError
 from bnlab.experiments.recalibrate import Recalibration, recalibrate_run
 from bnlab.experiments.resume import VariantPlan
 from bnlab.experiments.runner import run_experiment
+from bnlab.export.exporter import Exported, default_path, export_member
+from bnlab.export.trained import trained_member
 from bnlab.io import cache_folder
 from bnlab.nn.model import Sequential
 from bnlab.nn.summary import ModelSummary, summarize
@@ -63,7 +65,8 @@ from bnlab.train.engine import TrainState
 from bnlab.train.loop import History, train_epochs
 from bnlab.train.trainer import SeedBatchTrainer
 
-__all__ = ["Fitted", "cache_folder", "compare", "configure_jax", "fit", "load_fashion_mnist",
+__all__ = ["Fitted", "cache_folder", "compare", "configure_jax", "export_model", "fit",
+           "load_fashion_mnist",
            "load_run", "model", "plot_curves", "recalibrate", "run", "show", "summary",
            "write_report"]
 
@@ -294,6 +297,32 @@ def recalibrate(source: Run | Path | str, *, batches: int = 200, data: Splits | 
                                       cache_dir=cache_dir, download=download, progress=False)
     with RunLock(stored.path):
         return recalibrate_run(stored.path, stored.config, data, batches)
+
+
+def export_model(source: Run | Path | str, out: Path | str | None = None, *,
+           variant: str | None = None, seed: int | None = None, fold: bool = False,
+           recalibrated: bool = False, format: str = "onnx", data: Splits | None = None,
+           data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+           download: bool = True) -> Exported:
+    """Write one trained member of a finished run, as ``bnlab export`` (docs/deploy.md):
+    ``variant`` (default: the first with BatchNorm) and ``seed`` (default: the first), from
+    its checkpoint or its ``recalibrated`` one, folded if ``fold``, as ``format`` ``"onnx"``
+    (verified by onnxruntime against bnlab on the test images of ``data``, loaded as in
+    ``run`` when not given), ``"keras"`` or ``"torch"``. ``out`` defaults to
+    ``<run>/<variant>-seed<seed>[-folded].<suffix>``. A model still in training, a diverged
+    seed or a damaged checkpoint is a ``BnlabError``, and nothing is written."""
+    stored = source if isinstance(source, Run) else load_run(source)
+    member = trained_member(stored, variant, seed, recalibrated=recalibrated)
+    images = None
+    if format == "onnx":
+        if data is None:
+            data = load_showing_downloads(stored.config.dataset, data_dir=data_dir,
+                                          cache_dir=cache_dir, download=download,
+                                          progress=False)
+        images = data.x_test.astype(np.float32) / 255.0
+    return export_member(member, Path(out) if out is not None else default_path(
+        member, stored.path, format, fold), format=format, fold=fold,
+        class_names=DATASETS[stored.config.dataset].class_names, images=images)
 
 
 def _histories(source: Run | Path | str | History | Mapping[str, History],

@@ -17,7 +17,7 @@ from bnlab.experiments.recalibrate import read_recalibrations, recalibrate_run
 from bnlab.experiments.runner import run_experiment
 from bnlab.store.reader import load_run
 from bnlab.train.checkpoint import read_checkpoint
-from tests.synthetic import TINY_LAYERS, tiny_splits
+from tests.synthetic import TINY_LAYERS, run_stopped_after_one_epoch, tiny_splits
 
 PLAIN = ({"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"})
 CONFIG = ExperimentConfig(name="recal", epochs=2, seeds=2, batch_size=16,
@@ -48,14 +48,7 @@ def test_the_experiment_option_writes_the_recalibrated_checkpoint_when_training_
 
 
 def test_recalibrating_an_unfinished_run_or_a_model_without_bn_is_refused(tmp_path):
-    class Stop(KeyboardInterrupt):
-        pass
-
-    def stop(name, record):
-        raise Stop
-
-    with pytest.raises(Stop):
-        run_experiment(CONFIG, tiny_splits(), tmp_path / "half", on_epoch=stop)
+    run_stopped_after_one_epoch(CONFIG, tiny_splits(), tmp_path / "half")
     with pytest.raises(ConfigError, match="has trained 1 of 2 epochs; finish it first"):
         recalibrate_run(tmp_path / "half", CONFIG, tiny_splits(), 2)
     assert not (tmp_path / "half" / "bn" / "recalibrated.safetensors").exists()

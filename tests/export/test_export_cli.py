@@ -161,3 +161,54 @@ def test_predict_with_a_keras_file_gives_the_runs_own_predictions(small_run, cap
                      "--no-download"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "test images right" in line]
     assert len(lines) == 2 and lines[0] == lines[1]
+
+
+@pytest.mark.realdata
+def test_a_run_being_trained_is_not_exported_or_predicted_from(small_run, capsys, tmp_path):
+    from bnlab.store.lock import RunLock
+
+    capsys.readouterr()
+    with RunLock(small_run.path):  # as a training process holds it
+        assert main(["export", str(small_run.path), "--no-download"]) == 2
+        assert main(["predict", str(small_run.path), "--test", "4", "--no-download"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("is being trained now") == 2 and "Traceback" not in err
+    assert not (small_run.path / "bn-seed42.onnx").exists()  # the default name: not written
+
+
+def test_predict_reads_a_foreign_onnx_file_and_says_how(tmp_path, capsys):
+    from PIL import Image
+
+    from bnlab.data.datasets import DATASETS
+    from tests.export.test_onnx import foreign_file
+
+    path, x, want = foreign_file(tmp_path, input_shape=(784,))
+    image = tmp_path / "item.png"
+    Image.fromarray((x[0] * 255).round().astype(np.uint8)).save(image)
+    capsys.readouterr()
+    assert main(["predict", str(path), str(image)]) == 0
+    out = capsys.readouterr().out
+    assert "foreign.onnx: not written by bnlab; read as input x ['n', 784], output out" in out
+    names = DATASETS["fashion_mnist"].class_names  # the file has none: the dataset's
+    assert f"{image}: {names[int(np.argmax(want[0]))]} {want[0].max():.3f} · " in out
+
+
+@pytest.mark.realdata
+def test_the_python_api_exports_as_the_command_does(small_run, tmp_path, fashion_mnist):
+    import bnlab
+
+    exported = bnlab.export_model(small_run, tmp_path / "api.onnx", seed=43, fold=True,
+                                  data=fashion_mnist)
+    assert isinstance(exported, bnlab.Exported) and exported.paths == (tmp_path / "api.onnx",)
+    assert (exported.member.variant, exported.member.seed) == ("bn", 43)
+    assert exported.exported_parameters == 25_450 < exported.parameters
+    assert exported.verification.same_top_class == 10_000
+    assert exported.verification.max_probability_error <= 1e-5
+    ported = bnlab.export_model(small_run, format="torch", variant="plain")
+    assert ported.paths == (small_run.path / "plain-seed42.safetensors",
+                            small_run.path / "plain-seed42.py")
+    assert all(path.exists() for path in ported.paths)
+    with pytest.raises(bnlab.ConfigError, match="export format 'tflite': choose one of onnx, "
+                                                "keras, torch"):
+        bnlab.export_model(small_run, tmp_path / "m.tflite", format="tflite")
+    assert not (tmp_path / "m.tflite").exists()

@@ -9,6 +9,8 @@ a transposed kernel, γ and β swapped) is off by O(0.1) or more.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import numpy as np
 import onnx
@@ -97,3 +99,135 @@ def test_the_graph_is_standard_operators_and_a_folded_bn_model_has_no_batchnorm(
     folded = fold_batchnorm(model, params, state)
     ops = [n.op_type for n in to_onnx(folded.model, folded.params, folded.bn_state).graph.node]
     assert ops == ["Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm", "Identity", "Softmax"]
+
+
+def torch_onnx_file(torch, tmp_path, monkeypatch, mode_name: str, batch_axis: bool = True):
+    """bn_after ported to PyTorch (``write_torch``) and exported by PyTorch's own ONNX
+    exporter in training or inference mode, for any batch size or (without ``batch_axis``)
+    for batches of 2 only: a file not written by bnlab."""
+    from bnlab.export.torch_format import write_torch
+    from tests.export.test_torch_format import loaded
+
+    model = get_model("bn_after")
+    params, state = trained_like(model, 8)
+    exported = write_torch(tmp_path / "model.safetensors", model, params, state)
+    module = loaded(monkeypatch, tmp_path, exported.code)
+    path = tmp_path / f"{mode_name}.onnx"
+    with warnings.catch_warnings():  # the legacy exporter's deprecation and tracer notes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(2, 28, 28),), str(path), dynamo=False,
+                          training=getattr(torch.onnx.TrainingMode, mode_name),
+                          input_names=["pixels"], output_names=["scores"],
+                          dynamic_axes={"pixels": {0: "n"}, "scores": {0: "n"}}
+                          if batch_axis else None)
+    return path, model, params, state
+
+
+def test_a_model_exported_in_training_mode_is_refused_for_its_batch_dependent_outputs(
+        torch, tmp_path, monkeypatch):
+    from bnlab.errors import ConfigError
+    from bnlab.export.onnx import load_classifier, training_mode_nodes
+
+    path, *_ = torch_onnx_file(torch, tmp_path, monkeypatch, "TRAINING")
+    proto = onnx.load(path)
+    assert len(training_mode_nodes(proto)) == 3  # bn_after's three BatchNorms
+    # Why it is refused: in training mode an image's output depends on its batch.
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((32, 28, 28), dtype=np.float32)
+    (in_batch,), (alone,) = session.run(None, {"pixels": x})[0][:1], session.run(
+        None, {"pixels": x[:1]})[0]
+    assert np.abs(in_batch - alone).max() > 0.1
+    with pytest.raises(ConfigError, match=r"TRAINING.onnx is exported in training mode "
+                                          r"\(/1/BatchNormalization, .*\): each output would "
+                                          "depend on its batch"):
+        load_classifier(path)
+    with pytest.raises(ConfigError, match="exported in training mode"):
+        from bnlab.export.onnx import verify
+
+        verify(proto, get_model("bn_after"), *trained_like(get_model("bn_after"), 8), x)
+
+
+@pytest.mark.parametrize("batch_axis", [True, False], ids=["any-batch", "batch-of-2"])
+def test_a_pytorch_export_in_inference_mode_is_read_by_its_own_names(torch, tmp_path,
+                                                                     monkeypatch, batch_axis):
+    from bnlab.export.onnx import load_classifier
+
+    path, model, params, state = torch_onnx_file(torch, tmp_path, monkeypatch, "EVAL",
+                                                 batch_axis)
+    classifier = load_classifier(path)
+    batch = "'n'" if batch_axis else "2"
+    assert classifier.note == f"input pixels [{batch}, 28, 28], output scores"
+    assert classifier.class_names is None
+    x = np.random.default_rng(1).random((63, 28, 28), dtype=np.float32)  # odd: one padded
+    _, want = bnlab_outputs(model, params, state, x)  # the module's logits, softmax applied
+    np.testing.assert_allclose(classifier.probabilities(x), want, rtol=0, atol=TOL)
+
+
+def foreign_file(tmp_path, *, input_shape, outputs=("out",), softmax=False, dropout=None):
+    """A hand-built ONNX classifier: images reshaped to ``input_shape``, one Gemm to 10
+    classes (a softmax on it if asked), optionally a Dropout whose ``training_mode`` is the
+    constant ``dropout``."""
+    rng = np.random.default_rng(2)
+    weights = {"w": rng.normal(size=(784, 10)).astype(np.float32),
+               "shape": np.array([-1, 784], np.int64)}
+    nodes = [onnx.helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+             onnx.helper.make_node("Gemm", ["flat", "w"], ["gemm"])]
+    last = "gemm"
+    if dropout is not None:
+        weights["ratio"] = np.array(0.5, np.float32)
+        weights["training"] = np.array(dropout)
+        nodes.append(onnx.helper.make_node("Dropout", [last, "ratio", "training"], ["dropped"]))
+        last = "dropped"
+    if softmax:
+        nodes.append(onnx.helper.make_node("Softmax", [last], ["soft"], axis=-1))
+        last = "soft"
+    nodes += [onnx.helper.make_node("Identity", [last], [name]) for name in outputs]
+    graph = onnx.helper.make_graph(
+        nodes, "foreign",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", *input_shape])],
+        [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["n", 10])
+         for name in outputs],
+        [onnx.numpy_helper.from_array(v, k) for k, v in weights.items()])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "foreign.onnx"
+    onnx.save(proto, path)
+    x = (rng.integers(0, 128, (8, 28, 28)) / 255).astype(np.float32)  # 8-bit, dark border
+    logits = x.reshape(8, 784) @ weights["w"]
+    return path, x, np.exp(logits - logits.max(1, keepdims=True)) / np.exp(
+        logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("input_shape, softmax", [((784,), False), ((1, 28, 28), True)])
+def test_a_foreign_classifier_of_784_values_gives_probabilities_from_logits_or_its_softmax(
+        tmp_path, input_shape, softmax):
+    from bnlab.export.onnx import load_classifier
+
+    path, x, want = foreign_file(tmp_path, input_shape=input_shape, softmax=softmax)
+    np.testing.assert_allclose(load_classifier(path).probabilities(x), want, rtol=1e-4,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"input_shape": (32, 32)}, r"needs one input of 784 values per image \(it has x "
+                                r"\['n', 32, 32\]\)"),
+    ({"input_shape": (784,), "outputs": ("a", "b")}, r"which output is the classes\? It "
+                                                     "has a, b"),
+    ({"input_shape": (784,), "dropout": True}, r"exported in training mode \(dropped\)"),
+])
+def test_a_foreign_file_bnlab_cannot_run_is_one_line(tmp_path, options, message):
+    from bnlab.errors import ConfigError
+    from bnlab.export.onnx import load_classifier
+
+    path, *_ = foreign_file(tmp_path, **options)
+    with pytest.raises(ConfigError, match=message):
+        load_classifier(path)
+
+
+def test_a_dropout_given_a_constant_false_training_mode_is_inference(tmp_path):
+    from bnlab.export.onnx import load_classifier, training_mode_nodes
+
+    path, x, want = foreign_file(tmp_path, input_shape=(784,), dropout=False)
+    assert training_mode_nodes(onnx.load(path)) == []
+    np.testing.assert_allclose(load_classifier(path).probabilities(x), want, rtol=1e-4,
+                               atol=1e-6)  # the Dropout is the identity

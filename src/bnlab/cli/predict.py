@@ -26,6 +26,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("give image files to predict, or --test N")
     source = Path(args.model)
     probabilities, class_names, dataset, label = model_source(source, args)
+    classes = np.asarray(probabilities(np.zeros((1, 28, 28), np.float32))).shape[1]
+    if classes != len(class_names):
+        raise ConfigError(f"{source} gives {classes} classes where the dataset has "
+                          f"{len(class_names)}; bnlab predict runs Fashion-MNIST classifiers")
     inputs, names, failed = [], [], 0
     for path in args.images:
         try:
@@ -59,36 +63,16 @@ def model_source(source: Path, args: argparse.Namespace):
     """``(probabilities function, class names, dataset name or None, label)`` of a run's
     member or an ONNX file."""
     from bnlab.data.datasets import DATASETS
-    from bnlab.errors import ConfigError
 
     if source.suffix == ".onnx":
-        import onnx
-        import onnxruntime
-        from google.protobuf.message import DecodeError
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+        from bnlab.export.onnx import load_classifier
 
-        from bnlab.export.onnx import class_names_of
-
-        ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph,
-                      ort_state.InvalidProtobuf, ort_state.NotImplemented,
-                      ort_state.RuntimeException)
-
-        try:
-            proto = onnx.load(source)
-            onnx.checker.check_model(proto)
-            session = onnxruntime.InferenceSession(proto.SerializeToString(),
-                                                   providers=["CPUExecutionProvider"])
-        except (OSError, ValueError, DecodeError, onnx.checker.ValidationError) as err:
-            raise ConfigError(f"{source}: not a readable ONNX model ({err})") from None
-        except ORT_ERRORS as err:
-            raise ConfigError(f"{source}: onnxruntime cannot run it "
-                              f"({type(err).__name__}: {err})") from None
-        names = class_names_of(proto) or list(DATASETS["fashion_mnist"].class_names)
-
-        def probabilities(x):
-            return session.run(["probabilities"], {"images": x})[0]
-
-        return probabilities, names, None, source.name
+        classifier = load_classifier(source)
+        if classifier.note:
+            console.print(f"{source.name}: not written by bnlab; read as {classifier.note}",
+                          markup=False)
+        names = classifier.class_names or list(DATASETS["fashion_mnist"].class_names)
+        return classifier.probabilities, names, None, source.name
     import jax
 
     if source.suffix == ".keras":  # read as data: nothing in the file runs

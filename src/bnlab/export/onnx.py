@@ -19,8 +19,9 @@ layers first (``nn.fold``) for the plain-MLP graph a deployment wants.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -153,6 +154,117 @@ def class_names_of(proto: onnx.ModelProto) -> list[str] | None:
     return None
 
 
+def training_mode_nodes(proto: onnx.ModelProto) -> list[str]:
+    """The nodes of ``proto`` that compute in training mode: ``BatchNormalization`` with
+    ``training_mode=1`` (it normalizes by each batch's own statistics, so an image's output
+    depends on the others in its batch) and ``Dropout`` given a ``training_mode`` input that
+    is not a constant false."""
+    constants = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+    def trains(node: onnx.NodeProto) -> bool:
+        if node.op_type == "BatchNormalization":
+            return any(a.name == "training_mode" and a.i for a in node.attribute)
+        if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+            flag = node.input[2]
+            return not (flag in constants and not constants[flag].any())
+        return False
+
+    found = [node.name or node.output[0] for node in proto.graph.node if trains(node)]
+    return found
+
+
+def refuse_training_mode(proto: onnx.ModelProto, where: str) -> None:
+    """A ``ConfigError`` naming the training-mode nodes of ``proto`` (``where``: the file),
+    if it has any."""
+    nodes = training_mode_nodes(proto)
+    if nodes:
+        raise ConfigError(f"{where} is exported in training mode ({', '.join(nodes[:3])}"
+                          f"{' …' * (len(nodes) > 3)}): each output would depend on its batch; "
+                          "export the model in inference mode (PyTorch: model.eval(), "
+                          "training=TrainingMode.EVAL)")
+
+
+@dataclass(frozen=True)
+class OnnxClassifier:
+    """An ONNX file as ``bnlab predict`` runs it (``load_classifier``): ``probabilities``
+    maps images ``(N, 28, 28)`` float32 in [0, 1] to ``(N, classes)``; ``class_names`` is
+    the file's own (``to_onnx`` metadata) or ``None``; ``note`` says how a file not written
+    by bnlab was read, or is empty."""
+
+    probabilities: Callable[[np.ndarray], np.ndarray]
+    class_names: list[str] | None
+    note: str
+
+
+def load_classifier(path: Path, image_shape: tuple[int, ...] = (28, 28)) -> OnnxClassifier:
+    """The ONNX classifier in ``path`` run by onnxruntime (CPU). bnlab's own files are run
+    by their names (``images`` → ``probabilities``); another file must have one input that
+    holds ``prod(image_shape)`` values per image (e.g. ``(N, 784)`` or ``(N, 1, 28, 28)``)
+    and a ``probabilities`` output or one output, whose rows are taken as probabilities
+    where they already sum to 1 and as logits (softmax applied) otherwise; a file exported
+    for a fixed batch size is run in chunks of it. A file that is
+    unreadable, invalid, in training mode or of another form is a ``ConfigError``."""
+    import onnxruntime
+    from google.protobuf.message import DecodeError
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    ort_errors = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph,
+                  ort_state.InvalidProtobuf, ort_state.NotImplemented,
+                  ort_state.RuntimeException)
+    try:
+        proto = onnx.load(path)
+        onnx.checker.check_model(proto)
+    except (OSError, ValueError, DecodeError, onnx.checker.ValidationError) as err:
+        raise ConfigError(f"{path}: not a readable ONNX model ({err})") from None
+    refuse_training_mode(proto, str(path))
+    try:
+        session = onnxruntime.InferenceSession(proto.SerializeToString(),
+                                               providers=["CPUExecutionProvider"])
+    except ort_errors as err:
+        raise ConfigError(f"{path}: onnxruntime cannot run it ({type(err).__name__}: {err})"
+                          ) from None
+    inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
+    values = int(np.prod(image_shape))
+    dims = inputs[0].shape[1:] if len(inputs) == 1 else []
+    if len(inputs) != 1 or not all(isinstance(d, int) for d in dims) or int(
+            np.prod(dims)) != values:
+        raise ConfigError(f"{path}: not an image classifier bnlab can run: it needs one input "
+                          f"of {values} values per image (it has "
+                          f"{', '.join(f'{i.name} {i.shape}' for i in inputs) or 'none'})")
+    if "probabilities" not in outputs and len(outputs) != 1:
+        raise ConfigError(f"{path}: which output is the classes? It has "
+                          f"{', '.join(outputs)}; bnlab reads 'probabilities' or a sole output")
+    output = "probabilities" if "probabilities" in outputs else outputs[0]
+    feed, shape = inputs[0].name, (-1, *dims)
+    fixed = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
+    foreign = (feed, output) != ("images", "probabilities")
+    note = f"input {feed} {inputs[0].shape}, output {output}" if foreign else ""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        try:
+            (rows,) = session.run([output], {feed: x})
+        except ort_errors as err:
+            raise ConfigError(f"{path}: onnxruntime failed ({type(err).__name__}: {err})"
+                              ) from None
+        return np.asarray(rows, np.float64).reshape(len(x), -1)
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images, np.float32).reshape(shape)
+        if fixed is None:
+            rows = run(x)
+        else:  # a file exported for batches of `fixed`: chunks, the last padded with zeros
+            padded = np.concatenate([x, np.zeros((-len(x) % fixed, *dims), np.float32)])
+            rows = np.concatenate([run(chunk) for chunk in np.split(
+                padded, len(padded) // fixed)])[:len(x)]
+        if output != "probabilities" and not (
+                (rows >= 0).all() and np.allclose(rows.sum(axis=1), 1.0, atol=1e-4)):
+            rows = np.exp(rows - rows.max(axis=1, keepdims=True))
+            rows /= rows.sum(axis=1, keepdims=True)
+        return rows
+
+    return OnnxClassifier(probabilities, class_names_of(proto), note)
+
+
 def _layer_norm(graph: _Graph, x: str, layer: LayerNorm, p: dict, layer_name: str,
                 features: int) -> str:
     """LayerNorm of ``features`` as ``LayerNormalization``; GroupNorm as the same over each
@@ -201,6 +313,7 @@ def verify(proto: onnx.ModelProto, model: Sequential, params: tuple[dict, ...],
     import onnxruntime
 
     onnx.checker.check_model(proto, full_check=True)
+    refuse_training_mode(proto, proto.graph.name)
     session = onnxruntime.InferenceSession(proto.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     apply = jax.jit(lambda x: model.apply(params, bn_state, x, train=False)[0])

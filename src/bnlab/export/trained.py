@@ -1,6 +1,12 @@
 """One trained member of a stored run, as the export commands take it: its model, parameters
 and BN statistics, read from the variant's checkpoint (digest checked) or its
-``recalibrated`` one (``experiments.recalibrate``)."""
+``recalibrated`` one (``experiments.recalibrate``).
+
+Only a finished model leaves a run: a variant that a live process is training now, one
+that has not trained all its epochs, and a seed that diverged are refused, each with one
+line that says what to do instead. What is exported computes inference (BatchNorm with its
+population statistics); there is no training-mode export.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ import numpy as np
 
 from bnlab.errors import ConfigError
 from bnlab.nn.model import Sequential
-from bnlab.store.runs import Run
+from bnlab.store.lock import training_holder
+from bnlab.store.runs import Run, variant_finished
 from bnlab.train.checkpoint import load_checkpoint
 from bnlab.train.engine import RunKeys, init_train_states
 
@@ -33,7 +40,8 @@ def trained_member(run: Run, variant: str | None = None, seed: int | None = None
                    recalibrated: bool = False) -> TrainedMember:
     """Seed ``seed`` (default: the run's first) of ``variant`` (default: its only one, or
     the first with BatchNorm) of ``run``; a name the run does not have is a ``ConfigError``
-    listing those it has, a damaged checkpoint a ``CheckpointError``."""
+    listing those it has, a damaged checkpoint a ``CheckpointError``, and a model still in
+    training or diverged (module docstring) a ``ConfigError``."""
     config = run.config
     names = [p.name for p in config.points]
     if variant is None:
@@ -48,6 +56,22 @@ def trained_member(run: Run, variant: str | None = None, seed: int | None = None
     if seed not in seeds:
         raise ConfigError(f"{run.path.name} has no seed {seed}; it has "
                           f"{', '.join(map(str, seeds))}")
+    holder = training_holder(run.path)
+    if holder is not None:
+        raise ConfigError(f"{run.path} is being trained now (PID {holder.get('pid', '?')} on "
+                          f"{holder.get('host', '?')}); a model in training is not exported: "
+                          "export it when training ends")
+    saved = run.saved.get(variant)  # None: damaged or missing, which load_checkpoint says
+    if saved is not None and not variant_finished(saved, config):
+        raise ConfigError(f"{run.path.name}/{variant} has trained {saved.epoch} of "
+                          f"{config.epochs} epochs; a model in training is not exported: "
+                          "finish it first by resuming the run")
+    if saved is not None and seed in saved.history.diverged:
+        finite = [s for s in seeds if s not in saved.history.diverged]
+        raise ConfigError(f"seed {seed} of {run.path.name}/{variant} diverged "
+                          f"({saved.history.diverged[seed]}): its weights are no model; "
+                          + (f"export another seed, such as {finite[0]}" if finite else
+                             "every seed diverged: retrain at a smaller learning rate"))
     point = config.point(variant)
     model = point.build(config.input_shape())
     template = init_train_states(model, point.optimizer.build(), RunKeys.for_seeds(seeds))

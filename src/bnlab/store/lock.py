@@ -51,6 +51,25 @@ def holder_alive(holder: dict) -> bool:
     return True
 
 
+def training_holder(run_dir: Path) -> dict | None:
+    """The holder record (``lock_holder``) of a live process that holds ``run_dir``'s lock
+    now, or ``None``: asked of the ``flock`` itself with a non-blocking shared lock, which
+    a stale file grants; nothing is written."""
+    try:
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        return lock_holder(run_dir) or {}
+    finally:
+        os.close(fd)  # closing releases a shared lock it took
+    return None
+
+
 class RunLock:
     """``with RunLock(run_dir):`` — hold ``run_dir``'s lock; a ``RunLocked`` error when a
     live process holds it. ``took_over`` is the stale holder's record, if there was one."""
