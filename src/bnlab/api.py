@@ -46,7 +46,7 @@ from bnlab.errors import BnlabWarning, ConfigError
 from bnlab.experiments.recalibrate import Recalibration, recalibrate_run
 from bnlab.experiments.resume import VariantPlan
 from bnlab.experiments.runner import run_experiment
-from bnlab.export.exporter import Exported, default_path, export_member
+from bnlab.export.exporter import Exported, checked_format, default_path, export_member
 from bnlab.export.trained import trained_member
 from bnlab.io import cache_folder
 from bnlab.nn.model import Sequential
@@ -311,6 +311,7 @@ def export_model(source: Run | Path | str, out: Path | str | None = None, *,
     ``run`` when not given), ``"keras"`` or ``"torch"``. ``out`` defaults to
     ``<run>/<variant>-seed<seed>[-folded].<suffix>``. A model still in training, a diverged
     seed or a damaged checkpoint is a ``BnlabError``, and nothing is written."""
+    checked_format(format)
     stored = source if isinstance(source, Run) else load_run(source)
     member = trained_member(stored, variant, seed, recalibrated=recalibrated)
     images = None

@@ -172,7 +172,7 @@ def test_a_run_being_trained_is_not_exported_or_predicted_from(small_run, capsys
         assert main(["export", str(small_run.path), "--no-download"]) == 2
         assert main(["predict", str(small_run.path), "--test", "4", "--no-download"]) == 2
     err = capsys.readouterr().err
-    assert err.count("is being trained now") == 2 and "Traceback" not in err
+    assert err.count("is being trained or recalibrated now") == 2 and "Traceback" not in err
     assert not (small_run.path / "bn-seed42.onnx").exists()  # the default name: not written
 
 
@@ -188,7 +188,8 @@ def test_predict_reads_a_foreign_onnx_file_and_says_how(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(path), str(image)]) == 0
     out = capsys.readouterr().out
-    assert "foreign.onnx: not written by bnlab; read as input x ['n', 784], output out" in out
+    assert ("foreign.onnx: not written by bnlab; read as input x ['n', 784], output out as "
+            "logits") in out
     names = DATASETS["fashion_mnist"].class_names  # the file has none: the dataset's
     assert f"{image}: {names[int(np.argmax(want[0]))]} {want[0].max():.3f} · " in out
 
@@ -208,7 +209,26 @@ def test_the_python_api_exports_as_the_command_does(small_run, tmp_path, fashion
     assert ported.paths == (small_run.path / "plain-seed42.safetensors",
                             small_run.path / "plain-seed42.py")
     assert all(path.exists() for path in ported.paths)
-    with pytest.raises(bnlab.ConfigError, match="export format 'tflite': choose one of onnx, "
-                                                "keras, torch"):
-        bnlab.export_model(small_run, tmp_path / "m.tflite", format="tflite")
+    for out in (tmp_path / "m.tflite", None):  # with or without a file named
+        with pytest.raises(bnlab.ConfigError, match="export format 'tflite': choose one of "
+                                                    "onnx, keras, torch"):
+            bnlab.export_model(small_run, out, format="tflite")
     assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.realdata
+def test_an_export_onnxruntime_disagrees_with_writes_nothing_and_says_what_it_measured(
+        small_run, capsys, monkeypatch, tmp_path):
+    from bnlab.export import exporter
+
+    monkeypatch.setattr(exporter, "TOLERANCE", 0.0)  # float rounding alone now fails the gate
+    out = tmp_path / "gated.onnx"
+    capsys.readouterr()
+    assert main(["export", str(small_run.path), "--fold", "--out", str(out),
+                 "--no-download"]) == 1
+    printed = capsys.readouterr()
+    assert "folded: 25,450 parameters" in printed.out
+    assert "same top class on 10,000 of 10,000" in printed.out
+    assert "error: onnxruntime differs from bnlab by " in printed.err
+    assert "> 0 in probability; nothing written" in printed.err
+    assert not out.exists()

@@ -101,10 +101,12 @@ def test_the_graph_is_standard_operators_and_a_folded_bn_model_has_no_batchnorm(
     assert ops == ["Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm", "Identity", "Softmax"]
 
 
-def torch_onnx_file(torch, tmp_path, monkeypatch, mode_name: str, batch_axis: bool = True):
+def torch_onnx_file(torch, tmp_path, monkeypatch, mode_name: str, batch_axis: bool = True,
+                    opset: int | None = None):
     """bn_after ported to PyTorch (``write_torch``) and exported by PyTorch's own ONNX
     exporter in training or inference mode, for any batch size or (without ``batch_axis``)
-    for batches of 2 only: a file not written by bnlab."""
+    for batches of 2 only, at ``opset`` (default: the exporter's): a file not written by
+    bnlab."""
     from bnlab.export.torch_format import write_torch
     from tests.export.test_torch_format import loaded
 
@@ -119,18 +121,23 @@ def torch_onnx_file(torch, tmp_path, monkeypatch, mode_name: str, batch_axis: bo
                           training=getattr(torch.onnx.TrainingMode, mode_name),
                           input_names=["pixels"], output_names=["scores"],
                           dynamic_axes={"pixels": {0: "n"}, "scores": {0: "n"}}
-                          if batch_axis else None)
+                          if batch_axis else None, opset_version=opset)
     return path, model, params, state
 
 
+# Opset 13 marks a training BatchNorm by its running-statistics outputs, 14 on by an attribute.
+@pytest.mark.parametrize("opset", [13, None], ids=["opset13", "default-opset"])
 def test_a_model_exported_in_training_mode_is_refused_for_its_batch_dependent_outputs(
-        torch, tmp_path, monkeypatch):
+        torch, tmp_path, monkeypatch, opset):
     from bnlab.errors import ConfigError
     from bnlab.export.onnx import load_classifier, training_mode_nodes
 
-    path, *_ = torch_onnx_file(torch, tmp_path, monkeypatch, "TRAINING")
+    path, *_ = torch_onnx_file(torch, tmp_path, monkeypatch, "TRAINING", opset=opset)
     proto = onnx.load(path)
     assert len(training_mode_nodes(proto)) == 3  # bn_after's three BatchNorms
+    # and in inference mode at the same opset, none
+    eval_path, *_ = torch_onnx_file(torch, tmp_path, monkeypatch, "EVAL", opset=opset)
+    assert training_mode_nodes(onnx.load(eval_path)) == []
     # Why it is refused: in training mode an image's output depends on its batch.
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random((32, 28, 28), dtype=np.float32)
@@ -156,17 +163,19 @@ def test_a_pytorch_export_in_inference_mode_is_read_by_its_own_names(torch, tmp_
                                                  batch_axis)
     classifier = load_classifier(path)
     batch = "'n'" if batch_axis else "2"
-    assert classifier.note == f"input pixels [{batch}, 28, 28], output scores"
+    assert classifier.note == f"input pixels [{batch}, 28, 28], output scores as logits"
     assert classifier.class_names is None
     x = np.random.default_rng(1).random((63, 28, 28), dtype=np.float32)  # odd: one padded
     _, want = bnlab_outputs(model, params, state, x)  # the module's logits, softmax applied
     np.testing.assert_allclose(classifier.probabilities(x), want, rtol=0, atol=TOL)
 
 
-def foreign_file(tmp_path, *, input_shape, outputs=("out",), softmax=False, dropout=None):
+def foreign_file(tmp_path, *, input_shape, outputs=("out",), softmax=False, dropout=None,
+                 dropout_node=False, flat=False):
     """A hand-built ONNX classifier: images reshaped to ``input_shape``, one Gemm to 10
-    classes (a softmax on it if asked), optionally a Dropout whose ``training_mode`` is the
-    constant ``dropout``."""
+    classes (a softmax on it if asked; flattened to one axis if ``flat``), optionally a
+    Dropout whose ``training_mode`` is the constant ``dropout``, an initializer or (with
+    ``dropout_node``) a ``Constant`` node."""
     rng = np.random.default_rng(2)
     weights = {"w": rng.normal(size=(784, 10)).astype(np.float32),
                "shape": np.array([-1, 784], np.int64)}
@@ -175,18 +184,26 @@ def foreign_file(tmp_path, *, input_shape, outputs=("out",), softmax=False, drop
     last = "gemm"
     if dropout is not None:
         weights["ratio"] = np.array(0.5, np.float32)
-        weights["training"] = np.array(dropout)
+        if dropout_node:
+            nodes.append(onnx.helper.make_node("Constant", [], ["training"], value=(
+                onnx.numpy_helper.from_array(np.array(dropout), "training"))))
+        else:
+            weights["training"] = np.array(dropout)
         nodes.append(onnx.helper.make_node("Dropout", [last, "ratio", "training"], ["dropped"]))
         last = "dropped"
     if softmax:
         nodes.append(onnx.helper.make_node("Softmax", [last], ["soft"], axis=-1))
         last = "soft"
+    if flat:
+        weights["line"] = np.array([-1], np.int64)
+        nodes.append(onnx.helper.make_node("Reshape", [last, "line"], ["line_out"]))
+        last = "line_out"
     nodes += [onnx.helper.make_node("Identity", [last], [name]) for name in outputs]
     graph = onnx.helper.make_graph(
         nodes, "foreign",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", *input_shape])],
-        [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["n", 10])
-         for name in outputs],
+        [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
+                                            ["m"] if flat else ["n", 10]) for name in outputs],
         [onnx.numpy_helper.from_array(v, k) for k, v in weights.items()])
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     proto.ir_version = 8
@@ -214,6 +231,10 @@ def test_a_foreign_classifier_of_784_values_gives_probabilities_from_logits_or_i
     ({"input_shape": (784,), "outputs": ("a", "b")}, r"which output is the classes\? It "
                                                      "has a, b"),
     ({"input_shape": (784,), "dropout": True}, r"exported in training mode \(dropped\)"),
+    ({"input_shape": (784,), "dropout": True, "dropout_node": True},
+     r"exported in training mode \(dropped\)"),
+    ({"input_shape": (784,), "flat": True}, r"its output out is \(20,\) for 2 images, not "
+                                            "one row of class scores per image"),
 ])
 def test_a_foreign_file_bnlab_cannot_run_is_one_line(tmp_path, options, message):
     from bnlab.errors import ConfigError
@@ -224,10 +245,12 @@ def test_a_foreign_file_bnlab_cannot_run_is_one_line(tmp_path, options, message)
         load_classifier(path)
 
 
-def test_a_dropout_given_a_constant_false_training_mode_is_inference(tmp_path):
+@pytest.mark.parametrize("dropout_node", [False, True], ids=["initializer", "constant-node"])
+def test_a_dropout_given_a_constant_false_training_mode_is_inference(tmp_path, dropout_node):
     from bnlab.export.onnx import load_classifier, training_mode_nodes
 
-    path, x, want = foreign_file(tmp_path, input_shape=(784,), dropout=False)
+    path, x, want = foreign_file(tmp_path, input_shape=(784,), dropout=False,
+                                 dropout_node=dropout_node)
     assert training_mode_nodes(onnx.load(path)) == []
     np.testing.assert_allclose(load_classifier(path).probabilities(x), want, rtol=1e-4,
                                atol=1e-6)  # the Dropout is the identity

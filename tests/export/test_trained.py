@@ -30,8 +30,9 @@ def test_a_run_being_trained_now_is_refused_and_exported_once_its_lock_is_free(t
     assert training_holder(run.path) is None
     with RunLock(run.path):  # the flock a training process holds (another open file)
         assert training_holder(run.path)["pid"] > 0
-        with pytest.raises(ConfigError, match=r"is being trained now \(PID \d+ on .*\); a "
-                                              "model in training is not exported"):
+        with pytest.raises(ConfigError, match=r"is being trained or recalibrated now \(PID "
+                                              r"\d+ on .*\); its models are taken only when "
+                                              "it ends"):
             trained_member(run)
     assert training_holder(run.path) is None
     # Free again, the checkpoint is read: the tiny 4×4 model's weights then do not fit the
@@ -43,8 +44,8 @@ def test_a_run_being_trained_now_is_refused_and_exported_once_its_lock_is_free(t
 def test_a_variant_stopped_before_its_last_epoch_is_refused(tmp_path):
     run_stopped_after_one_epoch(CONFIG, tiny_splits(), tmp_path / "half")
     run = load_run(tmp_path / "half")
-    with pytest.raises(ConfigError, match=r"half/bn has trained 1 of 2 epochs; a model in "
-                                          r"training is not exported: finish it first"):
+    with pytest.raises(ConfigError, match=r"half/bn has trained 1 of 2 epochs; a model still "
+                                          r"in training is not taken: finish it first"):
         trained_member(run, "bn")
 
 
@@ -64,7 +65,7 @@ def test_a_diverged_seed_is_refused_and_another_is_named(tmp_path):
     assert diverged
     seed = min(diverged)
     finite = [s for s in run.config.seed_list if s not in diverged]
-    instead = (f"export another seed, such as {finite[0]}" if finite else
+    instead = (f"choose another seed, such as {finite[0]}" if finite else
                "every seed diverged: retrain at a smaller learning rate")
     with pytest.raises(ConfigError, match=rf"seed {seed} of run/plain diverged \(epoch "
                                           rf"{diverged[seed].epoch}, step \d+\): its weights "

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx (checked by onnxruntime), keras (.keras, loads in Keras 3) or "
                         "torch (state_dict as safetensors + the nn.Sequential code)")
     p.add_argument("--out", type=Path,
-                   help="the file (default RUN/VARIANT-seedS.onnx, .keras or .safetensors)")
+                   help="the file (default RUN/VARIANT-seedS[-folded].onnx, .keras or "
+                        ".safetensors)")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("predict", parents=[member_options],

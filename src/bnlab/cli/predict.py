@@ -65,9 +65,9 @@ def model_source(source: Path, args: argparse.Namespace):
     from bnlab.data.datasets import DATASETS
 
     if source.suffix == ".onnx":
-        from bnlab.export.onnx import load_classifier
+        from bnlab.export.exporter import onnx_module
 
-        classifier = load_classifier(source)
+        classifier = onnx_module().load_classifier(source)
         if classifier.note:
             console.print(f"{source.name}: not written by bnlab; read as {classifier.note}",
                           markup=False)

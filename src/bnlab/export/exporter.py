@@ -1,5 +1,5 @@
 """One trained member (``export.trained``) written out, as ``bnlab export`` and
-``bnlab.export`` do it: its BatchNorm layers folded if asked (``nn.fold``), then
+``bnlab.export_model`` do it: its BatchNorm layers folded if asked (``nn.fold``), then
 
 - ``"onnx"``: the graph (``export.onnx``) checked by ``onnx.checker`` and run by onnxruntime
   against bnlab's own inference on the given images; it is written only when the largest
@@ -30,10 +30,6 @@ FORMATS = {"onnx": ".onnx", "keras": ".keras", "torch": ".safetensors"}
 TOLERANCE = 1e-5  # largest |Δ probability| accepted between onnxruntime and bnlab
 
 
-class VerificationError(BnlabError):
-    """onnxruntime's outputs differ from bnlab's by more than ``TOLERANCE``: nothing written."""
-
-
 @dataclass(frozen=True)
 class Exported:
     """What ``export_member`` wrote: the ``member``, the ``paths`` written, its parameter
@@ -51,8 +47,38 @@ class Exported:
     conversions: tuple[str, ...]
 
 
+class VerificationError(BnlabError):
+    """onnxruntime's outputs differ from bnlab's by more than ``TOLERANCE``: nothing was
+    written; ``exported`` holds what was measured (its ``paths`` are empty)."""
+
+    def __init__(self, message: str, exported: Exported) -> None:
+        super().__init__(message)
+        self.exported = exported
+
+
+def onnx_module():
+    """``bnlab.export.onnx``, or a ``ConfigError`` saying how to install the ``onnx`` extra
+    (onnx and onnxruntime) when either is missing."""
+    try:
+        import onnxruntime  # noqa: F401 — verify and load_classifier run it
+
+        from bnlab.export import onnx
+    except ImportError as err:
+        raise ConfigError(f"ONNX needs the onnx extra ({err.name} is missing): pip install "
+                          "'bnlab[onnx]'") from None
+    return onnx
+
+
+def checked_format(format: str) -> str:
+    """``format`` if it is one of ``FORMATS``, else a ``ConfigError`` naming them."""
+    if format not in FORMATS:
+        raise ConfigError(f"export format {format!r}: choose one of {', '.join(FORMATS)}")
+    return format
+
+
 def default_path(member: TrainedMember, folder: Path, format: str, fold: bool) -> Path:
     """``<folder>/<variant>-seed<seed>[-folded]<suffix of format>``."""
+    checked_format(format)
     return folder / f"{member.variant}-seed{member.seed}{'-folded' * fold}{FORMATS[format]}"
 
 
@@ -64,8 +90,7 @@ def export_member(member: TrainedMember, out: Path, *, format: str = "onnx",
     stores ``class_names`` in its metadata. An unknown format, a layer the format has no
     counterpart for, or a missing ``onnx`` extra is a ``BnlabError`` before anything is
     written."""
-    if format not in FORMATS:
-        raise ConfigError(f"export format {format!r}: choose one of {', '.join(FORMATS)}")
+    checked_format(format)
     model, params, state = member.model, member.params, member.bn_state
     folded = None
     if fold:
@@ -86,19 +111,16 @@ def export_member(member: TrainedMember, out: Path, *, format: str = "onnx",
         written = write_torch(out, model, params, state)
         return Exported(paths=(out, out.with_suffix(".py")), verification=None,
                         conversions=written.conversions, **common)
-    try:
-        from bnlab.export.onnx import to_onnx, verify
-    except ImportError:
-        raise ConfigError("ONNX export needs the onnx extra: pip install 'bnlab[onnx]'"
-                          ) from None
+    onnx = onnx_module()
     if images is None:
         raise ConfigError("an ONNX export is verified against bnlab on images: give images")
-    proto = to_onnx(model, params, state, name=f"{member.variant}-seed{member.seed}",
-                    class_names=class_names)
-    check = verify(proto, model, params, state, images)
+    proto = onnx.to_onnx(model, params, state, name=f"{member.variant}-seed{member.seed}",
+                         class_names=class_names)
+    check = onnx.verify(proto, model, params, state, images)
     if check.max_probability_error > TOLERANCE:
-        raise VerificationError(f"onnxruntime differs from bnlab by "
-                                f"{check.max_probability_error:.1e} > {TOLERANCE:g} in "
-                                "probability; nothing written")
+        raise VerificationError(
+            f"onnxruntime differs from bnlab by {check.max_probability_error:.1e} > "
+            f"{TOLERANCE:g} in probability; nothing written",
+            Exported(paths=(), verification=check, conversions=(), **common))
     atomic_write_bytes(out, proto.SerializeToString())
     return Exported(paths=(out,), verification=check, conversions=(), **common)

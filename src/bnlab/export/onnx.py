@@ -155,32 +155,40 @@ def class_names_of(proto: onnx.ModelProto) -> list[str] | None:
 
 
 def training_mode_nodes(proto: onnx.ModelProto) -> list[str]:
-    """The nodes of ``proto`` that compute in training mode: ``BatchNormalization`` with
-    ``training_mode=1`` (it normalizes by each batch's own statistics, so an image's output
-    depends on the others in its batch) and ``Dropout`` given a ``training_mode`` input that
-    is not a constant false."""
-    constants = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    """The nodes of ``proto`` that compute in training mode: a ``BatchNormalization`` with
+    ``training_mode=1`` (opset ≥ 14) or with its running-statistics outputs (opset < 14) —
+    it normalizes by each batch's own statistics, so an image's output depends on the
+    others in its batch — and a ``Dropout`` given a ``training_mode`` input that is not a
+    constant false (an initializer or a ``Constant`` node)."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), OPSET)
+    flags = {node.input[2] for node in proto.graph.node
+             if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]}
+    constants = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer
+                 if t.name in flags}
+    constants.update({node.output[0]: numpy_helper.to_array(a.t) for node in proto.graph.node
+                      if node.op_type == "Constant" and node.output[0] in flags
+                      for a in node.attribute if a.name == "value"})
 
     def trains(node: onnx.NodeProto) -> bool:
         if node.op_type == "BatchNormalization":
-            return any(a.name == "training_mode" and a.i for a in node.attribute)
+            return (any(a.name == "training_mode" and a.i for a in node.attribute) or
+                    (opset < 14 and len([o for o in node.output if o]) > 1))
         if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
             flag = node.input[2]
             return not (flag in constants and not constants[flag].any())
         return False
 
-    found = [node.name or node.output[0] for node in proto.graph.node if trains(node)]
-    return found
+    return [node.name or node.output[0] for node in proto.graph.node if trains(node)]
 
 
 def refuse_training_mode(proto: onnx.ModelProto, where: str) -> None:
-    """A ``ConfigError`` naming the training-mode nodes of ``proto`` (``where``: the file),
+    """A ``ConfigError`` naming the training-mode nodes of ``proto`` (``where``: its file),
     if it has any."""
     nodes = training_mode_nodes(proto)
     if nodes:
         raise ConfigError(f"{where} is exported in training mode ({', '.join(nodes[:3])}"
                           f"{' …' * (len(nodes) > 3)}): each output would depend on its batch; "
-                          "export the model in inference mode (PyTorch: model.eval(), "
+                          "export the model in inference mode (in PyTorch: model.eval() and "
                           "training=TrainingMode.EVAL)")
 
 
@@ -198,12 +206,13 @@ class OnnxClassifier:
 
 def load_classifier(path: Path, image_shape: tuple[int, ...] = (28, 28)) -> OnnxClassifier:
     """The ONNX classifier in ``path`` run by onnxruntime (CPU). bnlab's own files are run
-    by their names (``images`` → ``probabilities``); another file must have one input that
+    by their names (``images`` → ``probabilities``). Another file must have one input that
     holds ``prod(image_shape)`` values per image (e.g. ``(N, 784)`` or ``(N, 1, 28, 28)``)
-    and a ``probabilities`` output or one output, whose rows are taken as probabilities
-    where they already sum to 1 and as logits (softmax applied) otherwise; a file exported
-    for a fixed batch size is run in chunks of it. A file that is
-    unreadable, invalid, in training mode or of another form is a ``ConfigError``."""
+    and a ``probabilities`` output or a single output. That output is taken as
+    probabilities when its rows for two probe images (black, mid-grey) are non-negative
+    and sum to 1, else as logits (a softmax applied). A file exported for a fixed batch size
+    is run in chunks of it. A file that is unreadable, invalid, in training mode or of
+    another form is a ``ConfigError``."""
     import onnxruntime
     from google.protobuf.message import DecodeError
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -236,9 +245,8 @@ def load_classifier(path: Path, image_shape: tuple[int, ...] = (28, 28)) -> Onnx
                           f"{', '.join(outputs)}; bnlab reads 'probabilities' or a sole output")
     output = "probabilities" if "probabilities" in outputs else outputs[0]
     feed, shape = inputs[0].name, (-1, *dims)
-    fixed = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
-    foreign = (feed, output) != ("images", "probabilities")
-    note = f"input {feed} {inputs[0].shape}, output {output}" if foreign else ""
+    batch = inputs[0].shape[0]
+    fixed = batch if isinstance(batch, int) and batch > 0 else None
 
     def run(x: np.ndarray) -> np.ndarray:
         try:
@@ -246,22 +254,35 @@ def load_classifier(path: Path, image_shape: tuple[int, ...] = (28, 28)) -> Onnx
         except ort_errors as err:
             raise ConfigError(f"{path}: onnxruntime failed ({type(err).__name__}: {err})"
                               ) from None
-        return np.asarray(rows, np.float64).reshape(len(x), -1)
-
-    def probabilities(images: np.ndarray) -> np.ndarray:
-        x = np.asarray(images, np.float32).reshape(shape)
-        if fixed is None:
-            rows = run(x)
-        else:  # a file exported for batches of `fixed`: chunks, the last padded with zeros
-            padded = np.concatenate([x, np.zeros((-len(x) % fixed, *dims), np.float32)])
-            rows = np.concatenate([run(chunk) for chunk in np.split(
-                padded, len(padded) // fixed)])[:len(x)]
-        if output != "probabilities" and not (
-                (rows >= 0).all() and np.allclose(rows.sum(axis=1), 1.0, atol=1e-4)):
-            rows = np.exp(rows - rows.max(axis=1, keepdims=True))
-            rows /= rows.sum(axis=1, keepdims=True)
+        rows = np.asarray(rows, np.float64)
+        if rows.ndim != 2 or rows.shape[0] != len(x):
+            raise ConfigError(f"{path}: its output {output} is {rows.shape} for {len(x)} "
+                              "images, not one row of class scores per image")
         return rows
 
+    def scores(images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images, np.float32).reshape(shape)
+        if fixed is None:
+            return run(x)
+        # a file exported for batches of `fixed`: chunks, the last padded with zeros
+        padded = np.concatenate([x, np.zeros((-len(x) % fixed, *dims), np.float32)])
+        return np.concatenate([run(chunk) for chunk in np.split(
+            padded, len(padded) // fixed)])[:len(x)]
+
+    probe = scores(np.stack([np.zeros(image_shape), np.full(image_shape, 0.5)]))
+    as_probabilities = output == "probabilities" or bool(
+        (probe >= 0).all() and np.allclose(probe.sum(axis=1), 1.0, atol=1e-4))
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        rows = scores(images)
+        if as_probabilities:
+            return rows
+        rows = np.exp(rows - rows.max(axis=1, keepdims=True))
+        return rows / rows.sum(axis=1, keepdims=True)
+
+    foreign = (feed, output) != ("images", "probabilities")
+    note = (f"input {feed} {inputs[0].shape}, output {output} as "
+            f"{'probabilities' if as_probabilities else 'logits'}") if foreign else ""
     return OnnxClassifier(probabilities, class_names_of(proto), note)
 
 
@@ -313,7 +334,7 @@ def verify(proto: onnx.ModelProto, model: Sequential, params: tuple[dict, ...],
     import onnxruntime
 
     onnx.checker.check_model(proto, full_check=True)
-    refuse_training_mode(proto, proto.graph.name)
+    refuse_training_mode(proto, f"the ONNX graph {proto.graph.name!r}")
     session = onnxruntime.InferenceSession(proto.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     apply = jax.jit(lambda x: model.apply(params, bn_state, x, train=False)[0])

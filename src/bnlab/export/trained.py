@@ -2,10 +2,10 @@
 and BN statistics, read from the variant's checkpoint (digest checked) or its
 ``recalibrated`` one (``experiments.recalibrate``).
 
-Only a finished model leaves a run: a variant that a live process is training now, one
-that has not trained all its epochs, and a seed that diverged are refused, each with one
-line that says what to do instead. What is exported computes inference (BatchNorm with its
-population statistics); there is no training-mode export.
+Only a finished model leaves a run: a run that a live process trains or recalibrates now
+(its lock is held), a variant that has not trained all its epochs, and a seed that diverged
+are refused, each with one line that says what to do instead. What is exported computes
+inference (BatchNorm with its population statistics); there is no training-mode export.
 """
 
 from __future__ import annotations
@@ -58,19 +58,19 @@ def trained_member(run: Run, variant: str | None = None, seed: int | None = None
                           f"{', '.join(map(str, seeds))}")
     holder = training_holder(run.path)
     if holder is not None:
-        raise ConfigError(f"{run.path} is being trained now (PID {holder.get('pid', '?')} on "
-                          f"{holder.get('host', '?')}); a model in training is not exported: "
-                          "export it when training ends")
+        raise ConfigError(f"{run.path} is being trained or recalibrated now (PID "
+                          f"{holder.get('pid', '?')} on {holder.get('host', '?')}); its models "
+                          "are taken only when it ends: try again then")
     saved = run.saved.get(variant)  # None: damaged or missing, which load_checkpoint says
     if saved is not None and not variant_finished(saved, config):
         raise ConfigError(f"{run.path.name}/{variant} has trained {saved.epoch} of "
-                          f"{config.epochs} epochs; a model in training is not exported: "
+                          f"{config.epochs} epochs; a model still in training is not taken: "
                           "finish it first by resuming the run")
     if saved is not None and seed in saved.history.diverged:
         finite = [s for s in seeds if s not in saved.history.diverged]
         raise ConfigError(f"seed {seed} of {run.path.name}/{variant} diverged "
                           f"({saved.history.diverged[seed]}): its weights are no model; "
-                          + (f"export another seed, such as {finite[0]}" if finite else
+                          + (f"choose another seed, such as {finite[0]}" if finite else
                              "every seed diverged: retrain at a smaller learning rate"))
     point = config.point(variant)
     model = point.build(config.input_shape())

@@ -3,8 +3,9 @@
 The lock is an exclusive ``flock`` on ``<run>/.lock``, a file that holds the holder's PID,
 host and start time as JSON. The operating system releases a ``flock`` when its process
 dies, however it dies, so a lock file left by a killed process is *stale* by construction:
-the next process takes it over (and says whose it was). A second live process is refused
-with one line naming the holder. The file is removed when the lock is released.
+the next process takes it over (and says whose it was). A second live process is refused,
+after retrying for ``PATIENCE_SECONDS``, with one line naming the holder. The file is
+removed when the lock is released.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import fcntl
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from types import TracebackType
 
 from bnlab.errors import BnlabError
 
 LOCK_NAME = ".lock"
+PATIENCE_SECONDS = 0.5  # how long RunLock retries a held lock before refusing
 
 
 class RunLocked(BnlabError):
@@ -54,7 +57,8 @@ def holder_alive(holder: dict) -> bool:
 def training_holder(run_dir: Path) -> dict | None:
     """The holder record (``lock_holder``) of a live process that holds ``run_dir``'s lock
     now, or ``None``: asked of the ``flock`` itself with a non-blocking shared lock, which
-    a stale file grants; nothing is written."""
+    a stale file grants; nothing is written. (``RunLock`` retries for ``PATIENCE_SECONDS``,
+    so this brief shared lock never refuses a trainer.)"""
     try:
         fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
     except OSError:
@@ -81,6 +85,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        patience = time.monotonic() + PATIENCE_SECONDS
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -89,6 +94,9 @@ class RunLock:
                 os.close(fd)
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
+                if time.monotonic() < patience:  # a reader's brief shared lock, maybe
+                    time.sleep(0.02)
+                    continue
                 holder = lock_holder(self.path.parent) or {}
                 raise RunLocked(
                     f"{self.path.parent} is being trained by another process (PID "
