@@ -92,9 +92,11 @@ def test_predict_by_the_run_and_by_its_onnx_file_agree_and_name_the_classes(
         images.append(str(path))
     capsys.readouterr()
     assert main(["predict", str(small_run.path), *images, "--no-download"]) == 0
-    by_run = capsys.readouterr().out.splitlines()
+    said, *by_run = capsys.readouterr().out.splitlines()
+    assert said == f"by {small_run.path.name} bn seed 42"  # which model: the defaults
     assert main(["predict", str(onnx_file), *images, "--no-download"]) == 0
-    by_onnx = capsys.readouterr().out.splitlines()
+    said, *by_onnx = capsys.readouterr().out.splitlines()
+    assert said == "by bn.onnx"
     names = fashion_mnist.class_names
     assert len(by_run) == len(by_onnx) == 3
     for run_line, onnx_line, image in zip(by_run, by_onnx, images, strict=True):
@@ -121,7 +123,22 @@ def test_predict_names_each_unusable_file_on_one_line_and_exits_nonzero(small_ru
     assert code == 1 and "Traceback" not in err
     assert "notes.png: not an image Pillow can read" in err
     assert "empty.jpg: the file is empty" in err
+    for argv, message in [
+            (["--test", "0"], "--test 0: the grid draws 1 to 400 test images"),
+            (["--test", "20000"], "--test 20000: the grid draws 1 to 400 test images"),
+            (["--test", "4", "--out", str(tmp_path / "grid.txt")],
+             "grid.txt: the grid is written as .png, .svg, .pdf; name such a file"),
+            (["--test", "4", "--out", str(tmp_path)], "the grid is written as")]:
+        assert main(["predict", str(small_run.path), *argv, "--no-download"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    (tmp_path / "model.safetensors").write_bytes(b"{}")
+    assert main(["predict", str(tmp_path / "model.safetensors"), "--test", "4"]) == 2
+    assert ("model.safetensors: bnlab predict takes a run folder, a .onnx or a .keras file (a "
+            "PyTorch export runs in PyTorch") in capsys.readouterr().err
     (tmp_path / "broken.onnx").write_bytes(b"\x08\x07garbage")
+    assert main(["predict", str(tmp_path / "broken.onnx"), "--seed", "3", "--test", "4"]) == 2
+    assert "--variant and --seed choose a run's model" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "broken.onnx"), str(tmp_path / "notes.png")]) == 2
     assert "broken.onnx: not a readable ONNX model" in capsys.readouterr().err
 
@@ -138,6 +155,9 @@ def test_export_to_keras_and_pytorch_writes_files_those_frameworks_load(small_ru
     assert main(["export", str(small_run.path), "--format", "keras", "--out",
                  str(tmp_path / "m.keras"), "--no-download"]) == 0
     assert "no convention needed converting" in capsys.readouterr().out
+    assert main(["export", str(small_run.path), "--variant", "plain", "--fold", "--format",
+                 "keras", "--out", str(tmp_path / "p.keras"), "--no-download"]) == 0
+    assert "no BatchNorm layer: nothing to fold" in capsys.readouterr().out
     assert len(keras.models.load_model(tmp_path / "m.keras").layers) == 6
     assert main(["export", str(small_run.path), "--format", "torch", "--out",
                  str(tmp_path / "m.safetensors"), "--no-download"]) == 0
@@ -209,6 +229,9 @@ def test_the_python_api_exports_as_the_command_does(small_run, tmp_path, fashion
     assert ported.paths == (small_run.path / "plain-seed42.safetensors",
                             small_run.path / "plain-seed42.py")
     assert all(path.exists() for path in ported.paths)
+    with pytest.raises(bnlab.ConfigError, match=r"m\.keras: onnx exports are \.onnx files; "
+                                                "name it so"):
+        bnlab.export_model(small_run, tmp_path / "m.keras", data=fashion_mnist)
     for out in (tmp_path / "m.tflite", None):  # with or without a file named
         with pytest.raises(bnlab.ConfigError, match="export format 'tflite': choose one of "
                                                     "onnx, keras, torch"):

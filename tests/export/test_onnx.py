@@ -145,8 +145,9 @@ def test_a_model_exported_in_training_mode_is_refused_for_its_batch_dependent_ou
         None, {"pixels": x[:1]})[0]
     assert np.abs(in_batch - alone).max() > 0.1
     with pytest.raises(ConfigError, match=r"TRAINING.onnx is exported in training mode "
-                                          r"\(/1/BatchNormalization, .*\): each output would "
-                                          "depend on its batch"):
+                                          r"\(/1/BatchNormalization, .*\): its BatchNorm "
+                                          "would normalize each batch by the batch's own "
+                                          "statistics"):
         load_classifier(path)
     with pytest.raises(ConfigError, match="exported in training mode"):
         from bnlab.export.onnx import verify
@@ -230,7 +231,8 @@ def test_a_foreign_classifier_of_784_values_gives_probabilities_from_logits_or_i
                                 r"\['n', 32, 32\]\)"),
     ({"input_shape": (784,), "outputs": ("a", "b")}, r"which output is the classes\? It "
                                                      "has a, b"),
-    ({"input_shape": (784,), "dropout": True}, r"exported in training mode \(dropped\)"),
+    ({"input_shape": (784,), "dropout": True},
+     r"exported in training mode \(dropped\): its Dropout would drop units at random;"),
     ({"input_shape": (784,), "dropout": True, "dropout_node": True},
      r"exported in training mode \(dropped\)"),
     ({"input_shape": (784,), "flat": True}, r"its output out is \(20,\) for 2 images, not "

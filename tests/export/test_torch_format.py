@@ -53,6 +53,21 @@ def test_the_written_module_gives_bnlabs_logits(torch, tmp_path, monkeypatch, na
                    for c in exported.conversions)
 
 
+def test_the_written_code_runs_as_a_script_from_any_folder(torch, tmp_path):
+    import subprocess
+    import sys
+
+    model = get_model("bn_before")
+    exported_dir = tmp_path / "exported"
+    write_torch(exported_dir / "model.safetensors", model, *trained_like(model, 3))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # Run by its path from another folder, as a user runs it: the weights are found beside it.
+    done = subprocess.run([sys.executable, str(exported_dir / "model.py")], cwd=elsewhere,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
 def test_one_training_step_in_each_gives_the_same_moving_statistics(torch, tmp_path,
                                                                    monkeypatch):
     model = Sequential((Flatten(), BatchNorm.pytorch(), Dense(32, use_bias=False),

@@ -56,6 +56,22 @@ def test_a_second_holder_in_this_process_is_refused_and_the_file_goes_on_release
         pass
 
 
+def test_a_readers_brief_check_never_refuses_a_trainer_and_a_free_run_reads_free(tmp_path):
+    import fcntl
+    import threading
+
+    from bnlab.store.lock import PATIENCE_SECONDS, training_holder
+
+    (tmp_path / LOCK_NAME).write_text("{}")  # a stale file, as a killed holder leaves
+    assert training_holder(tmp_path) is None
+    fd = os.open(tmp_path / LOCK_NAME, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a reader asking, held far longer than it ever is
+    threading.Timer(PATIENCE_SECONDS / 5, os.close, [fd]).start()
+    with RunLock(tmp_path) as lock:  # waits the reader out instead of refusing
+        assert lock.took_over == {} and training_holder(tmp_path)["pid"] == os.getpid()
+    assert training_holder(tmp_path) is None
+
+
 def test_a_resume_of_a_run_being_resumed_is_refused_and_a_killed_holder_is_taken_over(
         tmp_path):
     from bnlab.api import run

@@ -63,6 +63,8 @@ def print_exported(exported) -> None:
             console.print(f"  folded {bn} into {dense} ({into})", markup=False)
         for name, why in exported.folded.kept:
             console.print(f"  kept {name}: {why}", markup=False)
+        if not exported.folded.folds and not exported.folded.kept:
+            console.print("  no BatchNorm layer: nothing to fold", markup=False)
         console.print(f"folded: {exported.exported_parameters:,} parameters", markup=False)
     check = exported.verification
     if check is not None:

@@ -134,8 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a run folder (or its name under --runs-dir), a .onnx file or "
                                  "a Keras 3 .keras file (read as data, nothing in it runs)")
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
-    p.add_argument("--test", type=int, metavar="N", help="draw N test images with predictions")
-    p.add_argument("--out", type=Path, help="the --test grid's PNG (default predictions-N.png)")
+    p.add_argument("--test", type=int, metavar="N",
+                   help="draw the first N test images (1-400) with predictions")
+    p.add_argument("--out", type=Path,
+                   help="the --test grid: .png, .svg or .pdf (default predictions-N.png)")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("runs", help="list the runs under the runs directory")

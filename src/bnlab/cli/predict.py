@@ -14,6 +14,9 @@ import numpy as np
 from bnlab.cli.commands import run_folder
 from bnlab.cli.session import console, error_console, load_splits
 
+MAX_GRID = 400  # test images one --test grid draws at most (20 × 20)
+GRID_FORMATS = (".png", ".svg", ".pdf")
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from bnlab.api import configure_jax
@@ -22,10 +25,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from bnlab.errors import ConfigError
     from bnlab.export.predict import ImageError, image_input, predict
 
-    if not args.images and not args.test:
+    if not args.images and args.test is None:
         raise ConfigError("give image files to predict, or --test N")
+    if args.test is not None and not 1 <= args.test <= MAX_GRID:
+        raise ConfigError(f"--test {args.test}: the grid draws 1 to {MAX_GRID} test images")
+    grid = args.out or Path(f"predictions-{args.test}.png")
+    if args.test is not None and (grid.suffix.lower() not in GRID_FORMATS or grid.is_dir()):
+        raise ConfigError(f"--out {grid}: the grid is written as "
+                          f"{', '.join(GRID_FORMATS)}; name such a file")
     source = Path(args.model)
     probabilities, class_names, dataset, label = model_source(source, args)
+    console.print(f"by {label}", markup=False)
     classes = np.asarray(probabilities(np.zeros((1, 28, 28), np.float32))).shape[1]
     if classes != len(class_names):
         raise ConfigError(f"{source} gives {classes} classes where the dataset has "
@@ -42,7 +52,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for prediction in predict(probabilities, np.stack(inputs), class_names, names):
             top = " · ".join(f"{name} {p:.3f}" for name, p in prediction.top)
             console.print(f"{prediction.source}: {top}", markup=False)
-    if args.test:
+    if args.test is not None:
         from bnlab.report.plots import prediction_grid, save_figure
 
         splits = load_splits(args, dataset or "fashion_mnist")
@@ -50,7 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         images = splits.x_test[:count].astype(np.float32) / 255.0
         guesses = np.asarray(probabilities(images)).argmax(axis=1)
         right = int((guesses == splits.y_test[:count]).sum())
-        out = args.out or Path(f"predictions-{count}.png")
+        out = grid
         save_figure(prediction_grid(images, [class_names[g] for g in guesses],
                                     [class_names[t] for t in splits.y_test[:count]],
                                     title=f"{label}: {right} of {count} test images right"),
@@ -61,9 +71,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def model_source(source: Path, args: argparse.Namespace):
     """``(probabilities function, class names, dataset name or None, label)`` of a run's
-    member or an ONNX file."""
+    member, an ONNX file or a Keras file."""
     from bnlab.data.datasets import DATASETS
+    from bnlab.errors import ConfigError
 
+    if source.is_file() and source.suffix not in (".onnx", ".keras"):
+        raise ConfigError(f"{source}: bnlab predict takes a run folder, a .onnx or a .keras "
+                          "file" + (" (a PyTorch export runs in PyTorch, by the .py beside it)"
+                                    if source.suffix == ".safetensors" else ""))
+    if source.suffix in (".onnx", ".keras") and (args.variant or args.seed is not None):
+        raise ConfigError(f"--variant and --seed choose a run's model; {source.name} is one "
+                          "model already")
     if source.suffix == ".onnx":
         from bnlab.export.exporter import onnx_module
 

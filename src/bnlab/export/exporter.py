@@ -90,7 +90,9 @@ def export_member(member: TrainedMember, out: Path, *, format: str = "onnx",
     stores ``class_names`` in its metadata. An unknown format, a layer the format has no
     counterpart for, or a missing ``onnx`` extra is a ``BnlabError`` before anything is
     written."""
-    checked_format(format)
+    out = Path(out)
+    if out.suffix.lower() != FORMATS[checked_format(format)]:
+        raise ConfigError(f"{out}: {format} exports are {FORMATS[format]} files; name it so")
     model, params, state = member.model, member.params, member.bn_state
     folded = None
     if fold:
@@ -98,7 +100,6 @@ def export_member(member: TrainedMember, out: Path, *, format: str = "onnx",
         model, params, state = folded.model, folded.params, folded.bn_state
     common = dict(member=member, format=format, parameters=summarize(member.model).total,
                   exported_parameters=summarize(model).total, folded=folded)
-    out = Path(out)
     if format == "keras":
         from bnlab.export.keras_format import write_keras
 

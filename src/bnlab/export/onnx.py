@@ -185,11 +185,16 @@ def refuse_training_mode(proto: onnx.ModelProto, where: str) -> None:
     """A ``ConfigError`` naming the training-mode nodes of ``proto`` (``where``: its file),
     if it has any."""
     nodes = training_mode_nodes(proto)
-    if nodes:
-        raise ConfigError(f"{where} is exported in training mode ({', '.join(nodes[:3])}"
-                          f"{' …' * (len(nodes) > 3)}): each output would depend on its batch; "
-                          "export the model in inference mode (in PyTorch: model.eval() and "
-                          "training=TrainingMode.EVAL)")
+    if not nodes:
+        return
+    kinds = {n.op_type for n in proto.graph.node if (n.name or n.output[0]) in nodes}
+    why = "; ".join(part for kind, part in (
+        ("BatchNormalization", "its BatchNorm would normalize each batch by the batch's own "
+                               "statistics, so an image's output would depend on its batch"),
+        ("Dropout", "its Dropout would drop units at random")) if kind in kinds)
+    raise ConfigError(f"{where} is exported in training mode ({', '.join(nodes[:3])}"
+                      f"{' …' * (len(nodes) > 3)}): {why}; export the model in inference mode "
+                      "(in PyTorch: model.eval() and training=TrainingMode.EVAL)")
 
 
 @dataclass(frozen=True)

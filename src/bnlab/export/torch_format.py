@@ -92,14 +92,18 @@ def write_torch(path: Path, model: Sequential, params: tuple[dict, ...],
                                    "here; export a model of Flatten, Dense, BatchNorm, "
                                    "Activation, LeakyReLU and Dropout")
     code = "\n".join([
+        "from pathlib import Path",
+        "",
         "import torch",
         "from safetensors.torch import load_file",
         "from torch import nn",
         "",
+        "# the weights lie beside this file (or in the working folder, for pasted code)",
+        "HERE = Path(__file__).parent if \"__file__\" in globals() else Path.cwd()",
         "model = nn.Sequential(",
         *(f"    {module}," for module in modules),
         ")",
-        f"model.load_state_dict(load_file({str(Path(path).name)!r}))",
+        f"model.load_state_dict(load_file(HERE / {str(Path(path).name)!r}))",
         "model.eval()  # inference: the moving statistics; model.train() for batch statistics",
         ""])
     atomic_write_bytes(Path(path), save(state))

@@ -10,7 +10,7 @@ inference (BatchNorm with its population statistics); there is no training-mode 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import numpy as np
@@ -32,8 +32,8 @@ class TrainedMember:
     seed: int
     epoch: int
     model: Sequential
-    params: tuple[dict, ...]
-    bn_state: tuple[dict, ...]
+    params: tuple[dict, ...] = field(repr=False)
+    bn_state: tuple[dict, ...] = field(repr=False)
 
 
 def trained_member(run: Run, variant: str | None = None, seed: int | None = None, *,
@@ -77,6 +77,9 @@ def trained_member(run: Run, variant: str | None = None, seed: int | None = None
     template = init_train_states(model, point.optimizer.build(), RunKeys.for_seeds(seeds))
     template = jax.tree_util.tree_map(np.asarray, template)
     stem = run.path / variant / ("recalibrated" if recalibrated else "checkpoint")
+    if recalibrated and not stem.with_suffix(".safetensors").exists():
+        raise ConfigError(f"{stem.with_suffix('.safetensors')} is missing: recalibrate the run "
+                          "first (bnlab recalibrate RUN, or bnlab.recalibrate)")
     state, epoch, _, _ = load_checkpoint(stem, template)
     index = seeds.index(seed)
     member = jax.tree_util.tree_map(lambda a: np.asarray(a)[index], state)

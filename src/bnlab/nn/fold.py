@@ -23,7 +23,7 @@ names them. Folding works in float64 and returns float32 parameters.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import numpy as np
@@ -42,8 +42,8 @@ class FoldedModel:
     original model's layer names) and the layers kept with why (``kept``)."""
 
     model: Sequential
-    params: tuple[dict, ...]
-    bn_state: tuple[dict, ...]
+    params: tuple[dict, ...] = field(repr=False)
+    bn_state: tuple[dict, ...] = field(repr=False)
     folds: tuple[tuple[str, str, str], ...]
     kept: tuple[tuple[str, str], ...]
 
