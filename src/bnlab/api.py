@@ -66,9 +66,8 @@ from bnlab.train.loop import History, train_epochs
 from bnlab.train.trainer import SeedBatchTrainer
 
 __all__ = ["Fitted", "cache_folder", "compare", "configure_jax", "export_model", "fit",
-           "load_fashion_mnist",
-           "load_run", "model", "plot_curves", "recalibrate", "run", "show", "summary",
-           "write_report"]
+           "load_fashion_mnist", "load_run", "model", "plot_curves", "recalibrate", "run",
+           "show", "summary", "write_report"]
 
 
 def available_cpus() -> int:
@@ -300,10 +299,10 @@ def recalibrate(source: Run | Path | str, *, batches: int = 200, data: Splits | 
 
 
 def export_model(source: Run | Path | str, out: Path | str | None = None, *,
-           variant: str | None = None, seed: int | None = None, fold: bool = False,
-           recalibrated: bool = False, format: str = "onnx", data: Splits | None = None,
-           data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
-           download: bool = True) -> Exported:
+                 variant: str | None = None, seed: int | None = None, fold: bool = False,
+                 recalibrated: bool = False, format: str = "onnx", data: Splits | None = None,
+                 data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+                 download: bool = True) -> Exported:
     """Write one trained member of a finished run, as ``bnlab export`` (docs/deploy.md):
     ``variant`` (default: the first with BatchNorm) and ``seed`` (default: the first), from
     its checkpoint or its ``recalibrated`` one, folded if ``fold``, as ``format`` ``"onnx"``

@@ -15,16 +15,13 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     from bnlab.api import configure_jax
 
     configure_jax(cache_dir=args.cache_dir)
-    from bnlab.experiments.recalibrate import recalibrate_run
+    from bnlab.api import recalibrate
     from bnlab.report.console import recalibration_table
-    from bnlab.store.lock import RunLock
     from bnlab.store.reader import load_run
 
     path = run_folder(Path(args.run), args.runs_dir)
     run = load_run(path)
-    splits = load_splits(args, run.config.dataset)
-    with RunLock(path):
-        results = recalibrate_run(path, run.config, splits, args.batches)
+    results = recalibrate(run, batches=args.batches, data=load_splits(args, run.config.dataset))
     console.print(recalibration_table(results))
     for result in results:
         console.print(f"saved {path / result.point / 'recalibrated.safetensors'}",

@@ -55,5 +55,3 @@ def _batch_size_without_tiny_batches(n_train: int, batch_size: int) -> int | Non
     candidates = range(3, n_train + 1)
     fits = [b for b in candidates if n_train % b not in (1, 2)]
     return min(fits, key=lambda b: (abs(b - batch_size), -b), default=None)
-
-

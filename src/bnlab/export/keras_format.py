@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from bnlab.errors import BnlabError
-from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.batchnorm import BatchNorm, affine_parameters
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 from bnlab.nn.model import KERAS_TYPE_NAMES, Sequential
 
@@ -220,7 +220,7 @@ def _keras_layer(layer, name: str, p: dict, s: dict, conversions: list[str]
             conversions.append(f"{name}: the stored unbiased variance is kept as it is "
                                "(inference uses it in both); Keras's training will update it "
                                "with the biased batch variance")
-        gamma, beta = p.get("gamma", s.get("gamma")), p.get("beta", s.get("beta"))
+        gamma, beta = affine_parameters(p, s)
         arrays = ([gamma] if layer.scale else []) + ([beta] if layer.center else []) + [
             s["moving_mean"], s["moving_variance"]]
         return ({"axis": -1, "momentum": float(momentum), "epsilon": float(layer.epsilon),
