@@ -26,7 +26,7 @@ from rich.table import Table
 from bnlab.api import configure_jax
 from bnlab.data.datasets import load_dataset
 from bnlab.nn.zoo import get_model
-from bnlab.train.engine import RunKeys, compiler_options, init_train_states, make_train_epoch
+from bnlab.train.engine import RunKeys, compiler_options, fixed, init_train_states, make_train_epoch
 from bnlab.train.seeds import over_seeds, seeds_to_run
 
 
@@ -35,9 +35,9 @@ def compiled_epoch(name: str, seeds: int, x: jax.Array, y: jax.Array, *, guard: 
     model, optimizer = get_model(name), optax.sgd(1e-3)
     run = len(seeds_to_run(range(seeds)))
     keys = RunKeys.for_seeds(range(run))
-    state = init_train_states(model, optimizer, keys)
+    state = init_train_states(fixed(model, optimizer), keys)
     shuffle, dropout = keys.epoch(0)
-    epoch = over_seeds(make_train_epoch(model, optimizer, len(y), 32, guard=guard),
+    epoch = over_seeds(make_train_epoch(fixed(model, optimizer), len(y), 32, guard=guard),
                        (0, None, None, None, None, 0, 0), run)
     args = (state, {}, True, x, y, shuffle, dropout)
     program = jax.jit(epoch).lower(*args).compile(compiler_options())

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     configure_jax()
-    from bnlab.config.experiment import load_experiment
+    from bnlab.config.files import load_experiment
     from bnlab.data.datasets import load_dataset
     from bnlab.io import cache_folder
     from bnlab.nn.zoo import get_model

@@ -40,7 +40,7 @@ from rich.table import Table
 
 from bnlab.data.datasets import load_dataset
 from bnlab.nn.zoo import get_model
-from bnlab.train.engine import RunKeys, compiler_options, init_train_states, make_train_epoch
+from bnlab.train.engine import RunKeys, compiler_options, fixed, init_train_states, make_train_epoch
 from bnlab.train.seeds import over_seeds
 
 INSTRUCTION = re.compile(  # name, shape (an array or a tuple of arrays), op, the rest
@@ -146,9 +146,9 @@ def profile(model_name: str, seeds: int, x: jax.Array, y: jax.Array, workdir: Pa
     """One epoch of ``seeds`` seeds of ``model_name`` in one program, traced and grouped."""
     model, optimizer = get_model(model_name), optax.sgd(1e-3)
     keys = RunKeys.for_seeds(range(seeds))
-    state = init_train_states(model, optimizer, keys)
+    state = init_train_states(fixed(model, optimizer), keys)
     shuffle, dropout = keys.epoch(0)
-    epoch = over_seeds(make_train_epoch(model, optimizer, len(y), 32),
+    epoch = over_seeds(make_train_epoch(fixed(model, optimizer), len(y), 32),
                        (0, None, None, None, None, 0, 0), seeds)
     compiled = jax.jit(epoch).lower(state, {}, True, x, y, shuffle, dropout).compile(
         compiler_options() | TRACE)
@@ -164,7 +164,7 @@ def profile(model_name: str, seeds: int, x: jax.Array, y: jax.Array, workdir: Pa
 def profile_program(preset: str, model_name: str, splits, workdir: Path) -> dict:
     """One epoch of the sweep ``preset``'s program of ``model_name`` (every member of it),
     as ``bnlab sweep`` trains it, traced and grouped."""
-    from bnlab.config.experiment import load_experiment
+    from bnlab.config.files import load_experiment
     from bnlab.experiments.sweep import programs
 
     [program, *_] = [p for p in programs(load_experiment(preset))

@@ -41,7 +41,7 @@ from rich.table import Table
 from bnlab.api import configure_jax
 from bnlab.data.datasets import load_dataset
 from bnlab.nn.zoo import get_model
-from bnlab.train.engine import RunKeys, compiler_options, init_train_states, make_train_epoch
+from bnlab.train.engine import RunKeys, compiler_options, fixed, init_train_states, make_train_epoch
 from bnlab.train.seeds import over_seeds, pad_seeds, seeds_to_run
 
 LAYOUTS = ("bnlab", "spread by 5", "vmap", "vmap by 5", "vmap shared order", "lax.map",
@@ -53,13 +53,13 @@ def layouts(name: str, n: int, x: jax.Array, y: jax.Array,
     """The ``wanted`` ways to train ``n`` seeds of model ``name`` for one epoch, as no-argument
     calls (only those are compiled)."""
     model, optimizer = get_model(name), optax.sgd(1e-3)
-    full_epoch = make_train_epoch(model, optimizer, len(y), 32)
+    full_epoch = make_train_epoch(fixed(model, optimizer), len(y), 32)
 
     def epoch(state, x, y, shuffle, dropout):  # no sweep scalars, every seed training
         return full_epoch(state, {}, True, x, y, shuffle, dropout)
 
     keys = RunKeys.for_seeds(range(n))
-    state = init_train_states(model, optimizer, keys)
+    state = init_train_states(fixed(model, optimizer), keys)
     shuffle, dropout = keys.epoch(0)
     seed_states = [jax.tree_util.tree_map(lambda a, i=i: a[i], state) for i in range(n)]
 

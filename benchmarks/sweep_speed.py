@@ -52,7 +52,7 @@ def time_sweep(model: str) -> dict:
     from bnlab.api import configure_jax
 
     configure_jax()
-    from bnlab.config.experiment import load_experiment
+    from bnlab.config.files import load_experiment
     from bnlab.data.datasets import load_dataset
     from bnlab.experiments.sweep import programs
     from bnlab.io import cache_folder

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnlab.data.datasets import Splits
+from bnlab.experiments.observer import Observer
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Dense, Flatten
 from bnlab.nn.model import Sequential
@@ -42,6 +43,37 @@ def tiny_model() -> Sequential:
                        Dense(3, activation="softmax")), input_shape=(4, 4), name="tiny")
 
 
+class Hooks(Observer):
+    """An observer that calls a test's hooks — ``on_epoch(point, record)``,
+    ``on_compiled(label, seconds)`` — and keeps what it is told: ``notes``, ``warnings``,
+    ``plans`` and ``repaired`` lines."""
+
+    def __init__(self, on_epoch=None, on_compiled=None) -> None:
+        self.on_epoch, self.on_compiled = on_epoch, on_compiled
+        self.notes: list[str] = []
+        self.warnings: list[str] = []
+        self.plans: list = []
+        self.repaired: list[str] = []
+
+    def epoch(self, point, record) -> None:
+        if self.on_epoch:
+            self.on_epoch(point, record)
+
+    def compiled(self, label, seconds) -> None:
+        if self.on_compiled:
+            self.on_compiled(label, seconds)
+
+    def planned(self, plans, repaired) -> None:
+        self.plans.append(dict(plans))
+        self.repaired.extend(repaired)
+
+    def note(self, text) -> None:
+        self.notes.append(text)
+
+    def warning(self, text) -> None:
+        self.warnings.append(text)
+
+
 def run_stopped_after_one_epoch(config, splits: Splits, run_dir) -> None:
     """``config`` run into ``run_dir`` and interrupted (as Ctrl-C does) when its first epoch
     has been saved: an unfinished run."""
@@ -56,4 +88,4 @@ def run_stopped_after_one_epoch(config, splits: Splits, run_dir) -> None:
         raise Stop
 
     with pytest.raises(Stop):
-        run_experiment(config, splits, run_dir, on_epoch=stop)
+        run_experiment(config, splits, run_dir, observer=Hooks(on_epoch=stop))

@@ -217,7 +217,7 @@ def test_probe_retrains_a_run_with_the_measures_on_the_same_trajectory(capsys, t
     assert main(["run", str(tmp_path / "probed.toml"), "--runs-dir", str(runs),
                  "--no-download"]) == 0
     (original,) = list_runs(runs)[0]
-    assert "measures/steps" not in original.records["bn"]
+    assert "measures/steps" not in original.probes["bn"]
     capsys.readouterr()
     assert main(["probe", original.path.name, "--runs-dir", str(runs), "--measures-every", "50",
                  "--no-download"]) == 0
@@ -226,9 +226,9 @@ def test_probe_retrains_a_run_with_the_measures_on_the_same_trajectory(capsys, t
     assert "internal covariate shift of dense_1" in out and "against plain" in out
     probed = next(r for r in list_runs(runs)[0] if r.path != original.path)
     assert probed.config.probe.measures_every == 50 and probed.complete
-    steps = probed.records["bn"]["measures/steps"]  # 110 steps at batch 500: 0, 50, 100
+    steps = probed.probes["bn"]["measures/steps"]  # 110 steps at batch 500: 0, 50, 100
     assert steps.tolist() == [0, 50, 100]
-    assert probed.records["bn"]["measures/ics/dense_1"].shape == (2, 3)
+    assert probed.probes["bn"]["measures/ics/dense_1"].shape == (2, 3)
 
 
 SLOW_BN = """

@@ -32,8 +32,9 @@ def main() -> None:
                         "install the `gpu` extra on a machine with an NVIDIA GPU")
     device = jax.devices()[0]
 
-    from bnlab.config.experiment import load_experiment
-    from bnlab.train.loop import History, train_epochs
+    from bnlab.config.files import load_experiment
+    from bnlab.train.history import History
+    from bnlab.train.loop import train_epochs
     from bnlab.train.trainer import SeedBatchTrainer
 
     data = protocol.load_data(args.data)

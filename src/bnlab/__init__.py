@@ -18,19 +18,20 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that is not ins
     __version__ = "unknown"
 
 _EXPORTS = {
-    # the workflow (bnlab.api)
-    "configure_jax": "bnlab.api", "load_fashion_mnist": "bnlab.api", "model": "bnlab.api",
-    "summary": "bnlab.api", "fit": "bnlab.api", "Fitted": "bnlab.api", "run": "bnlab.api",
-    "plot_curves": "bnlab.api", "compare": "bnlab.api", "show": "bnlab.api",
-    "write_report": "bnlab.api", "recalibrate": "bnlab.api",
-    "Recalibration": "bnlab.experiments.recalibrate", "export_model": "bnlab.api",
-    "Exported": "bnlab.export.exporter",
+    # the workflows (bnlab.api): what every bnlab command runs
+    **dict.fromkeys(("configure_jax", "load_fashion_mnist", "check_data", "model", "summary",
+                     "summaries", "fit", "Fitted", "run", "sweep", "probe", "Probed",
+                     "recalibrate", "export_model", "predict", "Predictions", "list_runs",
+                     "load_run", "show", "compare", "plot_curves", "write_report", "Report"),
+                    "bnlab.api"),
+    "Recalibration": "bnlab.experiments.recalibrate", "Exported": "bnlab.export.exporter",
+    "Observer": "bnlab.experiments.observer", "Overview": "bnlab.report.overview",
     # runs, experiments and data
-    "load_run": "bnlab.store.reader", "list_runs": "bnlab.store.reader", "Run": "bnlab.store.runs",
-    "Damage": "bnlab.store.runs", "Divergence": "bnlab.train.loop",
+    "Run": "bnlab.store.runs",
+    "Damage": "bnlab.store.runs", "Divergence": "bnlab.train.history",
     "ExperimentConfig": "bnlab.config.experiment", "VariantConfig": "bnlab.config.experiment",
-    "OptimizerConfig": "bnlab.config.optimizer", "load_experiment": "bnlab.config.experiment",
-    "Splits": "bnlab.data.datasets", "History": "bnlab.train.loop",
+    "OptimizerConfig": "bnlab.config.optimizer", "load_experiment": "bnlab.config.files",
+    "Splits": "bnlab.data.datasets", "History": "bnlab.train.history",
     "PairedComparison": "bnlab.analysis.stats", "ModelSummary": "bnlab.nn.summary",
     "cache_folder": "bnlab.io",
     # layers and models

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from bnlab.analysis.sentences import p_text
 from bnlab.analysis.stats import (
-    _p_text,
     compare_all,
     compare_paired,
     holm_adjust,
@@ -380,7 +380,7 @@ def test_holm_adjustment_can_turn_a_pair_into_not_distinguishable():
     (0.0005, "p < 0.001"), (0.005, "p < 0.01"), (0.5, "p = 0.50"), (1.0, "p = 1.0"),
 ])
 def test_p_values_are_never_rounded_across_alpha(p, text):
-    assert _p_text(p, 0.05) == text
+    assert p_text(p, 0.05) == text
 
 
 def test_compare_all_for_loss_puts_the_lower_loss_first():

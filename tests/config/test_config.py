@@ -6,12 +6,8 @@ import codecs
 
 import pytest
 
-from bnlab.config.experiment import (
-    experiment_from_json,
-    load_experiment,
-    preset_names,
-    with_overrides,
-)
+from bnlab.config.experiment import with_overrides
+from bnlab.config.files import experiment_from_json, load_experiment, preset_names
 from bnlab.config.lines import line_of
 from bnlab.errors import ConfigError, python_option
 from bnlab.nn.summary import summarize

@@ -20,13 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bnlab.config.experiment import (
-    PRESET_DIR,
-    ExperimentConfig,
-    experiment_from_json,
-    load_experiment,
-    parse_experiment,
-)
+from bnlab.config.experiment import ExperimentConfig
+from bnlab.config.files import PRESET_DIR, experiment_from_json, load_experiment, parse_experiment
 from bnlab.errors import BnlabError
 
 SEED_TEXT = (PRESET_DIR / "seed.toml").read_text(encoding="utf-8")
@@ -70,6 +65,11 @@ def outcome(parse) -> ExperimentConfig | None:
         assert message and "\n" not in message and "\r" not in message
         return None
     assert isinstance(config, ExperimentConfig)
+    try:  # a stored config meets optax when its optimizers are built
+        for point in config.points:
+            point.optimizer.build()
+    except BnlabError as err:
+        assert str(err) and "\n" not in str(err)
     stored = json.loads(json.dumps(config.to_dict(), allow_nan=False))  # config.json
     assert experiment_from_json(stored, source="config.json") == config  # it reads back
     return config

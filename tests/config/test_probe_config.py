@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bnlab.config.experiment import experiment_from_json, load_experiment
+from bnlab.config.files import experiment_from_json, load_experiment
 from bnlab.errors import ConfigError
 from bnlab.nn.layers import Dense
 from bnlab.nn.norms import NoisyBatchNorm

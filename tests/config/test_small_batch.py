@@ -8,11 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnlab.config.experiment import (
-    ExperimentConfig,
-    VariantConfig,
-    load_experiment,
-)
+from bnlab.config.experiment import ExperimentConfig, VariantConfig
+from bnlab.config.files import load_experiment
 from bnlab.config.small_batch import small_batch_warnings
 from bnlab.nn.batchnorm import BatchNorm
 

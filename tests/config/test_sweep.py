@@ -6,11 +6,7 @@ import json
 
 import pytest
 
-from bnlab.config.experiment import (
-    experiment_from_json,
-    load_experiment,
-    parse_setting,
-)
+from bnlab.config.files import experiment_from_json, load_experiment, parse_setting
 from bnlab.config.small_batch import small_batch_warnings
 from bnlab.config.sweep import value_text
 from bnlab.errors import ConfigError

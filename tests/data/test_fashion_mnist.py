@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bnlab.data.datasets import FASHION_MNIST
-from bnlab.train.engine import scale_pixels
+from bnlab.train.batches import scale_pixels
 
 # `fashion_mnist` (tests/conftest.py) loads the dataset once per session, without
 # downloading, and skips when the files are not on disk.

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import bnlab
-from bnlab.config.experiment import ExperimentConfig, VariantConfig, parse_experiment
+from bnlab.config.experiment import ExperimentConfig, VariantConfig
+from bnlab.config.files import parse_experiment
 from bnlab.config.optimizer import OptimizerConfig
 from bnlab.errors import ConfigError
 from bnlab.experiments.recalibrate import read_recalibrations, recalibrate_run

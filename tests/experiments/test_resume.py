@@ -107,7 +107,7 @@ def test_resume_without_an_unfinished_run_is_a_clear_error(tmp_path):
 def test_resume_after_the_last_checkpoint_rewrites_lagging_histories(tmp_path):
     # Killed after a variant's last checkpoint but before its history.csv was written: the
     # resumed run trains nothing for that variant and must still leave complete histories.
-    from bnlab.config.experiment import parse_experiment
+    from bnlab.config.files import parse_experiment
     from bnlab.experiments.runner import run_experiment
     from tests.synthetic import tiny_splits
 
@@ -129,18 +129,18 @@ def test_resume_after_the_last_checkpoint_rewrites_lagging_histories(tmp_path):
 def test_a_resume_is_recorded_and_a_changed_environment_is_reported(tmp_path):
     import tomllib
 
-    from bnlab.config.experiment import parse_experiment
+    from bnlab.config.files import parse_experiment
     from bnlab.experiments.runner import run_experiment
-    from tests.synthetic import tiny_splits
+    from tests.synthetic import Hooks, tiny_splits
 
     config = parse_experiment(tomllib.loads(EXPERIMENT.replace("epochs = 5", "epochs = 1")))
     splits = tiny_splits()
     run_experiment(config, splits, tmp_path)
     env_path = tmp_path / "environment.json"
     started = json.loads(env_path.read_text())
-    reported: list[list[str]] = []
-    run_experiment(config, splits, tmp_path, resume=True, on_resume=reported.append)
-    assert reported == [[]]  # same environment: nothing to say, but the resume is on record
+    hooks = Hooks()
+    run_experiment(config, splits, tmp_path, resume=True, observer=hooks)
+    assert hooks.notes == []  # same environment: nothing to say, but the resume is on record
     after = json.loads(env_path.read_text())
     assert after["packages"] == started["packages"] and len(after["resumes"]) == 1
     assert after["resumes"][0]["packages"] == started["packages"] and after["resumes"][0]["at"]
@@ -160,6 +160,6 @@ def test_a_resume_is_recorded_and_a_changed_environment_is_reported(tmp_path):
 
     assert [str(d) for d in load_run(tmp_path).damage] == [
         "environment.json does not agree with the copy in the checkpoints"]
-    run_experiment(config, splits, tmp_path, resume=True, on_resume=reported.append)
-    assert reported[-1] == [] and load_run(tmp_path).complete
+    run_experiment(config, splits, tmp_path, resume=True, observer=hooks)
+    assert hooks.notes == [] and load_run(tmp_path).complete
     assert json.loads(env_path.read_text())["packages"] == started["packages"]

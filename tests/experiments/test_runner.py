@@ -36,7 +36,7 @@ def test_a_resumed_padded_run_saves_the_real_seeds_and_equals_a_straight_run(tmp
         state = [name for name in saved.keys() if not name.startswith("records/")]  # noqa: SIM118
         assert {saved.get_tensor(name).shape[0] for name in state} == {3}
         assert not any(name.startswith("keys/") for name in saved.keys())  # noqa: SIM118
-    resumed = trained(3, run_dir=tmp_path, resume={"tiny": True})
+    resumed = trained(3, run_dir=tmp_path)
     straight = trained(3)
     for metric, values in straight.history.per_seed.items():
         np.testing.assert_allclose(resumed.history.per_seed[metric], values, rtol=0, atol=1e-6)
@@ -78,10 +78,10 @@ def test_a_diverging_seed_is_recorded_and_the_other_seeds_and_variants_train_on(
     # --resume keeps a diverged variant unless asked to retry it.
     from bnlab.experiments.resume import resume_plan
 
-    assert resume_plan(run)["plain"].action == "keep"
+    assert resume_plan(run)["plain"].action == "rewrite"
     assert "diverged" in resume_plan(run)["plain"].reason
     assert resume_plan(run, retry_diverged=True)["plain"].action == "retrain"
-    assert resume_plan(run, retry_diverged=True)["bn"].action == "keep"
+    assert resume_plan(run, retry_diverged=True)["bn"].action == "rewrite"
     # show and the report say so.
     import io
 
@@ -117,19 +117,19 @@ def test_records_survive_a_resume_and_equal_a_straight_run_and_reach_tensorboard
         return result
 
     trained(2, run_dir=tmp_path)
-    resumed = trained(3, run_dir=tmp_path, resume={"tiny": True})
+    resumed = trained(3, run_dir=tmp_path)
     straight = trained(3)
-    assert resumed.records.keys() == straight.records.keys()
-    for name, values in straight.records.items():
-        np.testing.assert_allclose(resumed.records[name], values, rtol=1e-5, atol=1e-6,
+    assert resumed.probes.keys() == straight.probes.keys()
+    for name, values in straight.probes.items():
+        np.testing.assert_allclose(resumed.probes[name], values, rtol=1e-5, atol=1e-6,
                                    err_msg=name)
     # 70 rows at batch 8: 9 steps an epoch; statistics at steps 0, 2, …, 8 of each epoch.
-    assert straight.records["activations/steps"].tolist() == [
+    assert straight.probes["activations/steps"].tolist() == [
         e * 9 + k for e in range(3) for k in (0, 2, 4, 6, 8)]
-    assert straight.records["measures/steps"].tolist() == [e * 9 + k for e in range(3)
+    assert straight.probes["measures/steps"].tolist() == [e * 9 + k for e in range(3)
                                                            for k in (0, 3, 6)]
-    assert straight.records["test/steps"].tolist() == [9, 18, 27]
-    np.testing.assert_allclose(straight.records["test/accuracy"][:, -1],
+    assert straight.probes["test/steps"].tolist() == [9, 18, 27]
+    np.testing.assert_allclose(straight.probes["test/accuracy"][:, -1],
                                straight.test_accuracy, rtol=1e-6)
     board = EventAccumulator(str(tmp_path / "tensorboard" / "tiny" / "seed-42" / "probes"),
                              size_guidance={SCALARS: 0})
@@ -138,4 +138,4 @@ def test_records_survive_a_resume_and_equal_a_straight_run_and_reach_tensorboard
     assert {"activations/dense/pre_activation/p50", "ics/dense_1",
             "landscape/beta_smoothness"} <= tags
     steps = [event.step for event in board.Scalars("landscape/beta_smoothness")]
-    assert sorted(set(steps)) == straight.records["measures/steps"].tolist()
+    assert sorted(set(steps)) == straight.probes["measures/steps"].tolist()

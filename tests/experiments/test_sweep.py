@@ -15,7 +15,7 @@ from bnlab.config.sweep import SweepAxis
 from bnlab.experiments.runner import run_experiment
 from bnlab.experiments.sweep import programs
 from bnlab.store.reader import load_run
-from tests.synthetic import TINY_LAYERS, tiny_splits
+from tests.synthetic import TINY_LAYERS, Hooks, tiny_splits
 
 PLAIN = ({"type": "flatten"}, {"type": "dense", "units": 8, "activation": "relu"},
          {"type": "dense", "units": 10, "activation": "softmax"})
@@ -106,9 +106,9 @@ def test_a_sweep_stopped_between_two_checkpoints_of_a_program_resumes_to_the_sam
             raise Stop  # other points of its program still hold epoch 1
 
     with pytest.raises(Stop):
-        run_experiment(config, splits, tmp_path / "stopped", on_epoch=stop)
+        run_experiment(config, splits, tmp_path / "stopped", observer=Hooks(on_epoch=stop))
     run = load_run(tmp_path / "stopped")
-    assert [run.saved[p.name].epoch for p in config.points[:4]] == [2, 1, 1, 1]
+    assert [run.records[p.name].epoch for p in config.points[:4]] == [2, 1, 1, 1]
     resumed = {r.name: r for r in run_experiment(config, splits, tmp_path / "stopped",
                                                  resume=True)}
     for name, result in straight.items():

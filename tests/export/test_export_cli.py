@@ -134,8 +134,8 @@ def test_predict_names_each_unusable_file_on_one_line_and_exits_nonzero(small_ru
         assert message in err and "Traceback" not in err
     (tmp_path / "model.safetensors").write_bytes(b"{}")
     assert main(["predict", str(tmp_path / "model.safetensors"), "--test", "4"]) == 2
-    assert ("model.safetensors: bnlab predict takes a run folder, a .onnx or a .keras file (a "
-            "PyTorch export runs in PyTorch") in capsys.readouterr().err
+    assert ("model.safetensors: give a run folder, a .onnx or a .keras file (a PyTorch "
+            "export runs in PyTorch") in capsys.readouterr().err
     (tmp_path / "broken.onnx").write_bytes(b"\x08\x07garbage")
     assert main(["predict", str(tmp_path / "broken.onnx"), "--seed", "3", "--test", "4"]) == 2
     assert "--variant and --seed choose a run's model" in capsys.readouterr().err

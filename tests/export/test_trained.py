@@ -33,12 +33,12 @@ def test_a_run_being_trained_now_is_refused_and_exported_once_its_lock_is_free(t
         with pytest.raises(ConfigError, match=r"is being trained or recalibrated now \(PID "
                                               r"\d+ on .*\); its models are taken only when "
                                               "it ends"):
-            trained_member(run)
+            trained_member(run.path, run.config)
     assert training_holder(run.path) is None
     # Free again, the checkpoint is read: the tiny 4×4 model's weights then do not fit the
     # Fashion-MNIST shapes its stored config builds (real runs export in test_export_cli).
     with pytest.raises(CheckpointError, match="does not fit this experiment"):
-        trained_member(run)
+        trained_member(run.path, run.config)
 
 
 def test_a_variant_stopped_before_its_last_epoch_is_refused(tmp_path):
@@ -46,7 +46,7 @@ def test_a_variant_stopped_before_its_last_epoch_is_refused(tmp_path):
     run = load_run(tmp_path / "half")
     with pytest.raises(ConfigError, match=r"half/bn has trained 1 of 2 epochs; a model still "
                                           r"in training is not taken: finish it first"):
-        trained_member(run, "bn")
+        trained_member(run.path, run.config, "bn")
 
 
 def test_a_diverged_seed_is_refused_and_another_is_named(tmp_path):
@@ -70,4 +70,4 @@ def test_a_diverged_seed_is_refused_and_another_is_named(tmp_path):
     with pytest.raises(ConfigError, match=rf"seed {seed} of run/plain diverged \(epoch "
                                           rf"{diverged[seed].epoch}, step \d+\): its weights "
                                           rf"are no model; {instead}"):
-        trained_member(run, "plain", seed)
+        trained_member(run.path, run.config, "plain", seed)

@@ -15,7 +15,7 @@ from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Dense, Flatten
 from bnlab.nn.model import Sequential
 from bnlab.nn.summary import summarize
-from bnlab.train.engine import init_train_state, make_train_epoch
+from bnlab.train.engine import fixed, init_train_state, make_train_epoch
 
 FEATURES = 5
 
@@ -70,7 +70,7 @@ def test_an_epoch_of_sgd_leaves_frozen_gamma_beta_as_they_were(option):
     labels = jax.random.randint(jax.random.key(2), (64,), 0, 10)
     optimizer = optax.sgd(0.1)
     state = init_train_state(model, optimizer, jax.random.key(3))
-    epoch = jax.jit(make_train_epoch(model, optimizer, 64, 16))
+    epoch = jax.jit(make_train_epoch(fixed(model, optimizer), 64, 16))
     keys = jax.random.split(jax.random.key(4))
     new, metrics = epoch(state, {}, jnp.bool_(True), images, labels, *keys)
     assert np.isfinite(float(metrics.loss))

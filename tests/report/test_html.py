@@ -20,7 +20,7 @@ from bnlab.config.optimizer import OptimizerConfig
 from bnlab.experiments.runner import run_experiment
 from bnlab.report.html import write_report
 from bnlab.store.reader import load_run
-from tests.synthetic import TINY_LAYERS, tiny_splits
+from tests.synthetic import TINY_LAYERS, Hooks, tiny_splits
 
 PLAIN_LAYERS = (
     {"type": "flatten"},
@@ -71,7 +71,8 @@ def interrupted(path: Path, *, variant: str, epoch: int) -> Path:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_experiment(CONFIG, tiny_splits(), path, on_epoch=stop, on_compiled=stop_compiled)
+        run_experiment(CONFIG, tiny_splits(), path,
+                       observer=Hooks(on_epoch=stop, on_compiled=stop_compiled))
     return path
 
 
@@ -258,7 +259,7 @@ def test_the_why_section_states_what_the_probes_measured_in_computed_sentences(t
     assert "activation statistics every 2 steps on the first 12 validation images" in why
     # One sentence per quantity the two variants share, each with its own numbers.
     findings = why_findings(run)
-    shared = set(per_seed(run.records["plain"])) & set(per_seed(run.records[BN]))
+    shared = set(per_seed(run.probes["plain"])) & set(per_seed(run.probes[BN]))
     assert {f.quantity for f in findings} == shared and len(findings) >= 4
     for finding in findings:
         assert html.escape(finding.sentence) in why

@@ -11,7 +11,7 @@ from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig
 from bnlab.experiments.runner import run_experiment
 from bnlab.report.figures import run_figures
-from tests.synthetic import TINY_LAYERS, tiny_splits
+from tests.synthetic import TINY_LAYERS, Hooks, tiny_splits
 
 PLAIN = ({"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"})
 CONFIG = ExperimentConfig(name="exp", variants=(VariantConfig("bn", layers=TINY_LAYERS),
@@ -36,7 +36,7 @@ def write_interrupted(run_dir: Path, after_epochs: int = 1) -> Path:
         if record.epoch == after_epochs:
             raise Interrupt
     with pytest.raises(Interrupt):
-        run_experiment(CONFIG, tiny_splits(), run_dir, on_epoch=on_epoch)
+        run_experiment(CONFIG, tiny_splits(), run_dir, observer=Hooks(on_epoch=on_epoch))
     return run_dir
 
 

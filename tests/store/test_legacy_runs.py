@@ -40,7 +40,7 @@ def test_old_runs_load_complete_with_their_histories_and_verdicts(legacy_runs):
         run.comparisons()  # computable: no damage, every variant finished
     legacy = next(r for r in runs if r.config.name == "legacy")
     # The default probe plan's records (plain has no hidden layer to record).
-    assert "activations/steps" in legacy.records["bn"]
+    assert "activations/steps" in legacy.probes["bn"]
 
 
 @pytest.mark.parametrize("command", [["runs"], ["show", "legacy-20261207-084803"],

@@ -17,7 +17,7 @@ from bnlab.experiments.runner import run_experiment
 from bnlab.store.lock import LOCK_NAME, RunLock, RunLocked, holder_alive, lock_holder
 from bnlab.store.reader import load_run
 from tests.store.conftest import CONFIG, write_interrupted
-from tests.synthetic import tiny_splits
+from tests.synthetic import Hooks, tiny_splits
 
 ROOT = Path(__file__).resolve().parents[2]
 # A second process that resumes the run and then sits in its first epoch's callback.
@@ -26,9 +26,9 @@ import sys, time
 from pathlib import Path
 from bnlab.experiments.runner import run_experiment
 from tests.store.conftest import CONFIG
-from tests.synthetic import tiny_splits
+from tests.synthetic import Hooks, tiny_splits
 run_experiment(CONFIG, tiny_splits(), Path(sys.argv[1]), resume=True,
-               on_epoch=lambda name, record: time.sleep(600))
+               observer=Hooks(on_epoch=lambda name, record: time.sleep(600)))
 """
 
 
@@ -93,10 +93,9 @@ def test_a_resume_of_a_run_being_resumed_is_refused_and_a_killed_holder_is_taken
         process.stderr.close()
     # The killed process left its lock file; the kernel released its lock.
     assert lock_holder(run_dir) == holder and not holder_alive(holder)
-    repaired: list[str] = []
-    run_experiment(CONFIG, tiny_splits(), run_dir, resume=True,
-                   on_plan=lambda plans, lines: repaired.extend(lines))
-    assert repaired == [f"took over the lock of PID {holder['pid']} on {holder['host']} "
+    hooks = Hooks()
+    run_experiment(CONFIG, tiny_splits(), run_dir, resume=True, observer=hooks)
+    assert hooks.repaired == [f"took over the lock of PID {holder['pid']} on {holder['host']} "
                         f"(since {holder['since']}), which was stopped without releasing it"]
     assert load_run(run_dir).complete and not (run_dir / LOCK_NAME).exists()
     assert len(json.loads((run_dir / "environment.json").read_text())["resumes"]) == 2

@@ -15,10 +15,11 @@ afterwards. Examples are derandomized (the same on every machine) and nothing is
 between runs.
 
 What no reader can tell, and the oracle therefore allows: a change that leaves a file's
-content the same (JSON that parses to the same value, CSV fields that are the same
-numbers, statistics within the 1e-9 relative tolerance the reader grants a recomputation),
-the test metrics in summary.json (the only record of them) and figures it no longer lists,
-and a TensorBoard event file cut at a record boundary (TFRecord files have no end marker).
+content the same where it is compared by value (JSON that parses to the same value: the run's
+config.json and environment.json against the records' copies, a checkpoint.json against its
+checkpoint's header, summary.json against its own digest). Every other file is checked by a
+digest of its bytes, so any change to it is named; what other damage hides is listed in
+``masked``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from safetensors.numpy import save as save_safetensors
 from bnlab.errors import BnlabError
 from bnlab.report import html
 from bnlab.report.console import run_overview
-from bnlab.store.reader import DIGESTED_ONLY, list_runs, load_run
+from bnlab.store.reader import list_runs, load_run
+from bnlab.store.record import DIGESTED_ONLY
 from bnlab.store.runs import Run, UnreadableRun
 
 FUZZ = settings(max_examples=int(os.environ.get("NEX", 100)), deadline=None,
@@ -60,7 +62,6 @@ JSON_VALUES = st.recursive(
 NUMBER_TEXTS = (st.floats().map(repr) | st.integers().map(str)
                 | st.sampled_from(["nan", "inf", "-inf", "1e999", "1e308", "-1e308", "", "x",
                                    "0x10", "1_0", " 1", "9" * 5000, "\x00", '"1"']))
-TEST_METRICS = ("test_loss", "test_accuracy")  # summary.json holds their only record
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -111,43 +112,6 @@ def differing_paths(a, b, prefix=()) -> list[tuple]:
     return [] if same else [prefix]
 
 
-def csv_numbers(raw: bytes) -> list[list] | None:
-    """A CSV file's rows with numeric fields as floats (``None``: not UTF-8 CSV)."""
-    try:
-        rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
-    except (UnicodeDecodeError, csv.Error):
-        return None
-
-    def number(field: str):
-        try:
-            return float(field)
-        except ValueError:
-            return field
-    return [[number(f) for f in row] for row in rows]
-
-
-def record_ends(raw: bytes) -> set[int]:
-    """The byte offsets at which a TFRecord file's records end."""
-    ends, offset = set(), 0
-    while offset + 12 <= len(raw):
-        offset += 16 + int.from_bytes(raw[offset:offset + 8], "little")
-        ends.add(offset)
-    return ends
-
-
-def fewer_figures(old, new) -> bool:
-    """Whether summary.json ``new`` lists some of the figures of ``old`` (with their digests,
-    or with none, as before digests were recorded): no other file says which were drawn."""
-    def entries(document):
-        figures = document.get("figures") if isinstance(document, dict) else None
-        if isinstance(figures, list) and all(isinstance(f, str) for f in figures):
-            return dict.fromkeys(figures)
-        return figures if isinstance(figures, dict) else None
-    before, after = entries(old), entries(new)
-    return before is not None and after is not None and all(
-        name in before and digest in (None, before[name]) for name, digest in after.items())
-
-
 def undetectable(file: str, old: bytes, new: bytes | None) -> bool:
     """Whether no reader can tell ``new`` from ``old`` (see the module docstring)."""
     if new is None:
@@ -156,27 +120,7 @@ def undetectable(file: str, old: bytes, new: bytes | None) -> bool:
         return True
     if file.endswith(".json"):
         a, b = parsed_json(old), parsed_json(new)
-        if a is None or b is None:
-            return False
-        paths = differing_paths(a, b)
-        if file == "summary.json":
-            return all((len(p) >= 2 and p[1] in TEST_METRICS) or p[:1] == ("figures",)
-                       for p in paths) and fewer_figures(a, b)
-        return not paths
-    if file.endswith(".csv"):
-        a, b = csv_numbers(old), csv_numbers(new)
-        if a is None or b is None or len(a) != len(b) or any(
-                len(x) != len(y) for x, y in zip(a, b, strict=True)):
-            return False
-        if file.endswith("statistics.csv") and a[0] == b[0]:
-            try:
-                x, y = np.array(a[1:], np.float64), np.array(b[1:], np.float64)
-            except (ValueError, TypeError):
-                return False
-            return bool(np.allclose(x, y, rtol=1e-9, atol=0, equal_nan=True))
-        return differing_paths(a, b) == []
-    if "/events.out.tfevents." in file:
-        return len(new) in record_ends(old) and new == old[:len(new)]
+        return a is not None and b is not None and not differing_paths(a, b)
     return False
 
 
@@ -324,43 +268,23 @@ def named(file: str, new: bytes | None, run: Run) -> bool:
 
 def masked(file: str, originals: dict[str, bytes], changes: dict[str, bytes | None],
            run: Run) -> bool:
-    """Whether other changed files keep ``file`` from being checked. A sound summary.json
-    lists the figures (see ``summary_unchecked`` for its own changes). Without its
-    checkpoint, a variant's history CSVs are checked only against each other and its
-    statistics (a disagreement may name those) and may lag by an epoch, as a killed process
-    leaves them; its statistics and event files are checked against its history (there is
-    none when its record is lost), and for completeness once it finished (which only
-    summary.json or its checkpoint says)."""
+    """Whether other damage keeps ``file`` from being checked: a variant's derived files and
+    TensorBoard files are checked by the digests its record holds (none when the record is
+    lost); the figures by the digests in a sound summary.json; a missing summary.json is
+    noted only when every record says its variant finished; config.json and
+    environment.json are compared with the records' copies (none when every record is
+    lost)."""
     parts = file.split("/")
-    checkpoints = {f for f in changes if f.endswith("/checkpoint.safetensors")}
-    unsound = "summary.json" in changes or any(d.file == "summary.json" for d in run.damage)
+    lost = {d.variant for d in run.damage if d.file.endswith("/checkpoint.safetensors")}
+    summary_unsound = any(d.file == "summary.json" for d in run.damage)
     if "/" not in file and file.endswith((".png", ".svg")):  # the run's figures
-        return unsound
+        return summary_unsound
     if file == "summary.json":
-        return summary_unchecked(originals[file], changes[file], run, bool(checkpoints))
+        return changes[file] is None and bool(lost)
+    if file in ("config.json", "environment.json"):
+        return not run.records
     variant = parts[1] if parts[0] == "tensorboard" else parts[0]
-    own = f"{variant}/checkpoint.safetensors" in checkpoints
-    if file.endswith("/history.csv"):
-        return own and any(d.variant == variant for d in run.damage)
-    if not (file.endswith("/statistics.csv") or parts[0] == "tensorboard"):
-        return False
-    if file.endswith("/statistics.csv") and changes[file] is None and unsound:
-        return True  # written when its variant finishes: missing if killed just before
-    return variant not in run.histories or (unsound and own)
-
-
-def summary_unchecked(old: bytes, new: bytes | None, run: Run, checkpoint_lost: bool) -> bool:
-    """Whether other damage keeps a change of summary.json from being seen: its absence
-    while a checkpoint is lost (the run may be unfinished); the values of variants whose
-    history is lost; the verdicts while some history is not whole."""
-    if new is None:
-        return checkpoint_lost
-    a, b = parsed_json(old), parsed_json(new)
-    lost = {v.name for v in run.config.variants if v.name not in run.histories}
-    partial = lost or any(h.epochs < run.config.epochs for h in run.histories.values())
-    unchecked = lost | ({"comparisons", "left_out"} if partial else set())
-    return a is not None and b is not None and all(
-        p[:1] and p[0] in unchecked for p in differing_paths(a, b))
+    return variant in lost
 
 
 def unnamed(run: Run, originals: dict[str, bytes], changes: dict[str, bytes | None]

@@ -28,7 +28,7 @@ from werkzeug.test import Client
 
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig
-from bnlab.experiments.runner import variant_hparams
+from bnlab.experiments.training import variant_hparams
 from bnlab.store.tensorboard import TensorBoardLogger
 
 SEEDS = (42, 43)
@@ -246,9 +246,9 @@ def test_arrays_without_the_seed_axis_and_non_scalar_hparams_are_rejected(tmp_pa
 
 
 def test_variant_hparams_name_the_recipe_the_model_and_the_bn_options():
-    bn_layers = ({"type": "flatten"}, {"type": "batch_norm"},
-                 {"type": "dense", "units": 10, "activation": "softmax"},
-                 {"type": "batch_norm", "momentum": 0.9, "momentum_on": "new"})
+    bn_layers = ({"type": "flatten"}, {"type": "batch_norm"}, {"type": "dense", "units": 16},
+                 {"type": "batch_norm", "momentum": 0.9, "momentum_on": "new"},
+                 {"type": "dense", "units": 10, "activation": "softmax"})
     config = ExperimentConfig(
         name="seed", variants=(VariantConfig("baseline", "baseline"),
                                VariantConfig("bn_after", "bn_after"),

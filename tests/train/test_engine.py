@@ -10,15 +10,15 @@ import optax
 import pytest
 
 from bnlab.errors import ConfigError
+from bnlab.train.batches import scale_pixels, steps_per_epoch
 from bnlab.train.engine import (
     RunKeys,
     check_batching,
+    fixed,
     init_train_state,
     init_train_states,
     make_evaluate,
     make_train_epoch,
-    scale_pixels,
-    steps_per_epoch,
 )
 from tests.synthetic import tiny_model, tiny_splits
 
@@ -37,7 +37,7 @@ def test_scan_epoch_equals_python_loop_of_the_same_step_including_ragged_batch()
     keys = RunKeys.from_seed(3)
     state = init_train_state(model, optimizer, keys.init)
     shuffle_key, dropout_key = keys.epoch(0)
-    epoch = jax.jit(make_train_epoch(model, optimizer, 70, 32))
+    epoch = jax.jit(make_train_epoch(fixed(model, optimizer), 70, 32))
     compiled_state, metrics = epoch(state, {}, True, splits.x_train, splits.y_train,
                                     shuffle_key, dropout_key)
 
@@ -79,8 +79,8 @@ def test_evaluate_is_mean_over_rows_in_inference_mode_whatever_the_chunking():
     want_loss = optax.softmax_cross_entropy_with_integer_labels(logits, splits.y_val).mean()
     want_acc = float(np.mean(np.argmax(logits, -1) == splits.y_val))
     for chunk in (5, 37, 100):
-        loss, acc = make_evaluate(model, chunk_size=chunk)(params, bn_state, {}, splits.x_val,
-                                                           splits.y_val)
+        evaluate = make_evaluate(fixed(model, None), chunk_size=chunk)
+        loss, acc = evaluate(params, bn_state, {}, splits.x_val, splits.y_val)
         assert float(loss) == pytest.approx(float(want_loss), rel=1e-6)
         assert float(acc) == pytest.approx(want_acc, abs=1e-7)
 
@@ -113,7 +113,7 @@ def test_keys_of_several_seeds_are_each_seeds_own_keys():
         for got, want in zip((shuffle[i], dropout[i]), one.epoch(2), strict=True):
             assert jax.random.key_data(got).tolist() == jax.random.key_data(want).tolist()
     model, optimizer = tiny_model(), optax.sgd(0.1)
-    states = init_train_states(model, optimizer, stacked)
+    states = init_train_states(fixed(model, optimizer), stacked)
     single = init_train_state(model, optimizer, RunKeys.from_seed(4).init)
     np.testing.assert_array_equal(states.params[2]["kernel"][1], single.params[2]["kernel"])
 

@@ -15,9 +15,10 @@ from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Dense, Dropout, Flatten
 from bnlab.nn.model import Sequential
 from bnlab.nn.norms import NoisyBatchNorm
-from bnlab.store.histories import GAPS, history_csv, statistics_csv
-from bnlab.train.engine import make_evaluate
-from bnlab.train.loop import GAP_METRICS, METRICS, History, train_epochs
+from bnlab.store.derived import GAPS, history_csv, statistics_csv
+from bnlab.train.engine import fixed, make_evaluate
+from bnlab.train.history import GAP_METRICS, METRICS, History
+from bnlab.train.loop import train_epochs
 from bnlab.train.trainer import SeedBatchTrainer
 from tests.synthetic import tiny_model, tiny_splits
 
@@ -38,7 +39,7 @@ def test_batch_statistics_evaluation_is_training_mode_batch_by_batch_without_noi
     params, state = model.init(jax.random.key(0))
     splits = tiny_splits()
     x, y = splits.x_val, splits.y_val  # 20 rows: batches of 8, 8 and a ragged 4
-    loss, accuracy = jax.jit(make_evaluate(model, 8, batch_statistics=True))(
+    loss, accuracy = jax.jit(make_evaluate(fixed(model, None), 8, batch_statistics=True))(
         params, state, {}, x, y)
     # The same network without its noise: BatchNorm for the noisy one, no Dropout.
     quiet = Sequential((Flatten(), BatchNorm(), model.layers[2], model.layers[4]),
@@ -54,7 +55,7 @@ def test_batch_statistics_evaluation_is_training_mode_batch_by_batch_without_noi
         correct += list(np.argmax(logits, -1) == y[rows])
     np.testing.assert_allclose(float(loss), np.mean(losses), rtol=1e-6)
     assert round(float(accuracy) * 20) == sum(bool(c) for c in correct)
-    inference_loss, _ = make_evaluate(model)(params, state, {}, x, y)
+    inference_loss, _ = make_evaluate(fixed(model, None))(params, state, {}, x, y)
     assert abs(float(inference_loss) - float(loss)) > 1e-4  # the two modes really differ
 
 

@@ -12,7 +12,8 @@ from bnlab.errors import ConfigError
 from bnlab.nn.layers import Dense, Flatten
 from bnlab.nn.model import Sequential
 from bnlab.train.engine import TrainState
-from bnlab.train.loop import GAP_METRICS, METRICS, Divergence, History, train_epochs
+from bnlab.train.history import GAP_METRICS, METRICS, Divergence, History
+from bnlab.train.loop import train_epochs
 from bnlab.train.trainer import SeedBatchTrainer
 from tests.synthetic import tiny_model, tiny_splits
 

@@ -21,7 +21,8 @@ from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Dense, Dropout, Flatten
 from bnlab.nn.model import Sequential
-from bnlab.train.engine import TrainState, scale_pixels
+from bnlab.train.batches import scale_pixels
+from bnlab.train.engine import TrainState
 from bnlab.train.loop import train_epochs
 from bnlab.train.trainer import SeedBatchTrainer
 from tests.synthetic import tiny_splits

@@ -19,7 +19,8 @@ from bnlab.errors import ConfigError
 from bnlab.nn.layers import Dense
 from bnlab.nn.model import Sequential
 from bnlab.nn.zoo import get_model
-from bnlab.train.engine import RunKeys, init_train_state, make_train_epoch, scale_pixels
+from bnlab.train.batches import scale_pixels
+from bnlab.train.engine import RunKeys, fixed, init_train_state, make_train_epoch
 from bnlab.train.probes import (
     ProbePlan,
     activation_inputs,
@@ -177,9 +178,9 @@ def test_a_probed_epoch_trains_the_same_numbers_and_records_each_probed_steps_st
     state = init_train_state(model, optimizer, keys.init)
     shuffle_key, dropout_key = keys.epoch(0)
     args = ({}, True, splits.x_train, splits.y_train, shuffle_key, dropout_key)
-    probed, metrics = jax.jit(make_train_epoch(model, optimizer, 70, 8, probe=plan,
+    probed, metrics = jax.jit(make_train_epoch(fixed(model, optimizer), 70, 8, probe=plan,
                                                probe_images=splits.x_val[:12]))(state, *args)
-    plain, plain_metrics = jax.jit(make_train_epoch(model, optimizer, 70, 8))(state, *args)
+    plain, plain_metrics = jax.jit(make_train_epoch(fixed(model, optimizer), 70, 8))(state, *args)
     for got, want in zip(jax.tree_util.tree_leaves(probed), jax.tree_util.tree_leaves(plain),
                          strict=True):
         np.testing.assert_array_equal(got, want)  # probes change nothing
@@ -232,4 +233,4 @@ def test_statistics_need_probe_images_and_a_dense_model_records_no_input():
     model = Sequential((Dense(3, activation="softmax"),), input_shape=(4,))
     assert activation_inputs(model) == ()
     with pytest.raises(ConfigError, match="probe_images"):
-        make_train_epoch(tiny_model(), optax.sgd(0.1), 70, 8, probe=ProbePlan(every=2))
+        make_train_epoch(fixed(tiny_model(), optax.sgd(0.1)), 70, 8, probe=ProbePlan(every=2))

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from bnlab.train.engine import RunKeys, init_train_states, make_train_epoch
+from bnlab.train.engine import RunKeys, fixed, init_train_states, make_train_epoch
 from bnlab.train.seeds import over_seeds, seeds_to_run, spread
 from tests.synthetic import tiny_model, tiny_splits
 
@@ -18,9 +18,9 @@ IN_AXES = (0, None, None, None, None, 0, 0)  # state, scalars, active, images, l
 def epoch_and_args(seeds: int):
     splits = tiny_splits()
     model, optimizer = tiny_model(), optax.sgd(0.05)
-    epoch = make_train_epoch(model, optimizer, len(splits.y_train), 32)
+    epoch = make_train_epoch(fixed(model, optimizer), len(splits.y_train), 32)
     keys = RunKeys.for_seeds(range(seeds))
-    state = init_train_states(model, optimizer, keys)
+    state = init_train_states(fixed(model, optimizer), keys)
     shuffle, dropout = keys.epoch(0)
     return epoch, (state, {}, True, jnp.asarray(splits.x_train), jnp.asarray(splits.y_train),
                    shuffle, dropout)

@@ -9,7 +9,8 @@ import optax
 import pytest
 
 from bnlab.errors import ConfigError
-from bnlab.train.loop import History, train_epochs
+from bnlab.train.history import History
+from bnlab.train.loop import train_epochs
 from bnlab.train.trainer import SeedBatchTrainer
 from tests.synthetic import tiny_model, tiny_splits
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from bnlab.analysis import sentences
 from bnlab.errors import BnlabError, ConfigError
 
 __all__ = [
@@ -182,20 +183,8 @@ def compare_paired(
             (`compare_all` passes it); the verdict then uses the adjusted p.
 
     Returns:
-        A `PairedComparison` (see its attributes for the formulas). Its `verdict` is one of:
-
-        - "bn_after beats baseline by 3.4 ± 0.6 points of validation accuracy after 10 epochs
-          (p < 0.01, d_z = 3.1, 5 seeds)" when `p < alpha`; the better variant is named first
-          and the advantage is shown positive.
-        - "bn_after and baseline are not distinguishable on validation accuracy after 10 epochs
-          (difference 0.3 ± 1.1 points, p = 0.52, d_z = 0.3, 5 seeds)" otherwise; the
-          difference is `a - b`.
-        - "with one seed, bn_after and baseline cannot be distinguished on ... (difference 0.3
-          points; a paired t-test needs at least 2 seeds)" when `n == 1`.
-
-        `±` is the half-width of the `1 - alpha` interval; p reads "p < 0.001", "p < 0.01" or
-        "p = 0.034" (two significant digits, three where two would round across α), followed
-        by "Holm-adjusted over k pairs" when `holm` is given with k > 1.
+        A `PairedComparison` (see its attributes for the formulas); its `verdict` is the
+        sentence `analysis.sentences.verdict` writes.
 
     Raises:
         ConfigError: `alpha` is not in (0, 1).
@@ -209,33 +198,16 @@ def compare_paired(
             f"cannot pair {name_a!r} ({x.shape[0]} seeds) with {name_b!r} ({y.shape[0]} seeds); "
             "run both variants over the same seeds"
         )
-    d = x - y  # (seeds,)
-    n = d.shape[0]
-    mean = float(d.mean())
-    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
-    if n == 1:
-        half = p = dz = float("nan")
-    elif sd == 0:
-        # Constant differences: the t statistic is ±inf (or 0/0) and says nothing; n equal
-        # signs have the exact two-sided sign-test p-value 2·0.5^n (= scipy.stats.binomtest).
-        half = 0.0
-        p = min(1.0, 2.0 * 0.5**n) if mean != 0 else 1.0
-        dz = float(np.copysign(np.inf, mean)) if mean != 0 else 0.0
-    else:
-        se = sd / np.sqrt(n)
-        p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
-        half = float(stats.t.ppf(1 - alpha / 2, n - 1) * se)
-        dz = mean / sd
-
+    n, mean, half, p, dz = paired_test(x, y, alpha)
     p_adjusted, comparisons = holm if holm is not None else (p, 1)
     a_is_better = mean > 0 if higher_is_better else mean < 0
     winner = None
     if n >= 2 and p_adjusted < alpha:
         winner = name_a if a_is_better else name_b
-    p_text = _p_text(p_adjusted, alpha) + (
+    p_text = sentences.p_text(p_adjusted, alpha) + (
         f" Holm-adjusted over {comparisons} pairs" if comparisons > 1 else "")
-    verdict = _verdict(name_a, name_b, metric, epochs, n, mean, half, p_text, dz, winner,
-                       percentage_points)
+    verdict = sentences.verdict(name_a, name_b, metric, epochs, n, mean, half, p_text, dz,
+                                winner, percentage_points)
     return PairedComparison(
         name_a=name_a,
         name_b=name_b,
@@ -253,6 +225,26 @@ def compare_paired(
         winner=winner,
         verdict=verdict,
     )
+
+
+def paired_test(a: np.ndarray, b: np.ndarray,
+                alpha: float) -> tuple[int, float, float, float, float]:
+    """``(n, mean(d), half-width of the 1 − α interval, two-sided p, d_z)`` of the paired
+    differences ``d = a − b`` (``PairedComparison`` states each): ``scipy.stats.ttest_rel``
+    and its ``confidence_interval``, except for constant differences, where the t statistic is
+    ±inf (or 0/0) and says nothing: n equal signs have the exact two-sided sign-test p-value
+    ``2·0.5^n`` (= ``scipy.stats.binomtest``), and the interval is the difference itself."""
+    d = a - b  # (seeds,)
+    n, mean = d.shape[0], float(d.mean())
+    if n == 1:
+        return n, mean, float("nan"), float("nan"), float("nan")
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        p = min(1.0, 2.0 * 0.5**n) if mean != 0 else 1.0
+        return n, mean, 0.0, p, float(np.copysign(np.inf, mean)) if mean != 0 else 0.0
+    test = stats.ttest_rel(a, b)
+    low, high = test.confidence_interval(1 - alpha)
+    return n, mean, float(high - low) / 2, float(test.pvalue), mean / sd
 
 
 def compare_all(finals: Mapping[str, np.ndarray], **kw: Any) -> list[PairedComparison]:
@@ -314,80 +306,6 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
-
-
-def _verdict(
-    name_a: str,
-    name_b: str,
-    metric: str,
-    epochs: int | None,
-    n: int,
-    mean: float,
-    half: float,
-    p_text: str,
-    dz: float,
-    winner: str | None,
-    percentage_points: bool,
-) -> str:
-    """The one-sentence summary documented in `compare_paired`."""
-    after = "" if epochs is None else f" after {epochs} epoch{'s' if epochs != 1 else ''}"
-    unit = " points" if percentage_points else ""
-    scale = 100.0 if percentage_points else 1.0
-    if n == 1:
-        return (
-            f"with one seed, {name_a} and {name_b} cannot be distinguished on {metric}{after} "
-            f"(difference {_rounded(scale * mean, _decimal_places(0.0, scale * mean))}{unit}; "
-            "a paired t-test needs at least 2 seeds)"
-        )
-    places = _decimal_places(scale * half, scale * mean)
-    shown_half = _rounded(scale * half, places)
-    effect = "d_z = " + ("∞" if np.isinf(dz) else _rounded(abs(dz) if winner else dz, 1))
-    if winner is not None:
-        loser = name_b if winner == name_a else name_a
-        by = f"{_rounded(scale * abs(mean), places)} ± {shown_half}"
-        of = " points of " if percentage_points else " in "
-        return (f"{winner} beats {loser} by {by}{of}{metric}{after} "
-                f"({p_text}, {effect}, {n} seeds)")
-    return (
-        f"{name_a} and {name_b} are not distinguishable on {metric}{after} "
-        f"(difference {_rounded(scale * mean, places)} ± {shown_half}{unit}, "
-        f"{p_text}, {effect}, {n} seeds)"
-    )
-
-
-def _decimal_places(half: float, value: float) -> int:
-    """Decimals for a shown difference, from 1 to 4.
-
-    The usual "round to the uncertainty" rule: the half-width gets one significant digit
-    (0.44 → 1 place, 0.0044 → 3 places). Without a positive half-width (one seed, or constant
-    differences) the value gets three significant digits instead.
-    """
-    if half > 0:
-        places = -np.floor(np.log10(half))
-    elif value != 0:
-        places = 2 - np.floor(np.log10(abs(value)))
-    else:
-        places = 1
-    return int(np.clip(places, 1, 4))
-
-
-def _rounded(x: float, places: int) -> str:
-    """`x` with `places` decimals, never printed as "-0.0"."""
-    text = f"{x:.{places}f}"
-    return text.removeprefix("-") if float(text) == 0 else text
-
-
-def _p_text(p: float, alpha: float) -> str:
-    """The p-value as "p < 0.001", "p < 0.01" or "p = 0.034": two significant digits, or
-    three where two would round across α (0.0496 is "p = 0.0496", never "p = 0.050")."""
-    if p < 0.001 and alpha > 0.001:
-        return "p < 0.001"
-    if p < 0.01 and alpha > 0.01:
-        return "p < 0.01"
-    text = f"{p:#.2g}"
-    if (float(text) < alpha) != (p < alpha):
-        text = f"{p:#.3g}"
-    return f"p = {text.rstrip('.')}"
 
 
 def _check_level(name: str, level: float) -> None:

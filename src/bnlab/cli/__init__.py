@@ -7,14 +7,14 @@ SIGTERM stop a run cleanly (exit 130 and 143) with the command that resumes it. 
 output suggests are spelled as this command was invoked (``program``), so they paste as they
 are.
 
-    session.py   consoles, the stop message, flags and environment variables
+Each command parses its arguments, calls one function of ``bnlab.api`` and renders what it
+returns; nothing here builds models, trainers, data pipelines or exporters.
+
+    session.py   consoles, the stop message, flags and environment variables, the observer
     parser.py    the subcommands and their options
-    run.py       bnlab run / seed / sweep
+    run.py       bnlab run / seed / sweep / probe
     commands.py  bnlab data / summary / runs / show / report
-    probe.py     bnlab probe
-    recalibrate.py  bnlab recalibrate
-    export.py    bnlab export
-    predict.py   bnlab predict
+    deploy.py    bnlab recalibrate / export / predict
 """
 
 from __future__ import annotations

@@ -7,11 +7,8 @@ from pathlib import Path
 
 from bnlab import __version__
 from bnlab.cli.commands import cmd_data, cmd_report, cmd_runs, cmd_show, cmd_summary
-from bnlab.cli.export import cmd_export
-from bnlab.cli.predict import cmd_predict
-from bnlab.cli.probe import cmd_probe
-from bnlab.cli.recalibrate import cmd_recalibrate
-from bnlab.cli.run import cmd_run
+from bnlab.cli.deploy import cmd_export, cmd_predict, cmd_recalibrate
+from bnlab.cli.run import cmd_probe, cmd_run
 from bnlab.cli.session import env_path
 
 

@@ -106,7 +106,8 @@ def os_error_text(err: OSError) -> str:
 # A library option as this command spells it, and the environment variable that sets it too.
 FLAGS = {"data_dir": "--data-dir", "cache_dir": "--cache-dir", "download": "--no-download",
          "resume": "--resume", "retry_diverged": "--retry-diverged", "seeds": "--seeds",
-         "epochs": "--epochs", "runs_dir": "--runs-dir"}
+         "epochs": "--epochs", "runs_dir": "--runs-dir", "test": "--test",
+         "batches": "--batches", "variant": "--variant", "seed": "--seed"}
 ENVIRONMENT = {"data_dir": "BNLAB_DATA_DIR", "cache_dir": "BNLAB_CACHE_DIR"}
 
 
@@ -125,17 +126,25 @@ def env_path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
-def cache_dir(args: argparse.Namespace) -> Path:
-    from bnlab.io import cache_folder
+def data_options(args: argparse.Namespace) -> dict:
+    """The data options of a command (``--data-dir``, ``--cache-dir``, ``--no-download``) as
+    the API's functions take them."""
+    return {"data_dir": args.data_dir, "cache_dir": args.cache_dir,
+            "download": not args.no_download}
 
-    return cache_folder(args.cache_dir)
 
+def command_observer():
+    """The observer the command gives a workflow (``report.progress.ProgressObserver``,
+    lines under a bar): it also remembers the run being trained, for the stop message."""
+    from bnlab.report.progress import ProgressObserver
 
-def load_splits(args: argparse.Namespace, dataset: str = "fashion_mnist"):
-    from bnlab.report.progress import load_showing_downloads
+    class CommandObserver(ProgressObserver):
+        def started(self, run) -> None:
+            session.run_dir = run.run_dir
+            super().started(run)
 
-    return load_showing_downloads(dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                                  download=not args.no_download, console=console)
+    return CommandObserver(verbose=2, console=console, errors=error_console,
+                           warnings_as="console")
 
 
 def print_recalibrations(run) -> None:

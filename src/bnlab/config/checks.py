@@ -24,6 +24,18 @@ import numpy as np
 from bnlab.config.lines import line_of
 from bnlab.errors import ConfigError
 
+
+class FieldError(ConfigError):
+    """A ``ConfigError`` about one ``key`` of an experiment, dotted as a file writes it
+    (``layers[2]``, ``learning_rate``; ``""``: the whole object), raised where the value is
+    checked; a file's parser locates it by its line (``fail(prefix + key, message)``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.message = message
+
+
 Fail = Callable[[str, str], ConfigError]
 """``fail(dotted_key, message) -> ConfigError`` (raise what it returns)."""
 

@@ -1,53 +1,31 @@
-"""The experiment file (TOML) and its strict validation into frozen dataclasses.
+"""An experiment: variants × seeds trained with one recipe, validated when it is built.
 
-    name = "seed"
-    dataset = "fashion_mnist"
-    epochs = 10
-    batch_size = 32
-    seed = 42            # first seed; a run with seeds = N uses seed, seed+1, …, seed+N−1
-    seeds = 1
+    ExperimentConfig(name="mine", variants=(VariantConfig("bn", model="bn_after"),),
+                     epochs=2, seeds=3, optimizer=OptimizerConfig("sgd", 0.01))
 
-    [optimizer]          # any optax optimizer by name, with its keyword arguments
-    name = "sgd"
-    learning_rate = 1e-3
-
-    [[variants]]
-    name = "baseline"
-    model = "baseline"   # a preset of bnlab.nn.zoo …
-
-    [[variants]]
-    name = "bn_tiny"     # … or a list of layers (config.layers)
-    layers = [
-      { type = "flatten" },
-      { type = "batch_norm", momentum = 0.99, epsilon = 1e-3 },
-      { type = "dense", units = 10, activation = "softmax" },
-    ]
-
-Every mistake is a ``ConfigError`` with one line naming the file, the key (and its line
-where it can be found) and what is allowed. A run stores its resolved experiment as
-``config.json`` in this same form (``ExperimentConfig.to_dict``), and reading it back goes
-through the same checks (``experiment_from_json``). What is legal but nearly meaningless
-is a warning, not an error: ``small_batch_warnings`` (BatchNorm on batches of 2 rows).
+Every way of building one (an experiment file, ``config.files``; a run's stored
+``config.json``; code; ``with_overrides``) goes through the same checks, in
+``__post_init__``: a mistake is a ``FieldError`` naming its key as a file writes it
+(``variants[1].layers[2]``), which a file's parser turns into ``file:line: key: message``.
+Whether optax takes the optimizer is asked when it is first built
+(``OptimizerConfig.optax_problem``), so a stored experiment reads without optax or JAX.
+What is legal but nearly meaningless is a warning, not an error: ``small_batch_warnings``
+(BatchNorm on batches of 2 rows).
 """
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import functools
-import json
 import re
-import tomllib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bnlab.config.checks import Fail, failing_at, one_line, reject_unknown, shown, typed
+from bnlab.config.checks import FieldError, shown, value_problem
 from bnlab.config.layers import build_layer
-from bnlab.config.optimizer import OptimizerConfig, parse_optimizer
-from bnlab.config.probe import parse_probe, probe_to_dict
-from bnlab.config.sweep import Point, SweepAxis, expand, parse_sweep
+from bnlab.config.optimizer import OptimizerConfig
+from bnlab.config.probe import probe_to_dict
+from bnlab.config.sweep import Point, SweepAxis, check_axis, expand
 from bnlab.data.datasets import DATASETS
 from bnlab.errors import BnlabError, ConfigError, LayerInputError
 from bnlab.nn.layers import Dense
@@ -56,11 +34,6 @@ from bnlab.nn.zoo import MODELS
 from bnlab.train.engine import check_batching
 from bnlab.train.probes import ProbePlan
 
-TOP_KEYS = {"name", "description", "dataset", "epochs", "batch_size", "seed", "seeds",
-            "optimizer", "variants", "sweep", "probe", "recalibrate_batches"}
-# A stored config may lack these (stored before they existed).
-OPTIONAL_STORED_KEYS = {"description", "sweep", "probe", "recalibrate_batches"}
-PRESET_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Upper bounds that catch typos before anything is allocated or written (a run's history is
 # (seeds, epochs) per metric; seed, seed+1, … must stay distinct 31-bit PRNG seeds).
@@ -72,11 +45,35 @@ RESERVED_VARIANT_NAMES = {"tensorboard", "comparisons"}  # run-folder and summar
 
 @dataclass(frozen=True)
 class VariantConfig:
-    """One model to train: a zoo preset (``model``) or an explicit ``layers`` list."""
+    """One model to train: a zoo preset (``model``) or an explicit ``layers`` list of a
+    file's layer tables (``config.layers``), each checked when the variant is built."""
 
     name: str
     model: str | None = None
     layers: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name) \
+                or self.name in RESERVED_VARIANT_NAMES:
+            raise FieldError("name", f"{shown(self.name)} must be a plain folder name "
+                             f"(letters, digits, _ . -) other than "
+                             f"{', '.join(sorted(RESERVED_VARIANT_NAMES))}")
+        if (self.model is None) == (not self.layers):
+            raise FieldError("", f"give exactly one of model = \"{'|'.join(MODELS)}\" or "
+                             "layers = [...]")
+        if self.model is not None and self.model not in MODELS:
+            raise FieldError("model", f"unknown model {shown(self.model)}; presets: "
+                             f"{', '.join(MODELS)}")
+        if not isinstance(self.layers, list | tuple) \
+                or not all(isinstance(spec, dict) for spec in self.layers):
+            raise FieldError("layers", "must be an array of inline tables "
+                             "{ type = \"…\", … }")
+        for index, spec in enumerate(self.layers):  # a bad layer is named by its own line
+            try:
+                build_layer(spec)
+            except ConfigError as err:
+                raise FieldError(f"layers[{index}]", str(err)) from None
+        object.__setattr__(self, "layers", tuple(dict(spec) for spec in self.layers))
 
     def build(self, input_shape: tuple[int, ...] = (28, 28)) -> Sequential:
         """The model for inputs ``(batch, *input_shape)``."""
@@ -95,7 +92,7 @@ class VariantConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A validated experiment: variants × seeds trained with one recipe."""
+    """A validated experiment: variants × seeds trained with one recipe (module docstring)."""
 
     name: str
     variants: tuple[VariantConfig, ...]
@@ -111,6 +108,79 @@ class ExperimentConfig:
     # When training ends, the BN statistics recomputed over this many training batches
     # (experiments.recalibrate); 0: not.
     recalibrate_batches: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise FieldError("name", f"{shown(self.name)} must be a plain folder name "
+                             "(letters, digits, _ . -)")
+        if not isinstance(self.description, str):
+            raise FieldError("description", f"must be str, got {shown(self.description)}")
+        if not isinstance(self.dataset, str) or self.dataset not in DATASETS:
+            raise FieldError("dataset", f"unknown dataset {shown(self.dataset)}; known: "
+                             f"{', '.join(DATASETS)}")
+        n_train = self.training_rows()
+        for key, high in (("epochs", MAX_EPOCHS), ("batch_size", n_train),
+                          ("seeds", MAX_SEEDS)):
+            _whole(key, getattr(self, key), 1, high)
+        _whole("seed", self.seed, 0, MAX_SEED - self.seeds + 1,
+               why=" (seeds seed, seed+1, … are 31-bit)")
+        for key, kind in (("optimizer", OptimizerConfig), ("probe", ProbePlan)):
+            if not isinstance(getattr(self, key), kind):
+                raise FieldError(key, f"must be a {kind.__name__}")
+        object.__setattr__(self, "variants", tuple(self.variants))
+        object.__setattr__(self, "sweep", tuple(self.sweep))
+        self._check_variants()
+        for axis in self.sweep:
+            if not isinstance(axis, SweepAxis):
+                raise FieldError("sweep", "must hold SweepAxis values")
+            check_axis(axis, self.variants, self.optimizer, n_train)
+        self._check_points()
+
+    def _check_variants(self) -> None:
+        """Each variant fits the data: its layers take the dataset's images, its last layer
+        scores the classes, and no training batch leaves BatchNorm a single row."""
+        if not self.variants or not all(isinstance(v, VariantConfig) for v in self.variants):
+            raise FieldError("variants", "must be a non-empty array of tables ([[variants]])")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise FieldError("variants", f"variant names must be unique, got {names}")
+        classes = len(DATASETS[self.dataset].class_names)
+        for index, variant in enumerate(self.variants):
+            key = f"variants[{index}].layers"
+            try:
+                model = variant.build(self.input_shape())
+                model.output_shapes  # noqa: B018 — builds every layer: catches impossible orders
+            except LayerInputError as err:  # named by the layer's own line
+                raise FieldError(f"{key}[{err.index}]", str(err)) from None
+            except BnlabError as err:
+                raise FieldError(key, str(err)) from None
+            last = model.layers[-1] if model.layers else None
+            if type(last) is not Dense or last.units != classes \
+                    or last.activation not in ("softmax", "linear"):
+                raise FieldError(key, f"the last layer must be a dense layer with {classes} "
+                                 "units (one per class) and activation softmax or linear "
+                                 "(the loss is softmax cross-entropy)")
+            try:
+                check_batching(self.training_rows(), self.batch_size, model)
+            except ConfigError as err:
+                raise FieldError("batch_size", f"{err} (variant {variant.name!r})") from None
+
+    def _check_points(self) -> None:
+        """Every point's batch size suits its model; ``recalibrate_batches`` fits them."""
+        n_train = self.training_rows()
+        for point in self.points:
+            if point.batch_size != self.batch_size:
+                try:
+                    check_batching(n_train, point.batch_size, point.build())
+                except ConfigError as err:
+                    raise FieldError("sweep.batch_size",
+                                     f"{err} (point {point.name!r})") from None
+        full = min(n_train // point.batch_size for point in self.points)
+        _whole("recalibrate_batches", self.recalibrate_batches, 0, full,
+               why=" (0: off; at most the full training batches of an epoch)")
+        if self.recalibrate_batches and not any(p.build().has_batchnorm for p in self.points):
+            raise FieldError("recalibrate_batches",
+                             "no variant has a BatchNorm layer to recalibrate")
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -131,9 +201,14 @@ class ExperimentConfig:
         """The images' shape without the batch axis, from the dataset registry."""
         return DATASETS[self.dataset].train_images.shape[1:]
 
+    def training_rows(self) -> int:
+        """The training split's rows (the dataset's training file less its validation)."""
+        spec = DATASETS[self.dataset]
+        return spec.train_images.shape[0] - spec.validation_size
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data in the file's own form (JSON-ready): what a run stores as
-        ``config.json`` and ``experiment_from_json`` reads back."""
+        ``config.json`` and ``config.files.experiment_from_json`` reads back."""
         return {"name": self.name, "description": self.description, "dataset": self.dataset,
                 "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
                 "seeds": self.seeds, "optimizer": self.optimizer.to_dict(),
@@ -145,267 +220,24 @@ class ExperimentConfig:
                    if self.recalibrate_batches else {})}
 
 
-def preset_names() -> list[str]:
-    """The shipped experiments (``bnlab run <preset>``)."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-
-
-def load_experiment(file_or_preset: str | Path,
-                    settings: Sequence[str] = ()) -> ExperimentConfig:
-    """Read and validate an experiment file, or a shipped preset by name (``seed``).
-
-    ``settings`` change it for one run, each a TOML line applied over the file's tables
-    before the checks: ``epochs = 2``, ``optimizer.learning_rate = 0.1``,
-    ``sweep."optimizer.learning_rate" = [0.01, 0.1]``, ``dataset = fashion_mnist`` (a value
-    that is not TOML is taken as text)."""
-    path = Path(file_or_preset)
-    if not path.suffix and not _exists(path):
-        if str(file_or_preset) not in preset_names():
-            raise ConfigError(
-                f"no experiment file or preset named {str(file_or_preset)!r}; presets: "
-                f"{', '.join(preset_names())}"
-            )
-        path = PRESET_DIR / f"{file_or_preset}.toml"
-    source = one_line(str(path))  # a name may hold a newline
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{source}: cannot read experiment file ({err.strerror})") from None
-    except ValueError:  # a NUL byte in the name
-        raise ConfigError(f"{source}: cannot read experiment file (its name holds "
-                          "a NUL byte)") from None
-    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # Windows editors
-    try:
-        text = data[bom:].decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{source}: not a UTF-8 text file (byte {bom + err.start}); save the "
-                          "experiment as UTF-8 TOML") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{source}: invalid TOML: {err}") from None
-    except ValueError as err:  # an integer of more than 4,300 digits (int's own limit)
-        raise ConfigError(f"{source}: invalid TOML: {str(err).split(';')[0]}") from None
-    for setting in settings:
-        raw = _merged(raw, parse_setting(setting))
-    if settings:
-        source += " with " + "; ".join(one_line(s) for s in settings)
-    return parse_experiment(raw, source=source, text=text)
-
-
-def with_settings(config: ExperimentConfig, settings: Sequence[str]) -> ExperimentConfig:
-    """``config`` changed by ``settings`` (``load_experiment``'s ``key = value`` lines), through
-    the checks of a file."""
-    raw = config.to_dict()
-    for setting in settings:
-        raw = _merged(raw, parse_setting(setting))
-    return parse_experiment(raw, source=f"experiment {config.name!r} with "
-                            + "; ".join(one_line(s) for s in settings))
-
-
-def parse_setting(setting: str) -> dict[str, Any]:
-    """``"key = value"`` (a TOML line; a value that is not TOML is taken as text) as the
-    nested table it sets: ``"optimizer.learning_rate=0.1"`` → ``{"optimizer":
-    {"learning_rate": 0.1}}``."""
-    key, equals, value = setting.partition("=")
-    if not equals or not key.strip():
-        raise ConfigError(f"setting {one_line(setting)!r}: write key=value, e.g. epochs=2 or "
-                          "optimizer.learning_rate=0.1")
-    for line in (f"{key} = {value}", f"{key} = {json.dumps(value.strip())}"):
-        try:
-            return tomllib.loads(line)
-        except (tomllib.TOMLDecodeError, ValueError):
-            continue
-    raise ConfigError(f"setting {one_line(setting)!r}: {one_line(key.strip())!r} is not a TOML "
-                      "key (quote a key holding dots: sweep.\"optimizer.learning_rate\"=[0.1])")
-
-
-def _merged(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``change`` applied: tables merge key by key, anything else replaces."""
-    merged = dict(base)
-    for key, value in change.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merged(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):  # a name too long for the file system, or holding a NUL
-        return False
-
-
-def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
-                     text: str = "") -> ExperimentConfig:
-    """Validate parsed TOML ``raw`` into an ``ExperimentConfig``; ``source`` names the
-    file in messages and ``text`` (its TOML) locates each key's line."""
-    fail = failing_at(source, text)
-    if not isinstance(raw, dict):
-        raise fail("config", "must be a table of keys (name, variants, …)")
-    reject_unknown(raw, TOP_KEYS, "", fail)
-    for key in ("name", "variants"):
-        if key not in raw:
-            raise fail(key, "missing; every experiment needs a name and [[variants]]")
-    name = typed(raw, "name", str, fail)
-    if not NAME_PATTERN.fullmatch(name):
-        raise fail("name", f"{shown(name)} must be a plain folder name (letters, digits, _ . -)")
-    dataset = typed(raw, "dataset", str, fail, default="fashion_mnist")
-    if dataset not in DATASETS:
-        raise fail("dataset", f"unknown dataset {shown(dataset)}; known: {', '.join(DATASETS)}")
-    spec = DATASETS[dataset]
-    classes = len(spec.class_names)
-    n_train = spec.train_images.shape[0] - spec.validation_size
-    epochs = typed(raw, "epochs", int, fail, default=10)
-    batch_size = typed(raw, "batch_size", int, fail, default=32)
-    seeds = typed(raw, "seeds", int, fail, default=1)
-    seed = typed(raw, "seed", int, fail, default=42)
-    for key, value, high in (("epochs", epochs, MAX_EPOCHS), ("batch_size", batch_size, n_train),
-                             ("seeds", seeds, MAX_SEEDS)):
-        if not 1 <= value <= high:
-            raise fail(key, f"must be in 1..{high:,}, got {value:,}")
-    if not 0 <= seed <= MAX_SEED - seeds + 1:
-        raise fail("seed", f"must be in 0..{MAX_SEED - seeds + 1:,} (seeds seed, seed+1, … "
-                   f"are 31-bit), got {seed:,}")
-    optimizer = parse_optimizer(raw.get("optimizer", {}), fail)
-    variants_raw = raw["variants"]
-    if not isinstance(variants_raw, list) or not variants_raw:
-        raise fail("variants", "must be a non-empty array of tables ([[variants]])")
-    variants = tuple(_parse_variant(i, v, fail, classes, n_train, batch_size)
-                     for i, v in enumerate(variants_raw))
-    names = [v.name for v in variants]
-    if len(set(names)) != len(names):
-        raise fail("variants", f"variant names must be unique, got {names}")
-    sweep = (parse_sweep(raw["sweep"], fail, variants=variants, optimizer=optimizer,
-                         batch_size_limit=n_train) if "sweep" in raw else ())
-    points = expand(variants, sweep, batch_size=batch_size, optimizer=optimizer, fail=fail)
-    for point in points:
-        if point.batch_size != batch_size:
-            try:
-                check_batching(n_train, point.batch_size, point.build())
-            except ConfigError as err:
-                raise fail("sweep.batch_size", f"{err} (point {point.name!r})") from None
-    recalibrate_batches = typed(raw, "recalibrate_batches", int, fail, default=0)
-    full = min(n_train // point.batch_size for point in points)
-    if not 0 <= recalibrate_batches <= full:
-        raise fail("recalibrate_batches", f"must be in 0..{full:,} (0: off; at most the full "
-                   f"training batches of an epoch), got {recalibrate_batches:,}")
-    if recalibrate_batches and not any(p.build().has_batchnorm for p in points):
-        raise fail("recalibrate_batches", "no variant has a BatchNorm layer to recalibrate")
-    return ExperimentConfig(
-        name=name,
-        description=typed(raw, "description", str, fail, default=""),
-        dataset=dataset,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        seeds=seeds,
-        optimizer=optimizer,
-        variants=variants,
-        sweep=sweep,
-        probe=parse_probe(raw["probe"], fail) if "probe" in raw else ProbePlan(),
-        recalibrate_batches=recalibrate_batches,
-    )
+def _whole(key: str, value: Any, low: int, high: int, why: str = "") -> None:
+    """``value`` is an integer in ``low..high``, else a ``FieldError`` naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(key, f"must be int, got {shown(value)}")
+    if problem := value_problem(value):  # an integer beyond float32 (or 4,300 digits)
+        raise FieldError(key, problem)
+    if not low <= value <= high:
+        raise FieldError(key, f"must be in {low}..{high:,}{why}, got {value:,}")
 
 
 def with_overrides(config: ExperimentConfig, *, seeds: int | None = None,
                    epochs: int | None = None) -> ExperimentConfig:
     """``config`` with ``seeds`` / ``epochs`` replaced (``None`` leaves a value as it is),
-    bounded as in a file."""
+    bounded as in a file; a bad value is a ``ConfigError`` naming the caller's option."""
     given = {k: v for k, v in {"seeds": seeds, "epochs": epochs}.items() if v is not None}
-    limits = {"epochs": MAX_EPOCHS, "seeds": min(MAX_SEEDS, MAX_SEED - config.seed + 1)}
-    for key, value in given.items():
-        high = limits.get(key, value)
-        if not 1 <= value <= high:
-            raise ConfigError(f"{{{key}}} must be in 1..{high:,}, got {value:,}")
-    return dataclasses.replace(config, **given)
-
-
-def _parse_variant(index: int, raw: Any, fail: Fail, classes: int, n_train: int,
-                   batch_size: int) -> VariantConfig:
-    key = f"variants[{index}]"
-    if not isinstance(raw, dict):
-        raise fail(key, "must be a table with name and model or layers")
-    reject_unknown(raw, {"name", "model", "layers"}, f"{key}.", fail)
-    name = typed(raw, "name", str, fail, prefix=f"{key}.")
-    if name is None:
-        raise fail(f"{key}.name", "missing")
-    if not NAME_PATTERN.fullmatch(name) or name in RESERVED_VARIANT_NAMES:
-        raise fail(f"{key}.name", f"{shown(name)} must be a plain folder name (letters, digits, "
-                   f"_ . -) other than {', '.join(sorted(RESERVED_VARIANT_NAMES))}")
-    if ("model" in raw) == ("layers" in raw):
-        raise fail(key, f"give exactly one of model = \"{'|'.join(MODELS)}\" or layers = [...]")
-    if "model" in raw:
-        model = typed(raw, "model", str, fail, prefix=f"{key}.")
-        if model not in MODELS:
-            raise fail(f"{key}.model", f"unknown model {shown(model)}; presets: "
-                       f"{', '.join(MODELS)}")
-        variant = VariantConfig(name, model=model)
-    else:
-        layers = raw["layers"]
-        if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
-            raise fail(f"{key}.layers", "must be an array of inline tables { type = \"…\", … }")
-        for j, spec in enumerate(layers):  # a bad layer is named by its own line
-            try:
-                build_layer(spec)
-            except ConfigError as err:
-                raise fail(f"{key}.layers[{j}]", str(err)) from None
-        variant = VariantConfig(name, layers=tuple(layers))
     try:
-        model = variant.build()
-        model.output_shapes  # noqa: B018 — builds every layer once: catches impossible orders
-    except LayerInputError as err:  # named by the layer's own line
-        raise fail(f"{key}.layers[{err.index}]", str(err)) from None
-    except BnlabError as err:
-        raise fail(f"{key}.layers", str(err)) from None
-    last = model.layers[-1] if model.layers else None
-    if type(last) is not Dense or last.units != classes \
-            or last.activation not in ("softmax", "linear"):
-        raise fail(f"{key}.layers", f"the last layer must be a dense layer with {classes} "
-                   "units (one per class) and activation softmax or linear (the loss is "
-                   "softmax cross-entropy)")
-    try:
-        check_batching(n_train, batch_size, model)
-    except ConfigError as err:
-        raise fail("batch_size", f"{err} (variant {name!r})") from None
-    return variant
-
-
-def checked(config: ExperimentConfig) -> ExperimentConfig:
-    """``config`` (built in code, say) put through the checks of a file, so that whatever a
-    run stores reads back; the same ``ConfigError`` messages name ``experiment <name>``."""
-    return parse_experiment(config.to_dict(), source=f"experiment {config.name!r}")
-
-
-def experiment_from_json(data: Any, *, source: str) -> ExperimentConfig:
-    """A run's stored ``config.json`` (``ExperimentConfig.to_dict``) read back through the
-    same checks as a file: every key must be there, since a stored config was complete.
-    Folders written before the file form was stored (optimizer arguments under ``args``,
-    variants with both ``model`` and ``layers``) are read too."""
-    fail = failing_at(source, "")
-    if not isinstance(data, dict):
-        raise fail("config", "is not a JSON object")
-    data = dict(data)
-    for key in sorted(TOP_KEYS - OPTIONAL_STORED_KEYS):
-        if key not in data:
-            raise fail(key, "missing; a stored config holds every key")
-    data.setdefault("probe", {"every": 0})  # stored before probes were: none recorded
-    optimizer = data["optimizer"]
-    if isinstance(optimizer, dict) and isinstance(optimizer.get("args"), dict):
-        data["optimizer"] = {k: v for k, v in optimizer.items() if k != "args"} | optimizer["args"]
-    if isinstance(data["variants"], list):
-        data["variants"] = [_stored_variant(v) for v in data["variants"]]
-    return parse_experiment(data, source=source)
-
-
-def _stored_variant(variant: Any) -> Any:
-    if not isinstance(variant, dict):
-        return variant
-    variant = dict(variant)
-    if "model" in variant and variant["model"] is None:
-        del variant["model"]
-    elif variant.get("model") is not None and variant.get("layers") == []:
-        del variant["layers"]
-    return variant
+        return dataclasses.replace(config, **given)
+    except FieldError as err:
+        if err.key not in given:
+            raise
+        raise ConfigError(f"{{{err.key}}} {err.message}") from None

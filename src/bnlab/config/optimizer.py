@@ -5,43 +5,94 @@
     learning_rate = 1e-3
     b1 = 0.8               # any other argument of optax.adam, of the kind of its default
 
-The arguments are checked against the optimizer's signature, and one ``init`` + ``update`` is
-traced (never run), so a wrong argument is an error naming its line before any run starts.
+An ``OptimizerConfig`` checks its form when it is built: a name, a finite positive learning
+rate within float32, and arguments that are numbers, strings, booleans or arrays of them,
+each finite. Whether optax takes them (its signature, the kind of each default, and one
+``init`` + ``update`` traced, never run) is ``optax_problem``, asked once per config: by the
+file's parser, so that a wrong argument is an error naming its line before any run starts,
+and by ``build``, the one place bnlab builds an optimizer. Reading a stored run therefore
+never needs optax (nor JAX).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import jax
-import jax.numpy as jnp
-import optax
 
 from bnlab.config.checks import (
     FLOAT32_MAX,
     MAX_SHOWN,
     Fail,
+    FieldError,
     kind_name,
     same_kind,
     shown,
     typed,
     value_problem,
 )
+from bnlab.errors import ConfigError
+
+KNOWN = "adam, adamw, sgd, rmsprop, lamb, lion, nadam, …"
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """``optax.<name>(learning_rate, **args)``."""
+    """``optax.<name>(learning_rate, **args)``; a malformed one is a ``FieldError`` naming
+    ``name``, ``learning_rate`` or the argument."""
 
     name: str = "sgd"
     learning_rate: float = 1e-3
     args: dict[str, Any] = field(default_factory=dict)
 
-    def build(self) -> optax.GradientTransformation:
-        return getattr(optax, self.name)(learning_rate=self.learning_rate, **self.args)
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier() \
+                or self.name.startswith("_"):
+            raise FieldError("name", f"{shown(self.name)} is not an optax optimizer (e.g. "
+                             f"{KNOWN})")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) \
+                or not 0 < rate < float("inf"):  # written so that NaN fails too
+            raise FieldError("learning_rate", f"must be a finite positive number, got "
+                             f"{shown(rate)}")
+        if rate > FLOAT32_MAX:
+            raise FieldError("learning_rate", f"must be a finite positive number, got "
+                             f"{shown(rate)}, beyond float32's largest ({FLOAT32_MAX:.4g})")
+        if not isinstance(self.args, Mapping):
+            raise FieldError("", f"arguments must be a table, got {shown(self.args)}")
+        for key, value in self.args.items():
+            if not isinstance(key, str) or key in ("name", "learning_rate"):
+                raise FieldError(str(key), "not an optimizer argument")
+            if problem := value_problem(value):
+                raise FieldError(key, problem)
+        object.__setattr__(self, "learning_rate", float(rate))
+        object.__setattr__(self, "args", dict(self.args))
+
+    def optax_problem(self) -> tuple[str, str] | None:
+        """``(key, message)`` when optax does not take this optimizer (``key``: ``name``, an
+        argument, or ``""`` for the whole table), else ``None``; asked of optax once per
+        table (the same name and arguments in another config reuse the answer)."""
+        try:
+            text = json.dumps(self.args, sort_keys=True, allow_nan=False)
+            plain = json.loads(text) == self.args  # no tuple, no NumPy number
+        except (TypeError, ValueError):
+            plain = False
+        if plain:
+            return _cached_problem(self.name, self.learning_rate, text)
+        return _optax_problem(self.name, self.learning_rate, self.args)
+
+    def build(self, **overrides: Any):
+        """``optax.<name>(learning_rate, **args)`` with any argument replaced by
+        ``overrides`` (a sweep member's values, traced): the one place bnlab builds an
+        optimizer; one optax does not take is a ``ConfigError``."""
+        if problem := self.optax_problem():
+            key, message = problem
+            raise ConfigError(f"optimizer{'.' + key if key else ''}: {message}")
+        return _factory(self.name)(**{"learning_rate": self.learning_rate, **self.args,
+                                      **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         """The table as a file writes it: ``{"name", "learning_rate", **args}``."""
@@ -49,56 +100,71 @@ class OptimizerConfig:
 
 
 def parse_optimizer(raw: Any, fail: Fail) -> OptimizerConfig:
-    """The ``[optimizer]`` table: ``name`` (an optax optimizer), ``learning_rate`` and its
-    other keyword arguments, each checked against optax's own signature, each number finite
-    and within float32 (``checks.value_problem``). An argument that optax rejects, or that
-    makes its first update fail, is named by its own line."""
+    """The ``[optimizer]`` table as an ``OptimizerConfig`` that optax takes; a mistake fails
+    naming ``optimizer.<key>`` (located by its line)."""
     if not isinstance(raw, dict):
         raise fail("optimizer", "must be a table: [optimizer] name = \"sgd\" …")
     name = typed(raw, "name", str, fail, default="sgd", prefix="optimizer.")
+    try:
+        config = OptimizerConfig(name, raw.get("learning_rate", 1e-3),
+                                 {k: v for k, v in raw.items()
+                                  if k not in ("name", "learning_rate")})
+        problem = config.optax_problem()
+    except FieldError as err:
+        problem = err.key, err.message
+    if problem:
+        key, message = problem
+        raise fail(f"optimizer.{key}" if key else "optimizer", message)
+    return config
+
+
+def _factory(name: str):
+    import optax
+
+    return getattr(optax, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_problem(name: str, learning_rate: float, args_json: str) -> tuple[str, str] | None:
+    return _optax_problem(name, learning_rate, json.loads(args_json))
+
+
+def _optax_problem(name: str, learning_rate: float,
+                   args: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``OptimizerConfig.optax_problem``: the signature of ``optax.<name>``, the kind of each
+    argument against its default, the arguments it needs, then one traced ``init`` +
+    ``update``."""
+    args = dict(args)
     parameters = _parameters(name)
     if parameters is None or "learning_rate" not in parameters:
-        known = "adam, adamw, sgd, rmsprop, lamb, lion, nadam, …"
-        raise fail("optimizer.name", f"{shown(name)} is not an optax optimizer (e.g. {known})")
-    learning_rate = raw.get("learning_rate", 1e-3)
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float) \
-            or not 0 < learning_rate < float("inf"):  # written so that NaN fails too
-        raise fail("optimizer.learning_rate", f"must be a finite positive number, got "
-                   f"{shown(learning_rate)}")
-    if learning_rate > FLOAT32_MAX:
-        raise fail("optimizer.learning_rate", f"must be a finite positive number, got "
-                   f"{shown(learning_rate)}, beyond float32's largest ({FLOAT32_MAX:.4g})")
-    args = {k: v for k, v in raw.items() if k not in ("name", "learning_rate")}
+        return "name", f"{shown(name)} is not an optax optimizer (e.g. {KNOWN})"
     allowed = [p for p in parameters if p != "learning_rate"]
     for key, value in args.items():
         if key not in parameters:
-            raise fail(f"optimizer.{key}", f"not an argument of optax.{name}; allowed: "
-                       f"{', '.join(allowed)}")
+            return key, f"not an argument of optax.{name}; allowed: {', '.join(allowed)}"
         default = parameters[key].default
         if not same_kind(value, default):
-            raise fail(f"optimizer.{key}", f"must be {kind_name(default)} like its default "
-                       f"{shown(default)}, got {shown(value)}")
-        if problem := value_problem(value):
-            raise fail(f"optimizer.{key}", problem)
+            return key, (f"must be {kind_name(default)} like its default {shown(default)}, "
+                         f"got {shown(value)}")
     missing = [p.name for p in parameters.values()
                if p.default is inspect.Parameter.empty and p.name != "learning_rate"
                and p.kind is not p.VAR_KEYWORD and p.kind is not p.VAR_POSITIONAL
                and p.name not in args]
     if missing:
-        raise fail("optimizer", f"optax.{name} needs {', '.join(missing)}")
-    factory = getattr(optax, name)
-    if problem := _trial(factory, learning_rate, args):
-        key = _culprit(factory, learning_rate, args)
-        which = f"optimizer.{key}" if key else "optimizer"
+        return "", f"optax.{name} needs {', '.join(missing)}"
+    if problem := _trial(name, learning_rate, args):
+        key = _culprit(name, learning_rate, args)
         what = ("this argument (check its type and value)" if key
                 else "these arguments (check their types and values)")
-        raise fail(which, f"optax.{name} fails with {what}: {problem}")
-    return OptimizerConfig(name, float(learning_rate), args)
+        return key or "", f"optax.{name} fails with {what}: {problem}"
+    return None
 
 
 def _parameters(name: str) -> Mapping[str, inspect.Parameter] | None:
     """The parameters of the optax function ``name``; ``None`` when there is no such public
     function (a class, a module, a constant, or a callable without a signature)."""
+    import optax
+
     factory = getattr(optax, name, None)
     if name.startswith("_") or not callable(factory) or inspect.isclass(factory):
         return None
@@ -108,14 +174,18 @@ def _parameters(name: str) -> Mapping[str, inspect.Parameter] | None:
         return None
 
 
-def _trial(factory: Callable[..., Any], learning_rate: float,
-           args: dict[str, Any]) -> str | None:
-    """``None`` when ``factory(learning_rate=…, **args)`` builds an optimizer whose ``init``
-    + ``update`` trace (never run) on a tiny tree; otherwise what failed, in one line. So an
-    argument of the wrong kind (``momentum = "fast"``) is caught here, not in a run."""
+def _trial(name: str, learning_rate: float, args: dict[str, Any]) -> str | None:
+    """``None`` when ``optax.<name>(learning_rate=…, **args)`` builds an optimizer whose
+    ``init`` + ``update`` trace (never run) on a tiny tree; otherwise what failed, in one
+    line. So an argument of the wrong kind (``momentum = "fast"``) is caught here, not in a
+    run."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
     params = {"w": jax.ShapeDtypeStruct((2, 2), jnp.float32)}
     try:
-        optimizer = factory(learning_rate=learning_rate, **args)
+        optimizer = _factory(name)(learning_rate=learning_rate, **args)
         if not isinstance(optimizer, optax.GradientTransformation):
             return f"it gives a {type(optimizer).__name__}, not an optimizer"
         jax.eval_shape(lambda p: optimizer.update(p, optimizer.init(p), p), params)
@@ -125,15 +195,14 @@ def _trial(factory: Callable[..., Any], learning_rate: float,
     return None
 
 
-def _culprit(factory: Callable[..., Any], learning_rate: float,
-             args: dict[str, Any]) -> str | None:
+def _culprit(name: str, learning_rate: float, args: dict[str, Any]) -> str | None:
     """The argument to blame when ``_trial`` fails with all of ``args``: the first that fails
     on its own, else the first whose removal lets the rest pass; ``None`` when no single one
     is to blame (the name or the learning rate is, or a combination)."""
     for key, value in args.items():
-        if _trial(factory, learning_rate, {key: value}):
+        if _trial(name, learning_rate, {key: value}):
             return key
     for key in args:
-        if not _trial(factory, learning_rate, {k: v for k, v in args.items() if k != key}):
+        if not _trial(name, learning_rate, {k: v for k, v in args.items() if k != key}):
             return key
     return None

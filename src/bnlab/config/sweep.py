@@ -30,9 +30,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bnlab.config.checks import Fail, shown, value_problem
+from bnlab.config.checks import Fail, FieldError, shown, value_problem
 from bnlab.config.layers import LAYER_TYPES, build_layer
-from bnlab.config.optimizer import OptimizerConfig, parse_optimizer
+from bnlab.config.optimizer import OptimizerConfig
 from bnlab.errors import ConfigError
 from bnlab.nn.model import Sequential
 
@@ -115,79 +115,108 @@ def with_layer_values(model: Sequential, layer_values) -> Sequential:
     return dataclasses.replace(model, layers=tuple(layers))
 
 
-def parse_sweep(raw: Any, fail: Fail, *, variants: tuple, optimizer: OptimizerConfig,
-                batch_size_limit: int) -> tuple[SweepAxis, ...]:
-    """The ``[sweep]`` table as axes, each value checked as its own table would check it."""
+def parse_sweep(raw: Any, fail: Fail) -> tuple[SweepAxis, ...]:
+    """The ``[sweep]`` table as axes, each checked for its form (``sweep_axis``); how the
+    axes fit the experiment is checked when it is built (``check_axis``)."""
     if not isinstance(raw, dict):
         raise fail("sweep", "must be a table: [sweep] \"optimizer.learning_rate\" = [1e-3, 1e-2]")
     axes = []
     for key, values in raw.items():
-        where = f"sweep.{key}"
-        if not isinstance(values, list) or not values:
-            raise fail(where, f"must be a non-empty array of values, got {shown(values)}")
-        if any(isinstance(v, dict | list) for v in values):
-            raise fail(where, "values must be numbers, booleans or strings")
-        for value in values:
-            if problem := value_problem(value):
-                raise fail(where, problem)
-        if any(isinstance(v, str) and not NAME_VALUE.fullmatch(v) for v in values):
-            raise fail(where, "text values must be plain words (letters, digits, _ . -): "
-                       "they name the points' folders")
-        if len(set(map(_token, values))) != len(values):
-            raise fail(where, f"values must be distinct, got {shown(values)}")
-        axes.append(_axis(key, tuple(values), fail, where, variants, optimizer,
-                          batch_size_limit))
+        try:
+            axes.append(sweep_axis(key, values))
+        except FieldError as err:
+            raise fail(err.key, err.message) from None
     return tuple(axes)
 
 
-def _axis(key: str, values: tuple, fail: Fail, where: str, variants: tuple,
-          optimizer: OptimizerConfig, batch_size_limit: int) -> SweepAxis:
-    if key == "variants":
-        names = [v.name for v in variants]
-        unknown = [v for v in values if v not in names]
-        if unknown:
-            raise fail(where, f"no variant named {shown(unknown[0])}; the variants: "
-                       f"{', '.join(names)}")
-        return SweepAxis(key, values, "variants")
-    if key == "batch_size":
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, int) \
-                    or not 1 <= value <= batch_size_limit:
-                raise fail(where, f"batch sizes must be integers in 1..{batch_size_limit:,}, "
-                           f"got {shown(value)}")
-        return SweepAxis(key, values, "batch_size")
+def sweep_axis(key: str, values: Any) -> SweepAxis:
+    """The axis ``key`` over ``values``: a non-empty list of distinct numbers, booleans or
+    plain words, each finite; its kind from its key. A mistake is a ``FieldError`` naming
+    ``sweep.<key>``."""
+    where = f"sweep.{key}"
+    if not isinstance(values, list | tuple) or not values:
+        raise FieldError(where, f"must be a non-empty array of values, got {shown(values)}")
+    if any(isinstance(v, dict | list | tuple) for v in values):
+        raise FieldError(where, "values must be numbers, booleans or strings")
+    for value in values:
+        if problem := value_problem(value):
+            raise FieldError(where, problem)
+    if any(isinstance(v, str) and not NAME_VALUE.fullmatch(v) for v in values):
+        raise FieldError(where, "text values must be plain words (letters, digits, _ . -): "
+                         "they name the points' folders")
+    if len(set(map(_token, values))) != len(values):
+        raise FieldError(where, f"values must be distinct, got {shown(list(values))}")
+    values = tuple(values)
+    if key in ("variants", "batch_size"):
+        return SweepAxis(key, values, key)
     if key.startswith("optimizer."):
         option = key.removeprefix("optimizer.")
         if option == "name":
-            raise fail(where, "sweeping the optimizer's name is not supported; give each "
-                       "optimizer its own experiment")
-        for value in values:  # each value through the [optimizer] table's own checks
-            parse_optimizer(optimizer.to_dict() | {option: value},
-                            lambda _, message, where=where: fail(where, message))
+            raise FieldError(where, "sweeping the optimizer's name is not supported; give "
+                             "each optimizer its own experiment")
         return SweepAxis(key, values, "optimizer", option=option)
     match = LAYER_KEY.fullmatch(key)
     if match is None or match["type"] not in LAYER_TYPES:
-        raise fail(where, "unknown axis; sweep variants, batch_size, optimizer.<argument> or "
-                   "<layer type>[.<indices>].<option> with a layer type of "
-                   f"{', '.join(LAYER_TYPES)} (e.g. batch_norm.momentum, dense[0].units)")
-    layer_type, option = match["type"], match["option"]
+        raise FieldError(where, "unknown axis; sweep variants, batch_size, "
+                         "optimizer.<argument> or <layer type>[.<indices>].<option> with a "
+                         f"layer type of {', '.join(LAYER_TYPES)} (e.g. batch_norm.momentum, "
+                         "dense[0].units)")
     indices = None
     if match["index"] is not None:
         try:
             indices = tuple(int(i) for i in match["index"].split(","))
         except ValueError:
-            raise fail(where, "layer indices must be integers: dense[0, 1].units") from None
-    for value in values:  # each value through the layer's own checks
-        try:
-            build_layer(_example_spec(layer_type) | {option: value})
-        except ConfigError as err:  # named by the axis
-            raise fail(where, str(err)) from None
-    axis = SweepAxis(key, values, "layer", option=option, layer_type=layer_type,
-                     indices=indices)
-    if not any(axis.layer_positions(v.build()) for v in variants):
-        raise fail(where, f"no variant has a {layer_type} layer "
-                   f"{'' if indices is None else 'at ' + match['index'] + ' '}to set")
-    return axis
+            raise FieldError(where, "layer indices must be integers: dense[0, 1].units") \
+                from None
+    return SweepAxis(key, values, "layer", option=match["option"],
+                     layer_type=match["type"], indices=indices)
+
+
+def check_axis(axis: SweepAxis, variants: tuple, optimizer: OptimizerConfig,
+               batch_size_limit: int) -> None:
+    """Whether ``axis`` fits the experiment: its variants exist, its batch sizes are within
+    the training rows, and each value passes the checks of its own table (the optimizer's,
+    with optax's signature; the layer's options) on a layer some variant has; a
+    ``FieldError`` naming ``sweep.<key>`` if not."""
+    where = f"sweep.{axis.key}"
+    if axis.kind == "variants":
+        names = [v.name for v in variants]
+        unknown = [v for v in axis.values if v not in names]
+        if unknown:
+            raise FieldError(where, f"no variant named {shown(unknown[0])}; the variants: "
+                             f"{', '.join(names)}")
+    elif axis.kind == "batch_size":
+        for value in axis.values:
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not 1 <= value <= batch_size_limit:
+                raise FieldError(where, f"batch sizes must be integers in "
+                                 f"1..{batch_size_limit:,}, got {shown(value)}")
+    elif axis.kind == "optimizer":
+        for value in axis.values:  # each value through the [optimizer] table's own checks
+            try:
+                problem = _with_value(optimizer, axis.option, value).optax_problem()
+            except FieldError as err:
+                problem = err.key, err.message
+            if problem:
+                raise FieldError(where, problem[1])
+    else:
+        for value in axis.values:  # each value through the layer's own checks
+            try:
+                build_layer(_example_spec(axis.layer_type) | {axis.option: value})
+            except ConfigError as err:  # named by the axis
+                raise FieldError(where, str(err)) from None
+        if not any(axis.layer_positions(v.build()) for v in variants):
+            at = "" if axis.indices is None else \
+                f"at {', '.join(map(str, axis.indices))} "
+            raise FieldError(where, f"no variant has a {axis.layer_type} layer {at}to set")
+
+
+def _with_value(optimizer: OptimizerConfig, option: str, value: Any) -> OptimizerConfig:
+    """``optimizer`` with argument ``option`` (or its learning rate) set to ``value``."""
+    if option == "learning_rate":
+        return OptimizerConfig(optimizer.name, value, optimizer.args)
+    return OptimizerConfig(optimizer.name, optimizer.learning_rate,
+                           {**optimizer.args, option: value})
 
 
 def _example_spec(layer_type: str) -> dict[str, Any]:
@@ -197,10 +226,11 @@ def _example_spec(layer_type: str) -> dict[str, Any]:
 
 
 def expand(variants: tuple, axes: tuple[SweepAxis, ...], *, batch_size: int,
-           optimizer: OptimizerConfig, fail: Fail | None = None) -> tuple[Point, ...]:
+           optimizer: OptimizerConfig) -> tuple[Point, ...]:
     """Every point of ``axes`` over ``variants``: variants outermost (in the order of a
     ``variants`` axis, else the file's), then the other axes crossed in file order. Without
-    axes, one point per variant, named after it."""
+    axes, one point per variant, named after it. More than ``MAX_POINTS`` is a
+    ``FieldError`` naming ``sweep``."""
     order = next((a.values for a in axes if a.kind == "variants"), None)
     chosen = ([next(v for v in variants if v.name == name) for name in order] if order
               else list(variants))
@@ -212,8 +242,9 @@ def expand(variants: tuple, axes: tuple[SweepAxis, ...], *, batch_size: int,
         for combination in itertools.product(*(a.values for a in applying)):
             values = tuple((a.key, v) for a, v in zip(applying, combination, strict=True))
             points.append(_point(variant, model, applying, values, batch_size, optimizer))
-            if len(points) > MAX_POINTS and fail is not None:
-                raise fail("sweep", f"more than {MAX_POINTS:,} points; sweep fewer values")
+            if len(points) > MAX_POINTS:
+                raise FieldError("sweep", f"more than {MAX_POINTS:,} points; sweep fewer "
+                                 "values")
     return tuple(points)
 
 

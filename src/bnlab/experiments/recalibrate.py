@@ -24,13 +24,11 @@ from bnlab.data.datasets import Splits
 from bnlab.errors import ConfigError
 from bnlab.experiments.sweep import Program, programs
 from bnlab.store.checks import json_numbers
-from bnlab.store.reader import saved_variant
-from bnlab.store.runs import variant_finished
-from bnlab.store.summary import nan_as_null
+from bnlab.store.record import nan_as_null, read_record
 from bnlab.train.checkpoint import (
     CheckpointError,
-    load_checkpoint,
     read_checkpoint,
+    restore_state,
     save_checkpoint,
 )
 from bnlab.train.engine import TrainState
@@ -103,9 +101,10 @@ def recalibrate_run(run_dir: Path, config: ExperimentConfig, splits: Splits, bat
         for point in program.points:
             members = program.of(point)
             part = jax.tree_util.tree_map(lambda a, m=members: a[m], template)
-            saved, epoch, metadata, _ = load_checkpoint(run_dir / point.name / "checkpoint",
-                                                        part)
-            if not variant_finished(saved_variant(metadata), config):
+            arrays, record = read_record(run_dir / point.name)
+            saved = restore_state(arrays, part, run_dir / point.name / "checkpoint.safetensors")
+            epoch = record.epoch
+            if not record.finished(config.epochs):
                 raise ConfigError(f"{run_dir.name}/{point.name} has trained {epoch} of "
                                   f"{config.epochs} epochs; finish it first (bnlab run … "
                                   "--resume)")

@@ -1,11 +1,11 @@
 """Resuming a run is also repairing it: what to do with each variant, and the run files to
 restore, before anything trains (``experiments.runner.run_experiment(resume=True)``).
 
-A variant whose verified checkpoint is sound continues from it (or, finished, is only
-evaluated again), its CSV files rewritten from the checkpoint's record; a variant whose
-checkpoint or TensorBoard files are damaged or missing is retrained from the start, its old
-files moved to ``.replaced/<time>/``; damaged run files are restored from the checkpoints'
-copies.
+A variant whose record is sound continues from it (or, finished, is only evaluated again),
+every file derived from it rewritten; a variant whose record or TensorBoard files (which no
+record can rebuild) are damaged or missing is retrained from the start, its old files moved
+to ``.replaced/<time>/``; damaged run files are restored from the records' copies, and
+``summary.json`` and the figures are derived again when the run finishes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +21,34 @@ from bnlab.config.experiment import ExperimentConfig
 from bnlab.data.datasets import Splits
 from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_json, read_json
+from bnlab.store.derived import derived_files, digests, write_derived
 from bnlab.store.provenance import record_resume, write_environment
 from bnlab.store.reader import load_run
+from bnlab.store.record import (
+    VariantRecord,
+    json_copy_damage,
+    read_record,
+    rewritten_record,
+    write_json_copy,
+)
 from bnlab.store.runs import REPAIR, Run, write_config
 
 
 @dataclass(frozen=True)
 class VariantPlan:
     """What a resume does with one variant: ``action`` is ``"train"`` (not started),
-    ``"continue"`` (from ``from_epoch``), ``"keep"`` (finished and sound: evaluated again,
-    its derived files rewritten) or ``"retrain"`` (from the start); ``reason`` says why."""
+    ``"continue"`` (from ``from_epoch``), ``"rewrite"`` (finished and tested: its derived
+    files rewritten from its record, nothing trained or evaluated), ``"keep"`` (finished, in
+    a record from before records held the test metrics: evaluated again) or ``"retrain"``
+    (from the start); ``reason`` says why."""
 
     action: str
     reason: str
     from_epoch: int = 0
 
 
-# Files a resume rewrites from a sound checkpoint; damage elsewhere in a variant's record
-# (its checkpoint, its TensorBoard files) can only be repaired by training it again.
+# Files a resume rewrites from a sound record; damage elsewhere in a variant's files (its
+# checkpoint, its TensorBoard files) can only be repaired by training it again.
 REWRITTEN = ("history.csv", "statistics.csv", "checkpoint.json")
 
 
@@ -49,7 +59,7 @@ def resume_plan(run: Run, *, retry_diverged: bool = False) -> dict[str, VariantP
         name = point.name
         damage = [d for d in run.damage if d.variant == name]
         lost = [d for d in damage if not d.file.endswith(REWRITTEN)]
-        saved = run.saved.get(name)
+        saved = run.records.get(name)
         if lost:
             plans[name] = VariantPlan("retrain", f"{lost[0]}; retraining it from epoch 0")
         elif saved is None:
@@ -65,7 +75,8 @@ def resume_plan(run: Run, *, retry_diverged: bool = False) -> dict[str, VariantP
             repaired = f" ({', '.join(d.file for d in damage)} rewritten)" if damage else ""
             diverged = " (diverged; not retrained without {retry_diverged})" if (
                 saved.history.diverged) else ""
-            plans[name] = VariantPlan("keep", f"finished{diverged}{repaired}", saved.epoch)
+            action = "rewrite" if saved.test_accuracy is not None else "keep"
+            plans[name] = VariantPlan(action, f"finished{diverged}{repaired}", saved.epoch)
         else:
             plans[name] = VariantPlan("continue", f"continuing from epoch {saved.epoch}/"
                                                   f"{run.config.epochs}", saved.epoch)
@@ -73,11 +84,13 @@ def resume_plan(run: Run, *, retry_diverged: bool = False) -> dict[str, VariantP
 
 
 def prepare_resume(run_dir: Path, config: ExperimentConfig, splits: Splits,
-                    retry_diverged: bool, on_plan, on_resume,
-                    took_over: Mapping[str, Any] | None) -> tuple[dict[str, VariantPlan],
-                                                                 dict[str, Any]]:
-    """Check the run, restore its damaged run files, record the resume; returns the plans
-    and the environment the run started in."""
+                   retry_diverged: bool, observer,
+                   took_over: Mapping[str, Any] | None
+                   ) -> tuple[dict[str, VariantPlan], dict[str, Any], Run]:
+    """Check the run, restore its damaged run files, record the resume; returns the plans,
+    the environment the run started in and the run as it was read. ``observer``
+    (``experiments.observer``) hears the plans and repairs, and a note for each way this
+    environment differs from the one the run started in."""
     run = load_run(run_dir)
     if run.config != config:
         raise BnlabError(f"{run_dir} is a run of another configuration; resume it with the "
@@ -102,14 +115,28 @@ def prepare_resume(run_dir: Path, config: ExperimentConfig, splits: Splits,
                                    "environment the run started in is unknown")
             repaired.append("environment.json rewritten (the start environment is lost)")
     if "summary.json" in own:
-        repaired.append("summary.json recomputed")
-    if on_plan:
-        on_plan(plans, repaired)
-    changes = record_resume(run_dir, config.seed_list)
-    if on_resume:
-        on_resume(changes)
+        repaired.append("summary.json derived again from the records")
+    observer.planned(plans, repaired)
+    for change in record_resume(run_dir, config.seed_list):
+        observer.note(f"resuming with {change}; the finished epochs were trained in the "
+                      "other environment (environment.json records both)")
     started = read_json(run_dir / "environment.json", fix=REPAIR)
-    return plans, {k: v for k, v in started.items() if k != "resumes"}
+    return plans, {k: v for k, v in started.items() if k != "resumes"}, run
+
+
+def rewrite_derived(run_dir: Path, name: str) -> VariantRecord:
+    """Point ``name``'s derived files rewritten from its record, which is returned; its
+    record is rewritten too when the files it lists are not the bytes derived from it now
+    (written by another version of bnlab), so that they agree again."""
+    folder = run_dir / name
+    arrays, record = read_record(folder)
+    files = derived_files(record.history)
+    write_derived(folder, files)
+    if digests(files) != dict(record.derived):
+        record = rewritten_record(folder, arrays, replace(record, derived=digests(files)))
+    elif json_copy_damage(folder, record):
+        write_json_copy(folder, record)
+    return record
 
 
 def move_aside(run_dir: Path, variant: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import optax
@@ -67,13 +66,9 @@ class Program:
         layer_values = [(i, option, scalars.get(key, value))
                         for key, i, option, value in first.layer_values]
         model = with_layer_values(first.base.build(input_shape), layer_values)
-        optimizer = first.optimizer
-        arguments: dict[str, Any] = {"learning_rate": optimizer.learning_rate,
-                                     **optimizer.args}
-        for key in self.scalar_keys:
-            if key.startswith("optimizer."):
-                arguments[key.removeprefix("optimizer.")] = scalars[key]
-        return model, getattr(optax, optimizer.name)(**arguments)
+        return model, first.optimizer.build(**{
+            key.removeprefix("optimizer."): scalars[key] for key in self.scalar_keys
+            if key.startswith("optimizer.")})
 
     def trainer(self, splits: Splits, *,
                 compiler_options: Mapping[str, bool | int | str] | None = None,

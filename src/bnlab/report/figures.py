@@ -8,7 +8,7 @@ from pathlib import Path
 from bnlab.analysis.sweep import SweepPoint, numeric_axes
 from bnlab.report.plots import gap_figure, learning_curves, save_figure, sweep_figure
 from bnlab.report.probe_plots import Records, activation_bands, figure1, measures_figure
-from bnlab.train.loop import History
+from bnlab.train.history import History
 
 
 def run_figures(experiment: str, points: Sequence[SweepPoint] | None = None
@@ -34,8 +34,7 @@ def run_figures(experiment: str, points: Sequence[SweepPoint] | None = None
             save_figure(gap, paths[-2:])
         finals = {n: h.final("val_accuracy") for n, h in histories.items()}
         for axis in numeric_axes(points or []):
-            name = "sweep-" + axis.removeprefix("optimizer.").replace("[", "").replace(
-                "]", "").replace(", ", "-").replace(",", "-")
+            name = sweep_figure_name(axis)
             drawn = [run_dir / f"{name}.png", run_dir / f"{name}.svg"]
             save_figure(sweep_figure(points, finals, axis,
                                      title=f"{experiment}: final validation accuracy vs "
@@ -45,6 +44,13 @@ def run_figures(experiment: str, points: Sequence[SweepPoint] | None = None
         paths += probe_figures(run_dir, experiment, records or {})
         return paths
     return save
+
+
+def sweep_figure_name(axis: str) -> str:
+    """The file name (without suffix) of the figure of final accuracy against ``axis``:
+    ``sweep-learning_rate``, ``sweep-dense0-1.units``."""
+    return "sweep-" + axis.removeprefix("optimizer.").replace("[", "").replace(
+        "]", "").replace(", ", "-").replace(",", "-")
 
 
 def probe_figures(run_dir: Path, experiment: str,

@@ -15,10 +15,11 @@ from __future__ import annotations
 import base64
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from bnlab.analysis.gap import final_gaps
 from bnlab.analysis.stats import summarize_over_seeds
@@ -37,7 +38,9 @@ from bnlab.report.console import (
     sweep_rows,
     sweep_text,
 )
+from bnlab.report.figures import sweep_figure_name
 from bnlab.report.plots import figure_bytes, gap_figure, learning_curves, sweep_figure
+from bnlab.report.style import CSS
 from bnlab.report.why import why_part
 from bnlab.store.runs import Run
 
@@ -78,7 +81,7 @@ def render_report(runs: Sequence[Run], *,
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title)}</title>
-<style>{_CSS}</style>
+<style>{CSS}</style>
 </head>
 <body>
 <main>
@@ -285,7 +288,8 @@ def _sweep(run: Run, config: ExperimentConfig) -> str:
     points = [row.point for row in rows if row.point.name in finals]
     figures = []
     for axis in numeric_axes(points):
-        data = base64.b64encode(figure_bytes(sweep_figure(points, finals, axis))).decode()
+        data = _png(run, sweep_figure_name(axis),
+                    lambda axis=axis: sweep_figure(points, finals, axis))
         label = axis.removeprefix("optimizer.")
         figures.append(f'<figure><img src="data:image/png;base64,{data}" alt="Final validation '
                        f'accuracy against {_e(label)}, one line per variant"><figcaption>Final '
@@ -301,9 +305,8 @@ def _sweep(run: Run, config: ExperimentConfig) -> str:
 def _curves(run: Run) -> str:
     if not run.histories:
         return '<p class="note">No epoch has finished yet.</p>'
-    figure = learning_curves({n: h.per_seed for n, h in run.histories.items()},
-                             title=run.path.name)
-    data = base64.b64encode(figure_bytes(figure)).decode("ascii")
+    data = _png(run, "curves", lambda: learning_curves(
+        {n: h.per_seed for n, h in run.histories.items()}, title=run.path.name))
     return (f'<figure><img src="data:image/png;base64,{data}" alt="Loss and accuracy per '
             f'epoch of {_e(", ".join(run.histories))}, training (left) and validation (right)">'
             "<figcaption>Loss (top) and accuracy (bottom) per epoch, training (left) and "
@@ -315,8 +318,7 @@ def _gap(run: Run) -> str:
     """BatchNorm's train/inference gap (``analysis.gap``): per variant with BatchNorm, the
     final validation accuracy in both modes, the paired comparison, and the figure."""
     histories = {n: h.per_seed for n, h in run.histories.items()}
-    figure = gap_figure(histories, title=run.path.name)
-    if figure is None:
+    if not any("val_batchstats_accuracy" in h for h in histories.values()):
         return ""
     problem = run.verdict_problem()
     rows = "".join(
@@ -329,7 +331,7 @@ def _gap(run: Run) -> str:
              f"<tbody>{rows}</tbody></table>" if rows else
              '<p class="note">The final gaps come, as the verdicts do, when the run is '
              "finished and undamaged.</p>")
-    data = base64.b64encode(figure_bytes(figure)).decode("ascii")
+    data = _png(run, "gap", lambda: gap_figure(histories, title=run.path.name))
     return ("<h3>Training vs inference</h3><p>BatchNorm normalizes with the batch's statistics "
             "in training and with its moving statistics in inference. Each epoch the "
             "validation set was scored both ways (batch statistics: batches of the training "
@@ -354,10 +356,19 @@ def _why(run: Run) -> str:
                 "its 95% interval and the paired t-test on the logs, Holm-adjusted over every "
                 f"line below.</p><ul>{items}</ul>" if items else "")
     figures = "".join(
-        f'<figure><img src="data:image/png;base64,'
-        f'{base64.b64encode(figure_bytes(figure)).decode()}" alt="{_e(caption)}">'
-        f"<figcaption>{_e(caption)}</figcaption></figure>" for _, caption, figure in part.figures)
+        f'<figure><img src="data:image/png;base64,{_png(run, name, draw)}" '
+        f'alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+        for name, caption, draw in part.figures)
     return f'<h3>Why</h3><p class="muted">{_e(part.plan)}</p>{findings}{figures}'
+
+
+def _png(run: Run, name: str, draw: Callable[[], Figure]) -> str:
+    """Figure ``name`` as base64 PNG: the run's own ``<name>.png`` when its summary lists it
+    and its bytes are the ones drawn (``Run.figures``), else ``draw()``."""
+    stored = run.path / f"{name}.png"
+    data = (stored.read_bytes() if f"{name}.png" in run.figures and run.finished
+            else figure_bytes(draw()))
+    return base64.b64encode(data).decode("ascii")
 
 
 def _model_summary(variant: VariantConfig, config: ExperimentConfig) -> str:
@@ -373,71 +384,3 @@ def _model_summary(variant: VariantConfig, config: ExperimentConfig) -> str:
 
 def _e(value: object) -> str:
     return html.escape(str(value))
-
-
-_CSS = """
-:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --zebra: #f6f8fa;
-  --accent: #0969da; --ok: #1a7f37; --warn: #9a6700; --bg: #ffffff; }
-* { box-sizing: border-box; }
-body { margin: 0; background: #eef1f4; color: var(--fg); line-height: 1.5;
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
-  sans-serif; }
-main { max-width: 1240px; margin: 0 auto; padding: 24px 20px 48px; }
-header h1 { margin: 0 0 4px; font-size: 26px; }
-h2 { font-size: 21px; margin: 0 0 6px; display: flex; align-items: center; gap: 10px;
-  flex-wrap: wrap; }
-h3 { font-size: 16px; margin: 26px 0 8px; padding-bottom: 4px;
-  border-bottom: 1px solid var(--line); }
-h4 { font-size: 15px; margin: 0 0 8px; }
-nav, section.run { background: var(--bg); border: 1px solid var(--line); border-radius: 8px;
-  padding: 20px 24px; margin: 20px 0; }
-nav h2 { font-size: 17px; }
-nav ol { margin: 0; padding-left: 22px; }
-a { color: var(--accent); }
-.muted { color: var(--muted); font-weight: normal; font-size: 13px; }
-.description { margin: 0 0 4px; font-size: 15px; }
-.note { color: var(--warn); background: #fff8c5; border: 1px solid #eed888; border-radius: 6px;
-  padding: 6px 10px; font-size: 14px; }
-.badge { font-size: 12px; font-weight: 600; padding: 2px 9px; border-radius: 999px;
-  border: 1px solid currentColor; }
-.badge.ok { color: var(--ok); background: #dafbe1; }
-.badge.warn { color: var(--warn); background: #fff8c5; }
-.badge.bad { color: #cf222e; background: #ffebe9; }
-.damage { color: #82071e; background: #ffebe9; border: 1px solid #ff818266; border-radius: 6px;
-  padding: 6px 12px; font-size: 14px; }
-ol.layers { font-size: 12px; margin: 0 0 8px; padding-left: 20px; }
-code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
-  overflow-wrap: anywhere; }
-table { border-collapse: collapse; font-size: 14px; }
-th, td { padding: 5px 10px; text-align: left; vertical-align: top; }
-thead th { border-bottom: 2px solid var(--line); font-weight: 600; white-space: nowrap; }
-tbody tr:nth-child(even), table.facts tr:nth-child(even) { background: var(--zebra); }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.facts { width: 100%; }
-table.facts th { width: 140px; color: var(--muted); font-weight: 600; }
-table.results { width: 100%; border: 1px solid var(--line); }
-.ci { color: var(--muted); font-size: 12px; }
-ul.verdicts { list-style: none; padding: 0; margin: 0; }
-ul.verdicts li { border-left: 4px solid var(--line); background: var(--zebra);
-  padding: 6px 12px; margin: 6px 0; border-radius: 0 6px 6px 0; }
-ul.verdicts li.win { border-left-color: var(--ok); }
-figure { margin: 0; }
-figure img { display: block; width: 100%; height: auto; border: 1px solid var(--line);
-  border-radius: 6px; }
-figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
-.models { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr));
-  gap: 16px; align-items: start; }
-.model { border: 1px solid var(--line); border-radius: 6px; padding: 12px 14px; }
-table.summary { width: 100%; font-size: 13px; }
-table.summary th, table.summary td { padding: 3px 6px; }
-table.summary td:nth-child(2) { white-space: nowrap; }
-table.variables { font-size: 12px; margin-top: 8px; }
-table.variables th, table.variables td { padding: 2px 6px; }
-.bnlab-summary p { margin: 0 0 4px; }
-.type { display: block; color: var(--muted); font-size: 12px; }
-dl.totals { display: grid; grid-template-columns: auto auto; gap: 0 12px; margin: 10px 0 4px;
-  font-size: 13px; }
-dl.totals dt { color: var(--muted); }
-dl.totals dd { margin: 0; text-align: right; font-variant-numeric: tabular-nums; }
-.pytorch { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
-"""

@@ -1,19 +1,23 @@
-"""Live progress of training for ``bnlab.fit`` and ``bnlab.run``: one bar per model, advanced
-per epoch, with the latest metrics beside it.
+"""Progress, drawn: the observer (``experiments.observer``) that the ``bnlab`` command and the
+Python API give every workflow, and the sweep's time estimate.
 
-``verbose=1`` (the default) is a Rich progress display: live in a terminal; in Jupyter a
-widget that updates in place (through ``ipywidgets``, the ``notebook`` extra) and, once
-training ends, its final state as the cell's output (so a saved notebook shows it); in a log
-file or pipe its final state once. ``verbose=2`` prints one Keras ``verbose=2`` line per epoch
-instead, ``verbose=0`` nothing. In Jupyter without ``ipywidgets`` the bar falls back to
-lines, saying why once.
+``ProgressObserver(verbose=1)`` (the API's default) is one bar per model, advanced per epoch
+with its latest metrics beside it: live in a terminal; in Jupyter a widget that updates in
+place (through ``ipywidgets``, the ``notebook`` extra) and, once training ends, its final
+state as the cell's output (so a saved notebook shows it); in a log file or pipe its final
+state once. ``verbose=2`` prints instead what happens as lines — the run's header, each
+compile, one Keras ``verbose=2`` line per epoch (a sweep's points on one line each, with the
+time left), every divergence, note and repair — under one transient bar of the whole run
+in a terminal: what the ``bnlab`` command shows. ``verbose=0`` shows nothing but warnings.
+In Jupyter without ``ipywidgets`` the bar falls back to lines, saying why once.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
-from pathlib import Path
+import time
+import warnings
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import numpy as np
@@ -30,111 +34,191 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from bnlab.data.datasets import Splits, load_dataset
-from bnlab.errors import ConfigError
-from bnlab.io import cache_folder
+from bnlab.errors import BnlabWarning, ConfigError
+from bnlab.experiments.observer import Observer, RunStarted
+from bnlab.experiments.resume import VariantPlan
+from bnlab.experiments.sweep import Program
 from bnlab.report.console import divergence_lines, epoch_line, new_console
-from bnlab.train.loop import METRICS, EpochRecord
+from bnlab.train.history import METRICS
+from bnlab.train.loop import EpochRecord
 
 SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}  # a bar line fits Jupyter's 115 columns
 FULL_WIDTH = 110  # narrower consoles show only the last metric (val_acc, or acc), not the bar cut
 
 
-class TrainingProgress:
-    """Per-model progress of ``epochs`` epochs each, with the latest epoch's metrics (means
-    over seeds); use as a context manager.
+class ProgressObserver(Observer):
+    """Draws a workflow's events on ``console`` (module docstring); use as a context manager
+    around the work. ``epochs``: the epochs of each model, when known before a run starts
+    (``fit``); ``warnings_as``: ``"python"`` issues warnings with ``warnings.warn``
+    (``BnlabWarning``), ``"console"`` prints them on ``errors`` (default: stderr)."""
 
-    ``compiled(name, seconds)`` when a model's programs are compiled, ``epoch(name, record)``
-    after each of its epochs.
-    """
-
-    def __init__(self, epochs: int, *, verbose: int = 1, console: Console | None = None,
-                 first_epoch: int = 0) -> None:
-        if verbose not in (0, 1, 2):
+    def __init__(self, *, verbose: int = 1, console: Console | None = None,
+                 errors: Console | None = None, epochs: int = 0,
+                 warnings_as: str = "python") -> None:
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ConfigError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (a line "
                               f"per epoch), got {verbose!r}")
         self.console = console or new_console()
-        self.epochs = epochs
-        self.first_epoch = first_epoch
+        self.errors = errors or new_console(stderr=True)
         if (verbose == 1 and self.console.is_jupyter
                 and importlib.util.find_spec("ipywidgets") is None):
             self.console.print("(install ipywidgets, e.g. pip install 'bnlab[notebook]', for "
                                "a live progress bar; printing a line per epoch)")
             verbose = 2
         self.verbose = verbose
-        self._progress: Progress | None = None
+        self.epochs = epochs
+        self.warnings_as = warnings_as
+        self.run: RunStarted | None = None
+        self.timing: SweepTiming | None = None
+        self._bars: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
+        self._downloads: DownloadBars | None = None
+        self.started_at = time.perf_counter()
 
-    def __enter__(self) -> TrainingProgress:
+    def __enter__(self) -> ProgressObserver:
+        return self
+
+    def _start_bars(self) -> None:
+        """The bars, started when the first thing they show happens (a workflow that trains
+        nothing draws none)."""
+        if self._bars is not None or not self.verbose:
+            return
         if self.verbose == 1:
-            self._progress = Progress(
+            self._bars = Progress(
                 TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                 TextColumn("epochs"), TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"),
                 console=self.console, transient=self.console.is_jupyter)
-            self._progress.start()
-        return self
+        elif self.console.is_terminal:
+            self._bars = Progress(TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), console=self.console, transient=True)
+        if self._bars is not None:
+            self._bars.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        if self._progress is None:
+        if self._downloads is not None:
+            self._downloads.__exit__()
+        if self._bars is None:
             return
-        self._progress.refresh()  # the last epoch, which the refresh thread may not have drawn
-        self._progress.stop()
-        if self.console.is_jupyter:  # the widget is gone; its final state stays as output
-            self.console.print(self._progress.get_renderable())
+        self._bars.refresh()  # the last epoch, which the refresh thread may not have drawn
+        self._bars.stop()
+        if self.verbose == 1 and self.console.is_jupyter:  # the widget is gone: its final
+            self.console.print(self._bars.get_renderable())  # state stays as output
 
-    def _task(self, name: str) -> TaskID:
-        assert self._progress is not None
-        if name not in self._tasks:
-            self._tasks[name] = self._progress.add_task(
-                escape(name), total=self.epochs, completed=self.first_epoch, metrics="")
-        return self._tasks[name]
+    # what is printed goes above the bars
+    def print(self, text: str, *, style: str | None = None) -> None:
+        target = self._bars.console if self._bars is not None else self.console
+        target.print(text, markup=False, style=style, soft_wrap=True)
 
-    def compiled(self, name: str, seconds: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task(name), metrics=f"compiled in {seconds:.1f} s")
+    def download(self, name: str, done: int, total: int | None) -> None:
+        if self.verbose:
+            if self._downloads is None:
+                self._downloads = DownloadBars(self.console)
+            self._downloads(name, done, total)
+
+    def warning(self, text: str) -> None:
+        if self.warnings_as == "python":
+            warnings.warn(text, BnlabWarning, stacklevel=3)
+        else:
+            self.errors.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
+
+    def note(self, text: str) -> None:
+        if self.verbose:
+            self.print(f"note: {text}")
+
+    def started(self, run: RunStarted) -> None:
+        self.run, self.epochs = run, run.config.epochs
+        config = run.config
+        self.timing = SweepTiming(run.programs, config.epochs) if config.sweep else None
+        if self.verbose == 2:
+            what = (f"{len(config.points)} points" if config.sweep else
+                    f"{len(config.variants)} models")
+            self.print(f"{config.name}: {what} × {config.seeds} seed(s) "
+                       f"({', '.join(map(str, config.seed_list))}) × {config.epochs} epochs → "
+                       f"{run.run_dir}" + (" (resuming)" if run.resuming else "")
+                       + f" on {run.devices}", style="bold")
+            if config.sweep:
+                programs = run.programs
+                self.print(f"{len(programs)} program{'s' * (len(programs) != 1)}, "
+                           f"{sum(len(p.members) for p in programs)} members:")
+                for number, program in enumerate(programs, 1):
+                    self.print(f"  program {number}: {program.describe()}")
+            if run.executor != "local":
+                self.print(f"sending {len(run.programs)} programs to the Ray cluster at "
+                           f"{run.executor}")
+        if self.verbose == 2:
+            self._start_bars()
+            if self._bars is not None:
+                self._tasks["run"] = self._bars.add_task(
+                    "training", total=len(config.points) * config.epochs)
+
+    def planned(self, plans: Mapping[str, VariantPlan], repaired: Sequence[str]) -> None:
+        if not self.verbose:
+            return
+        for line in repaired:
+            self.print(f"repair: {line}")
+        for name, plan in plans.items():
+            self.print(f"{name}: {plan.reason}")
+            if plan.action == "keep":
+                self._advance(self.epochs)
+            elif plan.action == "continue":
+                self._advance(plan.from_epoch)
+
+    def compiled(self, label: str, seconds: float) -> None:
+        if self.verbose == 1:
+            self._start_bars()
+        if self.verbose == 1 and self._bars is not None:
+            self._bars.update(self._task(label), metrics=f"compiled in {seconds:.1f} s")
         elif self.verbose == 2:
-            self.console.print(f"[bold]{escape(name)}[/]: compiling… {seconds:.1f} s")
+            if "run" in self._tasks and self._bars is not None:
+                self._bars.update(self._tasks["run"], description=f"training {label}")
+            self.print(f"{label}: compiling… {seconds:.1f} s", style="bold")
 
-    def epoch(self, name: str, record: EpochRecord) -> None:
-        if self._progress is not None:
+    def epoch(self, point: str, record: EpochRecord) -> None:
+        if self.verbose == 1:
+            self._start_bars()
+        if self.verbose == 1 and self._bars is not None:
             # Keras's metrics only: the batch-statistics ones are in the logs and the report.
             shown = {m: v for m, v in record.metrics.items() if m in METRICS}
             if self.console.width < FULL_WIDTH:  # a narrow console: the last metric only
-                shown = dict(list(record.metrics.items())[-1:])
+                shown = dict(list(shown.items())[-1:])
             metrics = " · ".join(f"{SHORT.get(metric, metric)} {finite_mean(values):.4f}"
                                  for metric, values in shown.items())
-            self._progress.update(self._task(name), completed=record.epoch, metrics=metrics)
+            self._bars.update(self._task(point), completed=record.epoch, metrics=metrics)
         elif self.verbose == 2:
-            self.console.print(f"Epoch {record.epoch}/{record.epochs}\n{epoch_line(record)}",
-                               markup=False)
+            if self.timing is None:
+                self.print(f"Epoch {record.epoch}/{record.epochs}\n{epoch_line(record)}")
+            else:
+                self.print(f"{point} epoch {record.epoch}/{record.epochs}: "
+                           f"{epoch_line(record)}")
+                if estimate := self.timing.after_epoch(point, record):
+                    self.print(estimate, style="bold")
+            self._advance(1)
         if self.verbose:
-            for line in divergence_lines(name, record):
-                self.console.print(line, markup=False, style="bold red")
+            for line in divergence_lines(point, record):
+                self.print(line, style="bold red")
+
+    def program_done(self, program: Program) -> None:
+        if self.verbose:
+            self.print(f"done on the Ray cluster: {program.describe()}")
+        self._advance(len(program.points) * self.epochs)
+
+    def _task(self, name: str) -> TaskID:
+        assert self._bars is not None
+        if name not in self._tasks:
+            self._tasks[name] = self._bars.add_task(escape(name), total=self.epochs or None,
+                                                    metrics="")
+        return self._tasks[name]
+
+    def _advance(self, epochs: int) -> None:
+        if "run" in self._tasks and self._bars is not None:
+            self._bars.advance(self._tasks["run"], epochs)
 
 
 def finite_mean(values: np.ndarray) -> float:
     """The mean over the seeds that have not diverged (NaN when every one has)."""
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")
-
-
-def load_showing_downloads(dataset: str, *, data_dir: Path | str | None,
-                           cache_dir: Path | str | None, download: bool, progress: bool = True,
-                           console: Console | None = None) -> Splits:
-    """``data.datasets.load_dataset`` from bnlab's cache folder (``io.cache_folder``), with a
-    bar per downloading file when ``progress``: how the CLI and the API load data. What the
-    search has to say (a corrupt cached copy skipped for a verified one) is printed as a
-    warning on stderr."""
-    with DownloadBars(console) as bars:
-        splits = load_dataset(dataset, data_dir=None if data_dir is None else Path(data_dir),
-                              cache_dir=cache_folder(cache_dir) / "datasets",
-                              download=download, on_progress=bars if progress else None)
-    warnings = new_console(stderr=True) if console is None else console
-    for source in splits.sources:
-        for note in source.notes:
-            warnings.print(f"warning: {note}", markup=False, style="yellow")
-    return splits
 
 
 class DownloadBars:
@@ -162,13 +246,14 @@ class DownloadBars:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
 
 
 class SweepTiming:
     """The sweep's time left, estimated after each program's first epoch from the seconds
     per member-epoch measured so far (the first program's rate for programs not yet run)."""
 
-    def __init__(self, plan: Sequence, epochs: int) -> None:  # experiments.sweep.Program
+    def __init__(self, plan: Sequence[Program], epochs: int) -> None:
         self.plan, self.epochs = plan, epochs
         self.program_of = {p.name: i for i, program in enumerate(plan) for p in program.points}
         self.rates: dict[int, float] = {}  # program → seconds per member-epoch

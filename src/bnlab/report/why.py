@@ -47,7 +47,7 @@ def plan_text(run: Run) -> str:
 
 def recorded(run: Run) -> dict:
     """Per point that recorded something, in the config's order, its records."""
-    return {p.name: run.records[p.name] for p in run.config.points if p.name in run.records}
+    return {p.name: run.probes[p.name] for p in run.config.points if p.name in run.probes}
 
 
 def why_findings(run: Run) -> list[Finding]:
@@ -68,18 +68,18 @@ def why_part(run: Run) -> WhyPart | None:
         figures.append(("activations", "The input of each hidden nonlinearity on the fixed "
                         "probe batch over training: all units pooled, 15th–85th percentile "
                         "band, median, minimum and maximum (mean over seeds).",
-                        activation_bands(records, title)))
+                        lambda: activation_bands(records, title)))
         if all("test/accuracy" in r for r in records.values()):
             figures.append(("figure1", "Ioffe & Szegedy's Figure 1 from this run: (a) test "
                             "accuracy against steps; then, per variant, the 15th/50th/85th "
                             "percentiles of unit 0's input to the last hidden nonlinearity, "
                             "with the same percentiles of all its layer's units shaded.",
-                            figure1(records, title)))
+                            lambda: figure1(records, title)))
     if any("measures/steps" in r for r in records.values()):
         figures.append(("measures", "Santurkar et al.'s measures over training: effective "
                         "β-smoothness, the gradient change and the loss variation along the "
                         "gradient, and each Dense layer's internal covariate shift (geometric "
                         "mean over seeds on the log axes, 95% band).",
-                        measures_figure(records, title)))
+                        lambda: measures_figure(records, title)))
     return WhyPart(plan_text(run), next(iter(records)), tuple(why_findings(run)),
                    tuple(figures))

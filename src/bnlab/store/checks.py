@@ -1,14 +1,9 @@
-"""Checks of the files in a run folder that have no digest of their own.
+"""The checks a run folder's files go through when it is read: digests, text, JSON numbers,
+the environment's form.
 
 Each check returns ``None`` for a good file or a phrase that says what is wrong with it
-("is not UTF-8 text (byte 12)"), never raises for a damaged file: ``store.runs`` gathers
+("is not UTF-8 text (byte 12)"), never raises for a damaged file: ``store.reader`` gathers
 the phrases as ``Damage`` and decides what they mean for the run.
-
-- TensorBoard event files are TFRecord files: every record is ``length (u64) ·
-  masked CRC-32C of length (u32) · data · masked CRC-32C of data (u32)``; both CRCs are
-  checked (``google_crc32c``), so any changed byte is found.
-- Learning-curve images: a PNG must decode (Pillow); an SVG must parse as XML; and their
-  bytes must match the digests ``summary.json`` records for them (since it records them).
 """
 
 from __future__ import annotations
@@ -16,90 +11,27 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import struct
-import warnings
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from bnlab.config.checks import FLOAT32_MAX
 
-_MASK_DELTA = 0xA282EAD8
 
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC-32C: ``((crc >> 15) | (crc << 17)) + 0xa282ead8 (mod 2³²)``."""
-    crc = google_crc32c.value(data)
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-def event_file_problem(path: Path, *, complete: bool) -> str | None:
-    """What is wrong with the TensorBoard event file ``path``, or ``None``. A truncated last
-    record is a problem only when ``complete`` (the file of a process that was killed while
-    writing ends mid-record, and TensorBoard reads it up to there)."""
+def file_digest_problem(path: Path, sha256: str, where: str) -> str | None:
+    """What is wrong with a file whose bytes must have the digest ``sha256`` (``where`` says
+    which file records it), or ``None``."""
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
-    offset, records = 0, 0
-    while offset < len(data):
-        header = data[offset:offset + 12]
-        if len(header) < 12:
-            break
-        (length,) = struct.unpack("<Q", header[:8])
-        (length_crc,) = struct.unpack("<I", header[8:])
-        if masked_crc32c(header[:8]) != length_crc:
-            return f"is damaged (record {records + 1} at byte {offset}: bad length checksum)"
-        body = data[offset + 12:offset + 12 + length + 4]
-        if len(body) < length + 4:
-            break
-        (data_crc,) = struct.unpack("<I", body[length:])
-        if masked_crc32c(body[:length]) != data_crc:
-            return f"is damaged (record {records + 1} at byte {offset}: bad data checksum)"
-        offset += 12 + length + 4
-        records += 1
-    if offset < len(data) and complete:
-        return f"is truncated (a partial record after {records} whole ones)"
-    if records == 0 and complete:
-        return "holds no event"
-    return None
-
-
-def figure_problem(path: Path, sha256: str | None) -> str | None:
-    """What is wrong with a run's figure, or ``None``: missing, not a readable image, or
-    (``sha256``: its digest as ``summary.json`` records it) other bytes than were drawn."""
-    try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            actual = hashlib.file_digest(handle, "sha256").hexdigest()
     except FileNotFoundError:
         return "is missing"
     except OSError as err:
         return f"cannot be read ({err.strerror})"
-    if problem := _image_bytes_problem(data, svg=path.suffix == ".svg"):
-        return problem
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        return "is damaged: its bytes do not match the digest in summary.json"
-    return None
-
-
-def _image_bytes_problem(data: bytes, *, svg: bool) -> str | None:
-    try:
-        if svg:
-            ElementTree.fromstring(data)
-            return None
-        with warnings.catch_warnings():  # a figure of over 89 megapixels is not ours
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-                image.load()
-    except UnidentifiedImageError:
-        return "is not a readable image (not a PNG file)"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as err:
-        return f"is not a readable image ({type(err).__name__}: {err})"
+    if actual != sha256:
+        return f"is damaged: its bytes do not match the digest in {where}"
     return None
 
 
@@ -142,6 +74,12 @@ def _is_count(value: Any, least: int = 0) -> bool:
 def _is_list_of(value: Any, kind: type) -> bool:
     return isinstance(value, list) and all(
         isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
+
+def is_sha256(value: Any) -> bool:
+    """Whether ``value`` is a SHA-256 digest as bnlab writes them (64 lowercase hex)."""
+    return isinstance(value, str) and len(value) == 64 and all(
+        c in "0123456789abcdef" for c in value)
 
 
 def json_numbers(values: Any, what: str) -> list[float]:

@@ -1,71 +1,41 @@
-"""Reading a run folder back: every file checked, damage gathered, never raised.
+"""Reading a run folder back: every file checked by its digest or its form, damage gathered,
+never raised.
 
-``load_run`` checks each file a run holds (``store.runs`` lists them) against its format
-and against the record it must agree with — digests, formats, and agreement between the
-checkpoints, histories, statistics, summary, figures and TensorBoard files — and returns the
-``Run`` with a list of ``Damage``; only a run whose config can be read from nowhere is an
-error (``UnreadableRun``). ``list_runs`` reads every run under a folder, and
+``load_run`` reads each variant's record (``store.record``: its checkpoint, digest checked),
+the experiment (``config.json``, or a record's copy of it), and checks every other file
+against what the records say: the derived files and TensorBoard files by the digests the
+records hold, ``summary.json`` by its own digest and the records it names, the figures by
+the digests in it, the JSON copies by equality. Nothing is recomputed to be compared. It
+returns the ``Run`` with a list of ``Damage``; only a run whose config can be read from
+nowhere is an error (``UnreadableRun``). ``list_runs`` reads every run under a folder, and
 ``find_resumable`` picks the one a ``--resume`` continues.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bnlab.config.experiment import ExperimentConfig, experiment_from_json
+from bnlab.config.experiment import ExperimentConfig
+from bnlab.config.files import experiment_from_json
 from bnlab.data.datasets import Splits
 from bnlab.errors import BnlabError, ConfigError
 from bnlab.io import parse_json
-from bnlab.store.checks import (
-    beyond_float32,
-    checked_records,
-    environment_problem,
-    event_file_problem,
-    figure_problem,
-    json_numbers,
-    parse_csv,
-    text_problem,
-)
-from bnlab.store.histories import (
-    CSV_COLUMNS,
-    GAP_COLUMNS,
-    METRIC_COLUMNS,
-    metric_columns,
-    statistics_csv,
-)
+from bnlab.store.checks import environment_problem, text_problem
+from bnlab.store.derived import derived_damage
 from bnlab.store.provenance import data_fingerprint, same_data
-from bnlab.store.runs import (
-    Damage,
-    Run,
-    SavedVariant,
-    UnreadableRun,
-    is_run_folder,
-    variant_finished,
-    whole_history,
-)
+from bnlab.store.record import FORMAT, VariantRecord, json_copy_damage, read_record
+from bnlab.store.runs import Damage, Run, UnreadableRun, is_run_folder
 from bnlab.store.summary import (
     VariantSummary,
-    divergences_from_json,
+    figure_damage,
     read_summary,
+    summary_damage,
     summary_figures,
-    sweep_points,
-    verdicts_problem,
 )
-from bnlab.train.checkpoint import (
-    CheckpointError,
-    json_copy_problem,
-    read_checkpoint,
-    records_of,
-)
-from bnlab.train.loop import History
-
-# Checkpoint metadata written only since checkpoints carry a digest: without one, it was lost.
-DIGESTED_ONLY = frozenset({"run", "diverged", "compile_seconds"})
+from bnlab.store.tensorboard import tensorboard_damage
+from bnlab.train.checkpoint import CheckpointError
 
 
 def load_run(run_dir: Path | str) -> Run:
@@ -81,6 +51,14 @@ def load_run(run_dir: Path | str) -> Run:
     return _RunReader(run_dir).read()
 
 
+def run_config(run_dir: Path | str) -> ExperimentConfig:
+    """A run's experiment from its ``config.json`` alone, without reading its records (one
+    that cannot be read: from the records' copies, as ``load_run`` recovers it)."""
+    run_dir = Path(run_dir)
+    problem, config, _ = _config_from(run_dir / "config.json")
+    return config if problem is None else load_run(run_dir).config
+
+
 class _RunReader:
     """The checks of ``load_run``, one method per kind of file."""
 
@@ -94,58 +72,41 @@ class _RunReader:
         self.damage.append(Damage(str(relative), problem, variant))
 
     def read(self) -> Run:
-        saved = self.read_checkpoints()
-        config = self.read_config(saved)
-        for name in set(saved) - {v.name for v in config.points}:
+        records = self.read_records()
+        config = self.read_config(records)
+        for name in set(records) - {p.name for p in config.points}:
             self.note(f"{name}/checkpoint.safetensors", "belongs to no variant of the config")
-            del saved[name]
-        environment = self.read_environment(config, saved)
-        histories = {}
-        for variant in config.points:
-            history = self.read_histories(config, variant.name, saved.get(variant.name))
-            if history is not None:
-                histories[variant.name] = history
-        summary, figures = self.read_summary(config, histories, saved)
-        finished = summary is not None
-        all_done = all(v.name in saved and variant_finished(saved[v.name], config)
-                       for v in config.points)
-        if not (self.run_dir / "summary.json").exists() and all_done:
-            self.note("summary.json", "is missing, though every variant has finished")
-        for name, history in histories.items():
-            # Every variant done: each wrote its statistics.csv before the next one started.
-            self.check_derived(config, name, history, saved.get(name), finished or all_done)
-        for figure, sha256 in figures.items():
-            if problem := figure_problem(self.run_dir / figure, sha256):
-                self.note(figure, problem)
+            del records[name]
+        environment = self.read_environment(config, records)
+        for point in config.points:
+            if point.name in records:
+                self.check_variant(config, records, point.name)
+            elif (self.run_dir / point.name).exists() or (self.run_dir / "summary.json").exists():
+                self.note(f"{point.name}/checkpoint.safetensors",
+                          "is missing (the variant's trained state and its record)", point.name)
+        summary, figures = self.read_summary(config, records)
+        histories = {name: record.history for name, record in records.items()}
         return Run(self.run_dir, config, environment, summary, histories, tuple(self.damage),
-                   saved)
+                   records, figures)
 
-    # checkpoints: the verified record of each variant
-    def read_checkpoints(self) -> dict[str, SavedVariant]:
-        saved = {}
+    def read_records(self) -> dict[str, VariantRecord]:
+        """Every variant's record whose checkpoint is sound, by variant folder."""
+        records = {}
         for path in sorted(self.run_dir.glob("*/checkpoint.safetensors")):
-            name, stem = path.parent.name, path.with_suffix("")
+            name = path.parent.name
             try:
-                arrays, metadata = read_checkpoint(stem)
-                if metadata["sha256"] is None and DIGESTED_ONLY & set(metadata):
-                    raise CheckpointError(path, "has lost its digest (it holds what only "
-                                                "checkpoints with one hold)")
-                saved[name] = saved_variant(metadata, records_of(arrays))
+                records[name] = read_record(path.parent)[1]
             except CheckpointError as err:
                 self.note(path, err.problem, name)
-                continue
-            except (KeyError, TypeError, ValueError) as err:
-                self.note(path, f"holds metadata bnlab cannot read ({err})", name)
-                continue
-            if problem := json_copy_problem(stem, metadata):
-                self.note(stem.with_suffix(".json"), problem, name)
-        return saved
+        return records
 
-    def read_config(self, saved: Mapping[str, SavedVariant]) -> ExperimentConfig:
+    def read_config(self, records: Mapping[str, VariantRecord]) -> ExperimentConfig:
+        """``config.json``, checked against the records' copy; when it is damaged, the
+        first readable copy in a record."""
         path = self.run_dir / "config.json"
-        copies = [s.run_copy["config"] for s in saved.values() if "config" in s.run_copy]
-        problem, config = self.read_config_file(path)
-        if problem is None and copies and copies[0] != parse_json(path.read_text("utf-8")):
+        problem, config, data = _config_from(path)
+        copies = [r.run["config"] for r in records.values() if "config" in r.run]
+        if problem is None and copies and copies[0] != data:
             problem = "does not agree with the copy in the checkpoints"
         if problem is None:
             return config
@@ -159,25 +120,12 @@ class _RunReader:
                             "copy of it, so the run cannot be read; rerun the experiment (this "
                             "folder is left as it is)")
 
-    @staticmethod
-    def read_config_file(path: Path) -> tuple[str | None, ExperimentConfig | None]:
-        text, problem = text_problem(path)
-        if problem:
-            return problem, None
-        try:
-            data = parse_json(text)
-        except ValueError as err:
-            return f"is not valid JSON ({err})", None
-        try:
-            return None, experiment_from_json(data, source="config.json")
-        except ConfigError as err:
-            return f"is not a bnlab experiment ({err})", None
-
     def read_environment(self, config: ExperimentConfig,
-                         saved: Mapping[str, SavedVariant]) -> dict[str, Any]:
+                         records: Mapping[str, VariantRecord]) -> dict[str, Any]:
+        """``environment.json``; when it is damaged, the records' copy."""
         path = self.run_dir / "environment.json"
-        copies = [s.run_copy["environment"] for s in saved.values()
-                  if environment_problem(s.run_copy.get("environment")) is None]
+        copies = [r.run["environment"] for r in records.values()
+                  if environment_problem(r.run.get("environment")) is None]
         text, problem = text_problem(path)
         environment: Any = None
         if problem is None:
@@ -190,214 +138,87 @@ class _RunReader:
         if problem is None:
             if environment.get("seeds", list(config.seed_list)) != list(config.seed_list):
                 problem = "records other seeds than config.json"
-            elif copies and {k: v for k, v in environment.items() if k != "resumes"} != {
-                    k: v for k, v in copies[0].items() if k != "resumes"}:
+            elif copies and _without_resumes(environment) != _without_resumes(copies[0]):
                 problem = "does not agree with the copy in the checkpoints"
         if problem is None:
             return environment
         self.note(path, problem)
         return dict(copies[0]) if copies else {}
 
-    # histories: the checkpoint's copy when it is sound, the CSV files checked against it
-    def read_histories(self, config: ExperimentConfig, name: str,
-                       saved: SavedVariant | None) -> History | None:
-        seeds = config.seed_list
-        files = {seed: self.run_dir / name / f"seed-{seed}" / "history.csv" for seed in seeds}
-        started = (saved is not None or any(p.exists() for p in files.values())
-                   or (self.run_dir / "summary.json").exists())  # written when all finished
-        if not started:
-            return None
-        if saved is None and not (self.run_dir / name / "checkpoint.safetensors").exists():
-            self.note(f"{name}/checkpoint.safetensors",
-                      "is missing (the variant's trained state and its record)", name)
-        if saved is not None and (saved.history.seeds != seeds
-                                  or saved.epoch > config.epochs):
+    def check_variant(self, config: ExperimentConfig, records: dict[str, VariantRecord],
+                      name: str) -> None:
+        """A variant's record against the config, and the files derived from it."""
+        record, folder = records[name], self.run_dir / name
+        if record.seeds != config.seed_list or record.epoch > config.epochs:
             self.note(f"{name}/checkpoint.safetensors",
                       "records other seeds or more epochs than config.json", name)
-            saved = None
-        tables = {}
-        for seed, path in files.items():
-            text, problem = text_problem(path)
-            table = None
-            if problem is None:
-                header = ("epoch", *METRIC_COLUMNS, *GAP_COLUMNS)
-                table, problem = parse_csv(text, header if text.startswith(
-                    ",".join(header)) else CSV_COLUMNS)
-            if problem is None and beyond_float32(np.array(list(table.values()))):
-                problem = "holds a value beyond float32"
-            if problem is None and saved is not None:
-                problem = _disagreement(table, saved, seeds.index(seed),
-                                        may_lag=not variant_finished(saved, config))
-            if problem:
-                self.note(path, problem, name)
-            else:
-                tables[seed] = table
-        if saved is not None:
-            return saved.history
-        if len(tables) < len(seeds):
-            return None  # no sound record of every seed
-        epochs = min(len(t["loss"]) for t in tables.values())
-        if max(len(t["loss"]) for t in tables.values()) - epochs > 1:
-            self.note(f"{name}/seed-*/history.csv", "hold different numbers of epochs", name)
-        if epochs == 0:
-            return None
-        columns = set.intersection(*(set(t) for t in tables.values())) - {"epoch"}
-        return History(seeds, {m: [tables[s][m][:epochs] for s in seeds]
-                               for m in METRIC_COLUMNS + GAP_COLUMNS if m in columns})
+            del records[name]
+            return
+        if problem := json_copy_damage(folder, record):
+            self.note(f"{name}/checkpoint.json", problem, name)
+        for file, problem in derived_damage(folder, record.derived):
+            self.note(folder / file, problem, name)
+        for file, problem in tensorboard_damage(self.run_dir / "tensorboard" / name,
+                                                record.tensorboard,
+                                                finished=record.finished(config.epochs)):
+            self.note(self.run_dir / "tensorboard" / name / file, problem, name)
 
-    def read_summary(self, config: ExperimentConfig, histories: dict[str, History],
-                     saved: Mapping[str, SavedVariant]
-                     ) -> tuple[dict[str, VariantSummary] | None, dict[str, str | None]]:
-        """The summary (``None`` if there is none or it is damaged) and its figure files
-        with their digests. Its verdicts are checked when every history is whole."""
+    def read_summary(self, config: ExperimentConfig, records: Mapping[str, VariantRecord]
+                     ) -> tuple[dict[str, VariantSummary] | None, tuple[str, ...]]:
+        """Each variant's outcome once every one has finished: from the records, or, for a
+        run of the old format, from ``summary.json``; that file and its figures checked
+        (the sound figures returned with it)."""
+        names = [p.name for p in config.points]
+        legacy = any(r.format < FORMAT for r in records.values())
+        done = all(n in records and records[n].finished(config.epochs)
+                   and records[n].test_accuracy is not None for n in names)
         path = self.run_dir / "summary.json"
         if not path.exists():
-            return None, {}
+            if done or (legacy and all(n in records and records[n].finished(config.epochs)
+                                       for n in names)):
+                self.note(path, "is missing, though every variant has finished")
+            return ({n: VariantSummary.of(records[n]) for n in names} if done else None), ()
         text, problem = text_problem(path)
+        data: Any = None
         if problem is None:
             try:
-                raw = parse_json(text)
+                data = parse_json(text)
+                legacy_summary = read_summary(data, names) if legacy else None
+                figures = summary_figures(data)
             except ValueError as err:
-                problem = f"is not valid JSON ({err})"
-        if problem is None:
-            try:
-                summary = read_summary(raw, [v.name for v in config.points])
-                figures = summary_figures(raw)
-            except (KeyError, TypeError, ValueError) as err:
                 problem = f"is not a bnlab summary ({err})"
+        if problem is None and not legacy:
+            problem = summary_damage(data, records)
+        sound: tuple[str, ...] = ()
         if problem is None:
-            problem = _summary_disagreement(summary, config, histories, saved)
-        if problem is None:  # CSV-only histories take their divergences from the summary
-            merged = {name: replace(h, diverged=h.diverged or summary[name].diverged)
-                      for name, h in histories.items()}
-            if all(whole_history(merged.get(v.name), config.epochs) for v in config.points):
-                problem = verdicts_problem(raw, merged, config.epochs, sweep_points(config))
-        if problem:
+            damaged = dict(figure_damage(self.run_dir, figures))
+            for figure, why in damaged.items():
+                self.note(figure, why)
+            sound = tuple(f for f in figures if f not in damaged)
+        else:
             self.note(path, problem)
-            return None, {}
-        for name, variant in summary.items():  # CSV-only histories learn their divergences
-            if name in histories and not histories[name].diverged and variant.diverged:
-                histories[name].diverged.update(variant.diverged)
-        return summary, figures
-
-    def check_derived(self, config: ExperimentConfig, name: str, history: History,
-                      saved: SavedVariant | None, finished: bool) -> None:
-        """statistics.csv and the TensorBoard files of a started variant."""
-        done = finished or (saved is not None and variant_finished(saved, config))
-        path = self.run_dir / name / "statistics.csv"
-        if done and (path.exists() or finished):
-            text, problem = text_problem(path)
-            if problem is None:
-                problem = _statistics_disagreement(text, history)
-            if problem:
-                self.note(path, problem, name)
-        plan = config.probe
-        parts = ("", "train", "validation", *(("probes",) if plan.every or plan.measures_every
-                                               else ()), *(("test",) if plan.test_each_epoch
-                                                           else ()))
-        for seed in config.seed_list:
-            for part in parts:
-                folder = self.run_dir / "tensorboard" / name / f"seed-{seed}" / part
-                events = sorted(folder.glob("events.out.tfevents.*"))
-                if not events:
-                    self.note(folder, "holds no TensorBoard event file", name)
-                for i, event_file in enumerate(events):
-                    newest = i == len(events) - 1
-                    if problem := event_file_problem(event_file, complete=done and newest):
-                        self.note(event_file, problem, name)
+        if legacy:
+            return (legacy_summary if problem is None else None), sound
+        return ({n: VariantSummary.of(records[n]) for n in names} if done else None), sound
 
 
-def saved_variant(metadata: Mapping[str, Any],
-                  records: Mapping[str, np.ndarray] | None = None) -> SavedVariant:
-    """A checkpoint's metadata and recorded arrays (``train.checkpoint.records_of``) as a
-    ``SavedVariant``; malformed metadata or records are a ``KeyError``/``TypeError``/
-    ``ValueError``."""
-    epoch, seeds = int(metadata["epoch"]), metadata["seeds"]
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool)
-                                              for s in seeds):
-        raise ValueError("its seeds are not a list of integers")
-    per_seed = {}
-    for metric in metric_columns(metadata["history"]):
-        rows = metadata["history"][metric]
-        if not isinstance(rows, list):
-            raise ValueError(f"its {metric} history is not a list")
-        values = np.array([json_numbers(row, f"its {metric} history") for row in rows], np.float64)
-        if beyond_float32(values):
-            raise ValueError(f"its {metric} history holds a value beyond float32")
-        if values.shape != (len(seeds), epoch) and not (epoch == 0 and values.size == 0):
-            raise ValueError(f"its {metric} history is {values.shape}, not "
-                             f"({len(seeds)}, {epoch})")
-        per_seed[metric] = values.reshape(len(seeds), epoch)
-    history = History(tuple(seeds), per_seed,
-                      json_numbers(metadata["epoch_seconds"], "its epoch_seconds")[:epoch],
-                      divergences_from_json(metadata.get("diverged", {}), "diverged"))
-    run_copy = metadata.get("run", {})
-    if not isinstance(run_copy, dict):
-        raise ValueError("its copy of the run is not a JSON object")
-    compile_seconds = json_numbers([metadata.get("compile_seconds")], "its compile_seconds")[0]
-    return SavedVariant(epoch, history, compile_seconds, run_copy,
-                        checked_records(records or {}, len(seeds)))
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
-
-
-def _disagreement(table: Mapping[str, np.ndarray], saved: SavedVariant, index: int, *,
-                  may_lag: bool) -> str | None:
-    """How a seed's CSV history disagrees with its checkpoint's record, or ``None``. The CSV
-    of a variant still training (``may_lag``) may lag the checkpoint by the epoch in which a
-    process was killed; a finished variant's CSVs are rewritten whole when it finishes."""
-    epochs = len(table["loss"])
-    if epochs > saved.epoch:
-        return f"has {epochs} epochs, more than the checkpoint's {saved.epoch}"
-    columns = metric_columns(saved.history.per_seed)
-    if set(table) - {"epoch"} != set(columns):
-        return f"has other columns than the checkpoint's record ({', '.join(columns)})"
-    for metric in columns:
-        if not _same(table[metric], saved.history.per_seed[metric][index, :epochs]):
-            return f"disagrees with the checkpoint's record ({metric})"
-    if epochs < saved.epoch - (1 if may_lag else 0):
-        return f"has {epochs} epochs, the checkpoint {saved.epoch}"
-    return None
-
-
-def _summary_disagreement(summary: Mapping[str, VariantSummary], config: ExperimentConfig,
-                          histories: Mapping[str, History],
-                          saved: Mapping[str, SavedVariant]) -> str | None:
-    for name, variant in summary.items():
-        history = histories.get(name)
-        if variant.seeds != config.seed_list:
-            return f"records other seeds for {name} than config.json"
-        if history is None:
-            continue  # that variant's own record is damaged (noted there)
-        for metric, values in variant.final.items():
-            if metric in history.per_seed and not _same(values, history.final(metric)):
-                return f"disagrees with the history of {name} (final {metric})"
-        if (record := saved.get(name)) is not None:
-            for field_name, ours, theirs in (
-                    ("epoch_seconds", variant.epoch_seconds, record.history.epoch_seconds),
-                    ("compile_seconds", variant.compile_seconds, record.compile_seconds),
-                    ("diverged", variant.diverged, record.history.diverged)):
-                same = (dict(ours) == dict(theirs) if isinstance(ours, Mapping) else
-                        _same(np.asarray(ours, np.float64), np.asarray(theirs, np.float64)))
-                if not same:
-                    return f"disagrees with the checkpoint of {name} ({field_name})"
-    return None
-
-
-def _statistics_disagreement(text: str, history: History) -> str | None:
-    expected = statistics_csv(history.per_seed)
-    columns = tuple(expected.splitlines()[0].split(","))
-    table, problem = parse_csv(text, columns)
+def _config_from(path: Path) -> tuple[str | None, ExperimentConfig | None, Any]:
+    """``(problem, config, parsed JSON)`` of a run's ``config.json``."""
+    text, problem = text_problem(path)
     if problem:
-        return problem
-    want, _ = parse_csv(expected, columns)
-    for column in columns:
-        if table[column].shape != want[column].shape or not np.allclose(
-                table[column], want[column], rtol=1e-9, atol=0, equal_nan=True):
-            return f"disagrees with the histories ({column})"
-    return None
+        return problem, None, None
+    try:
+        data = parse_json(text)
+    except ValueError as err:
+        return f"is not valid JSON ({err})", None, None
+    try:
+        return None, experiment_from_json(data, source="config.json"), data
+    except ConfigError as err:
+        return f"is not a bnlab experiment ({err})", None, data
+
+
+def _without_resumes(environment: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in environment.items() if k != "resumes"}
 
 
 def list_runs(runs_dir: Path | str) -> tuple[list[Run], list[tuple[Path, str]]]:

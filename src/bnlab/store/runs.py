@@ -3,22 +3,24 @@
     runs/<experiment>-<YYYYmmdd-HHMMSS>/
         config.json              the resolved experiment (config.experiment, file form)
         environment.json         versions, device, seeds, data; "resumes" (store.provenance)
-        summary.json             final metrics, divergences and verdicts, written last
-        <variant>/statistics.csv per-epoch mean and 95% CI over seeds (store.histories)
-        <variant>/seed-<s>/history.csv   Keras CSVLogger columns, after every epoch
-        <variant>/checkpoint.safetensors (+ .json copy of its metadata)  train.checkpoint
+        <variant>/checkpoint.safetensors  the variant's record (store.record), after every
+                                 epoch; checkpoint.json beside it, its metadata for people
+        <variant>/seed-<s>/history.csv   Keras CSVLogger columns   } derived from the
+        <variant>/statistics.csv per-epoch mean and 95% CI          } record (store.derived)
         tensorboard/<variant>/seed-<s>/{,train,validation}/events.*  (store.tensorboard)
-        curves.png, curves.svg   learning curves (written by ``bnlab run``)
+        summary.json             final metrics and verdicts, derived from the records, last
+        curves.png, curves.svg, …  figures, listed with their digests in summary.json
         .lock                    while a process trains it (store.lock)
 
-Every file is written atomically (``bnlab.io``) and nothing is pickled. Each variant's
-checkpoint carries a digest and, in its metadata, the variant's whole history, its
-divergences and copies of ``config.json`` and ``environment.json`` as the run started: it is
-the record the other files are checked against. ``store.reader.load_run`` checks every file
-it finds and returns the run with a list of ``Damage``. A damaged run is never ``complete``,
-its verdicts are refused while the files they come from are damaged, and ``bnlab run …
---resume`` repairs it (``experiments.runner``): it retrains only the variants whose own
-record is damaged or unfinished and rewrites the files derived from intact ones.
+Every file is written atomically (``bnlab.io``) and nothing is pickled. A variant's record is
+the one authoritative copy of what it learned: its history, divergences, test metrics,
+probe records and copies of ``config.json`` and ``environment.json`` as the run started,
+with the digests of the files derived from it. ``store.reader.load_run`` checks each record
+by its digest and each other file by the digest its record holds (no recomputation), and
+returns the run with a list of ``Damage``. A damaged run is never ``complete``, and ``bnlab
+run … --resume`` repairs it (``experiments.runner``): it retrains only the variants whose
+record (or TensorBoard files, which no record can rebuild) is damaged or unfinished and
+rewrites every file derived from an intact record.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ from bnlab.analysis.stats import PairedComparison
 from bnlab.config.experiment import ExperimentConfig
 from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_json
+from bnlab.store.record import VariantRecord
 from bnlab.store.summary import (
     VariantSummary,
     left_out_of_verdicts,
     sweep_points,
     verdicts,
 )
-from bnlab.train.loop import Divergence, History
+from bnlab.train.history import Divergence, History
 
 REPAIR = "resume the run to repair it ({resume=True} retrains only what is damaged)"
 
@@ -59,30 +62,16 @@ class Damage:
         return f"{self.file} {self.problem}"
 
 
-@dataclass(frozen=True)
-class SavedVariant:
-    """What a variant's verified checkpoint records: the epochs it finished and their
-    ``History`` (with divergences), its compile seconds, the copies of the run's config and
-    environment it carries (``{}`` in checkpoints from before they did), and what its probe
-    plan recorded (``train.loop.Recorded.arrays``)."""
-
-    epoch: int
-    history: History
-    compile_seconds: float
-    run_copy: Mapping[str, Any]
-    records: Mapping[str, np.ndarray] = field(default_factory=dict)
-
-
 @dataclass(frozen=True, eq=False)
 class Run:
     """A run folder read back and checked.
 
-    config: the experiment as run; environment: ``environment.json`` (or the checkpoint's
-    copy when that file is damaged); summary: per variant, ``None`` while the run is
-    unfinished (or its summary damaged); histories: per started variant whose record is
-    readable, its ``History`` (``per_seed[metric]: (seeds, epochs)``, NaN after a seed
-    diverged); saved: per variant with a verified checkpoint, its ``SavedVariant``;
-    damage: every damaged file found.
+    config: the experiment as run; environment: ``environment.json`` (or the records'
+    copy when that file is damaged); summary: per variant, its final and test metrics,
+    ``None`` while the run is unfinished; histories: per variant with a sound record, its
+    ``History`` (``per_seed[metric]: (seeds, epochs)``, NaN after a seed diverged);
+    records: per variant, its sound ``VariantRecord``; damage: every damaged file found;
+    figures: the figure files ``summary.json`` lists whose bytes are the ones drawn.
     """
 
     path: Path
@@ -91,7 +80,8 @@ class Run:
     summary: dict[str, VariantSummary] | None
     histories: dict[str, History]
     damage: tuple[Damage, ...] = ()
-    saved: dict[str, SavedVariant] = field(default_factory=dict)
+    records: dict[str, VariantRecord] = field(default_factory=dict)
+    figures: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -99,7 +89,7 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        """Whether every variant finished training (``summary.json`` is there and sound)."""
+        """Whether every variant finished training and was evaluated."""
         return self.summary is not None
 
     @property
@@ -138,19 +128,19 @@ class Run:
         return "complete" if history.epochs == self.config.epochs else "unfinished"
 
     def verdict_problem(self) -> str | None:
-        """Why no verdict can be computed now (``None``: they can): unfinished, or a file
-        the verdicts come from is damaged."""
+        """Why no verdict can be computed now (``None``: they can): a variant's record is
+        damaged, or the run is unfinished."""
+        lost = [v.name for v in self.config.points if v.name not in self.histories
+                and any(d.variant == v.name for d in self.damage)]
+        if lost:
+            return (f"the records of {', '.join(lost)} in {self.path} are damaged, so no "
+                    f"verdict is computed over the other variants alone; {REPAIR}")
         if not self.finished:
             summary = [d for d in self.damage if d.file == "summary.json"]
-            if summary:
+            if summary and not self.records:  # a run of the old format: its only copy
                 return f"{self.path / 'summary.json'} {summary[0].problem}; {REPAIR}"
             return (f"{self.path} is unfinished: its verdicts come when every variant has "
                     "finished (resume it with {resume=True})")
-        lost = [v.name for v in self.config.points
-                if not whole_history(self.histories.get(v.name), self.config.epochs)]
-        if lost:
-            return (f"the histories of {', '.join(lost)} in {self.path} are damaged, so no "
-                    f"verdict is computed over the other variants alone; {REPAIR}")
         return None
 
     def comparisons(self) -> list[PairedComparison]:
@@ -164,10 +154,11 @@ class Run:
         return verdicts(self.histories, self.config.epochs, sweep_points(self.config))[0]
 
     @property
-    def records(self) -> dict[str, Mapping[str, np.ndarray]]:
-        """Per variant with a verified checkpoint, what its probe plan recorded
+    def probes(self) -> dict[str, Mapping[str, np.ndarray]]:
+        """Per variant with a sound record, what its probe plan recorded
         (``train.loop.Recorded``: activation statistics, measures, the test set per epoch)."""
-        return {name: saved.records for name, saved in self.saved.items() if saved.records}
+        return {name: record.probes for name, record in self.records.items()
+                if record.probes}
 
     @property
     def left_out(self) -> dict[str, str]:
@@ -199,12 +190,6 @@ def is_run_folder(path: Path) -> bool:
     """Whether ``path`` looks like a run folder (a config.json or a variant checkpoint)."""
     return path.is_dir() and ((path / "config.json").exists()
                               or any(path.glob("*/checkpoint.safetensors")))
-
-
-def variant_finished(saved: SavedVariant, config: ExperimentConfig) -> bool:
-    """Whether a variant's checkpoint is its last: every epoch, or every seed diverged."""
-    return saved.epoch == config.epochs or set(saved.history.diverged) >= set(
-        saved.history.seeds)
 
 
 def write_config(run_dir: Path, config: ExperimentConfig) -> None:

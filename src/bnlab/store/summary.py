@@ -1,4 +1,5 @@
-"""A finished run's ``summary.json``: final and test metrics per variant, and the verdicts.
+"""A finished run's ``summary.json``, derived from its variants' records: final and test
+metrics per variant, the verdicts and the figures drawn with them.
 
     {"<variant>": {"seeds": [42, …], "final": {"loss": […], "accuracy": […], "val_loss": […],
                    "val_accuracy": […]}, "test_loss": […], "test_accuracy": […],
@@ -7,18 +8,23 @@
      …,
      "comparisons": [<PairedComparison fields>, …],      seed-paired, Holm-adjusted
      "left_out": {"<variant>": "diverged: seed 43 at epoch 3, step 517"},
-     "figures": {"curves.png": "<sha256>", …}}            the figures drawn with it
+     "figures": {"curves.png": "<sha256>", …},           the figures drawn with it
+     "records": {"<variant>": "<sha256>", …},            the records it was derived from
+     "format": 2, "sha256": "<digest of everything above>"}
 
 NaN (a diverged seed's metrics, a one-seed test) is stored as null. A variant with a
 diverged seed takes part in no verdict (``verdicts``): ``left_out`` says why. The file is
-written last, so its presence marks a finished run.
+written last. Reading it checks its own digest, that the records it names are the run's
+(``summary_damage``) and the figures' digests; nothing is recomputed. Summaries of format 1
+(bnlab before records held the test metrics) have no ``records``, ``format`` or ``sha256``,
+and are the only copy of those runs' test metrics (``read_summary``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
+import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,10 +36,16 @@ import numpy as np
 from bnlab.analysis.stats import PairedComparison, compare_final_accuracy, compare_pairs
 from bnlab.analysis.sweep import SweepPoint, best_points, point_rows, sweep_pairs
 from bnlab.config.experiment import ExperimentConfig
-from bnlab.errors import BnlabError
-from bnlab.io import atomic_write_json
-from bnlab.store.checks import beyond_float32, json_numbers
-from bnlab.train.loop import METRICS, Divergence, History
+from bnlab.io import atomic_write_bytes, json_default
+from bnlab.store.checks import beyond_float32, file_digest_problem, is_sha256, json_numbers
+from bnlab.store.record import (
+    FORMAT,
+    VariantRecord,
+    divergences_from_json,
+    divergences_to_json,
+    nan_as_null,
+)
+from bnlab.train.history import METRICS, Divergence, History
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +65,16 @@ class VariantSummary:
         """Median seconds of the epochs after the first (all seeds together)."""
         steady = self.epoch_seconds[1:] or self.epoch_seconds
         return statistics.median(steady) if steady else float("nan")
+
+    @classmethod
+    def of(cls, record: VariantRecord) -> VariantSummary:
+        """What a finished variant's record says (its ``test`` metrics are there)."""
+        history, missing = record.history, np.full(len(record.seeds), np.nan)
+        return cls(record.seeds, {m: history.final(m) for m in METRICS},
+                   missing if record.test_loss is None else record.test_loss,
+                   missing if record.test_accuracy is None else record.test_accuracy,
+                   tuple(history.epoch_seconds), record.compile_seconds,
+                   dict(history.diverged))
 
     def to_dict(self) -> dict[str, Any]:
         return {"seeds": list(self.seeds),
@@ -97,32 +119,6 @@ class VariantSummary:
                    divergences_from_json(data.get("diverged", {}), f"{where} diverged"))
 
 
-def nan_as_null(values: Any) -> Any:
-    """``values`` (a number or an array) for JSON: NaN becomes ``None`` (null)."""
-    array = np.asarray(values, np.float64)
-    if array.ndim == 0:
-        return None if np.isnan(array) else float(array)
-    return [None if np.isnan(v) else float(v) for v in array]
-
-
-def divergences_to_json(diverged: Mapping[int, Divergence]) -> dict[str, dict[str, int]]:
-    """``{seed: Divergence}`` as ``{"43": {"epoch": 3, "step": 517}}``."""
-    return {str(seed): {"epoch": d.epoch, "step": d.step} for seed, d in diverged.items()}
-
-
-def divergences_from_json(data: Any, where: str) -> dict[int, Divergence]:
-    """Inverse of ``divergences_to_json``; a malformed value is a ``ValueError``."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} is not a JSON object")
-    diverged = {}
-    for seed, value in data.items():
-        if (not isinstance(value, dict) or not isinstance(value.get("epoch"), int)
-                or not isinstance(value.get("step"), int | None)):
-            raise ValueError(f"{where}[{seed!r}] is not {{\"epoch\": e, \"step\": s}}")
-        diverged[int(seed)] = Divergence(value["epoch"], value["step"])
-    return diverged
-
-
 def verdicts(histories: Mapping[str, History], epochs: int,
              points: Sequence[SweepPoint] | None = None
              ) -> tuple[list[PairedComparison], dict[str, str]]:
@@ -159,18 +155,67 @@ def left_out_of_verdicts(histories: Mapping[str, History]) -> dict[str, str]:
             for name, h in histories.items() if h.diverged}
 
 
-def write_summary(run_dir: Path, variants: Mapping[str, VariantSummary],
-                  comparisons: Sequence[PairedComparison], left_out: Mapping[str, str], *,
-                  figures: Sequence[str] = ()) -> None:
-    """``run_dir/summary.json`` (atomically); NaN in a comparison becomes JSON null;
-    ``figures``: the figure files drawn for the run, relative to its folder, recorded with
-    the SHA-256 of their bytes."""
-    document: dict[str, Any] = {name: v.to_dict() for name, v in variants.items()}
+def write_summary(run_dir: Path, config: ExperimentConfig,
+                  records: Mapping[str, VariantRecord], *, figures: Sequence[str] = ()) -> None:
+    """``run_dir/summary.json`` (atomically) from the finished ``records`` of every point of
+    ``config``; ``figures``: the figure files drawn for the run, relative to its folder,
+    recorded with the SHA-256 of their bytes."""
+    names = [p.name for p in config.points]
+    histories = {name: records[name].history for name in names}
+    comparisons, left_out = verdicts(histories, config.epochs, sweep_points(config))
+    document: dict[str, Any] = {name: VariantSummary.of(records[name]).to_dict()
+                                for name in names}
     document["comparisons"] = comparisons_to_json(comparisons)
     document["left_out"] = dict(left_out)
     document["figures"] = {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest()
                            for name in figures}
-    atomic_write_json(run_dir / "summary.json", document)
+    document["records"] = {name: records[name].sha256 for name in names}
+    document["format"] = FORMAT
+    document = json.loads(json.dumps(document, default=json_default))  # as read back
+    document["sha256"] = _document_digest(document)
+    atomic_write_bytes(run_dir / "summary.json",
+                       (json.dumps(document, indent=2) + "\n").encode())
+
+
+def _document_digest(document: Mapping[str, Any]) -> str:
+    """SHA-256 of a parsed summary without its ``sha256``, in canonical JSON."""
+    body = {key: value for key, value in document.items() if key != "sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def summary_damage(data: Mapping[str, Any], records: Mapping[str, VariantRecord]
+                   ) -> str | None:
+    """What is wrong with a parsed summary of the current format, or ``None``: its own
+    digest, and the records it was derived from against the run's ``records``."""
+    if data.get("sha256") != _document_digest(data):
+        return "is damaged: its content does not match its digest"
+    derived_from = data.get("records")
+    if not isinstance(derived_from, dict) or set(derived_from) != set(records) or any(
+            derived_from[name] != record.sha256 for name, record in records.items()):
+        return "was derived from other records than the run's (resume the run to rewrite it)"
+    return None
+
+
+def figure_damage(run_dir: Path, figures: Mapping[str, str | None]) -> list[tuple[str, str]]:
+    """``(figure, what is wrong)`` for each figure a summary lists that is missing or, where
+    it records a digest, holds other bytes."""
+    damage = []
+    for name, sha256 in figures.items():
+        path = run_dir / name
+        problem = (file_digest_problem(path, sha256, "summary.json") if sha256 is not None
+                   else None if path.is_file() else "is missing")
+        if problem:
+            damage.append((name, problem))
+    return damage
+
+
+def listed_figures(run_dir: Path) -> list[str]:
+    """The figures a run's ``summary.json`` lists (``[]`` when it cannot be read)."""
+    try:
+        return list(summary_figures(json.loads((run_dir / "summary.json").read_text("utf-8"))))
+    except (OSError, ValueError):
+        return []
 
 
 def comparisons_to_json(comparisons: Sequence[PairedComparison]) -> list[dict[str, Any]]:
@@ -178,32 +223,6 @@ def comparisons_to_json(comparisons: Sequence[PairedComparison]) -> list[dict[st
     return [{key: (None if isinstance(value, float) and not np.isfinite(value) else value)
              for key, value in dataclasses.asdict(c).items()}
             for c in comparisons]
-
-
-def verdicts_problem(data: Mapping[str, Any], histories: Mapping[str, History],
-                     epochs: int, points: Sequence[SweepPoint] | None = None) -> str | None:
-    """How the verdicts a parsed ``summary.json`` records differ from ``verdicts`` of
-    ``histories`` (every variant's whole history), or ``None``. Numbers agree to a relative
-    1e-9: a recomputation with other library versions may differ in the last digits."""
-    try:
-        comparisons, left_out = verdicts(histories, epochs, points)
-    except BnlabError as err:  # a history with NaN where no seed diverged
-        return f"records verdicts its histories cannot give ({err})"
-    if data.get("left_out") != left_out:
-        return "records other variants left out of the verdicts than their histories give"
-    stored, wanted = data.get("comparisons"), comparisons_to_json(comparisons)
-    if not isinstance(stored, list) or len(stored) != len(wanted) or not all(
-            isinstance(s, dict) and s.keys() == w.keys()
-            and all(_same_value(s[key], value) for key, value in w.items())
-            for s, w in zip(stored, wanted, strict=False)):
-        return "records other verdicts than the histories give"
-    return None
-
-
-def _same_value(stored: Any, wanted: Any) -> bool:
-    if type(wanted) is float:
-        return type(stored) is float and math.isclose(stored, wanted, rel_tol=1e-9)
-    return type(stored) is type(wanted) and stored == wanted
 
 
 def summary_figures(data: Any) -> dict[str, str | None]:
@@ -214,7 +233,7 @@ def summary_figures(data: Any) -> dict[str, str | None]:
     if isinstance(figures, list):
         figures = dict.fromkeys(figures) if all(isinstance(f, str) for f in figures) else None
     if not isinstance(figures, dict) or not all(
-            _figure_name(name) and (sha256 is None or _is_sha256(sha256))
+            _figure_name(name) and (sha256 is None or is_sha256(sha256))
             for name, sha256 in figures.items()):
         raise ValueError("summary.json 'figures' is not a list of figure files in the run "
                          "with their digests")
@@ -226,11 +245,6 @@ def _figure_name(name: str) -> bool:
     path = Path(name) if isinstance(name, str) and "\0" not in name else None
     return (path is not None and path.suffix in (".png", ".svg") and not path.is_absolute()
             and ".." not in path.parts)
-
-
-def _is_sha256(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(
-        c in "0123456789abcdef" for c in value)
 
 
 def read_summary(data: Any, variants: Sequence[str]) -> dict[str, VariantSummary]:

@@ -8,7 +8,7 @@
                                     for a model with BatchNorm also epoch_batchstats_loss,
                                     epoch_batchstats_accuracy (batch statistics) and
                                     epoch_bn_gap_loss, epoch_bn_gap_accuracy (inference −
-                                    batch statistics, store.histories)
+                                    batch statistics, store.derived)
         test/                       epoch_loss, epoch_accuracy after every epoch (a probe
                                     plan's test_each_epoch)
         probes/                     what a probe plan recorded, at the global step it was
@@ -26,7 +26,8 @@ curves below each session (group ``validation``, tag ``epoch_accuracy``: the fin
 val_accuracy), so the table is current after every epoch and right for an interrupted run.
 
 Writes are synchronous: when ``log_epoch`` returns, the epoch is in the event files and
-fsync-ed, so a killed run keeps every complete epoch (tensorboardX's ``SummaryWriter`` hands
+fsync-ed (and ``tensorboard_digests`` can put their length and digest in the variant's
+record), so a killed run keeps every complete epoch (tensorboardX's ``SummaryWriter`` hands
 events to a background thread and its ``flush`` does not wait for them). The first epoch a
 logger writes is marked as a session (re)start, so when a resumed run logs epoch k again,
 TensorBoard drops what the killed process had written for epochs ≥ k.
@@ -35,6 +36,7 @@ TensorBoard drops what the killed process had written for epochs ≥ k.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,7 +50,7 @@ from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.summary import histogram, scalar
 from tensorboardX.summary import hparams as hparams_summaries
 
-from bnlab.store.histories import GAPS
+from bnlab.store.derived import GAPS
 from bnlab.train.probes import STATISTICS
 
 HParam = bool | int | float | str
@@ -273,3 +275,47 @@ def histogram_edges(values: np.ndarray) -> np.ndarray:
     if not high - low >= least:
         low, high = middle - least / 2, middle + least / 2
     return np.linspace(low, high, HISTOGRAM_BINS + 1)
+
+
+def event_files(log_dir: Path) -> list[Path]:
+    """Every TensorBoard event file under a variant's ``log_dir``, in name order."""
+    return sorted(log_dir.rglob("events.out.tfevents.*"))
+
+
+def tensorboard_digests(log_dir: Path) -> dict[str, tuple[int, str]]:
+    """``{file relative to log_dir: (bytes, SHA-256 of them)}`` of every event file of a
+    variant, for its record (``store.record``)."""
+    digests = {}
+    for path in event_files(log_dir):
+        data = path.read_bytes()
+        digests[path.relative_to(log_dir).as_posix()] = (len(data),
+                                                         hashlib.sha256(data).hexdigest())
+    return digests
+
+
+def tensorboard_damage(log_dir: Path, recorded: Mapping[str, tuple[int, str]], *,
+                       finished: bool) -> list[tuple[str, str]]:
+    """``(file relative to log_dir, what is wrong)`` for each event file a record lists
+    (``recorded``: ``tensorboard_digests`` when it was written) that is missing, shorter, or
+    whose first bytes differ; or, when the variant has ``finished``, that has more bytes
+    (while it trains, a killed process may have written past its last record)."""
+    damage = []
+    for name, (size, sha256) in recorded.items():
+        try:
+            with (log_dir / name).open("rb") as handle:
+                data = handle.read(size + 1)
+        except FileNotFoundError:
+            damage.append((name, "is missing"))
+            continue
+        except OSError as err:
+            damage.append((name, f"cannot be read ({err.strerror})"))
+            continue
+        if len(data) < size:
+            damage.append((name, f"is truncated ({len(data):,} of the {size:,} bytes its "
+                                 "record holds)"))
+        elif hashlib.sha256(data[:size]).hexdigest() != sha256:
+            damage.append((name, "is damaged: its bytes do not match the digest in its "
+                                 "record"))
+        elif finished and len(data) > size:
+            damage.append((name, "holds more than its finished record (bytes were added)"))
+    return damage

@@ -59,11 +59,21 @@ def digest(document_text: str, arrays: Mapping[str, np.ndarray]) -> str:
 
 
 def save_checkpoint(stem: Path, state: Any, *, epoch: int, metadata: dict[str, Any],
-                    records: Mapping[str, np.ndarray] | None = None) -> None:
+                    records: Mapping[str, np.ndarray] | None = None) -> str:
     """Write ``state`` (any pytree of arrays), the ``records`` arrays (``{name: array}``),
-    the JSON ``metadata`` and their digest."""
+    the JSON ``metadata`` and their digest, which it returns."""
     arrays = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
+    return save_arrays(stem, arrays, epoch=epoch, metadata=metadata, records=records)
+
+
+def save_arrays(stem: Path, arrays: Mapping[str, np.ndarray], *, epoch: int,
+                metadata: dict[str, Any],
+                records: Mapping[str, np.ndarray] | None = None) -> str:
+    """``save_checkpoint`` of a state already flat: ``arrays`` by their names in a
+    checkpoint (``read_checkpoint``'s, without the records)."""
+    arrays = {name: np.asarray(values) for name, values in arrays.items()
+              if not name.startswith(RECORDS)}
     arrays |= {RECORDS + name: np.ascontiguousarray(values)
                for name, values in (records or {}).items()}
     document = {"epoch": epoch, **metadata}
@@ -72,6 +82,7 @@ def save_checkpoint(stem: Path, state: Any, *, epoch: int, metadata: dict[str, A
     atomic_write_bytes(stem.with_suffix(".safetensors"),
                        save(arrays, metadata={"bnlab": text, "sha256": sha256}))
     atomic_write_json(stem.with_suffix(".json"), {**json.loads(text), "sha256": sha256})
+    return sha256
 
 
 def read_checkpoint(stem: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -152,16 +163,22 @@ def load_checkpoint(stem: Path, template: Any
     """Restore ``(state, epoch, metadata, records)``; ``template`` gives the tree structure
     and shapes. A damaged file is a ``CheckpointError`` (``read_checkpoint``)."""
     arrays, metadata = read_checkpoint(stem)
-    path = stem.with_suffix(".safetensors")
+    state = restore_state(arrays, template, stem.with_suffix(".safetensors"))
+    return state, int(metadata["epoch"]), metadata, records_of(arrays)
+
+
+def restore_state(arrays: Mapping[str, np.ndarray], template: Any, path: Path) -> Any:
+    """The state a checkpoint's ``arrays`` hold, in the structure of ``template`` (a state,
+    or ``jax.ShapeDtypeStruct`` leaves from ``jax.eval_shape``); one that does not fit is a
+    ``CheckpointError`` naming ``path``."""
     leaves = []
     for key_path, leaf in jax.tree_util.tree_leaves_with_path(template):
         name = jax.tree_util.keystr(key_path)
-        if name not in arrays or arrays[name].shape != np.shape(leaf):
+        if name not in arrays or arrays[name].shape != tuple(leaf.shape):
             raise CheckpointError(path, f"does not fit this experiment ({name} is missing or "
                                         "has another shape)")
-        if arrays[name].dtype != np.asarray(leaf).dtype:
+        if arrays[name].dtype != np.dtype(leaf.dtype):
             raise CheckpointError(path, f"does not fit this experiment ({name} is "
-                                        f"{arrays[name].dtype}, not {np.asarray(leaf).dtype})")
+                                        f"{arrays[name].dtype}, not {np.dtype(leaf.dtype)})")
         leaves.append(arrays[name])
-    state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
-    return state, int(metadata["epoch"]), metadata, records_of(arrays)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.model import Sequential
-from bnlab.train.engine import Bind, bound, scale_pixels
+from bnlab.train.batches import scale_pixels
+from bnlab.train.engine import Bind
 
 Array = jax.Array
 # The PRNG stream of the recalibration batches: fold_in(a run's shuffle key, this), apart from
@@ -66,14 +67,14 @@ def precise_statistics(model: Sequential, params: tuple[dict, ...], bn_state: tu
     return tuple(new_state)
 
 
-def make_recalibrate(model: Sequential, n_samples: int, batch_size: int, batches: int, *,
-                     bind: Bind | None = None) -> Callable[..., tuple[dict, ...]]:
+def make_recalibrate(bind: Bind, n_samples: int, batch_size: int,
+                     batches: int) -> Callable[..., tuple[dict, ...]]:
     """Build ``recalibrate(params, bn_state, scalars, images, key) -> bn_state`` (not jitted):
     ``precise_statistics`` over the first ``batches`` full batches of ``batch_size`` rows of
     a permutation of the ``n_samples`` training ``images`` drawn from ``key``; ``scalars``
     and ``bind`` as in ``engine.make_train_epoch``."""
     def recalibrate(params, bn_state, scalars, images, key):
-        member_model, _ = bound(model, None, bind, scalars)
+        member_model = bind(scalars)[0]
         rows = jax.random.permutation(key, n_samples)[:batches * batch_size]
         x = scale_pixels(images[rows]).reshape(batches, batch_size, *images.shape[1:])
         return precise_statistics(member_model, params, bn_state, x)

@@ -35,15 +35,16 @@ import optax
 
 from bnlab.errors import ConfigError
 from bnlab.nn.model import Sequential
+from bnlab.train.batches import scale_pixels, steps_per_epoch
 from bnlab.train.engine import (
     Bind,
     RunKeys,
     TrainState,
+    check_batching,
+    fixed,
     init_train_states,
     make_evaluate,
     make_train_epoch,
-    scale_pixels,
-    steps_per_epoch,
 )
 from bnlab.train.engine import compiler_options as default_compiler_options
 from bnlab.train.probes import ProbePlan
@@ -67,7 +68,8 @@ class SeedBatchTrainer:
         scalars, bind: each member's scalar hyperparameters, ``{name: (members,) floats}``,
             and ``bind`` (``engine.Bind``) building a member's model and optimizer from them
             (traced: the values are data of the one program); ``model`` and ``optimizer``
-            still give the shapes and are what runs without ``bind``.
+            still give the shapes, and without ``bind`` every member trains them
+            (``engine.fixed``).
         evaluation: named data sets for ``evaluate`` (e.g. ``{"val": …, "test": …}``), placed
             on the devices once.
         compiler_options: XLA options for every program; default ``engine.compiler_options()``.
@@ -96,7 +98,7 @@ class SeedBatchTrainer:
             raise ConfigError("seeds: give at least one seed")
         self.run_seeds = seeds_to_run(self.seeds)
         self.keys = RunKeys.for_seeds(self.run_seeds)
-        self.bind = bind
+        self.bind = fixed(model, optimizer) if bind is None else bind
         self.scalars = {}
         for name, values in (scalars or {}).items():
             values = np.asarray(values, np.float32)
@@ -121,13 +123,14 @@ class SeedBatchTrainer:
         if probe_images is not None:
             probe_images = self.checked("probe images", probe_images,
                                         np.zeros(len(probe_images), np.int32))[0]
-        epoch = make_train_epoch(model, optimizer, self.n_train, batch_size, bind=bind,
-                                 probe=self.probe_plan, probe_images=probe_images)
+        check_batching(self.n_train, batch_size, model)
+        epoch = make_train_epoch(self.bind, self.n_train, batch_size, probe=self.probe_plan,
+                                 probe_images=probe_images)
         self._epoch = jax.jit(over_seeds(epoch, (0, 0, 0, None, None, 0, 0),
                                          len(self.run_seeds)), donate_argnums=0)
         self._evaluate = {
             statistics: jax.jit(over_seeds(
-                make_evaluate(model, batch_size if statistics else 5000, bind=bind,
+                make_evaluate(self.bind, batch_size if statistics else 5000,
                               batch_statistics=statistics),
                 (0, 0, 0, None, None), len(self.run_seeds)))
             for statistics in (False, True)}
@@ -162,8 +165,7 @@ class SeedBatchTrainer:
 
     def init_state(self) -> TrainState:
         """Member-stacked initial state: leaves have a leading ``(run seeds,)`` axis."""
-        return init_train_states(self.model, self.optimizer, self.keys, self.scalars,
-                                 self.bind)
+        return init_train_states(self.bind, self.keys, self.scalars)
 
     def saved(self, state: TrainState) -> TrainState:
         """``state`` as NumPy arrays of ``seeds`` only (the padding dropped), to save."""
@@ -269,8 +271,7 @@ class SeedBatchTrainer:
         program = self._recalibrate.get(batches)
         if program is None:
             program = jax.jit(over_seeds(
-                make_recalibrate(self.model, self.n_train, self.batch_size, batches,
-                                 bind=self.bind),
+                make_recalibrate(self.bind, self.n_train, self.batch_size, batches),
                 (0, 0, 0, None, 0), len(self.run_seeds)))
             self._recalibrate[batches] = program
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.keys.shuffle,
@@ -283,7 +284,7 @@ class SeedBatchTrainer:
         ``{layer_name or "<dense>/pre_activation": (seeds, rows, features)}``."""
         if self._probe is None:
             def intermediates(params, bn_state, scalars, x):
-                model = self.model if self.bind is None else self.bind(scalars)[0]
+                model = self.bind(scalars)[0]
                 return model.apply_with_intermediates(params, bn_state, scale_pixels(x),
                                                       train=False)[2]
             self._probe = jax.jit(over_seeds(intermediates, (0, 0, 0, None),

@@ -1,9 +1,15 @@
-"""Per-seed history CSVs in Keras's ``CSVLogger`` format, and per-epoch statistics over seeds.
+"""The files derived from a variant's record (``store.record``): per-seed history CSVs in
+Keras's ``CSVLogger`` format and per-epoch statistics over seeds.
 
     <variant>/seed-<s>/history.csv    epoch,accuracy,loss,val_accuracy,val_loss (0-based epoch)
                                       [,val_batchstats_accuracy,val_batchstats_loss]
     <variant>/statistics.csv          epoch,seeds,<metric>_mean,<metric>_ci95,…
                                       [,bn_gap_accuracy_mean,bn_gap_accuracy_ci95,…]
+
+Their bytes are a function of the record's history (``derived_files``), so the record holds
+their SHA-256 digests (written with it, every epoch) and reading a run checks a file by its
+digest (``derived_damage``), never by recomputing it; a damaged one is rewritten from the
+record by a resume.
 
 A model with BatchNorm also has the validation set normalized with batch statistics
 (``train.loop.GAP_METRICS``); its statistics add BatchNorm's train/inference gap, seed by
@@ -14,6 +20,7 @@ val_loss − val_batchstats_loss`` (inference minus training-mode normalization)
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +29,8 @@ import numpy as np
 
 from bnlab.analysis.stats import summarize_over_seeds
 from bnlab.io import atomic_write_bytes
+from bnlab.store.checks import file_digest_problem
+from bnlab.train.history import History
 
 CSV_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 METRIC_COLUMNS = CSV_COLUMNS[1:]
@@ -58,13 +67,36 @@ def read_history_csv(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path.name} is not a Keras-style history ({err})") from None
 
 
-def write_histories(variant_dir: Path, seeds: Sequence[int],
-                    per_seed: Mapping[str, np.ndarray]) -> None:
-    """Each seed's ``history.csv`` from ``per_seed[metric]: (seeds, epochs)``."""
-    for i, seed in enumerate(seeds):
+def derived_files(history: History) -> dict[str, bytes]:
+    """``{path relative to the variant's folder: bytes}`` of the files derived from
+    ``history``: each seed's ``seed-<s>/history.csv`` and, once an epoch is done,
+    ``statistics.csv``."""
+    per_seed = history.per_seed
+    files = {}
+    for i, seed in enumerate(history.seeds):
         rows = {m: per_seed[m][i] for m in metric_columns(per_seed)}
-        atomic_write_bytes(variant_dir / f"seed-{seed}" / "history.csv",
-                           history_csv(rows).encode())
+        files[f"seed-{seed}/history.csv"] = history_csv(rows).encode()
+    if history.epochs:
+        files["statistics.csv"] = statistics_csv(per_seed).encode()
+    return files
+
+
+def digests(files: Mapping[str, bytes]) -> dict[str, str]:
+    """The SHA-256 of each file's bytes, as a record keeps them."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def write_derived(variant_dir: Path, files: Mapping[str, bytes]) -> None:
+    """Write ``derived_files`` into the variant's folder, each atomically."""
+    for name, data in files.items():
+        atomic_write_bytes(variant_dir / name, data)
+
+
+def derived_damage(variant_dir: Path, recorded: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(file relative to the variant's folder, what is wrong)`` for each file the record
+    lists (``recorded``: their digests) that is missing or holds other bytes."""
+    return [(name, problem) for name, sha256 in recorded.items()
+            if (problem := file_digest_problem(variant_dir / name, sha256, "its record"))]
 
 
 def statistics_csv(per_seed: Mapping[str, np.ndarray], confidence: float = 0.95) -> str:

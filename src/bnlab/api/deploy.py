@@ -1,0 +1,188 @@
+"""A finished run's models, as ``bnlab recalibrate``, ``export`` and ``predict`` take them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bnlab.api.runs import run_folder
+from bnlab.api.setup import load_data
+from bnlab.api.stored import RunSource, open_run
+from bnlab.config.experiment import ExperimentConfig
+from bnlab.data.datasets import DATASETS, Splits
+from bnlab.errors import ConfigError
+from bnlab.experiments.observer import SILENT, Observer
+from bnlab.experiments.recalibrate import Recalibration, recalibrate_run
+from bnlab.export.classifier import (
+    SUFFIXES,
+    Classifier,
+    model_file_classifier,
+    run_classifier,
+)
+from bnlab.export.exporter import Exported, checked_format, default_path, export_member
+from bnlab.export.predict import ImageError, Prediction, image_input
+from bnlab.export.predict import predict as top_classes
+from bnlab.export.trained import trained_member
+from bnlab.report.plots import prediction_grid, save_figure
+from bnlab.store.lock import RunLock
+from bnlab.store.reader import run_config
+from bnlab.store.runs import Run
+
+MAX_GRID = 400  # test images one grid draws at most (20 × 20)
+GRID_FORMATS = (".png", ".svg", ".pdf")
+
+
+def recalibrate(source: RunSource, *, batches: int = 200, runs_dir: Path | str = "runs",
+                data: Splits | None = None, data_dir: Path | str | None = None,
+                cache_dir: Path | str | None = None, download: bool = True,
+                observer: Observer = SILENT) -> list[Recalibration]:
+    """Recompute a finished run's BatchNorm statistics over ``batches`` training batches, as
+    ``bnlab recalibrate`` (``experiments.recalibrate``: fvcore's PreciseBN): each variant's
+    ``recalibrated`` checkpoint is written beside its trained one, and each ``Recalibration``
+    holds the validation and test loss and accuracy per seed ``before`` and ``after``.
+    ``source``: a ``Run``, its folder or its name under ``runs_dir``; ``data`` as in
+    ``run``. The run's folder is locked meanwhile."""
+    stored = open_run(source, runs_dir)
+    rows = (stored.environment.get("data") or {}).get("train", stored.config.training_rows())
+    full = min(rows // point.batch_size for point in stored.config.points)
+    if isinstance(batches, bool) or not isinstance(batches, int) or not 1 <= batches <= full:
+        raise ConfigError(f"recalibration batches must be a whole number in 1..{full:,} (full "
+                          f"batches in {rows:,} training rows), got {{batches={batches}}}")
+    if data is None:
+        data = load_data(stored.config.dataset, data_dir=data_dir, cache_dir=cache_dir,
+                         download=download, observer=observer)
+    with RunLock(stored.path):
+        return recalibrate_run(stored.path, stored.config, data, batches)
+
+
+def export_model(source: RunSource, out: Path | str | None = None, *,
+                 variant: str | None = None, seed: int | None = None, fold: bool = False,
+                 recalibrated: bool = False, format: str = "onnx",
+                 runs_dir: Path | str = "runs", data: Splits | None = None,
+                 data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+                 download: bool = True, observer: Observer = SILENT) -> Exported:
+    """Write one trained member of a finished run, as ``bnlab export`` (docs/deploy.md):
+    ``variant`` (default: the first with BatchNorm) and ``seed`` (default: the first), from
+    its checkpoint or its ``recalibrated`` one, folded if ``fold``, as ``format`` ``"onnx"``
+    (verified by onnxruntime against bnlab on the test images of ``data``, loaded as in
+    ``run`` when not given), ``"keras"`` or ``"torch"``. ``out`` defaults to
+    ``<run>/<variant>-seed<seed>[-folded].<suffix>``. The member's checkpoint is read once. A
+    model still in training, a diverged seed or a damaged checkpoint is a ``BnlabError``,
+    and nothing is written."""
+    checked_format(format)
+    if format == "onnx":
+        from bnlab.export.exporter import onnx_module
+
+        onnx_module()  # the extra is there, before anything else is done
+    run_dir, config = _run_of(source, runs_dir)
+    member = trained_member(run_dir, config, variant, seed, recalibrated=recalibrated)
+    images = None
+    if format == "onnx":
+        if data is None:
+            data = load_data(config.dataset, data_dir=data_dir, cache_dir=cache_dir,
+                             download=download, observer=observer)
+        images = data.x_test.astype(np.float32) / 255.0
+    return export_member(member, Path(out) if out is not None else default_path(
+        member, run_dir, format, fold), format=format, fold=fold,
+        class_names=DATASETS[config.dataset].class_names, images=images)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What ``predict`` found: the model it ran (``classifier``: its label, classes and how
+    it was read), each readable image's top classes, a line for each image that could not be
+    read, and with a test grid its file and how many of its test images were right."""
+
+    classifier: Classifier
+    predictions: tuple[Prediction, ...] = ()
+    failed: tuple[str, ...] = ()
+    grid: Path | None = None
+    right: int | None = None
+    tested: int | None = None
+
+
+def predict(model: RunSource, images: Sequence[Path | str] = (), *, test: int | None = None,
+            out: Path | str | None = None, variant: str | None = None,
+            seed: int | None = None, top: int = 3, runs_dir: Path | str = "runs",
+            data: Splits | None = None, data_dir: Path | str | None = None,
+            cache_dir: Path | str | None = None, download: bool = True,
+            observer: Observer = SILENT) -> Predictions:
+    """The ``top`` classes of each image file (any size, PNG/JPEG, converted to
+    Fashion-MNIST's form: ``export.predict``) by ``model``: a run's trained member
+    (``variant``, ``seed`` as in ``export_model``), an exported ``.onnx`` file (any image
+    classifier; training-mode files refused) or a Keras 3 ``.keras`` file (read as data), as
+    ``bnlab predict``. An image that cannot be read is a line in ``Predictions.failed``; the
+    others are predicted. ``test=N`` also draws the first N test images (1-400) with
+    predicted and true labels into ``out`` (``.png``, ``.svg`` or ``.pdf``; default
+    ``predictions-N.png``). Every argument is checked before any data is loaded."""
+    grid = _grid_path(test, out, images)
+    classifier = _classifier(Path(model), variant, seed, runs_dir)
+    classes = np.asarray(classifier.probabilities(np.zeros((1, 28, 28), np.float32))).shape[1]
+    if classes != len(classifier.class_names):
+        raise ConfigError(f"{model} gives {classes} classes where the dataset has "
+                          f"{len(classifier.class_names)}; predict runs Fashion-MNIST "
+                          "classifiers")
+    inputs, names, failed = [], [], []
+    for path in images:
+        try:
+            inputs.append(image_input(Path(path)))
+            names.append(str(path))
+        except ImageError as err:
+            failed.append(str(err))
+    found: tuple[Prediction, ...] = ()
+    if inputs:
+        found = tuple(top_classes(classifier.probabilities, np.stack(inputs),
+                                  classifier.class_names, names, top))
+    result = Predictions(classifier, found, tuple(failed))
+    if test is None:
+        return result
+    if data is None:
+        data = load_data(classifier.dataset or "fashion_mnist", data_dir=data_dir,
+                         cache_dir=cache_dir, download=download, observer=observer)
+    count = min(test, len(data.y_test))
+    pictures = data.x_test[:count].astype(np.float32) / 255.0
+    guesses = np.asarray(classifier.probabilities(pictures)).argmax(axis=1)
+    right = int((guesses == data.y_test[:count]).sum())
+    names = classifier.class_names
+    save_figure(prediction_grid(pictures, [names[g] for g in guesses],
+                                [names[t] for t in data.y_test[:count]],
+                                title=f"{classifier.label}: {right} of {count} test images "
+                                      "right"), [grid])
+    return Predictions(classifier, found, tuple(failed), grid, right, count)
+
+
+def _grid_path(test: int | None, out: Path | str | None,
+               images: Sequence[Path | str]) -> Path:
+    if not images and test is None:
+        raise ConfigError("give image files to predict, or a number of test images to draw")
+    if test is not None and (isinstance(test, bool) or not isinstance(test, int)
+                             or not 1 <= test <= MAX_GRID):
+        raise ConfigError(f"{{test={test}}}: the grid draws 1 to {MAX_GRID} test images")
+    grid = Path(out) if out is not None else Path(f"predictions-{test}.png")
+    if test is not None and (grid.suffix.lower() not in GRID_FORMATS or grid.is_dir()):
+        raise ConfigError(f"{grid}: the grid is written as {', '.join(GRID_FORMATS)}; name "
+                          "such a file")
+    return grid
+
+
+def _classifier(source: Path, variant: str | None, seed: int | None,
+                runs_dir: Path | str) -> Classifier:
+    if source.is_file() or source.suffix in SUFFIXES:
+        if variant or seed is not None:
+            raise ConfigError(f"{{variant}} and {{seed}} choose a run's model; "
+                              f"{source.name} is one model already")
+        return model_file_classifier(source)
+    run_dir, config = _run_of(source, runs_dir)
+    return run_classifier(run_dir, config, variant, seed)
+
+
+def _run_of(source: RunSource, runs_dir: Path | str) -> tuple[Path, ExperimentConfig]:
+    """The folder and experiment of a run (a ``Run``, its folder or its name under
+    ``runs_dir``) without reading its records (``store.reader.run_config``)."""
+    if isinstance(source, Run):
+        return source.path, source.config
+    run_dir = run_folder(Path(source), Path(runs_dir))
+    return run_dir, run_config(run_dir)

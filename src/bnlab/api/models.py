@@ -1,0 +1,142 @@
+"""Models from Python, as the notebook builds and trains them: presets, summaries, ``fit``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optax
+
+from bnlab.config.checks import failing_at
+from bnlab.config.experiment import ExperimentConfig
+from bnlab.config.files import load_experiment
+from bnlab.config.optimizer import parse_optimizer
+from bnlab.errors import ConfigError
+from bnlab.experiments.observer import Observer
+from bnlab.nn.model import Sequential
+from bnlab.nn.summary import ModelSummary, summarize
+from bnlab.nn.zoo import get_model
+from bnlab.report.progress import ProgressObserver
+from bnlab.train.engine import TrainState
+from bnlab.train.history import History
+from bnlab.train.loop import train_epochs
+from bnlab.train.trainer import SeedBatchTrainer
+
+
+def model(name: str) -> Sequential:
+    """The notebook's model ``name``: ``baseline``, ``bn_after`` or ``bn_before``
+    (``bnlab.nn.zoo``; ``docs/reference.md`` lists their layers)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"model: give a preset name (baseline, bn_after, bn_before), got "
+                          f"{type(name).__name__}")
+    return get_model(name)
+
+
+def _as_model(value: Sequential | str, where: str) -> Sequential:
+    """A ``Sequential``, or the preset of that name; anything else is a ``ConfigError``."""
+    if isinstance(value, Sequential):
+        return value
+    if isinstance(value, str):
+        return get_model(value)
+    raise ConfigError(f"{where}: give a bnlab.Sequential or a preset name (baseline, bn_after, "
+                      f"bn_before), got {type(value).__name__}")
+
+
+def summary(model: Sequential | str) -> ModelSummary:
+    """The summary of ``model`` (or of the preset of that name) as data: rows, Keras and
+    PyTorch counts, BatchNorm variables with their trainable flags. It prints as Keras's
+    table and shows as HTML in Jupyter."""
+    return summarize(_as_model(model, "summary"))
+
+
+@dataclass(repr=False, kw_only=True)
+class Fitted(History):
+    """What ``fit`` returns: the ``History`` of its seeds (``.history`` is Keras's dict),
+    the model, and the trained state of every seed (``state``: ``TrainState`` of NumPy arrays,
+    leaves ``(seeds, …)``)."""
+
+    model: Sequential
+    state: TrainState
+    compile_seconds: float
+    _trainer: SeedBatchTrainer = field(repr=False)
+    _trained_state: TrainState = field(repr=False)  # as the trainer holds it (padded seeds)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float | np.ndarray]:
+        """Inference-mode ``{"loss", "accuracy"}`` on ``x``, ``y`` (Keras's ``evaluate``):
+        floats for one seed, ``(seeds,)`` arrays for several."""
+        loss, accuracy = self._trainer.evaluate_arrays(self._trained_state, x, y)
+        if len(self.seeds) == 1:
+            return {"loss": float(loss[0]), "accuracy": float(accuracy[0])}
+        return {"loss": loss, "accuracy": accuracy}
+
+
+def fit(model: Sequential | str, x: np.ndarray, y: np.ndarray, *, epochs: int = 1,
+        batch_size: int = 32, optimizer: str | optax.GradientTransformation = "sgd",
+        learning_rate: float = 1e-3, seed: int = 42, seeds: int = 1,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None, verbose: int = 1,
+        compiler_options: Mapping[str, Any] | None = None,
+        observer: Observer | None = None) -> Fitted:
+    """Train ``model`` (a ``Sequential``, or a preset's name) on ``x`` (images: uint8
+    pixels, scaled by 1/255 on the device, or floats used as given), ``y`` (integer labels),
+    as Keras's ``model.fit``.
+
+    ``optimizer`` is an optax optimizer, or an optax name built with ``learning_rate`` (the
+    default is the notebook's SGD at 1e-3). ``seeds`` is a count, as in an experiment file:
+    that many runs train in one program, with seeds ``seed, seed+1, …`` (the result's
+    ``.seeds``), each its own initialization, shuffle order and dropout. With
+    ``validation_data`` every epoch ends with an inference-mode evaluation on it and, for a
+    model with BatchNorm, one with batch statistics (``val_batchstats_loss``,
+    ``val_batchstats_accuracy`` in ``per_seed``: the train/inference gap). ``verbose``: 1 a
+    live progress bar, 2 a Keras line per epoch, 0 nothing. A seed whose
+    loss becomes non-finite is recorded in ``.diverged`` (epoch and step) and its metrics are
+    NaN from then on, while the other seeds train on (Keras prints ``nan`` and goes on).
+    ``observer`` (``experiments.observer``) hears each compile and epoch instead of the
+    progress ``verbose`` draws.
+    """
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                             ("seeds", seeds, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"fit: {name} must be an integer ≥ {low}, got {value!r}")
+    model = _as_model(model, "fit")
+    if isinstance(optimizer, str):
+        optimizer = parse_optimizer({"name": optimizer, "learning_rate": learning_rate},
+                                    failing_at("fit", "")).build()
+    elif not isinstance(optimizer, optax.GradientTransformation):
+        raise ConfigError(f"fit: optimizer must be an optax optimizer (optax.sgd(1e-3)) or its "
+                          f"name ('sgd'), got {type(optimizer).__name__}")
+    if validation_data is not None and (not isinstance(validation_data, tuple | list)
+                                        or len(validation_data) != 2):
+        raise ConfigError("fit: validation_data must be a pair (x_val, y_val)")
+    evaluation = {} if validation_data is None else {"val": tuple(validation_data)}
+    trainer = SeedBatchTrainer(model, optimizer, batch_size=batch_size, x_train=x, y_train=y,
+                               seeds=range(seed, seed + seeds), evaluation=evaluation,
+                               compiler_options=compiler_options)
+    state = trainer.init_state()
+    history = History(trainer.seeds)
+    with (ProgressObserver(verbose=verbose, epochs=epochs) if observer is None
+          else contextlib.nullcontext(observer)) as observer:
+        compile_seconds = trainer.compile(state, batch_statistics=(
+            tuple(evaluation) if model.has_batchnorm else ()))
+        observer.compiled(model.name, compile_seconds)
+        for record in train_epochs(trainer, state, epochs=epochs,
+                                   validation="val" if evaluation else None):
+            state = record.state
+            history.append(record)
+            observer.epoch(model.name, record)
+    return Fitted(history.seeds, history.per_seed, history.epoch_seconds, history.diverged,
+                  model=model,
+                  state=trainer.saved(state), compile_seconds=compile_seconds,
+                  _trainer=trainer, _trained_state=state)
+
+
+def summaries(experiment: str | Path | ExperimentConfig) -> dict[str, ModelSummary]:
+    """The summary of every variant of an experiment (a file, a preset's name such as
+    ``"seed"``, or an ``ExperimentConfig``), by variant name, as ``bnlab summary FILE``."""
+    config = (experiment if isinstance(experiment, ExperimentConfig)
+              else load_experiment(experiment))
+    return {variant.name: summarize(variant.build(config.input_shape()))
+            for variant in config.variants}
