@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: seed test lint data test-tools notebook bench bench-envs clean
+.PHONY: seed test test-fast lint data test-tools notebook bench bench-envs clean
 .DEFAULT_GOAL := seed
 
 $(BIN)/python:
@@ -35,6 +35,11 @@ seed: $(VENV)/.runtime data
 test: $(VENV)/.test data test-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(ARGS)
+
+# The inner loop: the unit tests, on both cores (no run trained, no real data, no servers).
+test-fast: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not realdata and not server and not e2e" -n 2 $(ARGS)
 
 # The example notebook, executed in place with its full parameters (its outputs are committed;
 # the test suite executes a copy cut to a few hundred steps).

@@ -9,6 +9,8 @@ here, before any test imports it."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -19,6 +21,15 @@ from bnlab.data.datasets import Splits
 from bnlab.errors import DataError
 
 os.environ["KERAS_BACKEND"] = "jax"
+# One persistent compilation cache for the whole session and every process it starts: the
+# tests compile the same small programs over and over (JAX keys the cache by the program and
+# the compiler's options, so a hit is the same executable). Programs that compile in under
+# MIN_COMPILE seconds (the many one-operation programs of eager JAX) are not worth writing.
+# Removed when the session ends.
+CACHE = tempfile.mkdtemp(prefix="bnlab-test-jax-cache-")
+MIN_COMPILE = 0.3
+os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(MIN_COMPILE)
 # Two CPU devices, as the `bnlab` command gives a 2-core machine (one per core), whatever this
 # machine has: runs of several seeds then spread them over devices as they do for users.
 if jax.config.jax_num_cpu_devices == -1:
@@ -26,6 +37,32 @@ if jax.config.jax_num_cpu_devices == -1:
 # An implicit broadcast between arrays of different ranks is an error in the tests: bnlab's
 # shapes are explicit, and a silent (n,) + (n, 1) would be a bug.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_compilation_cache_dir", CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(CACHE, ignore_errors=True)
+
+
+# Modules whose tests train whole runs (the runner, the API, the command) on synthetic data.
+E2E_MODULES = ("tests/experiments/", "tests/test_api.py", "tests/test_cli.py",
+               "tests/test_extras.py", "tests/store/test_run_fuzz.py", "tests/store/test_lock.py",
+               "tests/store/test_store.py", "tests/report/test_html.py",
+               "tests/export/test_trained.py", "tests/train/test_loop.py",
+               "tests/train/test_members.py", "tests/train/test_seeds.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers (``make test-fast`` leaves out all three): a test that takes the real data (the
+    ``fashion_mnist`` fixture, itself or through another fixture) is ``realdata``; a test of
+    a module of ``E2E_MODULES`` is ``e2e``; ``server`` tests say so themselves."""
+    for item in items:
+        if "fashion_mnist" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)
+        if Path(item.path).as_posix().split("/tests/", 1)[-1].startswith(
+                tuple(m.removeprefix("tests/") for m in E2E_MODULES)):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

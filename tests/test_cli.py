@@ -251,8 +251,8 @@ layers = [{ type = "flatten" }, { type = "batch_norm", momentum = 0.999 },
 @pytest.mark.realdata
 def test_recalibrate_writes_a_checkpoint_beside_the_run_and_prints_before_and_after(
         capsys, tmp_path, fashion_mnist):
-    from bnlab.experiments.recalibrate import read_recalibrations
     from bnlab.store.reader import list_runs
+    from bnlab.store.recalibrations import read_recalibrations
     from bnlab.train.checkpoint import read_checkpoint
 
     del fashion_mnist  # on disk: the command finds it

@@ -90,7 +90,7 @@ def pristine(fashion_mnist, tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     experiment = root / "faults.toml"
     experiment.write_text(EXPERIMENT)
-    common = ["--cache-dir", str(root / "cache"), "--no-download"]
+    common = ["--cache-dir", str(root / "cache"), "--no-download", "--train-rows", "5000"]
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["run", str(experiment), "--runs-dir", str(root / "runs"), *common]) == 0
     (run_dir,) = (root / "runs").iterdir()

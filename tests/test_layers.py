@@ -1,7 +1,7 @@
 """The package's imports go one way, down the layers, and no two modules import each other.
 
     cli → api → report → export → experiments → store → config → analysis → train → nn → data
-    → io, errors
+    → lazy, io, errors
 
 Every ``import`` of a bnlab module is read from the source (function-level imports too), so
 a new upward or circular import fails here, naming the file and the line.
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "bnlab"
-LAYERS = ("errors io", "data", "nn", "train", "analysis", "config", "store", "experiments",
+LAYERS = ("errors io lazy", "data", "nn", "train", "analysis", "config", "store", "experiments",
           "export", "report", "api", "cli __main__")
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names.split()}
 

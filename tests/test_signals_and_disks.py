@@ -13,12 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from bnlab.store.reader import load_run
 
 pytestmark = pytest.mark.realdata
+# The first training rows only: what these tests prove is about processes and files, not about
+# how much the models learn.
+ROWS = ("--train-rows", "5000")
 
 EXPERIMENT = """
 name = "stoppable"
@@ -50,8 +54,8 @@ def test_a_stopped_run_says_how_to_resume_and_that_command_finishes_it(fashion_m
                                                                        sent, code):
     del fashion_mnist  # skip when the real data is absent
     (tmp_path / "stoppable.toml").write_text(EXPERIMENT)
-    command = bnlab("run", "stoppable.toml", "--epochs", "3", "--runs-dir", "runs",
-                    "--no-download")
+    command = bnlab("run", "stoppable.toml", "--epochs", "20", "--runs-dir", "runs",
+                    "--no-download", *ROWS)
     env = clean_env(tmp_path)
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
@@ -85,11 +89,11 @@ def test_a_file_too_large_for_the_limit_is_one_line_naming_it(fashion_mnist, tmp
     # Once without the limit, so that the limited run finds its programs compiled in the
     # cache and writes nothing there (JAX only warns when it cannot write a cache entry).
     subprocess.run(bnlab("run", "stoppable.toml", "--epochs", "1", "--runs-dir", "warm",
-                         "--no-download"), cwd=tmp_path, env=env, capture_output=True,
+                         "--no-download", *ROWS), cwd=tmp_path, env=env, capture_output=True,
                    check=True, timeout=300)
     # 40 blocks of 512 bytes; SIGXFSZ ignored, so that the write fails with EFBIG instead.
     limited = shlex.join(bnlab("run", "stoppable.toml", "--epochs", "2", "--runs-dir", "runs",
-                               "--no-download"))
+                               "--no-download", *ROWS))
     result = subprocess.run(["sh", "-c", f"ulimit -f 40 && trap '' XFSZ && exec {limited}"],
                             cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
@@ -112,7 +116,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_saying_the_disk_is_full(fas
     (tmp_path / "stoppable.toml").write_text(EXPERIMENT)
     (tmp_path / "disk").mkdir()
     run = shlex.join(bnlab("run", "stoppable.toml", "--epochs", "2", "--runs-dir", "disk/runs",
-                           "--no-download"))
+                           "--no-download", *ROWS))
     script = f"mount -t tmpfs -o size=128k tmpfs disk && exec {run}"
     result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                              script], cwd=tmp_path, env=clean_env(tmp_path),
@@ -163,39 +167,41 @@ def final_numbers(run_dir: Path) -> dict[str, list[float]]:
         f"{name}/test": list(summary.test_accuracy) for name, summary in run.summary.items()}
 
 
-def test_a_sweep_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(fashion_mnist,
-                                                                          tmp_path):
+def test_a_sweep_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(
+        fashion_mnist, tmp_path, capsys, monkeypatch):
     """SIGKILL (no handler runs) at moments spread over the sweep — after the k-th of its 36
     history rows (6 points × 2 seeds × 3 epochs) appeared, plus a random delay, so within
     and between programs and between two points' checkpoints — then ``--resume`` as a user
-    would: the same numbers as the uninterrupted sweep."""
+    would: the same numbers as the uninterrupted sweep. The killed sweeps are processes of
+    their own; the straight sweep, the resumes and the reading commands run in this one (as
+    many CPU devices as the processes: the same float rounding)."""
     del fashion_mnist
+    from bnlab.cli import main
+
     (tmp_path / "killable.toml").write_text(SWEEP)
-    env = clean_env(tmp_path)
-    command = bnlab("sweep", "killable.toml", "--runs-dir", "straight", "--no-download")
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)
+    env = clean_env(tmp_path) | {"JAX_NUM_CPU_DEVICES": str(jax.device_count())}
+
+    def cli(*argv: str) -> str:
+        capsys.readouterr()
+        assert main(list(argv)) == 0
+        return capsys.readouterr().out
+
+    cli("sweep", "killable.toml", "--runs-dir", "straight", "--no-download", *ROWS)
     (straight,) = (tmp_path / "straight").iterdir()
     want = final_numbers(straight)
     # A sweep is one run: listed, shown and reported like any other.
-    listed = subprocess.run(bnlab("runs", "--runs-dir", "straight"), cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert listed.returncode == 0 and "(6 points)" in listed.stdout, listed.stdout
-    assert "complete" in listed.stdout
-    shown = subprocess.run(bnlab("show", str(straight)), cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=120)
-    assert shown.returncode == 0 and "Best per variant" in shown.stdout, shown.stderr
-    reported = subprocess.run(bnlab("report", str(straight)), cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
-    assert reported.returncode == 0, reported.stderr
+    listed = cli("runs", "--runs-dir", "straight")
+    assert "(6 points)" in listed and "complete" in listed, listed
+    assert "Best per variant" in cli("show", str(straight))
+    cli("report", str(straight))
     page = (straight / "report.html").read_text()
     assert "<h3>Sweep</h3>" in page and "plain@learning_rate=0.5" in page
     rng = np.random.default_rng(0)
     for number, rows in enumerate((1, 9, 14, 26, 33)):
         runs = tmp_path / f"killed-{number}"
         process = subprocess.Popen(
-            bnlab("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download"),
+            bnlab("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download", *ROWS),
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
         while history_rows(runs) < rows:
@@ -204,11 +210,8 @@ def test_a_sweep_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(fashi
         time.sleep(rng.uniform(0, 0.3))
         process.kill()  # SIGKILL
         process.wait(timeout=60)
-        resumed = subprocess.run(
-            bnlab("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download",
-                  "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True,
-            timeout=600)
-        assert resumed.returncode == 0, resumed.stderr
+        cli("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download", *ROWS,
+            "--resume")
         (run_dir,) = runs.iterdir()
         got = final_numbers(run_dir)
         assert got.keys() == want.keys()

@@ -24,7 +24,7 @@ _EXPORTS = {
                      "recalibrate", "export_model", "predict", "Predictions", "list_runs",
                      "load_run", "show", "compare", "plot_curves", "write_report", "Report"),
                     "bnlab.api"),
-    "Recalibration": "bnlab.experiments.recalibrate", "Exported": "bnlab.export.exporter",
+    "Recalibration": "bnlab.store.recalibrations", "Exported": "bnlab.export.exporter",
     "Observer": "bnlab.experiments.observer", "Overview": "bnlab.report.overview",
     # runs, experiments and data
     "Run": "bnlab.store.runs",

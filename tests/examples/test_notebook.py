@@ -18,7 +18,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="the notebook test needs the test extra")
 nbclient = pytest.importorskip("nbclient", reason="the notebook test needs the test extra")
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.server]
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "reproduce_the_notebook.ipynb"
 PARAMETERS = {"EPOCHS": 2, "TRAIN_ROWS": 6424, "SEEDS": 2}

@@ -23,7 +23,7 @@ import pytest
 
 from bnlab.store.reader import load_run
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.server]
 
 SWEEP = """
 name = "distributed"

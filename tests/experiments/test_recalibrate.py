@@ -14,9 +14,10 @@ from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.files import parse_experiment
 from bnlab.config.optimizer import OptimizerConfig
 from bnlab.errors import ConfigError
-from bnlab.experiments.recalibrate import read_recalibrations, recalibrate_run
+from bnlab.experiments.recalibrate import recalibrate_run
 from bnlab.experiments.runner import run_experiment
 from bnlab.store.reader import load_run
+from bnlab.store.recalibrations import read_recalibrations
 from bnlab.train.checkpoint import read_checkpoint
 from tests.synthetic import TINY_LAYERS, run_stopped_after_one_epoch, tiny_splits
 
@@ -55,8 +56,15 @@ def test_recalibrating_an_unfinished_run_or_a_model_without_bn_is_refused(tmp_pa
     assert not (tmp_path / "half" / "bn" / "recalibrated.safetensors").exists()
     plain = dataclasses.replace(CONFIG, variants=(VariantConfig("plain", layers=PLAIN),))
     run_experiment(plain, tiny_splits(), tmp_path / "plain")
-    with pytest.raises(ConfigError, match="no BatchNorm layer, nothing to recalibrate"):
+    with pytest.raises(ConfigError, match="no variant of plain has a BatchNorm layer: nothing "
+                                          "to recalibrate"):
         recalibrate_run(tmp_path / "plain", plain, tiny_splits(), 2)
+    # A run with BatchNorm in some variants: those are recalibrated, the others left alone.
+    both = dataclasses.replace(CONFIG, variants=(VariantConfig("plain", layers=PLAIN),
+                                                 *CONFIG.variants))
+    run_experiment(both, tiny_splits(), tmp_path / "both")
+    (result,) = recalibrate_run(tmp_path / "both", both, tiny_splits(), 2)
+    assert result.point == "bn" and not (tmp_path / "both" / "plain" / "recalibrated.json").exists()
 
 
 @pytest.mark.parametrize("value, message", [

@@ -12,12 +12,13 @@ from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig
 from bnlab.experiments.runner import train_program
 from bnlab.experiments.sweep import programs
+from bnlab.train.probes import ProbePlan
 from tests.synthetic import TINY_LAYERS, tiny_splits
 
 
 def tiny_config(**overrides) -> ExperimentConfig:
     config = ExperimentConfig(name="tiny", variants=(VariantConfig("tiny", layers=TINY_LAYERS),),
-                              epochs=3, batch_size=32)
+                              epochs=3, batch_size=32, probe=ProbePlan(every=0))
     return dataclasses.replace(config, **overrides)
 
 
@@ -105,7 +106,6 @@ def test_a_diverging_seed_is_recorded_and_the_other_seeds_and_variants_train_on(
 def test_records_survive_a_resume_and_equal_a_straight_run_and_reach_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-    from bnlab.train.probes import ProbePlan
 
     splits = tiny_splits()
     plan = ProbePlan(every=2, rows=12, units=2, measures_every=3, step_scales=(1.0, 2.0),

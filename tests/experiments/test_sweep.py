@@ -15,6 +15,7 @@ from bnlab.config.sweep import SweepAxis
 from bnlab.experiments.runner import run_experiment
 from bnlab.experiments.sweep import programs
 from bnlab.store.reader import load_run
+from bnlab.train.probes import ProbePlan
 from tests.synthetic import TINY_LAYERS, Hooks, tiny_splits
 
 PLAIN = ({"type": "flatten"}, {"type": "dense", "units": 8, "activation": "relu"},
@@ -26,6 +27,7 @@ def sweep_config(**overrides) -> ExperimentConfig:
         name="sweep", variants=(VariantConfig("tiny", layers=TINY_LAYERS),
                                 VariantConfig("plain", layers=PLAIN)),
         epochs=2, batch_size=16, seeds=2, seed=5, optimizer=OptimizerConfig("sgd", 0.05),
+        probe=ProbePlan(every=0),  # the sweep is under test, not the probes
         sweep=(SweepAxis("optimizer.learning_rate", (0.05, 0.2), "optimizer",
                          option="learning_rate"),
                SweepAxis("batch_norm.momentum", (0.9, 0.99), "layer", option="momentum",
@@ -57,7 +59,8 @@ def test_points_share_a_program_per_shape_and_equal_runs_of_their_own_recipe(tmp
                   for spec in (TINY_LAYERS if momentum else PLAIN)]
         alone = ExperimentConfig(name="alone", variants=(VariantConfig("v", layers=layers),),
                                  epochs=2, batch_size=16, seeds=2, seed=5,
-                                 optimizer=OptimizerConfig("sgd", learning_rate))
+                                 optimizer=OptimizerConfig("sgd", learning_rate),
+                                 probe=ProbePlan(every=0))
         (own,) = run_experiment(alone, splits, tmp_path / point)
         assert_same(results[point], own)
     run = load_run(tmp_path / "sweep")

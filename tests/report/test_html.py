@@ -188,6 +188,7 @@ def test_cli_report_of_a_folder_that_is_no_run_is_one_line_error(tmp_path, capsy
     assert err.count("\n") == 1 and "is not a bnlab run folder" in err
 
 
+@pytest.mark.server
 def test_headless_chromium_renders_report_offline_images_decoded_no_console_errors(
         report, tmp_path):
     if not CHROMIUM.is_file():

@@ -10,10 +10,9 @@ import optax
 import pytest
 
 from bnlab.errors import ConfigError
-from bnlab.train.batches import scale_pixels, steps_per_epoch
+from bnlab.train.batches import check_batching, scale_pixels, steps_per_epoch
 from bnlab.train.engine import (
     RunKeys,
-    check_batching,
     fixed,
     init_train_state,
     init_train_states,

@@ -18,17 +18,35 @@ data (the command parses its arguments, calls one of these and renders the resul
 Progress and events reach the caller through one ``Observer`` (``experiments.observer``):
 by default the bars and lines ``report.progress`` draws (``verbose``); pass your own to
 record them. Only ``configure_jax`` changes global state (JAX's configuration), and says
-so. docs/api.md documents every function.
+so. Names load on first use: reading runs (``list_runs``, ``load_run``, ``show``) never
+imports JAX. docs/api.md documents every function.
 """
 
-from bnlab.api.deploy import Predictions, export_model, predict, recalibrate
-from bnlab.api.models import Fitted, fit, model, summaries, summary
-from bnlab.api.runs import Probed, probe, run, sweep
-from bnlab.api.setup import check_data, configure_jax, load_fashion_mnist
-from bnlab.api.stored import Report, compare, list_runs, load_run, plot_curves, show, write_report
-from bnlab.io import cache_folder
+from __future__ import annotations
 
-__all__ = ["Fitted", "Predictions", "Probed", "Report", "cache_folder", "check_data", "compare",
-           "configure_jax", "export_model", "fit", "list_runs", "load_fashion_mnist",
-           "load_run", "model", "plot_curves", "predict", "probe", "recalibrate", "run",
-           "show", "summaries", "summary", "sweep", "write_report"]
+import importlib
+from typing import Any
+
+_MODULES = {
+    "bnlab.api.setup": ("check_data", "configure_jax", "load_fashion_mnist"),
+    "bnlab.api.models": ("Fitted", "fit", "model", "summaries", "summary"),
+    "bnlab.api.runs": ("Probed", "probe", "run", "sweep"),
+    "bnlab.api.deploy": ("Predictions", "export_model", "predict", "recalibrate"),
+    "bnlab.api.stored": ("list_runs", "load_run", "show"),
+    "bnlab.api.results": ("Report", "compare", "plot_curves", "write_report"),
+    "bnlab.io": ("cache_folder",),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bnlab.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

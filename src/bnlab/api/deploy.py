@@ -8,28 +8,35 @@ from pathlib import Path
 
 import numpy as np
 
-from bnlab.api.runs import run_folder
 from bnlab.api.setup import load_data
 from bnlab.api.stored import RunSource, open_run
 from bnlab.config.experiment import ExperimentConfig
 from bnlab.data.datasets import DATASETS, Splits
 from bnlab.errors import ConfigError
 from bnlab.experiments.observer import SILENT, Observer
-from bnlab.experiments.recalibrate import Recalibration, recalibrate_run
+from bnlab.experiments.recalibrate import recalibrate_run
 from bnlab.export.classifier import (
     SUFFIXES,
     Classifier,
     model_file_classifier,
     run_classifier,
 )
-from bnlab.export.exporter import Exported, checked_format, default_path, export_member
+from bnlab.export.exporter import (
+    Exported,
+    checked_format,
+    default_path,
+    export_member,
+    onnx_module,
+)
+from bnlab.export.keras_format import h5py_module
 from bnlab.export.predict import ImageError, Prediction, image_input
 from bnlab.export.predict import predict as top_classes
 from bnlab.export.trained import trained_member
 from bnlab.report.plots import prediction_grid, save_figure
 from bnlab.store.lock import RunLock
 from bnlab.store.reader import run_config
-from bnlab.store.runs import Run
+from bnlab.store.recalibrations import Recalibration
+from bnlab.store.runs import Run, run_folder
 
 MAX_GRID = 400  # test images one grid draws at most (20 × 20)
 GRID_FORMATS = (".png", ".svg", ".pdf")
@@ -41,7 +48,8 @@ def recalibrate(source: RunSource, *, batches: int = 200, runs_dir: Path | str =
                 observer: Observer = SILENT) -> list[Recalibration]:
     """Recompute a finished run's BatchNorm statistics over ``batches`` training batches, as
     ``bnlab recalibrate`` (``experiments.recalibrate``: fvcore's PreciseBN): each variant's
-    ``recalibrated`` checkpoint is written beside its trained one, and each ``Recalibration``
+    ``recalibrated`` checkpoint is written beside its trained one (those without BatchNorm
+    have nothing to recalibrate and get none), and each ``Recalibration``
     holds the validation and test loss and accuracy per seed ``before`` and ``after``.
     ``source``: a ``Run``, its folder or its name under ``runs_dir``; ``data`` as in
     ``run``. The run's folder is locked meanwhile."""
@@ -73,10 +81,10 @@ def export_model(source: RunSource, out: Path | str | None = None, *,
     model still in training, a diverged seed or a damaged checkpoint is a ``BnlabError``,
     and nothing is written."""
     checked_format(format)
-    if format == "onnx":
-        from bnlab.export.exporter import onnx_module
-
-        onnx_module()  # the extra is there, before anything else is done
+    if format == "onnx":  # the extra a format needs is there, before anything else is done
+        onnx_module()
+    elif format == "keras":
+        h5py_module()
     run_dir, config = _run_of(source, runs_dir)
     member = trained_member(run_dir, config, variant, seed, recalibrated=recalibrated)
     images = None

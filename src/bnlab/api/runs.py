@@ -21,8 +21,9 @@ from bnlab.experiments.runner import run_experiment
 from bnlab.report.figures import run_figures
 from bnlab.report.progress import ProgressObserver
 from bnlab.store.reader import find_resumable, load_run
-from bnlab.store.runs import Run, is_run_folder, new_run_dir
+from bnlab.store.runs import Run, is_run_folder, new_run_dir, run_folder
 from bnlab.store.summary import sweep_points
+from bnlab.train.batches import check_batching
 from bnlab.train.probes import ProbePlan
 
 Experiment = str | Path | ExperimentConfig
@@ -31,9 +32,9 @@ Experiment = str | Path | ExperimentConfig
 def run(experiment: Experiment, *, seeds: int | None = None, epochs: int | None = None,
         runs_dir: Path | str = "runs", resume: bool = False, retry_diverged: bool = False,
         executor: str = "local", settings: Sequence[str] = (), data: Splits | None = None,
-        data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
-        download: bool = True, verbose: int = 1, observer: Observer | None = None,
-        command: Sequence[str] | None = None) -> Run:
+        train_rows: int | None = None, data_dir: Path | str | None = None,
+        cache_dir: Path | str | None = None, download: bool = True, verbose: int = 1,
+        observer: Observer | None = None, command: Sequence[str] | None = None) -> Run:
     """Run an experiment into the run store and return it as a ``Run``, as ``bnlab run``.
 
     ``experiment`` is a TOML file, a preset name (``"seed"``, ``"lr-robustness"``) or an
@@ -43,7 +44,9 @@ def run(experiment: Experiment, *, seeds: int | None = None, epochs: int | None 
     programs train here, one after another) or the address of a Ray cluster (``"auto"``,
     ``"10.0.0.5:6379"``; the ``ray`` extra; ``runs_dir`` must be shared by its nodes).
     ``data`` trains on given ``Splits`` (e.g. ``load_fashion_mnist().subset(train=6424)``)
-    instead of loading the experiment's dataset. ``resume`` continues, or repairs, the newest
+    instead of loading the experiment's dataset; ``train_rows`` trains on the first rows of
+    its training split only (a quick run; the run records its data, and a resume needs the
+    same). ``resume`` continues, or repairs, the newest
     unfinished or damaged run of exactly this experiment under ``runs_dir``, retraining only
     what is unfinished or damaged (and with ``retry_diverged`` what diverged); a note names
     each way this environment differs from the one it started in. A run's folder is locked
@@ -54,8 +57,9 @@ def run(experiment: Experiment, *, seeds: int | None = None, epochs: int | None 
     """
     config = _experiment(experiment, settings, seeds, epochs)
     return train_run(config, runs_dir=runs_dir, resume=resume, retry_diverged=retry_diverged,
-                     executor=executor, data=data, data_dir=data_dir, cache_dir=cache_dir,
-                     download=download, verbose=verbose, observer=observer, command=command)
+                     executor=executor, data=data, train_rows=train_rows, data_dir=data_dir,
+                     cache_dir=cache_dir, download=download, verbose=verbose,
+                     observer=observer, command=command)
 
 
 def sweep(experiment: Experiment, **options) -> Run:
@@ -110,7 +114,8 @@ def probe(source: Experiment | Run, *, measures_every: int = 500,
 
 def train_run(config: ExperimentConfig, *, runs_dir: Path | str = "runs", resume: bool = False,
               retry_diverged: bool = False, executor: str = "local",
-              data: Splits | None = None, data_dir: Path | str | None = None,
+              data: Splits | None = None, train_rows: int | None = None,
+              data_dir: Path | str | None = None,
               cache_dir: Path | str | None = None, download: bool = True, verbose: int = 1,
               observer: Observer | None = None,
               command: Sequence[str] | None = None) -> Run:
@@ -120,11 +125,18 @@ def train_run(config: ExperimentConfig, *, runs_dir: Path | str = "runs", resume
                           "resumed; add {resume=True}")
     if executor != "local":
         ray_module()  # the extra is there, before anything is written
+    if train_rows is not None and (isinstance(train_rows, bool) or not isinstance(
+            train_rows, int) or not 1 <= train_rows <= config.training_rows()):
+        raise ConfigError(f"{{train_rows={train_rows}}}: the training split has 1 to "
+                          f"{config.training_rows():,} rows")
     with (ProgressObserver(verbose=verbose) if observer is None
           else contextlib.nullcontext(observer)) as observer:
         if data is None:
             data = load_data(config.dataset, data_dir=data_dir, cache_dir=cache_dir,
                              download=download, observer=observer)
+        if train_rows is not None:
+            data = data.subset(train=min(train_rows, len(data.y_train)))
+            _check_batching(config, len(data.y_train))
         for line in small_batch_warnings(config, len(data.y_train)):
             observer.warning(line)
         runs_dir = Path(runs_dir)
@@ -136,6 +148,15 @@ def train_run(config: ExperimentConfig, *, runs_dir: Path | str = "runs", resume
                        executor=None if executor == "local" else ray_executor(
                            executor, observer=observer))
     return load_run(run_dir)
+
+
+def _check_batching(config: ExperimentConfig, rows: int) -> None:
+    """Each point's batches of ``rows`` training rows leave BatchNorm two rows or more."""
+    for point in config.points:
+        try:
+            check_batching(rows, point.batch_size, point.build(config.input_shape()))
+        except ConfigError as err:
+            raise ConfigError(f"{{train_rows={rows}}}: {err} (point {point.name!r})") from None
 
 
 def _experiment(experiment: Experiment, settings: Sequence[str], seeds: int | None,
@@ -156,9 +177,3 @@ def _stored_run(source: Experiment | Run, runs_dir: Path | str) -> Run | None:
         return None
     path = run_folder(Path(source), Path(runs_dir))
     return load_run(path) if is_run_folder(path) else None
-
-
-def run_folder(path: Path, runs_dir: Path) -> Path:
-    """``path`` as given, or the run of that name under ``runs_dir`` (as ``list_runs``
-    lists them) when ``path`` is not a folder."""
-    return runs_dir / path if not path.exists() and (runs_dir / path).is_dir() else path

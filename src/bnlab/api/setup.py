@@ -32,7 +32,8 @@ def configure_jax(*, cpu_devices: int | None = 0, compilation_cache: bool = True
       decides how seeds are grouped, so float rounding, not results, may differ between
       machines with different core counts.
     - ``compilation_cache``: JAX's persistent compilation cache goes to
-      ``cache_folder(cache_dir) / "jax"``, so a rerun skips most compilation.
+      ``cache_folder(cache_dir) / "jax"``, so a rerun skips most compilation; left alone when
+      one is already chosen (``JAX_COMPILATION_CACHE_DIR``, or an earlier call).
     """
     import jax
 
@@ -45,7 +46,7 @@ def configure_jax(*, cpu_devices: int | None = 0, compilation_cache: bool = True
             set_devices = True
         except RuntimeError:  # JAX's backends are already initialized
             pass
-    if compilation_cache:
+    if compilation_cache and not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(cache_folder(cache_dir) / "jax"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return set_devices

@@ -14,15 +14,20 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
 
     configure_jax(cache_dir=args.cache_dir)
     from bnlab.api import load_run, recalibrate
-    from bnlab.api.runs import run_folder
     from bnlab.report.console import recalibration_table
     from bnlab.report.progress import ProgressObserver
+    from bnlab.store.runs import run_folder
 
     run = load_run(run_folder(args.run, args.runs_dir))
     with ProgressObserver(verbose=1, console=console) as observer:
         results = recalibrate(run, batches=args.batches, **data_options(args),
                               observer=observer)
     console.print(recalibration_table(results))
+    done = {result.point for result in results}
+    for point in run.config.points:
+        if point.name not in done:
+            console.print(f"skipped {point.name}: no BatchNorm layer, nothing to recalibrate",
+                          markup=False)
     for result in results:
         console.print(f"saved {run.path / result.point / 'recalibrated.safetensors'}",
                       markup=False)

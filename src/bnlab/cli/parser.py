@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_options = argparse.ArgumentParser(add_help=False, parents=[data_options])
     run_options.add_argument("--seeds", type=int, help="number of seeds (overrides the file)")
     run_options.add_argument("--epochs", type=int, help="epochs (overrides the file)")
+    run_options.add_argument("--train-rows", type=int, metavar="N",
+                             help="train on the first N training rows only, a quick run (a "
+                                  "resume needs the same)")
     run_options.add_argument("--runs-dir", type=Path, default=Path("runs"),
                              help="where run folders are written (default ./runs)")
     run_options.add_argument("--resume", action="store_true",

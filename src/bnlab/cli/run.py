@@ -61,7 +61,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def run_options(args: argparse.Namespace) -> dict:
     """The options every training command gives ``bnlab.run``."""
-    return dict(seeds=args.seeds, epochs=args.epochs, runs_dir=args.runs_dir,
+    return dict(seeds=args.seeds, epochs=args.epochs, train_rows=args.train_rows,
+                runs_dir=args.runs_dir,
                 resume=args.resume, retry_diverged=args.retry_diverged,
                 executor=getattr(args, "ray", None) or "local", settings=args.settings,
                 command=[*program(), *without_resume(session.argv)], **data_options(args))

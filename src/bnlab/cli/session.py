@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from bnlab.report.console import new_console
+from bnlab.report.terminal import new_console
 
 console = new_console()
 error_console = new_console(stderr=True)
@@ -107,7 +107,8 @@ def os_error_text(err: OSError) -> str:
 FLAGS = {"data_dir": "--data-dir", "cache_dir": "--cache-dir", "download": "--no-download",
          "resume": "--resume", "retry_diverged": "--retry-diverged", "seeds": "--seeds",
          "epochs": "--epochs", "runs_dir": "--runs-dir", "test": "--test",
-         "batches": "--batches", "variant": "--variant", "seed": "--seed"}
+         "batches": "--batches", "variant": "--variant", "seed": "--seed",
+         "train_rows": "--train-rows"}
 ENVIRONMENT = {"data_dir": "BNLAB_DATA_DIR", "cache_dir": "BNLAB_CACHE_DIR"}
 
 

@@ -31,7 +31,7 @@ from bnlab.errors import BnlabError, ConfigError, LayerInputError
 from bnlab.nn.layers import Dense
 from bnlab.nn.model import Sequential
 from bnlab.nn.zoo import MODELS
-from bnlab.train.engine import check_batching
+from bnlab.train.batches import check_batching
 from bnlab.train.probes import ProbePlan
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -43,7 +43,7 @@ from bnlab.config.checks import Fail, FieldError, failing_at, one_line, reject_u
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig, parse_optimizer
 from bnlab.config.probe import parse_probe
-from bnlab.config.sweep import parse_sweep
+from bnlab.config.sweep import optax_problems, parse_sweep
 from bnlab.errors import ConfigError
 from bnlab.train.probes import ProbePlan
 
@@ -170,13 +170,16 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
     values = {key: raw[key] for key in ("description", "dataset", "epochs", "batch_size",
                                         "seed", "seeds", "recalibrate_batches") if key in raw}
     try:
-        return ExperimentConfig(
+        config = ExperimentConfig(
             name=raw["name"], variants=variants, optimizer=optimizer,
             sweep=parse_sweep(raw["sweep"], fail) if "sweep" in raw else (),
             probe=parse_probe(raw["probe"], fail) if "probe" in raw else ProbePlan(),
             **values)
     except FieldError as err:
         raise fail(err.key or "config", err.message) from None
+    if optax and (problem := optax_problems(config.sweep, config.optimizer)):
+        raise fail(*problem)
+    return config
 
 
 def _parse_variant(index: int, raw: Any, fail: Fail) -> VariantConfig:

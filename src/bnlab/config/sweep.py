@@ -175,8 +175,8 @@ def sweep_axis(key: str, values: Any) -> SweepAxis:
 def check_axis(axis: SweepAxis, variants: tuple, optimizer: OptimizerConfig,
                batch_size_limit: int) -> None:
     """Whether ``axis`` fits the experiment: its variants exist, its batch sizes are within
-    the training rows, and each value passes the checks of its own table (the optimizer's,
-    with optax's signature; the layer's options) on a layer some variant has; a
+    the training rows, and each value passes the checks of its own table (the optimizer's
+    form, ``optax_problems`` asks optax; the layer's options) on a layer some variant has; a
     ``FieldError`` naming ``sweep.<key>`` if not."""
     where = f"sweep.{axis.key}"
     if axis.kind == "variants":
@@ -194,11 +194,9 @@ def check_axis(axis: SweepAxis, variants: tuple, optimizer: OptimizerConfig,
     elif axis.kind == "optimizer":
         for value in axis.values:  # each value through the [optimizer] table's own checks
             try:
-                problem = _with_value(optimizer, axis.option, value).optax_problem()
+                _with_value(optimizer, axis.option, value)
             except FieldError as err:
-                problem = err.key, err.message
-            if problem:
-                raise FieldError(where, problem[1])
+                raise FieldError(where, err.message) from None
     else:
         for value in axis.values:  # each value through the layer's own checks
             try:
@@ -209,6 +207,19 @@ def check_axis(axis: SweepAxis, variants: tuple, optimizer: OptimizerConfig,
             at = "" if axis.indices is None else \
                 f"at {', '.join(map(str, axis.indices))} "
             raise FieldError(where, f"no variant has a {axis.layer_type} layer {at}to set")
+
+
+def optax_problems(axes: tuple[SweepAxis, ...],
+                   optimizer: OptimizerConfig) -> tuple[str, str] | None:
+    """``(sweep.<key>, message)`` for the first optimizer axis value optax does not take
+    with the rest of ``optimizer`` (``OptimizerConfig.optax_problem``), else ``None``."""
+    for axis in axes:
+        if axis.kind != "optimizer":
+            continue
+        for value in axis.values:
+            if problem := _with_value(optimizer, axis.option, value).optax_problem():
+                return f"sweep.{axis.key}", problem[1]
+    return None
 
 
 def _with_value(optimizer: OptimizerConfig, option: str, value: Any) -> OptimizerConfig:

@@ -13,7 +13,6 @@ finished run; an experiment's ``recalibrate_batches = N`` does it when training 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -23,31 +22,14 @@ from bnlab.config.experiment import ExperimentConfig
 from bnlab.data.datasets import Splits
 from bnlab.errors import ConfigError
 from bnlab.experiments.sweep import Program, programs
-from bnlab.store.checks import json_numbers
+from bnlab.store.recalibrations import STEM, Recalibration
 from bnlab.store.record import nan_as_null, read_record
 from bnlab.train.checkpoint import (
-    CheckpointError,
-    read_checkpoint,
     restore_state,
     save_checkpoint,
 )
 from bnlab.train.engine import TrainState
 from bnlab.train.trainer import SeedBatchTrainer
-
-STEM = "recalibrated"
-MEASURES = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
-
-
-@dataclass(frozen=True)
-class Recalibration:
-    """One point's recalibration: ``before`` and ``after`` hold each of ``MEASURES`` per seed,
-    ``(seeds,)`` (NaN for a seed that diverged)."""
-
-    point: str
-    seeds: tuple[int, ...]
-    batches: int
-    before: dict[str, np.ndarray]
-    after: dict[str, np.ndarray]
 
 
 def measured(trainer: SeedBatchTrainer, state: TrainState) -> dict[str, np.ndarray]:
@@ -85,16 +67,18 @@ def recalibrate_program(trainer: SeedBatchTrainer, state: TrainState, program: P
 
 def recalibrate_run(run_dir: Path, config: ExperimentConfig, splits: Splits, batches: int,
                     compiler_options=None) -> list[Recalibration]:
-    """Recalibrate every point of the finished run in ``run_dir`` (``config`` its
-    experiment) over ``batches`` training batches of ``splits``; a point that is not
-    finished, or whose model has no BatchNorm, is a ``ConfigError`` before anything is
-    written; a damaged checkpoint a ``CheckpointError``."""
+    """Recalibrate every point with BatchNorm of the finished run in ``run_dir`` (``config``
+    its experiment) over ``batches`` training batches of ``splits``; the others have nothing
+    to recalibrate and are left as they are (a run with none is a ``ConfigError``). A point
+    that is not finished is a ``ConfigError`` before anything is written; a damaged
+    checkpoint a ``CheckpointError``."""
+    with_bn = [p for p in programs(config) if p.points[0].build().has_batchnorm]
+    if not with_bn:
+        raise ConfigError(f"no variant of {run_dir.name} has a BatchNorm layer: nothing to "
+                          "recalibrate")
     jobs = []
-    for program in programs(config):
+    for program in with_bn:
         trainer = program.trainer(splits, compiler_options=compiler_options)
-        if not trainer.model.has_batchnorm:
-            raise ConfigError(f"{', '.join(p.name for p in program.points)}: no BatchNorm "
-                              "layer, nothing to recalibrate")
         template = trainer.saved(trainer.init_state())
         leaves = jax.tree_util.tree_map(np.array, template)
         epochs = set()
@@ -119,27 +103,3 @@ def recalibrate_run(run_dir: Path, config: ExperimentConfig, splits: Splits, bat
         trainer.compile(state, training=False)
         results += recalibrate_program(trainer, state, program, batches, run_dir, epoch)
     return results
-
-
-def read_recalibrations(run_dir: Path, config: ExperimentConfig
-                        ) -> tuple[list[Recalibration], list[str]]:
-    """The recalibrations a run folder holds, in the config's point order, read from the
-    checkpoints' own metadata (their digests checked), and a line for each one that is
-    damaged."""
-    found, problems = [], []
-    for point in config.points:
-        stem = run_dir / point.name / STEM
-        if not stem.with_suffix(".safetensors").exists():
-            continue
-        try:
-            _, data = read_checkpoint(stem)
-            found.append(Recalibration(
-                point.name, tuple(data["seeds"]), int(data["batches"]),
-                {m: np.array(json_numbers(data["before"][m], m)) for m in MEASURES},
-                {m: np.array(json_numbers(data["after"][m], m)) for m in MEASURES}))
-        except CheckpointError as err:
-            problems.append(str(err))
-        except (KeyError, TypeError, ValueError) as err:
-            problems.append(f"{stem.with_suffix('.safetensors')} is not a recalibration "
-                            f"({err})")
-    return found, problems

@@ -1,11 +1,13 @@
 """Resuming a run is also repairing it: what to do with each variant, and the run files to
 restore, before anything trains (``experiments.runner.run_experiment(resume=True)``).
 
-A variant whose record is sound continues from it (or, finished, is only evaluated again),
-every file derived from it rewritten; a variant whose record or TensorBoard files (which no
-record can rebuild) are damaged or missing is retrained from the start, its old files moved
-to ``.replaced/<time>/``; damaged run files are restored from the records' copies, and
-``summary.json`` and the figures are derived again when the run finishes.
+A variant whose record is sound continues from it (or, finished, only has its derived files
+rewritten), every file derived from it rewritten; a damaged TensorBoard event file of such a
+variant is moved to ``.replaced/<time>/`` and dropped from its record (no record can rebuild
+a log, and retraining a variant to regenerate its logs would cost its whole training for the
+same numbers); a variant whose record is damaged or missing is retrained from the start, its
+old files moved aside; damaged run files are restored from the records' copies, and
+``summary.json`` and the figures are derived again.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ class VariantPlan:
     from_epoch: int = 0
 
 
-# Files a resume rewrites from a sound record; damage elsewhere in a variant's files (its
-# checkpoint, its TensorBoard files) can only be repaired by training it again.
+# Files a resume rewrites from a sound record (or, TensorBoard's, sets aside); damage to any
+# other file of a variant (its record) can only be repaired by training it again.
 REWRITTEN = ("history.csv", "statistics.csv", "checkpoint.json")
+LOGS = "tensorboard/"
 
 
 def resume_plan(run: Run, *, retry_diverged: bool = False) -> dict[str, VariantPlan]:
@@ -58,7 +61,8 @@ def resume_plan(run: Run, *, retry_diverged: bool = False) -> dict[str, VariantP
     for point in run.config.points:
         name = point.name
         damage = [d for d in run.damage if d.variant == name]
-        lost = [d for d in damage if not d.file.endswith(REWRITTEN)]
+        lost = [d for d in damage
+                if not d.file.endswith(REWRITTEN) and not d.file.startswith(LOGS)]
         saved = run.records.get(name)
         if lost:
             plans[name] = VariantPlan("retrain", f"{lost[0]}; retraining it from epoch 0")
@@ -72,7 +76,8 @@ def resume_plan(run: Run, *, retry_diverged: bool = False) -> dict[str, VariantP
         elif saved.epoch == run.config.epochs or (
                 saved.history.diverged and set(saved.history.diverged) >= set(
                     saved.history.seeds)):
-            repaired = f" ({', '.join(d.file for d in damage)} rewritten)" if damage else ""
+            rewritten = [d.file for d in damage if not d.file.startswith(LOGS)]
+            repaired = f" ({', '.join(rewritten)} rewritten)" if rewritten else ""
             diverged = " (diverged; not retrained without {retry_diverged})" if (
                 saved.history.diverged) else ""
             action = "rewrite" if saved.test_accuracy is not None else "keep"
@@ -116,6 +121,7 @@ def prepare_resume(run_dir: Path, config: ExperimentConfig, splits: Splits,
             repaired.append("environment.json rewritten (the start environment is lost)")
     if "summary.json" in own:
         repaired.append("summary.json derived again from the records")
+    repaired += set_aside_logs(run, plans)
     observer.planned(plans, repaired)
     for change in record_resume(run_dir, config.seed_list):
         observer.note(f"resuming with {change}; the finished epochs were trained in the "
@@ -139,12 +145,44 @@ def rewrite_derived(run_dir: Path, name: str) -> VariantRecord:
     return record
 
 
+def set_aside_logs(run: Run, plans: Mapping[str, VariantPlan]) -> list[str]:
+    """Each damaged TensorBoard event file of a variant whose record is sound (and which is
+    not retrained) moved to ``.replaced/<time>/`` and dropped from its record; a line each
+    for the repair report."""
+    damaged: dict[str, list[str]] = {}
+    for d in run.damage:
+        if (d.file.startswith(LOGS) and d.variant in run.records
+                and plans[d.variant].action != "retrain"):
+            damaged.setdefault(d.variant, []).append(d.file)
+    stamp, lines = _stamp(), []
+    for name, files in damaged.items():
+        folder = run.path / name
+        arrays, record = read_record(folder)
+        for file in files:
+            if (run.path / file).exists():
+                _move(run.path, Path(file), stamp)
+            lines.append(f"{file} set aside in .replaced/{stamp}/ (a TensorBoard log is not "
+                         f"rebuilt; the record of {name} is sound)")
+        prefix = f"{LOGS}{name}/"
+        kept = {k: v for k, v in record.tensorboard.items() if prefix + k not in files}
+        rewritten_record(folder, arrays, replace(record, tensorboard=kept))
+    return lines
+
+
 def move_aside(run_dir: Path, variant: str) -> None:
     """Move a variant's old files to ``.replaced/<time>/`` before it is retrained."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    for source, target in ((run_dir / variant, Path(variant)),
-                           (run_dir / "tensorboard" / variant, Path("tensorboard") / variant)):
-        if source.exists():
-            destination = run_dir / ".replaced" / stamp / target
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, destination)
+    stamp = _stamp()
+    for relative in (Path(variant), Path("tensorboard") / variant):
+        if (run_dir / relative).exists():
+            _move(run_dir, relative, stamp)
+
+
+def _stamp() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+
+
+def _move(run_dir: Path, relative: Path, stamp: str) -> None:
+    """``run_dir / relative`` moved to ``run_dir / .replaced / stamp / relative``."""
+    destination = run_dir / ".replaced" / stamp / relative
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(run_dir / relative, destination)

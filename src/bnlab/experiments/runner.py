@@ -98,7 +98,9 @@ def run_experiment(config: ExperimentConfig, splits: Splits, run_dir: Path, *,
             done = executor(jobs, config, splits, run_dir, run)
         by_name |= {record.name: record for records in done for record in records}
         records = [by_name[p.name] for p in config.points]
-        if jobs or damaged or not resume:
+        changed = resume and any(name not in before.records or before.records[name].sha256
+                                 != record.sha256 for name, record in by_name.items())
+        if jobs or damaged or changed or not resume:  # summary.json derived again
             _finish(run_dir, config, by_name, figures, redraw=bool(
                 jobs or not resume or damaged - {"config.json", "environment.json"}))
     return records

@@ -46,8 +46,9 @@ def model_file_classifier(source: Path) -> Classifier:
         note = (f"not written by bnlab; read as {loaded.note}" if loaded.note else None)
         return Classifier(loaded.probabilities, loaded.class_names or default_names, None,
                           source.name, note)
-    from bnlab.export.keras_format import read_keras  # read as data: nothing in it runs
+    from bnlab.export.keras_format import h5py_module, read_keras
 
+    h5py_module()  # the extra is there, before the file is read (as data: nothing in it runs)
     ported = read_keras(source)
     return Classifier(_softmax(ported.model, ported.params, ported.bn_state), default_names,
                       None, source.name)

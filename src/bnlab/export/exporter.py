@@ -60,6 +60,7 @@ def onnx_module():
     """``bnlab.export.onnx``, or a ``ConfigError`` saying how to install the ``onnx`` extra
     (onnx and onnxruntime) when either is missing."""
     try:
+        import onnx as _onnx  # noqa: F401 — the extra's two packages, each checked
         import onnxruntime  # noqa: F401 — verify and load_classifier run it
 
         from bnlab.export import onnx

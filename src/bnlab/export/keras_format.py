@@ -24,16 +24,26 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import jax
 import numpy as np
 
-from bnlab.errors import BnlabError
+from bnlab.errors import BnlabError, ConfigError
 from bnlab.nn.batchnorm import BatchNorm, affine_parameters
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 from bnlab.nn.model import KERAS_TYPE_NAMES, Sequential
 
 KERAS_VERSION = "3.6.0"  # the oldest Keras 3 the test extra allows; written in metadata.json
+
+
+def h5py_module():
+    """``h5py``, which reads and writes a ``.keras`` file's weights, or a ``ConfigError``
+    saying how to install the ``keras`` extra."""
+    try:
+        import h5py
+    except ImportError:
+        raise ConfigError(".keras files need the keras extra (h5py is missing): pip install "
+                          "'bnlab[keras]'") from None
+    return h5py
 
 
 class KerasFileError(BnlabError):
@@ -92,7 +102,7 @@ def read_keras(path: Path, *, weights: bool = True) -> KerasFile:
     params, bn_state = model.init(jax.random.key(0))
     params, bn_state = [dict(p) for p in params], [dict(s) for s in bn_state]
     try:
-        with h5py.File(io.BytesIO(weight_bytes), "r") as weights_file:
+        with h5py_module().File(io.BytesIO(weight_bytes), "r") as weights_file:
             for index, (layer, name) in enumerate(zip(layers, names, strict=True)):
                 stored = _layer_vars(weights_file, name)
                 slots = [(params, "kernel"), (params, "bias")] if isinstance(layer, Dense) \
@@ -113,7 +123,7 @@ def read_keras(path: Path, *, weights: bool = True) -> KerasFile:
     return KerasFile(model, tuple(params), tuple(bn_state))
 
 
-def _layer_vars(weights_file: h5py.File, name: str) -> list[np.ndarray]:
+def _layer_vars(weights_file, name: str) -> list[np.ndarray]:
     group = weights_file.get(f"layers/{name}/vars")
     if group is None:
         return []
@@ -175,7 +185,7 @@ def write_keras(path: Path, model: Sequential, params: tuple[dict, ...],
                 "config": {"name": model.name, "trainable": True, "dtype": "float32",
                            "layers": layers}}
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as weights_file:
+    with h5py_module().File(buffer, "w") as weights_file:
         weights_file.create_group("vars")
         for name, arrays in weights.items():
             group = weights_file.create_group(f"layers/{name}/vars")

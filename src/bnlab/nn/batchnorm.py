@@ -42,15 +42,18 @@ together; here each is asked for by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-import jax
-import jax.numpy as jnp
+from typing import TYPE_CHECKING, Literal
 
 from bnlab.errors import ConfigError
+from bnlab.lazy import Deferred
 from bnlab.nn.layers import is_number, is_traced
 
-Array = jax.Array
+if TYPE_CHECKING:
+    from jax import Array
+
+jax = Deferred("jax")
+jnp = Deferred("jax.numpy")
+
 
 
 @dataclass(frozen=True)
@@ -138,15 +141,18 @@ class BatchNorm:
         """Weight of the old moving value in the update, whatever the convention."""
         return self.momentum if self.momentum_on == "old" else 1.0 - self.momentum
 
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        """``(params, bn_state, out_shape)`` for inputs ``(batch, *in_shape)``; ``key`` unused."""
-        del key
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != 1:
             raise ConfigError(
                 f"BatchNorm expects flat (batch, features) inputs, got feature shape {in_shape}; "
                 "put a Flatten layer before it"
             )
-        (features,) = in_shape
+        return in_shape
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        """``(params, bn_state, out_shape)`` for inputs ``(batch, *in_shape)``; ``key`` unused."""
+        del key
+        (features,) = self.output_shape(in_shape)
         affine = {}
         if self.scale:
             affine["gamma"] = jnp.ones((features,), jnp.float32)

@@ -2,6 +2,7 @@
 
 Every layer follows one protocol (BatchNorm in ``batchnorm.py`` too):
 
+    output_shape(in_shape) -> out_shape     plain Python; a ConfigError if it cannot take it
     init(key, in_shape)  -> (params, bn_state, out_shape)     in_shape excludes the batch axis
     apply(params, bn_state, x, *, train, mask=None, key=None) -> (y, new_bn_state)
 
@@ -18,37 +19,37 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bnlab.errors import ConfigError
+from bnlab.lazy import Deferred
 
-Array = jax.Array
-MATMUL_PRECISION = jax.lax.Precision.HIGHEST  # float32 products everywhere (see Dense)
+if TYPE_CHECKING:
+    from jax import Array
+
+jax = Deferred("jax")
+jnp = Deferred("jax.numpy")
+MATMUL_PRECISION = "highest"  # float32 products everywhere (see Dense)
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "linear": lambda x: x,
-    "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "elu": jax.nn.elu,
-    "selu": jax.nn.selu,
-    "gelu": jax.nn.gelu,
-    "swish": jax.nn.swish,
-    "softmax": jax.nn.softmax,
+    "relu": lambda x: jax.nn.relu(x),
+    "sigmoid": lambda x: jax.nn.sigmoid(x),
+    "tanh": lambda x: jnp.tanh(x),
+    "elu": lambda x: jax.nn.elu(x),
+    "selu": lambda x: jax.nn.selu(x),
+    "gelu": lambda x: jax.nn.gelu(x),
+    "swish": lambda x: jax.nn.swish(x),
+    "softmax": lambda x: jax.nn.softmax(x),
 }
-
-INITIALIZERS: dict[str, Callable[..., Callable]] = {
-    "glorot_uniform": jax.nn.initializers.glorot_uniform,
-    "glorot_normal": jax.nn.initializers.glorot_normal,
-    "he_normal": jax.nn.initializers.he_normal,
-    "he_uniform": jax.nn.initializers.he_uniform,
-    "lecun_normal": jax.nn.initializers.lecun_normal,
-    "lecun_uniform": jax.nn.initializers.lecun_uniform,
-    "random_normal": jax.nn.initializers.normal,  # N(0, kernel_stddev²), Keras RandomNormal
-}
+# Keras's initializer names, as jax.nn.initializers names them; random_normal draws
+# N(0, kernel_stddev²), Keras's RandomNormal.
+INITIALIZERS = {"glorot_uniform": "glorot_uniform", "glorot_normal": "glorot_normal",
+                "he_normal": "he_normal", "he_uniform": "he_uniform",
+                "lecun_normal": "lecun_normal", "lecun_uniform": "lecun_uniform",
+                "random_normal": "normal"}
 RANDOM_NORMAL_STDDEV = 0.05  # Keras's RandomNormal default
 
 
@@ -73,9 +74,12 @@ def _check_choice(kind: str, value: str, allowed: dict) -> None:
 class Flatten:
     """``(batch, *dims) -> (batch, prod(dims))``."""
 
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (math.prod(in_shape),)
+
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         del key
-        return {}, {}, (math.prod(in_shape),)
+        return {}, {}, self.output_shape(in_shape)
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
@@ -117,20 +121,24 @@ class Dense:
                 raise ConfigError(f"Dense kernel_stddev must be a finite number > 0, got "
                                   f"{self.kernel_stddev!r}")
 
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != 1:
             raise ConfigError(
                 f"Dense expects flat (batch, features) inputs, got feature shape {in_shape}; "
                 "put a Flatten layer before it"
             )
-        initializer = (INITIALIZERS[self.kernel_init](self.kernel_stddev or RANDOM_NORMAL_STDDEV)
-                       if self.kernel_init == "random_normal"
-                       else INITIALIZERS[self.kernel_init]())
+        return (self.units,)
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        out_shape = self.output_shape(in_shape)
+        make = getattr(jax.nn.initializers, INITIALIZERS[self.kernel_init])
+        initializer = (make(self.kernel_stddev or RANDOM_NORMAL_STDDEV)
+                       if self.kernel_init == "random_normal" else make())
         kernel = initializer(key, (in_shape[0], self.units), jnp.float32)
         params = {"kernel": kernel}
         if self.use_bias:
             params["bias"] = jnp.zeros((self.units,), jnp.float32)
-        return params, {}, (self.units,)
+        return params, {}, out_shape
 
     def pre_activation(self, params: dict, x: Array) -> Array:
         """``x @ kernel + bias``: ``(batch, in) -> (batch, units)``."""
@@ -156,6 +164,9 @@ class Activation:
     def __post_init__(self) -> None:
         _check_choice("activation", self.name, ACTIVATIONS)
 
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         del key
         return {}, {}, in_shape
@@ -171,6 +182,9 @@ class LeakyReLU:
     """``y = x if x ≥ 0 else negative_slope · x``; Keras's default slope is 0.3 (PyTorch 0.01)."""
 
     negative_slope: float = 0.3
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
 
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         del key
@@ -192,6 +206,9 @@ class Dropout:
     def __post_init__(self) -> None:
         if is_number(self.rate) and not 0.0 <= self.rate < 1.0:  # a traced rate: checked before
             raise ConfigError(f"Dropout rate must be in [0, 1), got {self.rate}")
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
 
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         del key

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-
-import jax
+from typing import TYPE_CHECKING
 
 from bnlab.errors import ConfigError, LayerInputError
+from bnlab.lazy import Deferred
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 from bnlab.nn.norms import BatchRenorm, GhostBatchNorm, GroupNorm, LayerNorm, NoisyBatchNorm
 
-Array = jax.Array
+if TYPE_CHECKING:
+    from jax import Array
+
+jax = Deferred("jax")
 Layer = (Flatten | Dense | Activation | LeakyReLU | Dropout | BatchNorm | NoisyBatchNorm
          | BatchRenorm | GhostBatchNorm | LayerNorm | GroupNorm)
 
@@ -96,23 +99,17 @@ class Sequential:
 
     @property
     def output_shapes(self) -> tuple[tuple[int, ...], ...]:
-        """Each layer's output shape without the batch axis. Traced abstractly
-        (``jax.eval_shape``): no initializer runs, so validating a config costs no compute.
-        A layer that cannot take its input raises ``LayerInputError`` with its index."""
+        """Each layer's output shape without the batch axis (``layer.output_shape``, plain
+        Python: validating a config computes nothing). A layer that cannot take its input
+        raises ``LayerInputError`` with its index."""
         shapes: list[tuple[int, ...]] = []
         shape = self.input_shape
         for index, layer in enumerate(self.layers):
-
-            def init(key, layer=layer, shape=shape):
-                params, bn_state, out_shape = layer.init(key, shape)
-                shapes.append(out_shape)  # a Python tuple: returned through the closure
-                return params, bn_state
-
             try:
-                jax.eval_shape(init, jax.random.key(0))
+                shape = tuple(layer.output_shape(shape))
             except ConfigError as err:
                 raise LayerInputError(str(err), index=index) from None
-            shape = shapes[-1]
+            shapes.append(shape)
         return tuple(shapes)
 
     def init(self, key: Array) -> tuple[tuple[dict, ...], tuple[dict, ...]]:

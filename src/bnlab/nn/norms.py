@@ -25,16 +25,19 @@ Trainable parameters and state are BatchNorm's (``gamma``, ``beta``; ``moving_me
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-import jax
-import jax.numpy as jnp
+from typing import TYPE_CHECKING, Literal
 
 from bnlab.errors import ConfigError
+from bnlab.lazy import Deferred
 from bnlab.nn.batchnorm import BatchNorm, batch_moments
 from bnlab.nn.layers import is_number
 
-Array = jax.Array
+if TYPE_CHECKING:
+    from jax import Array
+
+jax = Deferred("jax")
+jnp = Deferred("jax.numpy")
+
 
 
 @dataclass(frozen=True)
@@ -245,15 +248,17 @@ class LayerNorm:
         del features
         return 1
 
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 1:
+            raise ConfigError(f"{type(self).__name__} expects flat (batch, features) inputs, "
+                              f"got feature shape {in_shape}; put a Flatten layer before it")
+        self.groups_of(in_shape[0])  # checks that the groups split the features
+        return in_shape
+
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         """``(params, {}, out_shape)`` for inputs ``(batch, *in_shape)``; ``key`` unused."""
         del key
-        name = type(self).__name__
-        if len(in_shape) != 1:
-            raise ConfigError(f"{name} expects flat (batch, features) inputs, got feature "
-                              f"shape {in_shape}; put a Flatten layer before it")
-        (features,) = in_shape
-        self.groups_of(features)  # checks that the groups split the features
+        (features,) = self.output_shape(in_shape)
         params = {}
         if self.scale:
             params["gamma"] = jnp.ones((features,), jnp.float32)

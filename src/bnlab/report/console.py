@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING
 
 import numpy as np
-from rich.console import Console, Group
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -20,10 +19,12 @@ from bnlab.analysis.stats import PairedComparison, SeedSummary
 from bnlab.analysis.sweep import PointRow, SweepPoint, best_points, point_rows
 from bnlab.config.sweep import value_text
 from bnlab.errors import OptionRenderer, python_option, render_options
-from bnlab.experiments.recalibrate import Recalibration, read_recalibrations
 from bnlab.store.lock import holder_alive, lock_holder
+from bnlab.store.recalibrations import Recalibration, read_recalibrations
 from bnlab.store.runs import REPAIR, Run
-from bnlab.train.loop import EpochRecord
+
+if TYPE_CHECKING:
+    from bnlab.train.loop import EpochRecord
 
 
 def epoch_line(record: EpochRecord) -> str:
@@ -50,14 +51,6 @@ def divergence_lines(name: str, record: EpochRecord) -> list[str]:
     return [f"{name}: seed {record.seeds[member]} diverged at epoch {record.epoch}, step "
             f"{step} (the training loss is not finite); it stops there, the other seeds train on"
             for member, step in record.diverged.items()]
-
-
-def new_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
-    """How bnlab prints: no guessing of colours for numbers, long lines kept whole, and in
-    a log or pipe (not a terminal) 120 columns, wide enough for its tables."""
-    stream = file or (sys.stderr if stderr else sys.stdout)
-    width = None if stream.isatty() else 120
-    return Console(file=file, stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def layer_text(layer: object) -> str:

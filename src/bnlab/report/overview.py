@@ -10,12 +10,12 @@ from rich.markup import escape
 from rich.text import Text
 
 from bnlab.errors import OptionRenderer, python_option
-from bnlab.experiments.recalibrate import Recalibration, read_recalibrations
 from bnlab.report.console import recalibration_table, run_overview
+from bnlab.store.recalibrations import Recalibration, read_recalibrations
 from bnlab.store.runs import Run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Overview:
     """A run, and the recalibrations its folder holds (``problems``: one line for each that
     is damaged). Printed by Rich as ``bnlab show`` prints it; shown as HTML in Jupyter."""
@@ -41,7 +41,17 @@ class Overview:
     def __rich__(self) -> Group:
         return self.render()
 
+    def __str__(self) -> str:
+        """The overview as plain text, 120 columns wide."""
+        console = Console(file=io.StringIO(), width=120, color_system=None, highlight=False,
+                          force_jupyter=False, force_terminal=False)
+        console.print(self, soft_wrap=True)
+        return console.file.getvalue()
+
+    __repr__ = __str__
+
     def _repr_html_(self) -> str:
-        console = Console(record=True, file=io.StringIO(), width=120, highlight=False)
+        console = Console(record=True, file=io.StringIO(), width=120, highlight=False,
+                          force_jupyter=False)
         console.print(self)
         return console.export_html(inline_styles=True)

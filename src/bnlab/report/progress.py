@@ -38,7 +38,8 @@ from bnlab.errors import BnlabWarning, ConfigError
 from bnlab.experiments.observer import Observer, RunStarted
 from bnlab.experiments.resume import VariantPlan
 from bnlab.experiments.sweep import Program
-from bnlab.report.console import divergence_lines, epoch_line, new_console
+from bnlab.report.console import divergence_lines, epoch_line
+from bnlab.report.terminal import new_console
 from bnlab.train.history import METRICS
 from bnlab.train.loop import EpochRecord
 

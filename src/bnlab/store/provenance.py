@@ -20,12 +20,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from bnlab.data.datasets import DATASETS, Splits
 from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_json, read_json
+from bnlab.lazy import Deferred
+
+jax = Deferred("jax")  # its devices, when a run starts
 
 PACKAGES = ("bnlab", "jax", "jaxlib", "optax", "numpy")
 

@@ -24,6 +24,7 @@ from bnlab.errors import BnlabError, ConfigError
 from bnlab.io import parse_json
 from bnlab.store.checks import environment_problem, text_problem
 from bnlab.store.derived import derived_damage
+from bnlab.store.event_files import event_damage
 from bnlab.store.provenance import data_fingerprint, same_data
 from bnlab.store.record import FORMAT, VariantRecord, json_copy_damage, read_record
 from bnlab.store.runs import Damage, Run, UnreadableRun, is_run_folder
@@ -34,7 +35,6 @@ from bnlab.store.summary import (
     summary_damage,
     summary_figures,
 )
-from bnlab.store.tensorboard import tensorboard_damage
 from bnlab.train.checkpoint import CheckpointError
 
 
@@ -158,7 +158,7 @@ class _RunReader:
             self.note(f"{name}/checkpoint.json", problem, name)
         for file, problem in derived_damage(folder, record.derived):
             self.note(folder / file, problem, name)
-        for file, problem in tensorboard_damage(self.run_dir / "tensorboard" / name,
+        for file, problem in event_damage(self.run_dir / "tensorboard" / name,
                                                 record.tensorboard,
                                                 finished=record.finished(config.epochs)):
             self.note(self.run_dir / "tensorboard" / name / file, problem, name)

@@ -198,6 +198,13 @@ def write_config(run_dir: Path, config: ExperimentConfig) -> None:
     atomic_write_json(run_dir / "config.json", config.to_dict())
 
 
+def run_folder(path: Path, runs_dir: Path) -> Path:
+    """``path`` as given, or the run of that name under ``runs_dir`` (as ``list_runs``
+    lists them) when ``path`` is not a folder."""
+    path, runs_dir = Path(path), Path(runs_dir)
+    return runs_dir / path if not path.exists() and (runs_dir / path).is_dir() else path
+
+
 def new_run_dir(runs_dir: Path, experiment: str) -> Path:
     """Create and return a fresh ``<runs_dir>/<experiment>-<timestamp>[-n]`` folder."""
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -26,9 +26,10 @@ curves below each session (group ``validation``, tag ``epoch_accuracy``: the fin
 val_accuracy), so the table is current after every epoch and right for an interrupted run.
 
 Writes are synchronous: when ``log_epoch`` returns, the epoch is in the event files and
-fsync-ed (and ``tensorboard_digests`` can put their length and digest in the variant's
-record), so a killed run keeps every complete epoch (tensorboardX's ``SummaryWriter`` hands
-events to a background thread and its ``flush`` does not wait for them). The first epoch a
+fsync-ed (and ``store.event_files.event_digests`` can put their length and digest in the
+variant's record), so a killed run keeps every complete epoch (tensorboardX's
+``SummaryWriter`` hands events to a background thread and its ``flush`` does not wait for
+them). The first epoch a
 logger writes is marked as a session (re)start, so when a resumed run logs epoch k again,
 TensorBoard drops what the killed process had written for epochs ≥ k.
 """
@@ -36,7 +37,6 @@ TensorBoard drops what the killed process had written for epochs ≥ k.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -275,47 +275,3 @@ def histogram_edges(values: np.ndarray) -> np.ndarray:
     if not high - low >= least:
         low, high = middle - least / 2, middle + least / 2
     return np.linspace(low, high, HISTOGRAM_BINS + 1)
-
-
-def event_files(log_dir: Path) -> list[Path]:
-    """Every TensorBoard event file under a variant's ``log_dir``, in name order."""
-    return sorted(log_dir.rglob("events.out.tfevents.*"))
-
-
-def tensorboard_digests(log_dir: Path) -> dict[str, tuple[int, str]]:
-    """``{file relative to log_dir: (bytes, SHA-256 of them)}`` of every event file of a
-    variant, for its record (``store.record``)."""
-    digests = {}
-    for path in event_files(log_dir):
-        data = path.read_bytes()
-        digests[path.relative_to(log_dir).as_posix()] = (len(data),
-                                                         hashlib.sha256(data).hexdigest())
-    return digests
-
-
-def tensorboard_damage(log_dir: Path, recorded: Mapping[str, tuple[int, str]], *,
-                       finished: bool) -> list[tuple[str, str]]:
-    """``(file relative to log_dir, what is wrong)`` for each event file a record lists
-    (``recorded``: ``tensorboard_digests`` when it was written) that is missing, shorter, or
-    whose first bytes differ; or, when the variant has ``finished``, that has more bytes
-    (while it trains, a killed process may have written past its last record)."""
-    damage = []
-    for name, (size, sha256) in recorded.items():
-        try:
-            with (log_dir / name).open("rb") as handle:
-                data = handle.read(size + 1)
-        except FileNotFoundError:
-            damage.append((name, "is missing"))
-            continue
-        except OSError as err:
-            damage.append((name, f"cannot be read ({err.strerror})"))
-            continue
-        if len(data) < size:
-            damage.append((name, f"is truncated ({len(data):,} of the {size:,} bytes its "
-                                 "record holds)"))
-        elif hashlib.sha256(data[:size]).hexdigest() != sha256:
-            damage.append((name, "is damaged: its bytes do not match the digest in its "
-                                 "record"))
-        elif finished and len(data) > size:
-            damage.append((name, "holds more than its finished record (bytes were added)"))
-    return damage

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from bnlab.store.derived import derived_files, digests, write_derived
+from bnlab.store.event_files import event_digests
 from bnlab.store.record import VariantRecord, write_record
-from bnlab.store.tensorboard import TensorBoardLogger, tensorboard_digests
+from bnlab.store.tensorboard import TensorBoardLogger
 from bnlab.train.history import History
 
 
@@ -53,7 +54,7 @@ class VariantWriter:
         test_loss, test_accuracy = (None, None) if test is None else test
         record = VariantRecord(self.name, history.epochs, history, self.compile_seconds,
                                self.run, test_loss, test_accuracy, dict(probes),
-                               digests(files), tensorboard_digests(self.tensorboard))
+                               digests(files), event_digests(self.tensorboard))
         sha256, document = write_record(self.folder, state, record)
         write_derived(self.folder, files)
         return replace(record, sha256=sha256, document=document)

@@ -11,19 +11,39 @@ statistics, so it behaves exactly like Keras's smaller last batch (24 rows of 55
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
+from bnlab.errors import ConfigError
+from bnlab.lazy import Deferred
+from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.model import Sequential
 
-Array = jax.Array
+if TYPE_CHECKING:
+    from jax import Array
+
+jax = Deferred("jax")
+jnp = Deferred("jax.numpy")
 # One step's batch: rows (batch_size,) int32, mask (batch_size,) bool, the step's dropout key
 # and its 0-based index in the epoch.
-Batch = tuple[Array, Array, Array, Array]
+Batch = tuple["Array", "Array", "Array", "Array"]
 
 
 def steps_per_epoch(n_samples: int, batch_size: int) -> int:
     """``ceil(n_samples / batch_size)``: 1,719 for 55,000 rows at batch 32."""
     return -(-n_samples // batch_size)
+
+
+def check_batching(n_samples: int, batch_size: int, model: Sequential) -> None:
+    """Reject batchings that would leave a one-row batch for a model with BatchNorm."""
+    if batch_size < 1 or n_samples < 1:
+        raise ConfigError(f"batch_size and the dataset size must be ≥ 1, got {batch_size}, "
+                          f"{n_samples}")
+    has_bn = any(isinstance(layer, BatchNorm) for layer in model.layers)
+    if has_bn and (batch_size == 1 or n_samples % batch_size == 1):
+        raise ConfigError(
+            f"with {n_samples} samples and batch_size {batch_size} a training batch has one "
+            "row, whose BatchNorm variance is 0; pick a batch_size that leaves ≥ 2 rows"
+        )
 
 
 def scale_pixels(images: Array) -> Array:

@@ -24,13 +24,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from bnlab.errors import BnlabError
 from bnlab.io import atomic_write_bytes, atomic_write_json, json_default, parse_json
+from bnlab.lazy import Deferred
+
+jax = Deferred("jax")  # its pytree utilities, when a state is saved or restored
 
 #: The keys of a checkpoint header's ``__metadata__``: from before digests, and since.
 METADATA_KEYS = ({"bnlab"}, {"bnlab", "sha256"})

@@ -23,13 +23,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bnlab.errors import ConfigError
-from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.fused import apply_training
 from bnlab.nn.model import Sequential
 from bnlab.train.batches import (
     Batch,
     batch_reader,
+    check_batching,
     epoch_batches,
     row_mask,
     scale_pixels,
@@ -117,19 +116,6 @@ def compiler_options() -> dict[str, bool | int]:
     if backend == "gpu":
         return {"xla_gpu_autotune_level": 0}
     return {}
-
-
-def check_batching(n_samples: int, batch_size: int, model: Sequential) -> None:
-    """Reject batchings that would leave a one-row batch for a model with BatchNorm."""
-    if batch_size < 1 or n_samples < 1:
-        raise ConfigError(f"batch_size and the dataset size must be ≥ 1, got {batch_size}, "
-                          f"{n_samples}")
-    has_bn = any(isinstance(layer, BatchNorm) for layer in model.layers)
-    if has_bn and (batch_size == 1 or n_samples % batch_size == 1):
-        raise ConfigError(
-            f"with {n_samples} samples and batch_size {batch_size} a training batch has one "
-            "row, whose BatchNorm variance is 0; pick a batch_size that leaves ≥ 2 rows"
-        )
 
 
 def fixed(model: Sequential, optimizer: optax.GradientTransformation) -> Bind:

@@ -41,15 +41,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import jax
-import jax.numpy as jnp
+from typing import TYPE_CHECKING
 
 from bnlab.errors import ConfigError
+from bnlab.lazy import Deferred
 from bnlab.nn.layers import Activation, Dense, LeakyReLU
 from bnlab.nn.model import Sequential
 
-Array = jax.Array
+if TYPE_CHECKING:
+    from jax import Array
+
+jax = Deferred("jax")
+jnp = Deferred("jax.numpy")
 PERCENTILES = (15.0, 50.0, 85.0)
 STATISTICS = ("p15", "p50", "p85", "min", "max", "mean", "std")
 UNIT_STATISTICS = ("p15", "p50", "p85")

@@ -35,12 +35,11 @@ import optax
 
 from bnlab.errors import ConfigError
 from bnlab.nn.model import Sequential
-from bnlab.train.batches import scale_pixels, steps_per_epoch
+from bnlab.train.batches import check_batching, scale_pixels, steps_per_epoch
 from bnlab.train.engine import (
     Bind,
     RunKeys,
     TrainState,
-    check_batching,
     fixed,
     init_train_states,
     make_evaluate,

@@ -1,0 +1,124 @@
+"""One front door: each ``bnlab`` command and the ``bnlab.api`` function it calls give the same
+result. The command is run in-process on a real run; the function on the same inputs."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+import bnlab
+from bnlab.cli import main
+from bnlab.cli.session import cli_option
+
+pytestmark = pytest.mark.realdata
+
+EXPERIMENT = """
+name = "door"
+epochs = 1
+seeds = 2
+batch_size = 500
+[optimizer]
+name = "sgd"
+learning_rate = 0.1
+[[variants]]
+name = "bn"
+layers = [{ type = "flatten" }, { type = "batch_norm" },
+          { type = "dense", units = 16, activation = "relu" },
+          { type = "dense", units = 10, activation = "softmax" }]
+[[variants]]
+name = "plain"
+layers = [{ type = "flatten" }, { type = "dense", units = 10, activation = "softmax" }]
+"""
+
+
+def command(capsys, *argv: str) -> str:
+    capsys.readouterr()
+    assert main(list(argv)) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.out
+
+
+def rendered(value) -> str:
+    out = io.StringIO()
+    Console(file=out, width=120, highlight=False, soft_wrap=True).print(value)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(fashion_mnist, tmp_path_factory):
+    """The experiment trained by ``bnlab run`` and by ``bnlab.run``, each in its folder."""
+    del fashion_mnist  # on disk: both find it
+    root = tmp_path_factory.mktemp("door")
+    (root / "door.toml").write_text(EXPERIMENT)
+    assert main(["run", str(root / "door.toml"), "--runs-dir", str(root / "cli"),
+                 "--no-download", "--train-rows", "5000"]) == 0
+    by_api = bnlab.run(root / "door.toml", runs_dir=root / "api", download=False, verbose=0,
+                       train_rows=5000)
+    (by_cli,) = bnlab.list_runs(root / "cli")[0]
+    return root, by_cli, by_api
+
+
+def test_run_trains_the_same_numbers_both_ways(runs):
+    _, by_cli, by_api = runs
+    assert by_cli.complete and by_api.complete and by_cli.config == by_api.config
+    for name, history in by_cli.histories.items():
+        for metric, values in history.per_seed.items():
+            np.testing.assert_array_equal(by_api.histories[name].per_seed[metric], values)
+        np.testing.assert_array_equal(by_api.summary[name].test_accuracy,
+                                      by_cli.summary[name].test_accuracy)
+
+
+def test_runs_and_show_print_what_the_functions_return(runs, capsys):
+    root, by_cli, _ = runs
+    listed = command(capsys, "runs", "--runs-dir", str(root / "cli"))
+    (run,) = bnlab.list_runs(root / "cli")[0]
+    assert run.path.name in listed and run.status in listed
+    shown = command(capsys, "show", str(by_cli.path))
+    assert shown == rendered(bnlab.show(by_cli).render(cli_option))
+    assert "Verdicts" in shown and by_cli.comparisons()[0].verdict in shown.replace("\n", " ")
+
+
+def test_report_writes_the_same_page_both_ways(runs, capsys, tmp_path):
+    _, by_cli, _ = runs
+    command(capsys, "report", str(by_cli.path), "--out", str(tmp_path / "cli.html"))
+    bnlab.write_report(by_cli, tmp_path / "api.html")
+
+    def page(name):  # the same but for the minute it was generated
+        return re.sub(r"Generated [0-9: -]+", "", (tmp_path / name).read_text("utf-8"))
+
+    assert page("cli.html") == page("api.html")
+
+
+def test_export_and_predict_give_the_same_model_both_ways(runs, capsys, tmp_path,
+                                                          fashion_mnist):
+    from PIL import Image
+
+    _, by_cli, _ = runs
+    out = command(capsys, "export", str(by_cli.path), "--fold", "--out",
+                  str(tmp_path / "cli.onnx"), "--no-download")
+    exported = bnlab.export_model(by_cli, tmp_path / "api.onnx", fold=True, download=False)
+    assert f"max |Δ probability| {exported.verification.max_probability_error:.1e}" in out
+    assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
+    image = tmp_path / "shoe.png"
+    Image.fromarray(fashion_mnist.x_test[0]).save(image)
+    said = command(capsys, "predict", str(tmp_path / "cli.onnx"), str(image), "--test", "8",
+                   "--out", str(tmp_path / "cli.png"), "--no-download")
+    found = bnlab.predict(tmp_path / "api.onnx", [image], test=8, out=tmp_path / "api.png",
+                          download=False)
+    top = " · ".join(f"{name} {p:.3f}" for name, p in found.predictions[0].top)
+    assert f"{image}: {top}" in said
+    assert f"{found.right} of {found.tested} test images right" in said
+
+
+def test_recalibrate_gives_the_same_statistics_both_ways(runs, capsys):
+    _, _, by_api = runs
+    out = command(capsys, "recalibrate", str(by_api.path), "--batches", "4", "--no-download")
+    (first,) = bnlab.recalibrate(by_api, batches=4, download=False)  # rewrites the same file
+    for i, seed in enumerate(first.seeds):
+        after = first.after["val_accuracy"][i]
+        assert re.search(rf"bn\s+│\s+{seed}\s+│\s+[0-9.]+\s+│\s+{after:.4f}", out), out
