@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,8 @@ def read_keras(path: Path, *, weights: bool = True) -> KerasFile:
     params, bn_state = [dict(p) for p in params], [dict(s) for s in bn_state]
     try:
         with h5py_module().File(io.BytesIO(weight_bytes), "r") as weights_file:
-            for index, (layer, name) in enumerate(zip(layers, names, strict=True)):
+            for index, (layer, name) in enumerate(zip(layers, _weight_names(layers_config),
+                                                      strict=True)):
                 stored = _layer_vars(weights_file, name)
                 slots = [(params, "kernel"), (params, "bias")] if isinstance(layer, Dense) \
                     else [(params, "gamma"), (params, "beta"), (bn_state, "moving_mean"),
@@ -121,6 +123,29 @@ def read_keras(path: Path, *, weights: bool = True) -> KerasFile:
     except OSError as err:
         raise KerasFileError(f"{path}: its model.weights.h5 cannot be read ({err})") from None
     return KerasFile(model, tuple(params), tuple(bn_state))
+
+
+def _weight_names(layers_config: list) -> list[str]:
+    """Where a Sequential's weights file keeps each layer's (``layers/<name>/vars``): Keras
+    names them by class within the model (``dense``, ``dense_1``, ``batch_normalization``), not
+    by the layers' own names, which count every layer the session made before."""
+    seen: dict[str, int] = {}
+    names = []
+    for entry in layers_config:
+        if entry.get("class_name") == "InputLayer":
+            continue
+        base = _snake_case(str(entry.get("class_name")))
+        names.append(base if base not in seen else f"{base}_{seen[base]}")
+        seen[base] = seen.get(base, 0) + 1
+    return names
+
+
+def _snake_case(name: str) -> str:
+    """Keras's ``to_snake_case``: ``BatchNormalization`` → ``batch_normalization``,
+    ``LeakyReLU`` → ``leaky_re_lu``."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _layer_vars(weights_file, name: str) -> list[np.ndarray]:
