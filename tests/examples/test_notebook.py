@@ -139,3 +139,11 @@ def test_the_folded_onnx_export_is_verified_and_served(notebook):
     (run_dir,) = (folder / "runs").iterdir()
     assert (run_dir / "bn_after-seed42-folded.onnx").is_file()
     assert float(texts(cell(nb, "from bnlab.export.onnx import"))) > 4 * CHANCE
+
+
+def test_predict_classifies_an_image_file_with_the_exported_model(notebook):
+    nb, _ = notebook
+    shown = texts(cell(nb, "import tempfile")).strip()
+    top, truth, (right, tested) = eval(shown)  # ((name, p), …), the true class, the grid
+    assert len(top) == 3 and all(0 <= p <= 1 for _, p in top) and isinstance(truth, str)
+    assert tested == 16 and right > 16 * CHANCE
