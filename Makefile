@@ -12,9 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Runtime dependencies (editable install of the package).
+# The package (editable) with every extra the README's commands use: ONNX, Keras files,
+# Ray, TensorBoard.
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e ".[all]"
 	touch $@
 
 # Test-only dependencies (pytest, hypothesis, ruff, Keras for reference checks).

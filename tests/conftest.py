@@ -53,10 +53,24 @@ E2E_MODULES = ("tests/experiments/", "tests/test_api.py", "tests/test_cli.py",
                "tests/train/test_members.py", "tests/train/test_seeds.py")
 
 
+# The modules that take longest (minutes of processes killed and resumed, a hundred damaged
+# runs repaired), run first: ``make test`` hands whole modules to its two workers in
+# collection order, and one of these last would keep one worker busy while the other idles.
+LONGEST_FIRST = ("tests/test_signals_and_disks.py", "tests/test_fault_injection.py",
+                 "tests/test_cli.py", "tests/experiments/test_resume.py")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tiers (``make test-fast`` leaves out all three): a test that takes the real data (the
     ``fashion_mnist`` fixture, itself or through another fixture) is ``realdata``; a test of
-    a module of ``E2E_MODULES`` is ``e2e``; ``server`` tests say so themselves."""
+    a module of ``E2E_MODULES`` is ``e2e``; ``server`` tests say so themselves. The modules
+    of ``LONGEST_FIRST`` are moved to the front, in that order."""
+
+    def rank(item) -> int:
+        module = "tests/" + Path(item.path).as_posix().split("/tests/", 1)[-1]
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every other test keeps its place
     for item in items:
         if "fashion_mnist" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.realdata)

@@ -157,6 +157,28 @@ def test_printed_commands_are_spelled_as_bnlab_was_invoked(monkeypatch, tmp_path
     assert program() == [sys.executable, "-m", "bnlab"]
 
 
+def test_the_printed_tensorboard_command_is_the_one_installed_beside_bnlab(monkeypatch,
+                                                                            tmp_path):
+    from bnlab.cli.session import companion
+
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("python", "tensorboard"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv is not activated
+    assert companion("tensorboard") == ".venv/bin/tensorboard"
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")  # activated
+    assert companion("tensorboard") == "tensorboard"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert companion("tensorboard") == str(bin_dir / "tensorboard")  # outside: the whole path
+    assert companion("no-such-tool") == "no-such-tool"
+
+
 def test_show_and_report_name_every_resolved_layer_option_and_one_seed_the_same_way(
         capsys, tmp_path):
     from bnlab.config.experiment import ExperimentConfig, VariantConfig

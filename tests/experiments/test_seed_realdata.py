@@ -14,13 +14,14 @@ from tests.experiments import golden_seed
 
 pytestmark = pytest.mark.realdata
 
-# The golden numbers (golden_seed.json: the commit, CPU and versions that gave them;
-# ``python -m tests.experiments.golden_seed`` regenerates them). A refactor must keep them; a
-# change that means to move them regenerates the file. The tolerances leave room for another
-# CPU's float32 kernels (an accuracy may move by a few of its 5,000 or 10,000 predictions)
-# and stay far below what a change of initialization or data order moves: the three seeds'
-# final losses differ by 0.2% or more, twenty times rtol.
-GOLDEN = json.loads(golden_seed.GOLDEN.read_text())["finals"]
+# The golden numbers and their tolerances (golden_seed.json: the commit, CPU and versions that
+# gave them, and the spread measured by compiling the same run for each older instruction set;
+# ``python -m tests.experiments.golden_seed`` regenerates both). A refactor must keep the
+# numbers; a change that means to move them regenerates the file. The tolerances are derived
+# from the measured spread (four times it), and the script checks they stay below what tells
+# one seed from another, so a change of initialization or data order still fails here.
+GOLDEN = json.loads(golden_seed.GOLDEN.read_text())
+FINALS, TOLERANCE = GOLDEN["finals"], GOLDEN["tolerance"]
 
 
 def test_notebook_models_learn_on_real_data_in_a_few_hundred_steps(fashion_mnist, tmp_path):
@@ -32,12 +33,14 @@ def test_notebook_models_learn_on_real_data_in_a_few_hundred_steps(fashion_mnist
     for result in results:
         history = result.history.per_seed
         assert result.seeds == (42, 43, 44)
-        before = GOLDEN[result.name]
+        before = FINALS[result.name]
         for metric in ("loss", "val_loss"):
-            np.testing.assert_allclose(history[metric][:, -1], before[metric], rtol=1e-4)
+            np.testing.assert_allclose(history[metric][:, -1], before[metric],
+                                       rtol=TOLERANCE[metric], err_msg=metric)
         np.testing.assert_allclose(history["val_accuracy"][:, -1], before["val_accuracy"],
-                                   atol=1e-3)
-        np.testing.assert_allclose(result.test_accuracy, before["test_accuracy"], atol=1e-3)
+                                   rtol=0, atol=TOLERANCE["val_accuracy"])
+        np.testing.assert_allclose(result.test_accuracy, before["test_accuracy"],
+                                   rtol=0, atol=TOLERANCE["test_accuracy"])
         assert np.all(history["loss"][:, 1] < history["loss"][:, 0])
         assert not np.allclose(history["loss"][0], history["loss"][1])
         loss = history["loss"][0]

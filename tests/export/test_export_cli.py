@@ -3,6 +3,8 @@ bnlab on the real test images; what the command cannot do is one line, exit 2.""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -31,6 +33,16 @@ layers = [{ type = "flatten" }, { type = "batch_norm" },
 """
 
 
+def assert_same_top_class_but_near_ties(printed: str) -> None:
+    """The printed check: the same top class on every test image but near ties (whose top
+    two logits lie within rounding of each other, so another CPU may order them otherwise)."""
+    found = re.search(r"same top class on ([\d,]+) of 10,000(?: \(([\d,]+) rows? (?:is a near "
+                      r"tie|are near ties) within rounding\))?\n", printed)
+    assert found, printed
+    same, ties = (int((group or "0").replace(",", "")) for group in found.groups())
+    assert same >= 10_000 - ties, printed
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, fashion_mnist):
     del fashion_mnist  # on disk: the command finds it
@@ -54,7 +66,7 @@ def test_export_folds_checks_and_writes_a_model_that_onnxruntime_runs(small_run,
     assert "folded batch_normalization into dense (the Dense after it)" in printed
     assert "folded batch_normalization_1 into dense (the Dense before it)" in printed
     assert "folded: 25,450 parameters" in printed  # 784·32 + 32 + 32·10 + 10
-    assert "same top class on 10,000 of 10,000" in printed
+    assert_same_top_class_but_near_ties(printed)
     proto = onnx.load(out)
     assert [n.op_type for n in proto.graph.node].count("BatchNormalization") == 0
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -223,7 +235,8 @@ def test_the_python_api_exports_as_the_command_does(small_run, tmp_path, fashion
     assert isinstance(exported, bnlab.Exported) and exported.paths == (tmp_path / "api.onnx",)
     assert (exported.member.variant, exported.member.seed) == ("bn", 43)
     assert exported.exported_parameters == 25_450 < exported.parameters
-    assert exported.verification.same_top_class == 10_000
+    check = exported.verification
+    assert check.rows == 10_000 and check.same_top_class >= check.rows - check.near_ties
     assert exported.verification.max_probability_error <= 1e-5
     ported = bnlab.export_model(small_run, format="torch", variant="plain")
     assert ported.paths == (small_run.path / "plain-seed42.safetensors",
@@ -251,7 +264,7 @@ def test_an_export_onnxruntime_disagrees_with_writes_nothing_and_says_what_it_me
                  "--no-download"]) == 1
     printed = capsys.readouterr()
     assert "folded: 25,450 parameters" in printed.out
-    assert "same top class on 10,000 of 10,000" in printed.out
+    assert_same_top_class_but_near_ties(printed.out)
     assert "error: onnxruntime differs from bnlab by " in printed.err
     assert "> 0 in probability; nothing written" in printed.err
     assert not out.exists()

@@ -77,10 +77,19 @@ def print_exported(exported) -> None:
         console.print(f"onnx.checker: valid; onnxruntime against bnlab on the {check.rows:,} "
                       f"test images: max |Δ probability| {check.max_probability_error:.1e}, "
                       f"max |Δ logit| {check.max_logit_error:.1e}, same top class on "
-                      f"{check.same_top_class:,} of {check.rows:,}", markup=False)
+                      f"{check.same_top_class:,} of {check.rows:,}{_near_ties(check)}",
+                      markup=False)
     else:
         for line in exported.conversions or ("no convention needed converting",):
             console.print(f"  {line}", markup=False)
+
+
+def _near_ties(check) -> str:
+    """How many rows are near ties (their top class may differ by rounding alone)."""
+    if not check.near_ties:
+        return ""
+    rows = "row is a near tie" if check.near_ties == 1 else "rows are near ties"
+    return f" ({check.near_ties:,} {rows} within rounding)"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from bnlab.cli.session import (
     cli_option,
     command_observer,
+    companion,
     console,
     data_options,
     print_recalibrations,
@@ -100,5 +101,6 @@ def print_run(run: Run, started: float) -> None:
     console.print(f"total {time.perf_counter() - started:.1f} s")
     config = run.config
     for line in saved_lines(run.path, [p.name for p in config.points], config.seed_list,
-                            shlex.join(program()), sweep=bool(config.sweep)):
+                            shlex.join(program()), sweep=bool(config.sweep),
+                            tensorboard=shlex.quote(companion("tensorboard"))):
         console.print(line, markup=False)

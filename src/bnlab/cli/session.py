@@ -74,6 +74,18 @@ def program() -> list[str]:
     return [argv0]
 
 
+def companion(name: str) -> str:
+    """How to call ``name``, a command installed beside this Python (``tensorboard``): its
+    name when the shell finds that one, else its path (relative when under the working
+    folder, as ``.venv/bin/tensorboard``); its name when it is not installed here."""
+    beside = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if not beside.exists() or (found and Path(found).resolve() == beside.resolve()):
+        return name
+    relative = os.path.relpath(beside)
+    return str(beside) if relative.startswith("..") else relative
+
+
 # What an OSError means for the user, and what to do about it.
 OS_ERRORS = {
     errno.ENOSPC: "the disk is full; free some space (or give another --runs-dir) and run "

@@ -336,15 +336,15 @@ def mean_sd(values: np.ndarray) -> str:
 
 
 def saved_lines(run_dir: Path, points: Sequence[str], seeds: Sequence[int], bnlab: str, *,
-                sweep: bool) -> list[str]:
+                sweep: bool, tensorboard: str = "tensorboard") -> list[str]:
     """The files a run wrote, relative to its folder (layout: ``bnlab.store.runs``), and the
-    commands that show it, spelled with ``bnlab`` (how the command was invoked); a sweep's
-    points as one pattern."""
+    commands that show it, spelled with ``bnlab`` and ``tensorboard`` (as the shell calls
+    them here); a sweep's points as one pattern."""
     folder = shlex.quote(str(run_dir))
     figures = sorted(p.name for p in run_dir.glob("*.png") if not p.name.startswith("sweep-"))
     figures = [f"{name.removesuffix('.png')}.{{png,svg}}" for name in figures]
     lines = [f"saved in {run_dir}/ (show it: {bnlab} show {folder}; report: {bnlab} report "
-             f"{folder}; tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))})",
+             f"{folder}; {tensorboard} --logdir {shlex.quote(str(run_dir / 'tensorboard'))})",
              "  " + "  ".join(["config.json", "environment.json", "summary.json", *figures,
                                "tensorboard/"])]
     seed_part = f"seed-{seeds[0]}" if len(seeds) == 1 else f"seed-{{{seeds[0]}..{seeds[-1]}}}"
