@@ -21,6 +21,10 @@ from bnlab.data.datasets import Splits
 from bnlab.errors import DataError
 
 os.environ["KERAS_BACKEND"] = "jax"
+# bnlab prints as wide as COLUMNS says (report/terminal.py); pytest-xdist's workers set it to
+# 80. The tests read printed lines at one width, whatever runs them; tests/report/
+# test_tables.py prints at 80, 100 and 200.
+os.environ["COLUMNS"] = "120"
 # One persistent compilation cache for the whole session and every process it starts: the
 # tests compile the same small programs over and over (JAX keys the cache by the program and
 # the compiler's options, so a hit is the same executable). Programs that compile in under

@@ -11,20 +11,17 @@ from bnlab.errors import BnlabError
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from bnlab.api import check_data
     from bnlab.data.datasets import get_spec
     from bnlab.report.progress import ProgressObserver
+    from bnlab.report.tables import Column, FittedTable
 
     with ProgressObserver(verbose=1, console=console) as observer:
         checked = check_data(**data_options(args), observer=observer)
-    table = Table(title="Fashion-MNIST files, each verified (the SHA-256 of its decompressed "
-                        "bytes is the registry's)", title_justify="left")
-    table.add_column("role", no_wrap=True)
-    table.add_column("found in", no_wrap=True)
-    table.add_column("path", overflow="fold")
-    table.add_column("sha256", no_wrap=True)
+    table = FittedTable("Fashion-MNIST files, each verified (the SHA-256 of its decompressed "
+                        "bytes is the registry's)",
+                        [Column("role", "left"), Column("found in", "left"),
+                         Column("path", "left"), Column("sha256", "left")])
     bad = {role: r.render(cli_option) for role, r in checked.items()
            if isinstance(r, BnlabError)}
     for role, result in checked.items():

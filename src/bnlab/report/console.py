@@ -19,6 +19,7 @@ from bnlab.analysis.stats import PairedComparison, SeedSummary
 from bnlab.analysis.sweep import PointRow, SweepPoint, best_points, point_rows
 from bnlab.config.sweep import value_text
 from bnlab.errors import OptionRenderer, python_option, render_options
+from bnlab.report.tables import Column, FittedTable
 from bnlab.store.lock import holder_alive, lock_holder
 from bnlab.store.recalibrations import Recalibration, read_recalibrations
 from bnlab.store.runs import REPAIR, Run
@@ -81,7 +82,8 @@ def seeds_cell(values: np.ndarray) -> str:
     return text if finite.size == values.size else f"{text} ({finite.size}/{values.size} seeds)"
 
 
-def results_table(run: Run, *, title: str | None = None, epochs: bool = False) -> Table:
+def results_table(run: Run, *, title: str | None = None,
+                  epochs: bool = False) -> FittedTable:
     """Final validation and test metrics per variant (mean ± sd over the seeds that did not
     diverge), seconds per epoch and compile seconds, and each variant's status; with
     ``epochs`` (always for a run that is not complete) the epochs each variant finished."""
@@ -91,12 +93,14 @@ def results_table(run: Run, *, title: str | None = None, epochs: bool = False) -
                                             if seeds > 1 else "")
     if not run.complete:
         title, epochs = f"{title} — {run.status} run", True
-    table = Table(title=title, title_justify="left")
-    columns = ["model", "status", *(["epochs"] if epochs else []), "val_accuracy", "val_loss",
-               "test_accuracy", "test_loss", "s/epoch", "compile s"]
-    for column in columns:  # the numbers never wrap; a long status does
-        table.add_column(column, justify="left" if column in ("model", "status") else "right",
-                         no_wrap=column != "status", min_width=8 if column == "status" else None)
+    # The model's name is typed next (--variant) and never broken; a mean ± sd may wrap at
+    # its spaces, a status too.
+    table = FittedTable(title, [
+        Column("model", "left"), Column("status", "left", whole=False),
+        *([Column("epochs")] if epochs else []),
+        *(Column(metric, whole=False)
+          for metric in ("val accuracy", "val loss", "test accuracy", "test loss")),
+        Column("s/epoch"), Column("compile s")])
     for variant in run.config.points:
         history = run.histories.get(variant.name)
         summary = (run.summary or {}).get(variant.name)
@@ -150,18 +154,18 @@ def ci_text(summary: SeedSummary | None) -> str:
     return f"{mean:.4f} ({float(summary.ci_low):.4f}–{float(summary.ci_high):.4f})"
 
 
-def sweep_table(run: Run) -> Table:
+def sweep_table(run: Run) -> FittedTable:
     """A sweep's answer: per point its axis values, status, final validation and test
     accuracy (mean and 95% t-interval over the seeds that did not diverge) and how many
     seeds diverged; each variant's best point marked ★."""
     rows, best = sweep_rows(run)
     keys = [axis.key for axis in run.config.sweep if axis.kind != "variants"]
-    table = Table(title=f"Sweep: final accuracy, mean (95% CI) over {run.config.seeds} seeds; "
-                        "★ each variant's best", title_justify="left")
-    for column in ("variant", *(k.removeprefix("optimizer.") for k in keys), "status",
-                   "val_accuracy", "test_accuracy", "diverged"):
-        table.add_column(escape(column), justify="left" if column in ("variant", "status")
-                         else "right", no_wrap=True)
+    table = FittedTable(
+        f"Sweep: final accuracy, mean (95% CI) over {run.config.seeds} seeds; ★ each "
+        "variant's best",
+        [Column("variant", "left"), *(Column(escape(k.removeprefix("optimizer."))) for k in keys),
+         Column("status", "left", whole=False), Column("val accuracy", whole=False),
+         Column("test accuracy", whole=False), Column("diverged")])
     best_names = {row.point.name for row in best.values()}
     for row in rows:
         point = row.point
@@ -289,27 +293,27 @@ def gap_lines(run: Run) -> list[str]:
             "paired by seed):", *(f"  • {g.sentence}" for g in gaps)]
 
 
-def recalibration_table(results: Sequence[Recalibration]) -> Table:
+def recalibration_table(results: Sequence[Recalibration]) -> FittedTable:
     """Per point and seed: validation accuracy with the moving statistics (before) and with
     the recomputed ones (after), and the change in points."""
     batches = results[0].batches if results else 0
-    table = Table(title=f"BatchNorm statistics recomputed over {batches} training batches "
-                        "(inference mode, validation set)", title_justify="left")
-    for column in ("model", "seed", "val_accuracy before", "after", "change (points)",
-                   "test_accuracy before", "after"):
-        table.add_column(column, justify="left" if column == "model" else "right",
-                         overflow="fold")
+    table = FittedTable(
+        f"BatchNorm statistics recomputed over {batches} training batches (inference mode, "
+        "validation set)",
+        [Column("model", "left"), Column("seed"), Column("val accuracy before"),
+         Column("after"), Column("change (points)"), Column("test accuracy before"),
+         Column("after")])
     for result in results:
         for i, seed in enumerate(result.seeds):
             before, after = result.before["val_accuracy"][i], result.after["val_accuracy"][i]
-            table.add_row(result.point, str(seed), f"{before:.4f}", f"{after:.4f}",
+            table.add_row(escape(result.point), str(seed), f"{before:.4f}", f"{after:.4f}",
                           f"{100 * (after - before):+.2f}",
                           f"{result.before['test_accuracy'][i]:.4f}",
                           f"{result.after['test_accuracy'][i]:.4f}")
     return table
 
 
-def recalibration_parts(run: Run) -> tuple[Table | None, list[str]]:
+def recalibration_parts(run: Run) -> tuple[FittedTable | None, list[str]]:
     """What ``bnlab run`` and ``bnlab show`` print of a run's recalibrations
     (``experiments.recalibrate``): their table (``None`` without any) and a line for each
     damaged one."""
@@ -358,13 +362,14 @@ def saved_lines(run_dir: Path, points: Sequence[str], seeds: Sequence[int], bnla
 
 
 def runs_table(runs: Sequence[Run], unreadable: Sequence[tuple[Path, str]], runs_dir: Path,
-               option: OptionRenderer = python_option) -> Table:
+               option: OptionRenderer = python_option) -> FittedTable:
     """What ``bnlab runs`` prints: per run its experiment, variants (and points), seeds,
     epochs done and status (training with the lock holder's PID, damaged, complete,
     unfinished; diverged variants), then a row per unreadable folder."""
-    table = Table(title=f"Runs under {escape(str(runs_dir))}", title_justify="left")
-    for column in ("run", "experiment", "variants", "seeds", "epochs", "status"):
-        table.add_column(column, overflow="fold" if column == "status" else "ellipsis")
+    table = FittedTable(f"Runs under {escape(str(runs_dir))}", [
+        Column("run", "left"), Column("experiment", "left"),
+        Column("variants", "left", whole=False), Column("seeds"), Column("epochs"),
+        Column("status", "left", whole=False)])
     resume = escape(render_options("{resume=True}", option))
     for run in runs:
         config = run.config

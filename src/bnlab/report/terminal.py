@@ -3,6 +3,7 @@ notebook (imports nothing but Rich, so ``bnlab --help`` starts at once)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import IO
 
@@ -10,8 +11,10 @@ from rich.console import Console
 
 
 def new_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
-    """How bnlab prints: no guessing of colours for numbers, long lines kept whole, and in
-    a log or pipe (not a terminal) 120 columns, wide enough for its tables."""
+    """How bnlab prints: no guessing of colours for numbers, long lines kept whole, as wide
+    as the terminal, or ``COLUMNS`` when set; in a log or pipe without it, 120 columns. Its
+    tables fit any width (``report.tables``)."""
     stream = file or (sys.stderr if stderr else sys.stdout)
-    width = None if stream.isatty() else 120
+    columns = os.environ.get("COLUMNS", "")
+    width = None if stream.isatty() or (columns.isdigit() and int(columns) > 0) else 120
     return Console(file=file, stderr=stderr, highlight=False, soft_wrap=True, width=width)
