@@ -394,3 +394,35 @@ def test_compare_all_for_loss_puts_the_lower_loss_first():
 
 def test_compare_all_of_one_variant_is_empty():
     assert compare_all({"baseline": BASELINE}) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.floats(-1, 1, allow_nan=False), min_size=3, max_size=3),
+                min_size=2, max_size=6),
+       st.sampled_from([0.05, 0.1]))
+def test_each_interval_excludes_no_difference_exactly_when_holm_rejects(differences, alpha):
+    """``holm``: the interval at each comparison's level agrees with its Holm-adjusted p, so
+    a sentence never calls a difference unclear while its interval excludes zero (or the
+    reverse)."""
+    from bnlab.analysis.stats import compare_pairs
+
+    base = np.array([0.5, 0.6, 0.7])
+    finals = {"ref": base} | {f"v{i}": base + np.array(d) * np.array([1, 1.3, 0.7])
+                              for i, d in enumerate(differences)}
+    pairs = [(name, "ref") for name in finals if name != "ref"]
+    for c in compare_pairs(finals, pairs, alpha=alpha):
+        if not np.isfinite(c.p_adjusted) or c.ci_half_width == 0 or abs(
+                abs(c.mean_difference) - c.ci_half_width) < 1e-9:
+            continue  # constant differences (sign test) or a bound exactly at zero
+        excludes = abs(c.mean_difference) > c.ci_half_width
+        assert excludes == (c.p_adjusted < alpha), (c.p_adjusted, c.mean_difference,
+                                                    c.ci_half_width)
+
+
+def test_holm_interval_levels_follow_the_step_down_and_stop_at_the_first_kept():
+    from bnlab.analysis.stats import holm_interval_alphas
+
+    # sorted: 0.001 rejected at α/4, 0.01 at α/3, 0.03 kept (≥ α/2): it and 0.04 at α/2
+    levels = holm_interval_alphas([0.03, 0.001, 0.01, 0.04], 0.05)
+    assert levels == pytest.approx([0.05 / 2, 0.05 / 4, 0.05 / 3, 0.05 / 2])
+    assert holm_interval_alphas([0.2, float("nan")], 0.05) == pytest.approx([0.05, 0.05])

@@ -15,6 +15,7 @@ from bnlab.analysis.why import (
     geometric_mean,
     per_seed,
     ratio_finding,
+    summary_lines,
 )
 
 
@@ -83,3 +84,37 @@ def test_per_seed_summaries_follow_their_definitions():
             / (bands[..., 2] - bands[..., 0]).mean(1))
     np.testing.assert_allclose(out["distribution drift at hidden layer 1"], want)
     np.testing.assert_allclose(drift(records["activations/dense/pre_activation/layer"]), want)
+
+
+def test_intervals_of_a_family_are_at_holms_level_so_they_agree_with_the_adjusted_p():
+    rng = np.random.default_rng(3)
+    base = {f"q{k}": rng.uniform(1, 2, 4) for k in range(6)}
+    moved = {q: v * np.exp(rng.normal(-0.4, 0.3, 4)) for q, v in base.items()}
+    for f in findings({"ref": base, "bn": moved}):
+        assert f.family == 6 and "adjusted CI" in f.sentence
+        assert (f.high < 1 or f.low > 1) == f.significant, f.sentence
+
+
+def test_a_sweeps_findings_pair_points_at_the_same_axis_value_and_summarise_per_variant():
+    rng = np.random.default_rng(4)
+    per_point = {}
+    for lr in ("0.01", "0.1", "1.0"):
+        ref = rng.uniform(1, 2, 5)
+        per_point[f"base@lr={lr}"] = {"smoothness": ref}
+        factor = 0.25 if lr != "1.0" else 1.0  # lower at two rates, unchanged at the third
+        per_point[f"bn@lr={lr}"] = {"smoothness": ref * factor * np.exp(rng.normal(0, .02, 5))}
+    per_point["bn@lr=1.0"]["smoothness"][:4] = np.nan  # diverged: one seed left
+    pairs = [(f"bn@lr={lr}", f"base@lr={lr}") for lr in ("0.01", "0.1", "1.0")]
+    found = findings(per_point, pairs)
+    assert [(f.variant, f.reference) for f in found] == pairs  # like with like
+    variant_of = {name: name.split("@")[0] for name in per_point}
+    axis = {name: name.split("@")[1] for name in per_point}
+    (line,) = summary_lines(found, variant_of, axis)
+    assert line.startswith("smoothness: bn against base at the same 3 values: lower at 2 "
+                           "(lr=0.01, lr=0.1; ratio 0.2")
+    assert line.endswith("not comparable at 1 (fewer than 2 seeds finite in both)")
+
+
+def test_a_drift_needs_two_records_and_is_left_out_with_fewer():
+    one_record = {"activations/dense/layer": np.ones((2, 1, 7))}
+    assert "distribution drift at hidden layer 1" not in per_seed(one_record)

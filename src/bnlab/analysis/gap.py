@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bnlab.analysis.stats import PairedComparison, compare_paired, holm_adjust
+from bnlab.analysis.stats import PairedComparison, compare_paired, holm
 
 INFERENCE, BATCH = "val_accuracy", "val_batchstats_accuracy"
 
@@ -62,9 +62,9 @@ def final_gaps(histories: Mapping[str, Mapping[str, np.ndarray]],
             epochs=epochs)
         gaps.append(Gap(name, inference[finite], batch[finite], comparison))
     if len(gaps) > 1 and all(g.comparison.n > 1 for g in gaps):
-        adjusted = holm_adjust([g.comparison.p_value for g in gaps])
+        family = holm([g.comparison.p_value for g in gaps])
         gaps = [replace(g, comparison=compare_paired(
             g.inference, g.batch, name_a=g.comparison.name_a, name_b=g.comparison.name_b,
-            metric="validation accuracy", epochs=epochs, holm=(p, len(gaps))))
-            for g, p in zip(gaps, adjusted, strict=True)]
+            metric="validation accuracy", epochs=epochs, holm=adjusted))
+            for g, adjusted in zip(gaps, family, strict=True)]
     return gaps

@@ -163,7 +163,7 @@ def compare_paired(
     alpha: float = 0.05,
     higher_is_better: bool = True,
     percentage_points: bool = True,
-    holm: tuple[float, int] | None = None,
+    holm: tuple[float, int, float] | None = None,
 ) -> PairedComparison:
     """Compare the final metric of two variants over the same seeds (paired t-test).
 
@@ -179,8 +179,10 @@ def compare_paired(
             shows differences ×100 as "points"; when False it shows raw differences (use it for
             losses). Either way numbers are rounded to the half-width's first significant digit
             (1 to 4 decimals), or to 3 significant digits when there is no spread.
-        holm: `(p_adjusted, comparisons)` when this pair is one of several compared together
-            (`compare_all` passes it); the verdict then uses the adjusted p.
+        holm: `(p_adjusted, comparisons, interval_alpha)` when this pair is one of several
+            compared together (`compare_all` passes it, from `holm`); the verdict then uses
+            the adjusted p and the interval has confidence `1 - interval_alpha`, so that it
+            excludes no difference exactly when the adjusted p is below `alpha`.
 
     Returns:
         A `PairedComparison` (see its attributes for the formulas); its `verdict` is the
@@ -198,8 +200,9 @@ def compare_paired(
             f"cannot pair {name_a!r} ({x.shape[0]} seeds) with {name_b!r} ({y.shape[0]} seeds); "
             "run both variants over the same seeds"
         )
-    n, mean, half, p, dz = paired_test(x, y, alpha)
-    p_adjusted, comparisons = holm if holm is not None else (p, 1)
+    p_adjusted, comparisons, interval_alpha = holm if holm is not None else (None, 1, alpha)
+    n, mean, half, p, dz = paired_test(x, y, interval_alpha)
+    p_adjusted = p if p_adjusted is None else p_adjusted
     a_is_better = mean > 0 if higher_is_better else mean < 0
     winner = None
     if n >= 2 and p_adjusted < alpha:
@@ -280,9 +283,9 @@ def compare_pairs(finals: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, s
         oriented.append(((name_j, vj), (name_i, vi)) if j_is_better
                         else ((name_i, vi), (name_j, vj)))
         p_values.append(first.p_value)
-    adjusted = holm_adjust(p_values)
-    return [compare_paired(va, vb, name_a=na, name_b=nb, holm=(p, len(p_values)), **kw)
-            for ((na, va), (nb, vb)), p in zip(oriented, adjusted, strict=True)]
+    family = holm(p_values, kw.get("alpha", 0.05))
+    return [compare_paired(va, vb, name_a=na, name_b=nb, holm=adjusted, **kw)
+            for ((na, va), (nb, vb)), adjusted in zip(oriented, family, strict=True)]
 
 
 def compare_final_accuracy(histories: Mapping[str, Mapping[str, np.ndarray]],
@@ -306,6 +309,32 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def holm_interval_alphas(p_values: Sequence[float], alpha: float) -> list[float]:
+    """The level ``α_i`` of each comparison's interval that agrees with Holm's procedure
+    (Holm 1979): with ``p_(1) ≤ … ≤ p_(m)`` sorted, the comparison of rank ``i`` is tested at
+    ``α / (m − i + 1)`` if every comparison before it was rejected, and the first one kept (at
+    rank ``f``) ends the procedure; so ``α_i = α / (m − min(i, f) + 1)``. The interval at
+    ``1 − α_i`` then excludes no difference exactly when the Holm-adjusted p is below α (a
+    t-interval excludes 0 exactly when its test's p is below its level). NaN p: ``α``."""
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not np.isnan(p))
+    m = len(finite)
+    levels = [alpha] * len(p_values)
+    kept_at = None
+    for rank, (p, i) in enumerate(finite, 1):
+        if kept_at is None and p >= alpha / (m - rank + 1):
+            kept_at = rank
+        levels[i] = alpha / (m - min(rank, kept_at or rank) + 1)
+    return levels
+
+
+def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[tuple[float, int, float]]:
+    """Per comparison ``(Holm-adjusted p, comparisons, interval α)``: ``holm_adjust`` and
+    ``holm_interval_alphas`` together, what ``compare_paired`` takes as ``holm``."""
+    m = sum(not np.isnan(p) for p in p_values)
+    return [(p, m, level) for p, level in zip(holm_adjust(p_values),
+                                              holm_interval_alphas(p_values, alpha), strict=True)]
 
 
 def _check_level(name: str, level: float) -> None:

@@ -29,12 +29,12 @@ ratio whose interval holds 1 is "not measurably different".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from bnlab.analysis.stats import compare_paired, holm_adjust
+from bnlab.analysis.stats import compare_paired, holm
 
 ALPHA = 0.05
 
@@ -122,22 +122,24 @@ def per_seed(records: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                 out[f"internal covariate shift of {layer}"] = geometric_mean(values)
     layers = [n for n in records if n.startswith("activations/") and n.endswith("/layer")]
     for k, name in enumerate(layers, 1):  # by position: models name their layers differently
-        out[f"distribution drift at hidden layer {k}"] = drift(records[name])
+        if records[name].shape[1] >= 2:  # a drift needs two records
+            out[f"distribution drift at hidden layer {k}"] = drift(records[name])
     return out
 
 
 def ratio_finding(quantity: str, variant: str, reference: str, a: np.ndarray,
-                  b: np.ndarray) -> Finding:
+                  b: np.ndarray, interval_alpha: float = ALPHA) -> Finding:
     """``a ÷ b`` paired by seed: ``analysis.stats.compare_paired`` on the log values (the
-    seeds where both are finite and positive), exponentiated; one family of one
-    (``findings`` adjusts p over its own)."""
+    seeds where both are finite and positive), exponentiated, the interval at confidence
+    ``1 − interval_alpha``; one family of one (``findings`` adjusts p and the interval's
+    level over its own)."""
     keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
     n = int(keep.sum())
     if n == 0:
         return Finding(quantity, variant, reference, 0, np.nan, np.nan, np.nan, np.nan, np.nan,
                        1)
     logs = compare_paired(np.log(a[keep]), np.log(b[keep]), name_a=variant, name_b=reference,
-                          metric=quantity, alpha=ALPHA)
+                          metric=quantity, alpha=ALPHA, holm=(None, 1, interval_alpha))
     mean, half = logs.mean_difference, logs.ci_half_width
     return Finding(quantity, variant, reference, n, float(np.exp(mean)),
                    float(np.exp(mean - half)), float(np.exp(mean + half)), logs.p_value,
@@ -145,26 +147,64 @@ def ratio_finding(quantity: str, variant: str, reference: str, a: np.ndarray,
 
 
 def findings(per_variant: Mapping[str, Mapping[str, np.ndarray]],
-             reference: str | None = None) -> list[Finding]:
-    """Every quantity of every variant against ``reference`` (default: the first variant),
-    paired by seed, p Holm-adjusted over all of them; each with its ``sentence``."""
+             pairs: Sequence[tuple[str, str]] | None = None) -> list[Finding]:
+    """Each quantity compared paired by seed over ``pairs`` of ``(variant, reference)``
+    (default: every variant against the first), p Holm-adjusted over all of them and each
+    interval at the level that agrees with it (``analysis.stats.holm``); each with its
+    ``sentence``."""
     names = list(per_variant)
-    if not names:
-        return []
-    reference = names[0] if reference is None else reference
-    raw = [ratio_finding(quantity, variant, reference, values,
-                         per_variant[reference][quantity])
-           for variant in names if variant != reference
+    if pairs is None:
+        pairs = [(name, names[0]) for name in names[1:]]
+    raw = [ratio_finding(quantity, variant, reference, values, per_variant[reference][quantity])
+           for variant, reference in pairs
            for quantity, values in per_variant[variant].items()
            if quantity in per_variant[reference]]
-    tested = [i for i, f in enumerate(raw) if np.isfinite(f.p_value)]
-    adjusted = dict(zip(tested, holm_adjust([raw[i].p_value for i in tested]), strict=True))
+    family = holm([f.p_value for f in raw], ALPHA)
     out = []
-    for i, finding in enumerate(raw):
-        finding = Finding(**{**finding.__dict__, "p_adjusted": adjusted.get(i, np.nan),
-                             "family": len(tested)})
+    for finding, (p_adjusted, tested, interval_alpha) in zip(raw, family, strict=True):
+        if tested > 1 and np.isfinite(finding.p_value):  # the interval at Holm's level
+            finding = ratio_finding(finding.quantity, finding.variant, finding.reference,
+                                    per_variant[finding.variant][finding.quantity],
+                                    per_variant[finding.reference][finding.quantity],
+                                    interval_alpha)
+        finding = Finding(**{**finding.__dict__, "p_adjusted": p_adjusted, "family": tested})
         out.append(Finding(**{**finding.__dict__, "sentence": sentence(finding)}))
     return out
+
+
+def summary_lines(found: Sequence[Finding], variant_of: Mapping[str, str],
+                  axis: Mapping[str, str]) -> list[str]:
+    """Findings over a sweep's points, one line per variant, reference and quantity: at how
+    many of the axis values the variant's ratio is measurably below 1, above 1, neither, or
+    not comparable (diverged seeds), with the range of the measurable ratios. ``variant_of``:
+    point → its variant; ``axis``: point → its axis values as text (``lr=0.1``)."""
+    groups: dict[tuple[str, str, str], list[Finding]] = {}
+    for f in found:
+        key = (variant_of[f.variant], variant_of[f.reference], f.quantity)
+        groups.setdefault(key, []).append(f)
+    lines = []
+    for (variant, reference, quantity), group in groups.items():
+        lower = [f for f in group if f.significant and f.ratio < 1]
+        higher = [f for f in group if f.significant and f.ratio > 1]
+        unclear = [f for f in group if f.n >= 2 and not f.significant]
+        missing = [f for f in group if f.n < 2]
+        parts = []
+        for word, members in (("lower", lower), ("higher", higher)):
+            if members:
+                ratios = [f.ratio for f in members]
+                span = (f"{_factor(min(ratios))}×" if len(ratios) == 1 else
+                        f"{_factor(min(ratios))}–{_factor(max(ratios))}×")
+                where = ", ".join(axis[f.variant] for f in members)
+                parts.append(f"{word} at {len(members)} ({where}; ratio {span})")
+        if unclear:
+            parts.append(f"not measurably different at {len(unclear)}")
+        if missing:
+            parts.append(f"not comparable at {len(missing)} (fewer than 2 seeds finite in "
+                         "both)")
+        lines.append(f"{quantity}: {variant} against {reference} at the same "
+                     f"{'value' if len(group) == 1 else f'{len(group)} values'}: "
+                     + "; ".join(parts))
+    return lines
 
 
 def _factor(ratio: float) -> str:
@@ -176,13 +216,14 @@ def sentence(f: Finding) -> str:
     baseline (95% CI 2.6–3.7×, p < 0.001 Holm-adjusted over 12, 5 seeds)"."""
     if f.n == 0:
         return (f"{f.quantity}: no seed of {f.variant} and {f.reference} has finite values to "
-                "compare (every pair diverged)")
+                "compare (in each seed one of them diverged)")
     if f.n == 1:
         return (f"{f.quantity}: {f.variant} ÷ {f.reference} = {_factor(f.ratio)}× with one "
                 "seed; an interval needs at least 2 seeds")
     p = "p < 0.001" if f.p_adjusted < 0.001 else f"p = {f.p_adjusted:.2g}"
     held = f"Holm-adjusted over {f.family}" if f.family > 1 else ""
-    stat = (f"95% CI {_factor(f.low)}–{_factor(f.high)}×, {p}{' ' + held if held else ''}, "
+    interval = "adjusted CI" if f.family > 1 else "95% CI"  # at Holm's level (findings)
+    stat = (f"{interval} {_factor(f.low)}–{_factor(f.high)}×, {p}{' ' + held if held else ''}, "
             f"{f.n} seeds")
     if not f.significant:
         return (f"{f.variant} and {f.reference} do not differ measurably in {f.quantity} "

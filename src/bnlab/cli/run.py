@@ -80,7 +80,7 @@ def print_run(run: Run, started: float) -> None:
         sweep_table,
         verdict_lines,
     )
-    from bnlab.report.why import why_findings
+    from bnlab.report.why import why_lines
 
     console.print(results_table(run))
     if run.config.sweep:
@@ -92,12 +92,11 @@ def print_run(run: Run, started: float) -> None:
     for line in gap_lines(run):
         console.print(line, markup=False)
     print_recalibrations(run)
-    found = why_findings(run)
-    if found:
-        console.print(f"What the probes recorded, each against {found[0].reference} (paired "
-                      "by seed; bnlab report draws the figures):", markup=False)
-        for finding in found:
-            console.print(f"  • {finding.sentence}", markup=False)
+    heading, lines = why_lines(run)
+    if lines:
+        console.print(heading, markup=False)
+        for line in lines:
+            console.print(f"  • {line}", markup=False)
     console.print(f"total {time.perf_counter() - started:.1f} s")
     config = run.config
     for line in saved_lines(run.path, [p.name for p in config.points], config.seed_list,

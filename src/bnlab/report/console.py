@@ -48,9 +48,14 @@ def epoch_line(record: EpochRecord) -> str:
 
 
 def divergence_lines(name: str, record: EpochRecord) -> list[str]:
-    """One plain line per seed of model ``name`` that diverged in ``record``'s epoch."""
+    """One plain line per seed of model ``name`` that diverged in ``record``'s epoch, saying
+    whether any of its seeds still trains."""
+    finite = np.isfinite(next(iter(record.metrics.values()))) if record.metrics else None
+    training = finite is not None and bool(finite.any())
+    rest = ("the other seeds train on" if training
+            else f"no seed of {name} is left training")
     return [f"{name}: seed {record.seeds[member]} diverged at epoch {record.epoch}, step "
-            f"{step} (the training loss is not finite); it stops there, the other seeds train on"
+            f"{step} (the training loss is not finite); it stops there, {rest}"
             for member, step in record.diverged.items()]
 
 
@@ -224,9 +229,14 @@ def run_overview(run: Run, option: OptionRenderer = python_option) -> Group:
     data = env.get("data")
     rows = (f"; {data['train']:,} / {data['val']:,} / {data['test']:,} rows (train / val / test)"
             if isinstance(data, dict) and {"train", "val", "test"} <= set(data) else "")
-    recipe = (f"optimizer {config.optimizer.name} lr {config.optimizer.learning_rate:g}"
-              + "".join(f", {k}={v}" for k, v in config.optimizer.args.items())
-              + f", batch {config.batch_size}, {config.epochs} epochs, seeds "
+    swept = {axis.key for axis in config.sweep}
+    lr = ("swept" if "optimizer.learning_rate" in swept
+          else f"{config.optimizer.learning_rate:g}")
+    batch = "swept" if "batch_size" in swept else config.batch_size
+    recipe = (f"optimizer {config.optimizer.name} lr {lr}"
+              + "".join(f", {k}={'swept' if f'optimizer.{k}' in swept else v}"
+                        for k, v in config.optimizer.args.items())
+              + f", batch {batch}, {config.epochs} epochs, seeds "
               f"{list(config.seed_list)}{rows}; {env.get('device')}, jax "
               f"{(env.get('packages') or {}).get('jax')}"
               + (f"; resumed {len(env['resumes'])}× (environment.json)"
@@ -273,9 +283,49 @@ def verdict_lines(run: Run, option: OptionRenderer = python_option) -> list[str]
               "not diverge" if left_out else "")
     if run.config.sweep:
         family = (f", Holm-adjusted over {len(comparisons)} pairs: variants at equal values of "
-                  "the other axes, and each variant at its best point")
+                  "the other axes, summarised per pair of variants, then each variant at its "
+                  "best point; bnlab report lists each")
+        lines = sweep_verdict_lines(run, comparisons)
+    else:
+        lines = [c.verdict for c in comparisons]
     return [f"[bold]Verdicts[/] (seed-paired t-tests on final validation accuracy{family}):",
-            *(f"  • {escape(comparison.verdict)}" for comparison in comparisons), *left_out]
+            *(f"  • {escape(line)}" for line in lines), *left_out]
+
+
+def sweep_verdict_lines(run: Run, comparisons: Sequence[PairedComparison]) -> list[str]:
+    """A sweep's verdicts: those between points at equal axis values as one line per pair
+    of variants (which wins at how many values, and where; the range of the differences in
+    points), then each comparison between variants' best points as its sentence."""
+    point = {p.name: p for p in run.config.points}
+    axis = {name: ", ".join(f"{k.removeprefix('optimizer.')}={value_text(v)}"
+                            for k, v in p.values if k != "variants")
+            for name, p in point.items()}
+    order = [v.name for v in run.config.variants]
+    pairs: dict[tuple[str, str], list[PairedComparison]] = {}
+    best = []
+    for c in comparisons:
+        a, b = point[c.name_a], point[c.name_b]
+        if axis[c.name_a] != axis[c.name_b]:
+            best.append(c.verdict)
+            continue
+        key = tuple(sorted((a.variant, b.variant), key=order.index))
+        pairs.setdefault(key, []).append(c)
+    lines = []
+    for (first, second), group in pairs.items():
+        wins = {name: [c for c in group if c.winner and point[c.winner].variant == name]
+                for name in (first, second)}
+        parts = [f"{name} better at {len(won)} ({', '.join(axis[c.winner] for c in won)})"
+                 for name, won in wins.items() if won]
+        unclear = len(group) - sum(len(won) for won in wins.values())
+        if unclear:
+            parts.append(f"not distinguishable at {unclear}")
+        differences = [100 * (c.mean_difference if point[c.name_a].variant == first
+                              else -c.mean_difference) for c in group]
+        lines.append(f"{first} against {second} at {len(group)} equal axis value"
+                     f"{'s' * (len(group) > 1)}: " + "; ".join(parts)
+                     + f" ({first} − {second}: {min(differences):+.1f} to "
+                       f"{max(differences):+.1f} points)")
+    return [*lines, *best]
 
 
 def gap_lines(run: Run) -> list[str]:
@@ -289,8 +339,40 @@ def gap_lines(run: Run) -> list[str]:
                                             default=None))
     if not gaps:
         return []
-    return ["Training vs inference (final validation accuracy, moving vs batch statistics, "
-            "paired by seed):", *(f"  • {g.sentence}" for g in gaps)]
+    heading = ("Training vs inference (final validation accuracy, moving vs batch statistics, "
+               "paired by seed")
+    if not run.config.sweep:
+        return [heading + "):", *(f"  • {g.sentence}" for g in gaps)]
+    return [heading + f", Holm-adjusted over {len(gaps)} points; bnlab report lists each):",
+            *(f"  • {line}" for line in gap_summary(run, gaps))]
+
+
+def gap_summary(run: Run, gaps: Sequence) -> list[str]:
+    """A sweep's gaps, one line per variant: at how many of its points inference mode is
+    measurably worse or better than batch statistics (which), or neither, and the range of
+    the mean differences in points."""
+    variant_of = {p.name: p.variant for p in run.config.points}
+    axis = {p.name: ", ".join(f"{k.removeprefix('optimizer.')}={value_text(v)}"
+                              for k, v in p.values if k != "variants")
+            for p in run.config.points}
+    by_variant: dict[str, list] = {}
+    for gap in gaps:
+        by_variant.setdefault(variant_of[gap.variant], []).append(gap)
+    lines = []
+    for variant, group in by_variant.items():
+        worse = [g for g in group if g.comparison.winner == g.comparison.name_b]
+        better = [g for g in group if g.comparison.winner == g.comparison.name_a]
+        parts = [f"{word} at {len(members)} ({', '.join(axis[g.variant] for g in members)})"
+                 for word, members in (("worse", worse), ("better", better)) if members]
+        unclear = len(group) - len(worse) - len(better)
+        if unclear:
+            parts.append(f"not measurably different at {unclear}")
+        differences = [100 * g.comparison.mean_difference for g in group]
+        lines.append(f"{variant} in inference mode against batch statistics at "
+                     f"{len(group)} point{'s' * (len(group) > 1)}: " + "; ".join(parts)
+                     + f" (mean differences {min(differences):+.1f} to "
+                       f"{max(differences):+.1f} points)")
+    return lines
 
 
 def recalibration_table(results: Sequence[Recalibration]) -> FittedTable:

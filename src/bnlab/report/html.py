@@ -195,7 +195,9 @@ def _results_table(run: Run, config: ExperimentConfig) -> str:
     diverged = "".join(
         f'<p class="note">{_e(name)}: ' + "; ".join(f"seed {seed} diverged at {d}"
                                                    for seed, d in sorted(seeds.items()))
-        + " (the training loss was not finite); its metrics are over the other seeds.</p>"
+        + " (the training loss was not finite); "
+        + ("its metrics are over the other seeds.</p>" if len(seeds) < run.config.seeds
+           else "every seed diverged, so it has no metrics.</p>")
         for name, seeds in run.diverged.items())
     return (f'<table class="results"><thead><tr><th>variant</th><th>status</th>'
             f'<th class="num">epochs</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'

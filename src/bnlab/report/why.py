@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
-from bnlab.analysis.why import Finding, findings, per_seed
+from bnlab.analysis.why import Finding, findings, per_seed, summary_lines
+from bnlab.config.sweep import value_text
 from bnlab.report.probe_plots import activation_bands, figure1, measures_figure
 from bnlab.store.runs import Run
 
@@ -51,10 +52,44 @@ def recorded(run: Run) -> dict:
 
 
 def why_findings(run: Run) -> list[Finding]:
-    """Each point's per-seed summaries (``analysis.why.per_seed``) against the first
-    point's, paired by seed, Holm-adjusted; ``[]`` when nothing was recorded."""
+    """Each point's per-seed summaries (``analysis.why.per_seed``) against the reference's,
+    paired by seed, Holm-adjusted (``[]`` when nothing was recorded): in a sweep, each
+    point against the first variant's point at the same axis values (like with like); else
+    every variant against the first."""
     per_variant = {name: per_seed(r) for name, r in recorded(run).items()}
-    return findings(per_variant) if per_variant else []
+    if not per_variant or not run.config.sweep:
+        return findings(per_variant) if per_variant else []
+    points = [p for p in run.config.points if p.name in per_variant]
+    reference = run.config.variants[0].name
+    at = {_axis_key(p): p.name for p in points if p.variant == reference}
+    pairs = [(p.name, at[_axis_key(p)]) for p in points
+             if p.variant != reference and _axis_key(p) in at]
+    return findings(per_variant, pairs)
+
+
+def why_lines(run: Run) -> tuple[str, list[str]]:
+    """What ``bnlab run`` prints of the findings: a heading and one line each, or for a
+    sweep one line per variant and quantity (``analysis.why.summary_lines``)."""
+    found = why_findings(run)
+    if not found:
+        return "", []
+    if not run.config.sweep:
+        return (f"What the probes recorded, each against {found[0].reference} (paired by "
+                "seed; bnlab report draws the figures):", [f.sentence for f in found])
+    points = run.config.points
+    variant_of = {p.name: p.variant for p in points}
+    axis = {p.name: ", ".join(f"{k.removeprefix('optimizer.')}={value_text(v)}"
+                              for k, v in p.values if k != "variants")
+            for p in points}
+    return ("What the probes recorded, each point against "
+            f"{run.config.variants[0].name} at the same axis values (paired by seed, "
+            "Holm-adjusted; bnlab report lists each):",
+            summary_lines(found, variant_of, axis))
+
+
+def _axis_key(point) -> tuple:
+    """A point's axis values other than its variant, as a hashable key."""
+    return tuple(sorted((k, repr(v)) for k, v in point.values if k != "variants"))
 
 
 def why_part(run: Run) -> WhyPart | None:
