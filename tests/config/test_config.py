@@ -314,3 +314,17 @@ def test_every_preset_loads_and_stores_back_equal(name):
     config = load_experiment(name)
     assert config.name == name and config.points
     assert experiment_from_json(config.to_dict(), source=name) == config
+
+
+def test_the_figure1_preset_says_how_many_points_its_plan_records():
+    """The preset's comment states the record count; the plan's schedule (steps 0, every, …
+    of each epoch) gives it: 55 epochs of ⌈55,000 / 60⌉ = 917 steps."""
+    import re
+
+    from bnlab.config.files import PRESET_DIR
+
+    config = load_experiment("figure1")
+    stated = re.search(r"every = \d+ .*: (\d+) points", (PRESET_DIR / "figure1.toml").read_text())
+    steps = -(-config.training_rows() // config.batch_size)
+    assert steps == 917
+    assert int(stated[1]) == config.epochs * config.probe.probe_steps(steps) == 275

@@ -72,14 +72,8 @@ def run_options(args: argparse.Namespace) -> dict:
 def print_run(run: Run, started: float) -> None:
     """What follows a run's training: its results, sweep answers, verdicts, gaps,
     recalibrations and probe findings, the time it took, and the files it saved."""
-    from bnlab.report.console import (
-        best_lines,
-        gap_lines,
-        results_table,
-        saved_lines,
-        sweep_table,
-        verdict_lines,
-    )
+    from bnlab.report.console import gap_lines, results_table, saved_lines, verdict_lines
+    from bnlab.report.sweep_lines import best_lines, sweep_table
     from bnlab.report.why import why_lines
 
     console.print(results_table(run))

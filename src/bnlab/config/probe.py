@@ -1,7 +1,7 @@
 """The ``[probe]`` table: what a run records about its networks besides the loss.
 
     [probe]
-    every = 500            # activation statistics every 500 steps (0: none)
+    every = 500            # activation statistics at steps 0, 500, … of each epoch (0: none)
     rows = 256             # on the first 256 validation images, a fixed probe batch
     units = 4              # and the percentiles of each layer's first 4 units
     measures_every = 0     # Santurkar et al.'s ICS and landscape measures (0: none)

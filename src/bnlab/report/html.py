@@ -29,18 +29,11 @@ from bnlab.config.sweep import value_text
 from bnlab.errors import BnlabError, render_options
 from bnlab.io import atomic_write_bytes
 from bnlab.nn.summary import summarize
-from bnlab.report.console import (
-    best_lines,
-    ci_text,
-    layer_text,
-    one_seed_differences,
-    resume_command,
-    sweep_rows,
-    sweep_text,
-)
+from bnlab.report.console import layer_text, one_seed_differences, resume_command
 from bnlab.report.figures import sweep_figure_name
 from bnlab.report.plots import figure_bytes, gap_figure, learning_curves, sweep_figure
 from bnlab.report.style import CSS
+from bnlab.report.sweep_lines import best_lines, ci_text, sweep_rows, sweep_text
 from bnlab.report.why import why_part
 from bnlab.store.runs import Run
 

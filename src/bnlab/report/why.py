@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from matplotlib.figure import Figure
 
 from bnlab.analysis.why import Finding, findings, per_seed, summary_lines
-from bnlab.config.sweep import value_text
 from bnlab.report.probe_plots import activation_bands, figure1, measures_figure
+from bnlab.report.sweep_lines import axis_text
 from bnlab.store.runs import Run
 
 
@@ -78,9 +78,7 @@ def why_lines(run: Run) -> tuple[str, list[str]]:
                 "seed; bnlab report draws the figures):", [f.sentence for f in found])
     points = run.config.points
     variant_of = {p.name: p.variant for p in points}
-    axis = {p.name: ", ".join(f"{k.removeprefix('optimizer.')}={value_text(v)}"
-                              for k, v in p.values if k != "variants")
-            for p in points}
+    axis = {p.name: axis_text(p) for p in points}
     return ("What the probes recorded, each point against "
             f"{run.config.variants[0].name} at the same axis values (paired by seed, "
             "Holm-adjusted; bnlab report lists each):",
