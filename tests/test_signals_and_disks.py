@@ -57,15 +57,20 @@ def test_a_stopped_run_says_how_to_resume_and_that_command_finishes_it(fashion_m
     command = bnlab("run", "stoppable.toml", "--epochs", "20", "--runs-dir", "runs",
                     "--no-download", *ROWS)
     env = clean_env(tmp_path)
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "stdout.log"  # what the run printed, shown if it does not stop
+    with log.open("w") as stdout:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=stdout,
+                                   stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while not list((tmp_path / "runs").glob("*/bn/checkpoint.json")):
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.02)
     process.send_signal(sent)
+    sent_at = time.monotonic()
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == code, stderr
+    assert process.returncode == code, (
+        f"exit {process.returncode} {time.monotonic() - sent_at:.2f} s after the signal; "
+        f"stderr {stderr!r}; stdout:\n{log.read_text()[-3000:]}")
     (line,) = stderr.strip().splitlines()
     name = signal.Signals(sent).name
     (run_dir,) = (tmp_path / "runs").iterdir()

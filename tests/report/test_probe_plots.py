@@ -60,3 +60,26 @@ def test_measures_leave_out_a_layer_with_nothing_below_it():
     assert by_title["ICS ‖G − G′‖ of dense_1"].has_data()
     assert by_title["effective β-smoothness"].get_yscale() == "log"
     assert figure_bytes(figure).startswith(b"\x89PNG")
+
+
+def test_a_point_whose_every_seed_diverged_draws_its_figures_without_a_warning():
+    """A sweep point whose seeds all diverged records NaN from the step each diverged at:
+    every figure still draws (warnings are errors in the tests), and means are over the
+    finite seeds only."""
+    diverged = records(["activation/input", "activation_1/input"])
+    for name, values in diverged.items():
+        if name.endswith(("/layer", "/units")) or name.startswith("measures/") and (
+                not name.endswith("steps")):
+            values = values.astype(np.float32)
+            values[:, 2:] = np.nan  # every seed, from the third record on
+            values[1] = np.nan      # one seed from the start
+            diverged[name] = values
+    run = {"baseline": RUN["baseline"], "bn_before@learning_rate=1.0": diverged}
+    for draw in (activation_bands, figure1, measures_figure):
+        assert figure_bytes(draw(run, "t")).startswith(b"\x89PNG")
+    from bnlab.report.probe_plots import finite_mean
+
+    layer = diverged["activations/activation/input/layer"]
+    mean = finite_mean(layer.astype(np.float64))
+    np.testing.assert_allclose(mean[:2], layer[[0, 2], :2].mean(axis=0), rtol=1e-6)
+    assert np.isnan(mean[2:]).all()

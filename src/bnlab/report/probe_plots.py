@@ -18,6 +18,15 @@ from bnlab.report.plots import InlineFigure, band_over_seeds, line_style
 Records = Mapping[str, np.ndarray]
 
 
+
+def finite_mean(values: np.ndarray) -> np.ndarray:
+    """The mean over the first axis (seeds) of the finite values; NaN where none is (a
+    point whose every seed diverged draws nothing there, and warns of nothing)."""
+    finite = np.isfinite(values)
+    count = finite.sum(axis=0)
+    total = np.where(finite, values, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
 def _line(ax, x, values, index, label, *, band=True, log=False, within=None, **style):
     """One variant's mean over seeds with its 95% band; ``log``: the geometric mean and the
     band of the log values (for positive quantities that vary by factors, on a log axis);
@@ -60,7 +69,7 @@ def activation_bands(records: Mapping[str, Records], title: str = "") -> InlineF
                 ax.set_axis_off()
                 continue
             stats = records[variant][names[column]].astype(np.float64)  # (seeds, n, 7)
-            mean = np.nanmean(stats, axis=0) if np.isfinite(stats).any() else stats[0]
+            mean = finite_mean(stats)
             ax.fill_between(steps, mean[:, 0], mean[:, 2], color=f"C{row}", alpha=0.3,
                             linewidth=0, label="15th–85th percentile")
             ax.plot(steps, mean[:, 1], color=f"C{row}", label="median")
@@ -107,8 +116,8 @@ def figure1(records: Mapping[str, Records], title: str = "") -> InlineFigure:
             ax.set_axis_off()
             continue
         steps = record["activations/steps"]
-        layer = np.nanmean(record[f"{name}/layer"].astype(np.float64), axis=0)
-        unit = np.nanmean(record[f"{name}/units"][:, :, 0, :].astype(np.float64), axis=0)
+        layer = finite_mean(record[f"{name}/layer"].astype(np.float64))
+        unit = finite_mean(record[f"{name}/units"][:, :, 0, :].astype(np.float64))
         ax.fill_between(steps, layer[:, 0], layer[:, 2], color="0.85", linewidth=0,
                         label="all units, 15th–85th")
         for column, (percentile, look) in enumerate((("15th", ":"), ("50th", "-"),
