@@ -29,7 +29,8 @@ from typing import Any
 
 _MODULES = {
     "bnlab.api.setup": ("check_data", "configure_jax", "load_fashion_mnist"),
-    "bnlab.api.models": ("Fitted", "fit", "model", "summaries", "summary"),
+    "bnlab.api.models": ("Fitted", "fit"),
+    "bnlab.api.model_info": ("model", "summaries", "summary"),
     "bnlab.api.runs": ("Probed", "probe", "run", "sweep"),
     "bnlab.api.deploy": ("Predictions", "export_model", "predict", "recalibrate"),
     "bnlab.api.stored": ("list_runs", "load_run", "show"),

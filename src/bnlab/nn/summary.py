@@ -165,12 +165,21 @@ class ModelSummary:
 
 def layer_variables(model: Sequential) -> tuple[Variable, ...]:
     """Every variable of ``model`` in Keras's order (per layer: gamma, beta, moving_mean,
-    moving_variance). A real ``init``: ``eval_shape`` would return dicts with sorted keys."""
-    params, bn_state = model.init(jax.random.key(0))
+    moving_variance). Shapes from ``jax.eval_shape`` (nothing is computed); the order is the
+    one ``init`` builds its dicts in, read while it is traced (``eval_shape`` returns dicts
+    with sorted keys)."""
+    built: list[tuple[tuple[dict, ...], tuple[dict, ...]]] = []
+
+    def init(key):
+        built.append(model.init(key))
+        return built[-1]
+
+    params, bn_state = jax.eval_shape(init, jax.random.key(0))
     rows: list[Variable] = []
-    for name, p, s in zip(model.layer_names, params, bn_state, strict=True):
-        rows += [Variable(name, var, tuple(arr.shape), True) for var, arr in p.items()]
-        rows += [Variable(name, var, tuple(arr.shape), False) for var, arr in s.items()]
+    for name, p, s, (p_order, s_order) in zip(model.layer_names, params, bn_state,
+                                             zip(*built[0], strict=True), strict=True):
+        rows += [Variable(name, var, tuple(p[var].shape), True) for var in p_order]
+        rows += [Variable(name, var, tuple(s[var].shape), False) for var in s_order]
     return tuple(rows)
 
 
