@@ -67,6 +67,24 @@ def test_recalibrating_an_unfinished_run_or_a_model_without_bn_is_refused(tmp_pa
     assert result.point == "bn" and not (tmp_path / "both" / "plain" / "recalibrated.json").exists()
 
 
+def test_the_variants_asked_for_are_recalibrated_and_a_wrong_name_is_refused_before_the_data(
+        tmp_path):
+    three = dataclasses.replace(CONFIG, variants=(
+        VariantConfig("plain", layers=PLAIN), *CONFIG.variants,
+        VariantConfig("bn2", layers=TINY_LAYERS)))
+    run_experiment(three, tiny_splits(), tmp_path / "three")
+    (result,) = bnlab.recalibrate(tmp_path / "three", batches=2, variant="bn2",
+                                  data=tiny_splits())
+    assert result.point == "bn2"
+    assert (tmp_path / "three" / "bn2" / "recalibrated.safetensors").exists()
+    assert not (tmp_path / "three" / "bn" / "recalibrated.safetensors").exists()
+    for name, why in (("plain", "has no BatchNorm layer"), ("nope", "is not a variant")):
+        with pytest.raises(ConfigError, match=f"variant '{name}' {why}.*; recalibrate one of "
+                                              "bn, bn2 variant=NAME"):
+            bnlab.recalibrate(tmp_path / "three", batches=2, variant=[name],
+                              data_dir=tmp_path / "no-data", download=False)
+
+
 @pytest.mark.parametrize("value, message", [
     (-1, r"must be in 0\.\.1,718"), (1719, r"must be in 0\.\.1,718"),
     ("3", "must be int"), (True, "must be int")])

@@ -68,8 +68,8 @@ def test_a_point_whose_every_seed_diverged_draws_its_figures_without_a_warning()
     finite seeds only."""
     diverged = records(["activation/input", "activation_1/input"])
     for name, values in diverged.items():
-        if name.endswith(("/layer", "/units")) or name.startswith("measures/") and (
-                not name.endswith("steps")):
+        if name.endswith(("/layer", "/units")) or (name.startswith("measures/") and (
+                not name.endswith("steps"))):
             values = values.astype(np.float32)
             values[:, 2:] = np.nan  # every seed, from the third record on
             values[1] = np.nan      # one seed from the start

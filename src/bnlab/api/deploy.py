@@ -14,7 +14,7 @@ from bnlab.config.experiment import ExperimentConfig
 from bnlab.data.datasets import DATASETS, Splits
 from bnlab.errors import ConfigError
 from bnlab.experiments.observer import SILENT, Observer
-from bnlab.experiments.recalibrate import recalibrate_run
+from bnlab.experiments.recalibrate import chosen_points, recalibrate_run
 from bnlab.export.classifier import (
     SUFFIXES,
     Classifier,
@@ -42,7 +42,8 @@ MAX_GRID = 400  # test images one grid draws at most (20 × 20)
 GRID_FORMATS = (".png", ".svg", ".pdf")
 
 
-def recalibrate(source: RunSource, *, batches: int = 200, runs_dir: Path | str = "runs",
+def recalibrate(source: RunSource, *, batches: int = 200,
+                variant: str | Sequence[str] | None = None, runs_dir: Path | str = "runs",
                 data: Splits | None = None, data_dir: Path | str | None = None,
                 cache_dir: Path | str | None = None, download: bool = True,
                 observer: Observer = SILENT) -> list[Recalibration]:
@@ -51,6 +52,7 @@ def recalibrate(source: RunSource, *, batches: int = 200, runs_dir: Path | str =
     ``recalibrated`` checkpoint is written beside its trained one (those without BatchNorm
     have nothing to recalibrate and get none), and each ``Recalibration``
     holds the validation and test loss and accuracy per seed ``before`` and ``after``.
+    ``variant``: only these variants (or points; a name or a list), each with BatchNorm.
     ``source``: a ``Run``, its folder or its name under ``runs_dir``; ``data`` as in
     ``run``. The run's folder is locked meanwhile."""
     stored = open_run(source, runs_dir)
@@ -59,11 +61,14 @@ def recalibrate(source: RunSource, *, batches: int = 200, runs_dir: Path | str =
     if isinstance(batches, bool) or not isinstance(batches, int) or not 1 <= batches <= full:
         raise ConfigError(f"recalibration batches must be a whole number in 1..{full:,} (full "
                           f"batches in {rows:,} training rows), got {{batches={batches}}}")
+    variants = [variant] if isinstance(variant, str) else variant
+    if variants is not None:  # checked before the data is loaded
+        chosen_points(stored.config, variants)
     if data is None:
         data = load_data(stored.config.dataset, data_dir=data_dir, cache_dir=cache_dir,
                          download=download, observer=observer)
     with RunLock(stored.path):
-        return recalibrate_run(stored.path, stored.config, data, batches)
+        return recalibrate_run(stored.path, stored.config, data, batches, variants=variants)
 
 
 def export_model(source: RunSource, out: Path | str | None = None, *,

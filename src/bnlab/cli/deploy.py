@@ -20,14 +20,16 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
 
     run = load_run(run_folder(args.run, args.runs_dir))
     with ProgressObserver(verbose=1, console=console) as observer:
-        results = recalibrate(run, batches=args.batches, **data_options(args),
-                              observer=observer)
+        results = recalibrate(run, batches=args.batches, variant=args.variant,
+                              **data_options(args), observer=observer)
     console.print(recalibration_table(results))
     done = {result.point for result in results}
     for point in run.config.points:
         if point.name not in done:
-            console.print(f"skipped {point.name}: no BatchNorm layer, nothing to recalibrate",
-                          markup=False)
+            why = ("not asked for (--variant)" if args.variant and point.build(
+                run.config.input_shape()).has_batchnorm else "no BatchNorm layer, nothing to "
+                "recalibrate")
+            console.print(f"skipped {point.name}: {why}", markup=False)
     for result in results:
         console.print(f"saved {run.path / result.point / 'recalibrated.safetensors'}",
                       markup=False)

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="a run folder, or a run's name under --runs-dir")
     p.add_argument("--batches", type=int, default=200, metavar="N",
                    help="training batches to average over (default 200)")
+    p.add_argument("--variant", action="append", metavar="NAME",
+                   help="only this variant (or sweep point; repeatable; default: every one "
+                        "with BatchNorm)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.set_defaults(handler=cmd_recalibrate)
 

@@ -13,6 +13,7 @@ finished run; an experiment's ``recalibrate_batches = N`` does it when training 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -41,15 +42,19 @@ def measured(trainer: SeedBatchTrainer, state: TrainState) -> dict[str, np.ndarr
 
 
 def recalibrate_program(trainer: SeedBatchTrainer, state: TrainState, program: Program,
-                        batches: int, run_dir: Path, epoch: int) -> list[Recalibration]:
+                        batches: int, run_dir: Path, epoch: int,
+                        wanted: set[str] | None = None) -> list[Recalibration]:
     """Recalibrate ``state`` (as ``trainer`` runs it, after ``epoch`` epochs), save each
-    point's ``recalibrated`` checkpoint and return the before/after measures."""
+    point's ``recalibrated`` checkpoint (of the ``wanted`` points only, when given) and
+    return the before/after measures."""
     before = measured(trainer, state)
     new_state = trainer.recalibrate(state, batches)
     after = measured(trainer, new_state)
     host_state = trainer.saved(new_state)
     results = []
     for point in program.points:
+        if wanted is not None and point.name not in wanted:
+            continue
         members = program.of(point)
         result = Recalibration(point.name, program.seeds, batches,
                                {m: v[members] for m, v in before.items()},
@@ -66,18 +71,23 @@ def recalibrate_program(trainer: SeedBatchTrainer, state: TrainState, program: P
 
 
 def recalibrate_run(run_dir: Path, config: ExperimentConfig, splits: Splits, batches: int,
-                    compiler_options=None) -> list[Recalibration]:
+                    compiler_options=None,
+                    variants: Sequence[str] | None = None) -> list[Recalibration]:
     """Recalibrate every point with BatchNorm of the finished run in ``run_dir`` (``config``
-    its experiment) over ``batches`` training batches of ``splits``; the others have nothing
-    to recalibrate and are left as they are (a run with none is a ``ConfigError``). A point
+    its experiment) over ``batches`` training batches of ``splits`` — or only the points of
+    ``variants`` (variant or point names) — the others are left as they are (a run with none
+    is a ``ConfigError``, and so is a variant named that has none or does not exist). A point
     that is not finished is a ``ConfigError`` before anything is written; a damaged
     checkpoint a ``CheckpointError``."""
-    with_bn = [p for p in programs(config) if p.points[0].build().has_batchnorm]
+    with_bn = recalibrable(config)
     if not with_bn:
         raise ConfigError(f"no variant of {run_dir.name} has a BatchNorm layer: nothing to "
                           "recalibrate")
+    wanted = None if variants is None else chosen_points(config, variants)
     jobs = []
     for program in with_bn:
+        if wanted is not None and not wanted & {p.name for p in program.points}:
+            continue
         trainer = program.trainer(splits, compiler_options=compiler_options)
         template = trainer.saved(trainer.init_state())
         leaves = jax.tree_util.tree_map(np.array, template)
@@ -101,5 +111,29 @@ def recalibrate_run(run_dir: Path, config: ExperimentConfig, splits: Splits, bat
     for program, trainer, leaves, epoch in jobs:
         state = trainer.restored(leaves)
         trainer.compile(state, training=False)
-        results += recalibrate_program(trainer, state, program, batches, run_dir, epoch)
+        results += recalibrate_program(trainer, state, program, batches, run_dir, epoch,
+                                       wanted)
     return results
+
+
+def recalibrable(config: ExperimentConfig) -> list[Program]:
+    """The programs of ``config`` whose model has BatchNorm."""
+    return [p for p in programs(config) if p.points[0].build().has_batchnorm]
+
+
+def chosen_points(config: ExperimentConfig, variants: Sequence[str]) -> set[str]:
+    """The points of ``variants`` (a variant's name takes all its points, a point's name
+    itself); a name that is neither, or whose points have no BatchNorm, is a
+    ``ConfigError`` that lists the ones with BatchNorm."""
+    with_bn = {p.name: p for program in recalibrable(config) for p in program.points}
+    names = sorted({p.variant for p in with_bn.values()})
+    chosen: set[str] = set()
+    for name in variants:
+        points = {p.name for p in with_bn.values() if name in (p.name, p.variant)}
+        if not points:
+            known = {p.name for p in config.points} | {v.name for v in config.variants}
+            why = "has no BatchNorm layer" if name in known else "is not a variant of the run"
+            raise ConfigError(f"variant {name!r} {why}; recalibrate one of "
+                              f"{', '.join(names)} {{variant=NAME}}")
+        chosen |= points
+    return chosen
