@@ -22,3 +22,21 @@ def test_a_divergence_says_the_other_seeds_train_on_only_when_one_does():
     both = divergence_lines("bn@lr=1.0", record([np.nan, np.nan], {0: 7, 1: 9}))
     assert [line.rsplit("; ", 1)[1] for line in both] == [
         "it stops there, no seed of bn@lr=1.0 is left training"] * 2
+
+
+def test_the_sweep_estimate_counts_the_epochs_and_the_compiles_still_to_come():
+    from types import SimpleNamespace
+
+    from bnlab.report.progress import SweepTiming
+
+    plan = [SimpleNamespace(points=[SimpleNamespace(name=f"v{i}@lr={lr}") for lr in (1, 2)],
+                            members=range(4)) for i in range(3)]  # 3 programs × 4 members
+    timing = SweepTiming(plan, epochs=2)
+    timing.compiled(10.0)
+    line = timing.after_epoch("v0@lr=1", EpochRecord(
+        epoch=1, epochs=2, steps=10, seconds=4.0, metrics={}, state=None, seeds=(42, 43)))
+    # 1 s per member-epoch: 4 member-epochs left here, 8 + 8 in the two programs to come,
+    # each compiling for the 10 s measured so far.
+    assert line.endswith("about 40 s of training left in this sweep, then its figures"), line
+    assert timing.after_epoch("v0@lr=2", EpochRecord(
+        epoch=1, epochs=2, steps=10, seconds=4.0, metrics={}, state=None)) is None

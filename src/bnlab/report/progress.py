@@ -166,6 +166,8 @@ class ProgressObserver(Observer):
                 self._advance(plan.from_epoch)
 
     def compiled(self, label: str, seconds: float) -> None:
+        if self.timing is not None:
+            self.timing.compiled(seconds)
         if self.verbose == 1:
             self._start_bars()
         if self.verbose == 1 and self._bars is not None:
@@ -252,13 +254,18 @@ class DownloadBars:
 
 class SweepTiming:
     """The sweep's time left, estimated after each program's first epoch from the seconds
-    per member-epoch measured so far (the first program's rate for programs not yet run)."""
+    per member-epoch measured so far (the first program's rate for programs not yet run)
+    and, for each program still to compile, the mean compile time measured so far."""
 
     def __init__(self, plan: Sequence[Program], epochs: int) -> None:
         self.plan, self.epochs = plan, epochs
         self.program_of = {p.name: i for i, program in enumerate(plan) for p in program.points}
         self.rates: dict[int, float] = {}  # program → seconds per member-epoch
         self.trained: dict[int, int] = {}  # program → epochs trained in this session
+        self.compiles: list[float] = []  # seconds, per program compiled in this session
+
+    def compiled(self, seconds: float) -> None:
+        self.compiles.append(seconds)
 
     def after_epoch(self, point: str, record: EpochRecord) -> str | None:
         """A line after the first epoch a program trains, else ``None``."""
@@ -274,9 +281,11 @@ class SweepTiming:
         left = sum((self.epochs - (record.epoch if i == index else 0 if i > index else
                                    self.epochs)) * len(p.members) * self.rates.get(i, rate)
                    for i, p in enumerate(self.plan))
+        if self.compiles:  # the programs after this one compile before they train
+            left += (len(self.plan) - 1 - index) * sum(self.compiles) / len(self.compiles)
         return (f"program {index + 1}/{len(self.plan)}: {record.seconds:.1f} s per epoch of "
                 f"{members} members ({1000 * rate:.0f} ms per member-epoch); about "
-                f"{duration_text(left)} left in this sweep")
+                f"{duration_text(left)} of training left in this sweep, then its figures")
 
 
 def duration_text(seconds: float) -> str:
