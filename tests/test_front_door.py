@@ -122,3 +122,48 @@ def test_recalibrate_gives_the_same_statistics_both_ways(runs, capsys):
     for i, seed in enumerate(first.seeds):
         after = first.after["val_accuracy"][i]
         assert re.search(rf"bn\s+│\s+{seed}\s+│\s+[0-9.]+\s+│\s+{after:.4f}", out), out
+
+
+SWEEP = EXPERIMENT.replace('name = "door"', 'name = "door-sweep"') + """
+[sweep]
+"optimizer.learning_rate" = [0.05, 0.2]
+"""
+
+
+def test_sweep_trains_the_same_points_both_ways(fashion_mnist, tmp_path, capsys):
+    del fashion_mnist
+    (tmp_path / "sweep.toml").write_text(SWEEP)
+    out = command(capsys, "sweep", str(tmp_path / "sweep.toml"), "--runs-dir",
+                  str(tmp_path / "cli"), "--no-download", "--train-rows", "2000")
+    by_api = bnlab.sweep(tmp_path / "sweep.toml", runs_dir=tmp_path / "api", download=False,
+                         verbose=0, train_rows=2000)
+    (by_cli,) = bnlab.list_runs(tmp_path / "cli")[0]
+    assert by_cli.config == by_api.config and len(by_api.config.points) == 4
+    for name, history in by_cli.histories.items():
+        np.testing.assert_array_equal(by_api.histories[name].per_seed["val_accuracy"],
+                                      history.per_seed["val_accuracy"])
+    assert "Best per variant" in out and "bn@learning_rate=0.2" in out
+
+
+def test_probe_retrains_the_same_trajectory_both_ways(runs, capsys):
+    root, by_cli, _ = runs
+    out = command(capsys, "probe", str(by_cli.path), "--measures-every", "5", "--runs-dir",
+                  str(root / "probe-cli"), "--no-download", "--train-rows", "5000")
+    probed = bnlab.probe(by_cli, measures_every=5, runs_dir=root / "probe-api",
+                         download=False, verbose=0, train_rows=5000)
+    assert probed.reproduction is not None and probed.reproduction.sentence in out
+    (by_command,) = bnlab.list_runs(root / "probe-cli")[0]
+    for name, records in probed.run.probes.items():
+        np.testing.assert_array_equal(by_command.probes[name]["measures/grad_norm"],
+                                      records["measures/grad_norm"])
+
+
+def test_summary_and_data_print_what_the_functions_return(fashion_mnist, capsys):
+    del fashion_mnist
+    assert command(capsys, "summary", "bn_after") == rendered(bnlab.summary("bn_after"))
+    listed = command(capsys, "summary", "seed")
+    for name, found in bnlab.summaries("seed").items():
+        assert rendered(found) in listed, name
+    shown = command(capsys, "data", "--no-download")
+    for role, found in bnlab.check_data(download=False).items():
+        assert role in shown and found.sha256[:12] in shown

@@ -49,6 +49,16 @@ def bnlab(*args: str) -> list[str]:
     return [sys.executable, "-m", "bnlab", *args]
 
 
+def as_in_a_terminal(command: list[str]) -> list[str]:
+    """``command`` (a Python one) with SIGINT's default action, as a shell starts a command
+    in the foreground. A process inherits an ignored SIGINT (POSIX: so a background job
+    ignores Ctrl-C), and Python then keeps ignoring it; the test workers may have it
+    ignored, and a SIGINT sent to the run would do nothing."""
+    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-c", reset, *command]
+
+
 @pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stopped_run_says_how_to_resume_and_that_command_finishes_it(fashion_mnist, tmp_path,
                                                                        sent, code):
@@ -59,8 +69,8 @@ def test_a_stopped_run_says_how_to_resume_and_that_command_finishes_it(fashion_m
     env = clean_env(tmp_path)
     log = tmp_path / "stdout.log"  # what the run printed, shown if it does not stop
     with log.open("w") as stdout:
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=stdout,
-                                   stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(as_in_a_terminal(command), cwd=tmp_path, env=env,
+                                   stdout=stdout, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while not list((tmp_path / "runs").glob("*/bn/checkpoint.json")):
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
