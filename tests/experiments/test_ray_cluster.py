@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -72,6 +73,9 @@ def cluster(tmp_path_factory):
             "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"}
     inside = ["ip", "netns", "exec", namespace]
     ray = [str(Path(sys.executable).parent / "ray")]
+    # Ray's session folder holds its Unix sockets, whose paths must fit 107 bytes: a short
+    # folder of its own, not one under pytest's (a worker's is long).
+    sessions = Path(tempfile.mkdtemp(prefix="bnlab-ray-", dir="/tmp"))
     try:
         subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True)
         links = subprocess.run([*inside, "ip", "-o", "link"], check=True, capture_output=True,
@@ -79,13 +83,14 @@ def cluster(tmp_path_factory):
         assert [line.split(":")[1].strip() for line in links] == ["lo"]  # nothing else
         subprocess.run([*inside, *ray, "start", "--head", f"--port={PORT}", "--num-cpus=2",
                         "--include-dashboard=false", "--disable-usage-stats",
-                        f"--temp-dir={home / 'tmp'}"], check=True, env=env, cwd=home,
+                        f"--temp-dir={sessions}"], check=True, env=env, cwd=home,
                        capture_output=True, timeout=180)
         yield namespace, f"127.0.0.1:{PORT}", env
     finally:
         subprocess.run([*inside, *ray, "stop", "--force"], env=env, capture_output=True,
                        timeout=120)
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        shutil.rmtree(sessions, ignore_errors=True)
 
 
 def numbers(run_dir: Path) -> dict[str, np.ndarray]:
