@@ -56,18 +56,32 @@ def test_markers_stay_sparse_however_many_epochs(epochs, most):
         assert 1 <= len(range(start, epochs, step)) <= most
 
 
-def test_several_seeds_draw_a_band_in_each_lines_colour():
-    figure = learning_curves({"a": history(seeds=3), "b": history(seeds=3)})
+def test_several_seeds_draw_a_band_in_each_lines_colour_within_what_the_quantity_can_be():
+    spread = history(seeds=5)
+    spread["accuracy"] = spread["accuracy"] + np.array([0.0, 0.0, 0.0, 0.0, 0.3])[:, None]
+    figure = learning_curves({"a": spread, "b": history(seeds=5)})
     ax = figure.axes[0]
     bands = ax.collections
     assert len(bands) == 2
     assert [to_rgba(band.get_facecolor()[0])[:3] for band in bands] == [
         to_rgba(line.get_color())[:3] for line in ax.get_lines()]
+    top = max(band.get_paths()[0].vertices[:, 1].max() for band in figure.axes[2].collections)
+    assert top == pytest.approx(1.0)  # the accuracy's band stops at 1 (it reached past it)
+    assert "band = 95% confidence interval" in figure._suptitle.get_text()
+
+
+def test_two_or_three_seeds_are_drawn_as_thin_lines_not_a_band():
+    figure = learning_curves({"a": history(seeds=2), "b": history(seeds=3)})
+    ax = figure.axes[0]
+    assert not ax.collections  # no t-band of one or two degrees of freedom
+    thin = [line for line in ax.get_lines() if line.get_linewidth() < 1]
+    assert len(thin) == 2 + 3 and len(ax.get_lines()) == 2 + 2 + 3
+    assert "thin lines = each seed" in figure._suptitle.get_text()
 
 
 def test_validation_panels_draw_a_bn_models_batch_statistics_dotted_in_its_colour():
     rng = np.random.default_rng(3)
-    with_bn = {m: rng.uniform(0.3, 0.9, (3, 4)) for m in (
+    with_bn = {m: rng.uniform(0.3, 0.9, (5, 4)) for m in (
         "loss", "accuracy", "val_loss", "val_accuracy", "val_batchstats_loss",
         "val_batchstats_accuracy")}
     plain = {m: with_bn[m] for m in ("loss", "accuracy", "val_loss", "val_accuracy")}

@@ -46,6 +46,13 @@ def line_style(index: int, epochs: int) -> dict[str, object]:
             "markevery": (index % step, step)}
 
 
+# Up to this many seeds a figure draws each seed as a thin line, not a t-interval band
+# (with 1 or 2 degrees of freedom its half-width is 12.7 or 4.3 standard errors).
+FEW_SEEDS = 3
+# What each plotted quantity can be: bands are clipped to it.
+RANGE = {"loss": (0.0, np.inf), "accuracy": (0.0, 1.0)}
+
+
 def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
                     title: str = "") -> InlineFigure:
     """A 2 × 2 grid: loss (top) and accuracy (bottom), training (left) and validation
@@ -55,7 +62,8 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
     ``histories[variant][metric]: (seeds, epochs)`` for ``loss``, ``accuracy`` and, where
     measured, ``val_loss``, ``val_accuracy`` and a BN model's ``val_batchstats_loss``,
     ``val_batchstats_accuracy`` (dotted, in the validation panels). With several seeds each
-    line is the mean over seeds and the band its 95% Student-t confidence interval
+    line is the mean over seeds, with each seed as a thin line up to ``FEW_SEEDS`` seeds and
+    above that the 95% Student-t confidence band, clipped to the quantity's ``RANGE``
     (``band_over_seeds``: a diverged seed, NaN from its epoch on, leaves the mean and band
     from then on).
     """
@@ -68,12 +76,17 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
             for column, key in enumerate((metric, f"val_{metric}")):
                 if key not in history:
                     continue
-                mean, low, high = band_over_seeds(np.asarray(history[key]))
+                values = np.asarray(history[key])
+                mean, low, high = band_over_seeds(values)
                 ax = axes[row, column]
                 ax.plot(epochs, mean, label=name, **style)
-                if np.isfinite(low).any():
-                    ax.fill_between(epochs, low, high, color=style["color"], alpha=0.15,
-                                    linewidth=0)
+                if 1 < len(values) <= FEW_SEEDS:  # each seed, thin: a t-band of 1-2 df
+                    for seed in values:           # would dwarf the curves
+                        ax.plot(epochs, seed, color=style["color"], linewidth=0.6, alpha=0.5)
+                elif np.isfinite(low).any():  # within what the quantity can be
+                    bounds = RANGE[metric]
+                    ax.fill_between(epochs, np.clip(low, *bounds), np.clip(high, *bounds),
+                                    color=style["color"], alpha=0.15, linewidth=0)
                 batch_key = f"val_batchstats_{metric}"
                 if column == 1 and batch_key in history:  # BN's batch-statistics score
                     batch_mean, _, _ = band_over_seeds(np.asarray(history[batch_key]))
@@ -93,8 +106,9 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
     if any(axes[1, c].has_data() for c in range(2)):
         (axes[1, 1] if axes[1, 1].has_data() else axes[1, 0]).legend(fontsize=9,
                                                                       loc="lower right")
-    spread = (f"mean of {seeds} seeds, band = 95% confidence interval" if seeds > 1
-              else "one seed")
+    spread = ("one seed" if seeds < 2 else
+              f"mean of {seeds} seeds, thin lines = each seed" if seeds <= FEW_SEEDS else
+              f"mean of {seeds} seeds, band = 95% confidence interval")
     if any("val_batchstats_loss" in h for h in histories.values()):
         spread += "; dotted: validation with batch statistics (BN)"
     figure.suptitle(f"{title} — {spread}" if title else spread, fontsize=11)
@@ -138,8 +152,9 @@ def gap_figure(histories: Mapping[str, Mapping[str, np.ndarray]],
     # One legend of the variants beside the panels (the line style tells the mode).
     figure.legend(*gap.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     seeds = np.shape(next(iter(measured.values()))["val_accuracy"])[0]
-    spread = (f"mean of {seeds} seeds, band = 95% confidence interval" if seeds > 1
-              else "one seed")
+    spread = ("one seed" if seeds < 2 else
+              f"mean of {seeds} seeds, thin lines = each seed" if seeds <= FEW_SEEDS else
+              f"mean of {seeds} seeds, band = 95% confidence interval")
     figure.suptitle(f"{title} — {spread}" if title else spread, fontsize=11)
     return figure
 
