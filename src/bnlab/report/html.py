@@ -305,7 +305,8 @@ def _curves(run: Run) -> str:
     return (f'<figure><img src="data:image/png;base64,{data}" alt="Loss and accuracy per '
             f'epoch of {_e(", ".join(run.histories))}, training (left) and validation (right)">'
             "<figcaption>Loss (top) and accuracy (bottom) per epoch, training (left) and "
-            "validation (right); with several seeds, the mean and its 95% confidence band."
+            "validation (right); with several seeds, the mean, with each seed as a thin "
+            "line (up to 3 seeds) or the 95% confidence band (more)."
             "</figcaption></figure>")
 
 
