@@ -61,7 +61,10 @@ E2E_MODULES = ("tests/experiments/", "tests/test_api.py", "tests/test_cli.py",
 # runs repaired), run first: ``make test`` hands whole modules to its two workers in
 # collection order, and one of these last would keep one worker busy while the other idles.
 LONGEST_FIRST = ("tests/test_signals_and_disks.py", "tests/test_fault_injection.py",
-                 "tests/test_cli.py", "tests/experiments/test_resume.py")
+                 "tests/test_cli.py", "tests/test_front_door.py",
+                 "tests/experiments/test_resume.py", "tests/train/test_probes.py",
+                 "tests/experiments/test_seed_realdata.py", "tests/store/test_run_fuzz.py",
+                 "tests/experiments/test_sweep.py", "tests/train/test_members.py")
 
 
 def pytest_collection_modifyitems(config, items):
