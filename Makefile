@@ -34,11 +34,11 @@ seed: $(VENV)/.runtime data
 	$(BIN)/bnlab seed $(ARGS)
 
 # Every test: those that start no server on both cores (a file's tests on one), then the
-# servers' (a Ray cluster, a Jupyter kernel, Chromium) one at a time.
+# servers' (a Ray cluster, a Jupyter kernel, Chromium), a module on each core.
 test: $(VENV)/.test data test-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not server" -n 2 --dist loadfile $(ARGS)
-	$(BIN)/python -m pytest -m server $(ARGS)
+	$(BIN)/python -m pytest -m server -n 2 --dist loadfile $(ARGS)
 
 # The inner loop: the unit tests, on both cores (no run trained, no real data, no servers).
 test-fast: $(VENV)/.test
