@@ -3,8 +3,9 @@ next (a run, a point) and numbers, so none is ever cut to ``…``.
 
 A ``FittedTable`` decides its layout when Rich renders it, for the width it is given: a Rich
 table when every ``whole`` column fits whole and every other column fits its longest word
-(those wrap at spaces; headers may fold), else each row stacked as a block of
-a line of ``header value`` pairs. Imports nothing but Rich."""
+(those wrap at spaces; headers may fold), else each row stacked: its first cell on a line,
+then its other cells as ``header value`` pairs wrapped to the width. Imports nothing but
+Rich."""
 
 from __future__ import annotations
 
