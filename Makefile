@@ -33,12 +33,11 @@ test-tools:
 seed: $(VENV)/.runtime data
 	$(BIN)/bnlab seed $(ARGS)
 
-# Every test: those that start no server on both cores (a file's tests on one), then the
-# servers' (a Ray cluster, a Jupyter kernel, Chromium), a module on each core.
+# Every test, on both cores: a module's tests on one, the longest modules first (their order
+# in tests/conftest.py, which xdist keeps with --no-loadscope-reorder).
 test: $(VENV)/.test data test-tools
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not server" -n 2 --dist loadfile $(ARGS)
-	$(BIN)/python -m pytest -m server -n 2 --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(ARGS)
 
 # The inner loop: the unit tests, on both cores (no run trained, no real data, no servers).
 test-fast: $(VENV)/.test

@@ -1,7 +1,8 @@
 """Commands that only read import no JAX: ``bnlab --help``, ``bnlab runs`` and ``bnlab show``
 read a run folder (records, summary, figures' digests) and print it without importing JAX,
 optax or TensorBoard, so they answer at once. Each runs in a fresh interpreter (this one has
-imported JAX long ago), on a copy of the fixture runs, and reports what it imported."""
+imported JAX long ago), on a copy of the fixture runs, and reports what it imported. A
+training run's TensorBoard writer imports no PyTorch either."""
 
 from __future__ import annotations
 
@@ -44,3 +45,15 @@ def test_reading_commands_import_no_jax(runs, argv):
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout.splitlines()[-1])
     assert answer == {"code": 0, "imported": []}, result.stderr
+
+
+def test_writing_tensorboard_files_imports_no_pytorch():
+    """tensorboardX imports PyTorch, where it is installed, for a writer bnlab does not use:
+    a training run's start would pay for it. PyTorch imported afterwards still works."""
+    pytest.importorskip("torch")
+    code = ("import sys; import bnlab.store.tensorboard; before = 'torch' in sys.modules; "
+            "import torch; print(before, torch.ones(2).sum().item())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "2.0"], result.stdout

@@ -15,11 +15,9 @@ uninterrupted run; a resume is also the repair of a damaged run (``experiments.r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bnlab.config.experiment import ExperimentConfig
 from bnlab.data.datasets import Splits
@@ -32,16 +30,15 @@ from bnlab.store.provenance import devices_label, write_environment
 from bnlab.store.record import VariantRecord
 from bnlab.store.runs import write_config
 from bnlab.store.summary import listed_figures, write_summary
-from bnlab.train.history import History
 
 # Trains programs elsewhere: (programs, config, splits, run folder, the run's config and
 # environment) → each program's records as ``train_job`` gives them, in any order.
 Executor = Callable[[list[Program], ExperimentConfig, Splits, Path, Mapping[str, Any]],
                     Iterable[list[VariantRecord]]]
 # Draws a finished run's figures into its folder: (run folder, histories, probe records per
-# point) → the paths written (``report.figures.run_figures``).
-Figures = Callable[[Path, Mapping[str, History], Mapping[str, Mapping[str, np.ndarray]]],
-                   Sequence[Path]]
+# point[, only=file names: those figures alone]) → the paths written
+# (``report.figures.run_figures``).
+Figures = Callable[..., Sequence[Path]]
 
 
 def train_job(program: Program, config: ExperimentConfig, splits: Splits, run_dir: Path,
@@ -101,21 +98,26 @@ def run_experiment(config: ExperimentConfig, splits: Splits, run_dir: Path, *,
         changed = resume and any(name not in before.records or before.records[name].sha256
                                  != record.sha256 for name, record in by_name.items())
         if jobs or damaged or changed or not resume:  # summary.json derived again
-            _finish(run_dir, config, by_name, figures, redraw=bool(
-                jobs or not resume or damaged - {"config.json", "environment.json"}))
+            whole = (jobs or not resume or "summary.json" in damaged
+                     or not listed_figures(run_dir))
+            _finish(run_dir, config, by_name, figures, redraw=None if whole else damaged)
     return records
 
 
 def _finish(run_dir: Path, config: ExperimentConfig, records: Mapping[str, VariantRecord],
-            figures: Figures | None, *, redraw: bool) -> None:
-    """The run's figures (drawn again when ``redraw``, else those ``summary.json`` lists)
-    and its ``summary.json``, derived from ``records``."""
-    if redraw and figures is not None:
-        drawn = figures(run_dir, {n: r.history for n, r in records.items()},
-                        {n: r.probes for n, r in records.items()})
+            figures: Figures | None, *, redraw: Collection[str] | None) -> None:
+    """The run's figures and its ``summary.json``, derived from ``records``: every figure
+    drawn when ``redraw`` is ``None``; else those ``summary.json`` lists, of which those with
+    a file named in ``redraw`` (damaged ones) are drawn again."""
+    histories = {n: r.history for n, r in records.items()}
+    probes = {n: r.probes for n, r in records.items()}
+    if redraw is None:
+        drawn = figures(run_dir, histories, probes) if figures is not None else []
         names = [str(Path(p).relative_to(run_dir)) for p in drawn]
     else:
         names = listed_figures(run_dir)
+        if figures is not None and set(redraw) & set(names):
+            figures(run_dir, histories, probes, only=redraw)
     write_summary(run_dir, config, records, figures=names)
 
 

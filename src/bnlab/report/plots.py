@@ -260,6 +260,9 @@ def figure_bytes(figure: Figure, image_format: str = "png", dpi: int = 110) -> b
 
 
 def save_figure(figure: Figure, paths: Sequence[Path]) -> None:
-    """Write ``figure`` to every path atomically, the format from each suffix."""
+    """Write ``figure`` to every path atomically, the format from each suffix. The layout
+    (constrained, the costliest part of drawing) is computed for the first file and kept for
+    the others."""
     for path in paths:
         atomic_write_bytes(path, figure_bytes(figure, path.suffix.lstrip(".")))
+        figure.set_layout_engine("none")

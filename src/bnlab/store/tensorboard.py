@@ -38,20 +38,41 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
-from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto.event_pb2 import Event, SessionLog
-from tensorboardX.proto.summary_pb2 import Summary
-from tensorboardX.summary import histogram, scalar
-from tensorboardX.summary import hparams as hparams_summaries
 
 from bnlab.store.derived import GAPS
 from bnlab.train.probes import STATISTICS
+
+
+@contextlib.contextmanager
+def _torch_unimportable() -> Iterator[None]:
+    """``import torch`` fails fast (``ModuleNotFoundError``: a ``None`` in ``sys.modules``)
+    within the block, unless PyTorch is already imported. tensorboardX's package imports its
+    ``SummaryWriter``, which imports PyTorch where it is installed only to accept its tensors
+    (bnlab never passes one, and uses none of the writer): a second or more at every start."""
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
+with _torch_unimportable():
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+    from tensorboardX.proto.summary_pb2 import Summary
+    from tensorboardX.summary import histogram, scalar
+    from tensorboardX.summary import hparams as hparams_summaries
 
 HParam = bool | int | float | str
 HISTOGRAM_BINS = 30  # equal-width buckets from min to max, as tf.summary.histogram (Keras)
