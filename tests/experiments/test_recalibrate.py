@@ -97,3 +97,28 @@ def test_the_option_is_checked_against_the_training_batches(value, message):
            "variants": [{"name": "plain", "model": "baseline"}]}
     with pytest.raises(ConfigError, match="no variant has a BatchNorm layer"):
         parse_experiment(raw)
+
+
+def test_a_run_not_trained_to_the_end_is_refused_naming_the_points_before_the_data(tmp_path):
+    """``bnlab recalibrate`` of an interrupted run (here stopped after the first point's first
+    epoch, the second point never started) names every point not trained to the end, before
+    loading the data, rather than a missing checkpoint."""
+    two = dataclasses.replace(CONFIG, variants=(*CONFIG.variants,
+                                                VariantConfig("bn2", layers=TINY_LAYERS)))
+    run_stopped_after_one_epoch(two, tiny_splits(), tmp_path / "half")
+    with pytest.raises(ConfigError, match=r"half is unfinished: bn, bn2 not trained to the "
+                                          r"run's 2 epochs; finish the run first"):
+        bnlab.recalibrate(tmp_path / "half", batches=2, data_dir=tmp_path / "no-data",
+                          download=False)
+
+
+def test_training_rows_too_few_for_the_experiments_recalibration_are_refused_before_the_data(
+        tmp_path):
+    """``--train-rows`` that leave fewer full batches than ``recalibrate_batches`` asks for
+    would fail once the first program has trained; they are refused before anything."""
+    config = dataclasses.replace(CONFIG, recalibrate_batches=3)
+    with pytest.raises(ConfigError, match=r"train_rows=32: the experiment recalibrates on 3 "
+                                          r"batches, and 32 training rows hold 2 full batches"):
+        bnlab.run(config, train_rows=32, runs_dir=tmp_path / "runs",
+                  data_dir=tmp_path / "no-data", download=False, verbose=0)
+    assert not (tmp_path / "runs").exists()

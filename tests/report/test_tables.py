@@ -70,3 +70,19 @@ def test_piped_output_takes_the_width_from_columns_else_120(monkeypatch):
     assert new_console(io.StringIO()).width == 83
     monkeypatch.delenv("COLUMNS")
     assert new_console(io.StringIO()).width == 120
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 200])
+def test_headers_longer_than_their_numbers_wrap_whole_words_and_are_never_cut(width):
+    """A column of short numbers under a long header (the recalibration table's ``seed``,
+    ``val accuracy before``) keeps every word of its header, in the grid or stacked."""
+    table = FittedTable("t", [Column("model", "left"), Column("seed"),
+                              Column("val accuracy before"), Column("change (points)")])
+    for seed in (42, 43):
+        table.add_row("after_no_input_bn@dense[0, 1].use_bias=false", str(seed), "0.0906",
+                      "+3.54")
+    text = "\n".join(rendered(table, width, False))
+    for column in table.columns:
+        for word in column.header.split():
+            assert re.search(rf"(^|[\s┃│·]){re.escape(word)}($|[\s┃│·])", text, re.M), (
+                word, text)

@@ -14,7 +14,7 @@ from bnlab.config.experiment import ExperimentConfig
 from bnlab.data.datasets import DATASETS, Splits
 from bnlab.errors import ConfigError
 from bnlab.experiments.observer import SILENT, Observer
-from bnlab.experiments.recalibrate import chosen_points, recalibrate_run
+from bnlab.experiments.recalibrate import chosen_points, recalibrable, recalibrate_run
 from bnlab.export.classifier import (
     SUFFIXES,
     Classifier,
@@ -62,13 +62,32 @@ def recalibrate(source: RunSource, *, batches: int = 200,
         raise ConfigError(f"recalibration batches must be a whole number in 1..{full:,} (full "
                           f"batches in {rows:,} training rows), got {{batches={batches}}}")
     variants = [variant] if isinstance(variant, str) else variant
-    if variants is not None:  # checked before the data is loaded
-        chosen_points(stored.config, variants)
+    _check_trained(stored, None if variants is None else chosen_points(stored.config, variants))
     if data is None:
         data = load_data(stored.config.dataset, data_dir=data_dir, cache_dir=cache_dir,
                          download=download, observer=observer)
     with RunLock(stored.path):
         return recalibrate_run(stored.path, stored.config, data, batches, variants=variants)
+
+
+def _check_trained(run: Run, wanted: set[str] | None) -> None:
+    """The points to recalibrate (``wanted``, else every one with BatchNorm) have trained to
+    the end, before any data is loaded: else a ``ConfigError`` naming those that have not (a
+    damaged record is left to ``recalibrate_run``, which names the damage)."""
+    if wanted is None:
+        wanted = {p.name for program in recalibrable(run.config) for p in program.points}
+    damaged = {d.variant for d in run.damage}
+    untrained = [p.name for p in run.config.points if p.name in wanted and p.name not in damaged
+                 and (p.name not in run.records
+                      or not run.records[p.name].finished(run.config.epochs))]
+    if untrained:
+        shown = ", ".join(untrained[:3]) + (f" and {len(untrained) - 3} more"
+                                            if len(untrained) > 3 else "")
+        epochs = run.config.epochs
+        raise ConfigError(f"{run.path.name} is unfinished: {shown} not trained to the run's "
+                          f"{epochs} epoch{'s' * (epochs != 1)}; finish the run first (bnlab run … "
+                          "--resume), or recalibrate the finished variants alone "
+                          "{variant=NAME}")
 
 
 def export_model(source: RunSource, out: Path | str | None = None, *,

@@ -129,6 +129,8 @@ def train_run(config: ExperimentConfig, *, runs_dir: Path | str = "runs", resume
             train_rows, int) or not 1 <= train_rows <= config.training_rows()):
         raise ConfigError(f"{{train_rows={train_rows}}}: the training split has 1 to "
                           f"{config.training_rows():,} rows")
+    if train_rows is not None:  # before any data is loaded
+        _check_rows(config, train_rows)
     with (ProgressObserver(verbose=verbose) if observer is None
           else contextlib.nullcontext(observer)) as observer:
         if data is None:
@@ -136,7 +138,8 @@ def train_run(config: ExperimentConfig, *, runs_dir: Path | str = "runs", resume
                              download=download, observer=observer)
         if train_rows is not None:
             data = data.subset(train=min(train_rows, len(data.y_train)))
-            _check_batching(config, len(data.y_train))
+        if len(data.y_train) != config.training_rows():
+            _check_rows(config, len(data.y_train))
         for line in small_batch_warnings(config, len(data.y_train)):
             observer.warning(line)
         runs_dir = Path(runs_dir)
@@ -150,13 +153,21 @@ def train_run(config: ExperimentConfig, *, runs_dir: Path | str = "runs", resume
     return load_run(run_dir)
 
 
-def _check_batching(config: ExperimentConfig, rows: int) -> None:
-    """Each point's batches of ``rows`` training rows leave BatchNorm two rows or more."""
+def _check_rows(config: ExperimentConfig, rows: int) -> None:
+    """Each point's batches of ``rows`` training rows leave BatchNorm two rows or more, and
+    the experiment's ``recalibrate_batches`` are full batches among them."""
     for point in config.points:
         try:
             check_batching(rows, point.batch_size, point.build(config.input_shape()))
         except ConfigError as err:
             raise ConfigError(f"{{train_rows={rows}}}: {err} (point {point.name!r})") from None
+    full = min(rows // point.batch_size for point in config.points)
+    if config.recalibrate_batches > full:
+        raise ConfigError(
+            f"{{train_rows={rows}}}: the experiment recalibrates on {config.recalibrate_batches:,}"
+            f" batches, and {rows:,} training rows hold {full:,} full batches of "
+            f"{max(p.batch_size for p in config.points)}; train on more rows, or set the "
+            f"experiment's recalibrate_batches to {full} or fewer (0: off)")
 
 
 def _experiment(experiment: Experiment, settings: Sequence[str], seeds: int | None,

@@ -70,8 +70,13 @@ class FittedTable:
         table = Table(title=self.title, title_justify="left")
         for i, column in enumerate(self.columns):
             widest = max((Text.from_markup(row[i]).cell_len for row in self.rows), default=1)
-            table.add_column(column.header, justify=column.justify, overflow="fold",
-                             no_wrap=column.whole, min_width=widest if column.whole else None)
+            longest_word = max(len(word) for word in column.header.split() or [""])
+            # The header wraps at spaces even in a column whose cells do not (a Text's own
+            # no_wrap wins over its column's).
+            table.add_column(Text(column.header, no_wrap=False), justify=column.justify,
+                             overflow="fold", no_wrap=column.whole,
+                             min_width=max(widest, longest_word) if column.whole else
+                             longest_word)
         for row in self.rows:
             table.add_row(*row)
         return table
