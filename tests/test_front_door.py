@@ -113,6 +113,10 @@ def test_export_and_predict_give_the_same_model_both_ways(runs, capsys, tmp_path
     top = " · ".join(f"{name} {p:.3f}" for name, p in found.predictions[0].top)
     assert f"{image}: {top}" in said
     assert f"{found.right} of {found.tested} test images right" in said
+    # A run is a model source as its folder is (the API's every RunSource).
+    by_run = bnlab.predict(by_cli, [image], download=False)
+    by_folder = bnlab.predict(by_cli.path, [image], download=False)
+    assert by_run.predictions == by_folder.predictions
 
 
 def test_recalibrate_gives_the_same_statistics_both_ways(runs, capsys):

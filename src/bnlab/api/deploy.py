@@ -151,10 +151,11 @@ def predict(model: RunSource, images: Sequence[Path | str] = (), *, test: int | 
     predicted and true labels into ``out`` (``.png``, ``.svg`` or ``.pdf``; default
     ``predictions-N.png``). Every argument is checked before any data is loaded."""
     grid = _grid_path(test, out, images)
-    classifier = _classifier(Path(model), variant, seed, runs_dir)
+    classifier = _classifier(model, variant, seed, runs_dir)
     classes = np.asarray(classifier.probabilities(np.zeros((1, 28, 28), np.float32))).shape[1]
     if classes != len(classifier.class_names):
-        raise ConfigError(f"{model} gives {classes} classes where the dataset has "
+        name = model.path.name if isinstance(model, Run) else model
+        raise ConfigError(f"{name} gives {classes} classes where the dataset has "
                           f"{len(classifier.class_names)}; predict runs Fashion-MNIST "
                           "classifiers")
     inputs, names, failed = [], [], []
@@ -200,13 +201,15 @@ def _grid_path(test: int | None, out: Path | str | None,
     return grid
 
 
-def _classifier(source: Path, variant: str | None, seed: int | None,
+def _classifier(source: RunSource, variant: str | None, seed: int | None,
                 runs_dir: Path | str) -> Classifier:
-    if source.is_file() or source.suffix in SUFFIXES:
+    """A model file's classifier, or a run's member's (a ``Run``, its folder or name)."""
+    if not isinstance(source, Run) and (Path(source).is_file()
+                                        or Path(source).suffix in SUFFIXES):
         if variant or seed is not None:
             raise ConfigError(f"{{variant}} and {{seed}} choose a run's model; "
-                              f"{source.name} is one model already")
-        return model_file_classifier(source)
+                              f"{Path(source).name} is one model already")
+        return model_file_classifier(Path(source))
     run_dir, config = _run_of(source, runs_dir)
     return run_classifier(run_dir, config, variant, seed)
 
