@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 
 from bnlab.report.plots import LINE_STYLES, MARKERS, figure_bytes, learning_curves, line_style
@@ -95,3 +96,34 @@ def test_validation_panels_draw_a_bn_models_batch_statistics_dotted_in_its_colou
         np.testing.assert_allclose(dotted[0].get_ydata(), with_bn[metric].mean(axis=0))
         assert dotted[0].get_color() == ax.get_lines()[0].get_color()  # bn's own colour
     assert "dotted: validation with batch statistics" in figure._suptitle.get_text()
+
+
+def test_a_sweeps_points_read_as_variants_by_colour_and_values_by_style_beside_the_panels():
+    """Six points of a learning-rate sweep: one colour per variant, one line style and marker
+    per rate, the legend below the panels (over none of them), and a point with nothing to
+    draw (it diverged at once) says so in the legend."""
+    nan = {key: np.full_like(values, np.nan) for key, values in history(epochs=3).items()}
+    points = {f"{variant}@learning_rate={rate}": (nan if (variant, rate) == ("a", 1.0)
+                                                  else history(epochs=3))
+              for variant in ("a", "b", "c") for rate in (0.01, 1.0)}
+    figure = learning_curves(points)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()
+             if not line.get_label().startswith("_")}
+    for name, line in lines.items():
+        variant, rate = name.split(" ")[0].split("@")
+        same_variant = [other for key, other in lines.items() if key.startswith(variant + "@")]
+        same_rate = [other for key, other in lines.items() if rate in key]
+        assert {to_rgba(other.get_color()) for other in same_variant} == {
+            to_rgba(line.get_color())}
+        assert {(o.get_linestyle(), o.get_marker()) for o in same_rate} == {
+            (line.get_linestyle(), line.get_marker())}
+    assert len({to_rgba(line.get_color()) for line in lines.values()}) == 3
+    assert not any(ax.get_legend() for ax in figure.axes)
+    (legend,) = figure.legends
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert "a@learning_rate=1.0 (diverged at once: not drawn)" in texts and len(texts) == 6
+    canvas = FigureCanvasAgg(figure)  # laid out: the legend's box below every panel's
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    assert all(box.y1 <= ax.get_tightbbox(renderer).y0 + 1 for ax in figure.axes)

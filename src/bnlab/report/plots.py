@@ -46,6 +46,23 @@ def line_style(index: int, epochs: int) -> dict[str, object]:
             "markevery": (index % step, step)}
 
 
+def point_styles(names: Sequence[str], epochs: int) -> dict[str, dict[str, object]]:
+    """``line_style`` of each name; for a sweep's points (``variant@axis=value``) one colour
+    per variant and one line style and marker per axis value instead, so that a dozen
+    points read as variants × values rather than a dozen unrelated colours."""
+    if not any("@" in name for name in names):
+        return {name: line_style(index, epochs) for index, name in enumerate(names)}
+    variants = list(dict.fromkeys(name.split("@", 1)[0] for name in names))
+    values = list(dict.fromkeys(name.partition("@")[2] for name in names))
+    styles = {}
+    for index, name in enumerate(names):
+        variant, _, value = name.partition("@")
+        shape = line_style(values.index(value), epochs)
+        styles[name] = shape | {"color": f"C{variants.index(variant) % 10}",
+                                "markevery": line_style(index, epochs)["markevery"]}
+    return styles
+
+
 # Up to this many seeds a figure draws each seed as a thin line, not a t-interval band
 # (with 1 or 2 degrees of freedom its half-width is 12.7 or 4.3 standard errors).
 FEW_SEEDS = 3
@@ -69,9 +86,13 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
     """
     figure = InlineFigure(figsize=(11, 7), layout="constrained")
     axes = figure.subplots(2, 2, sharex=True, sharey="row", squeeze=False)
-    for index, (name, history) in enumerate(histories.items()):
+    longest = max((np.shape(h["loss"])[1] for h in histories.values()), default=1)
+    styles = point_styles(list(histories), longest)
+    for name, history in histories.items():
         epochs = np.arange(1, np.shape(history["loss"])[1] + 1)
-        style = line_style(index, len(epochs))
+        style = styles[name]
+        if not np.isfinite(np.asarray(history["loss"], float)).any():
+            name += " (diverged at once: not drawn)"
         for row, metric in enumerate(("loss", "accuracy")):
             for column, key in enumerate((metric, f"val_{metric}")):
                 if key not in history:
@@ -102,10 +123,21 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
         if row == 1:
             ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+    if longest <= 12:  # every epoch a tick (one epoch would get ticks at 0.96 … 1.04)
+        axes[1, 0].set_xticks(np.arange(1, longest + 1))  # the x axis is shared
+        axes[1, 0].set_xlim(0.5, longest + 0.5)
+    else:
+        for ax in axes.ravel():
+            ax.xaxis.get_major_locator().set_params(integer=True)
     if any(axes[1, c].has_data() for c in range(2)):
-        (axes[1, 1] if axes[1, 1].has_data() else axes[1, 0]).legend(fontsize=9,
-                                                                      loc="lower right")
+        ax = axes[1, 1] if axes[1, 1].has_data() else axes[1, 0]
+        if any("@" in name for name in histories):  # a sweep's points: beside the panels
+            handles, labels = ax.get_legend_handles_labels()
+            values = len({name.partition("@")[2] for name in histories})
+            figure.legend(handles, labels, loc="outside lower center", fontsize=8,
+                          ncols=values if values <= 4 else 3)
+        else:
+            ax.legend(fontsize=9, loc="lower right")
     spread = ("one seed" if seeds < 2 else
               f"mean of {seeds} seeds, thin lines = each seed" if seeds <= FEW_SEEDS else
               f"mean of {seeds} seeds, band = 95% confidence interval")
