@@ -186,10 +186,11 @@ def test_a_sweep_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(
         fashion_mnist, tmp_path, capsys, monkeypatch):
     """SIGKILL (no handler runs) at moments spread over the sweep — after the k-th of its 36
     history rows (6 points × 2 seeds × 3 epochs) appeared, plus a random delay, so within
-    and between programs and between two points' checkpoints — then ``--resume`` as a user
-    would: the same numbers as the uninterrupted sweep. The killed sweeps are processes of
-    their own; the straight sweep, the resumes and the reading commands run in this one (as
-    many CPU devices as the processes: the same float rounding)."""
+    and between programs and between two points' checkpoints — five times over: the sweep,
+    then each ``--resume`` of it as a user would type it, killed in turn; the last resume
+    finishes it with the same numbers as the uninterrupted sweep. The killed processes are
+    processes of their own; the straight sweep, the last resume and the reading commands run
+    in this one (as many CPU devices as the processes: the same float rounding)."""
     del fashion_mnist
     from bnlab.cli import main
 
@@ -213,22 +214,24 @@ def test_a_sweep_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(
     page = (straight / "report.html").read_text()
     assert "<h3>Sweep</h3>" in page and "plain@learning_rate=0.5" in page
     rng = np.random.default_rng(0)
+    runs = tmp_path / "killed"
     for number, rows in enumerate((1, 9, 14, 26, 33)):
-        runs = tmp_path / f"killed-{number}"
+        resume = ("--resume",) if number else ()
         process = subprocess.Popen(
-            bnlab("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download", *ROWS),
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            bnlab("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download", *ROWS,
+                  *resume), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
-        while history_rows(runs) < rows:
+        wanted = max(rows, history_rows(runs) + 1)  # a row this process wrote
+        while history_rows(runs) < wanted:
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.3))
         process.kill()  # SIGKILL
         process.wait(timeout=60)
-        cli("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download", *ROWS,
-            "--resume")
-        (run_dir,) = runs.iterdir()
-        got = final_numbers(run_dir)
-        assert got.keys() == want.keys()
-        for key, values in want.items():
-            np.testing.assert_allclose(got[key], values, rtol=1e-5, atol=1e-6, err_msg=key)
+    cli("sweep", "killable.toml", "--runs-dir", runs.name, "--no-download", *ROWS, "--resume")
+    (run_dir,) = runs.iterdir()
+    got = final_numbers(run_dir)
+    assert got.keys() == want.keys()
+    for key, values in want.items():
+        np.testing.assert_allclose(got[key], values, rtol=1e-5, atol=1e-6, err_msg=key)
