@@ -108,15 +108,17 @@ def _finish(run_dir: Path, config: ExperimentConfig, records: Mapping[str, Varia
             figures: Figures | None, *, redraw: Collection[str] | None) -> None:
     """The run's figures and its ``summary.json``, derived from ``records``: every figure
     drawn when ``redraw`` is ``None``; else those ``summary.json`` lists, of which those with
-    a file named in ``redraw`` (damaged ones) are drawn again."""
+    a file named in ``redraw`` (damaged ones) are drawn again. Without ``figures`` the
+    summary lists those it listed."""
     histories = {n: r.history for n, r in records.items()}
     probes = {n: r.probes for n, r in records.items()}
-    if redraw is None:
-        drawn = figures(run_dir, histories, probes) if figures is not None else []
-        names = [str(Path(p).relative_to(run_dir)) for p in drawn]
+    if figures is None:
+        names = listed_figures(run_dir)
+    elif redraw is None:
+        names = [str(Path(p).relative_to(run_dir)) for p in figures(run_dir, histories, probes)]
     else:
         names = listed_figures(run_dir)
-        if figures is not None and set(redraw) & set(names):
+        if set(redraw) & set(names):
             figures(run_dir, histories, probes, only=redraw)
     write_summary(run_dir, config, records, figures=names)
 
