@@ -34,10 +34,13 @@ seed: $(VENV)/.runtime data
 	$(BIN)/bnlab seed $(ARGS)
 
 # Every test, on both cores: a module's tests on one, the longest modules first (their order
-# in tests/conftest.py, which xdist keeps with --no-loadscope-reorder).
+# in tests/conftest.py, which xdist keeps with --no-loadscope-reorder); then the notebook's
+# Jupyter kernel alone (beside the others its execution once stalled for ten minutes).
 test: $(VENV)/.test data test-tools
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder \
+		--ignore=tests/examples/test_notebook.py $(ARGS)
+	$(BIN)/python -m pytest tests/examples/test_notebook.py $(ARGS)
 
 # The inner loop: the unit tests, on both cores (no run trained, no real data, no servers).
 test-fast: $(VENV)/.test

@@ -58,12 +58,12 @@ E2E_MODULES = ("tests/experiments/", "tests/test_api.py", "tests/test_cli.py",
 
 
 # The modules that take longest (minutes of processes killed and resumed, a Ray cluster, a
-# notebook executed, a hundred damaged runs repaired), run first: ``make test`` hands whole
+# hundred damaged runs repaired), run first: ``make test`` hands whole
 # modules to its two workers in collection order (``--no-loadscope-reorder``: pytest-xdist
 # would otherwise send the modules with the most tests first), and one of these last would
 # keep one worker busy while the other idles.
 LONGEST_FIRST = ("tests/test_signals_and_disks.py", "tests/experiments/test_ray_cluster.py",
-                 "tests/examples/test_notebook.py", "tests/test_fault_injection.py",
+                 "tests/test_fault_injection.py",
                  "tests/test_cli.py", "tests/test_front_door.py",
                  "tests/experiments/test_resume.py", "tests/train/test_probes.py",
                  "tests/experiments/test_seed_realdata.py", "tests/store/test_run_fuzz.py",
