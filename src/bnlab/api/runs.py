@@ -161,7 +161,7 @@ def _check_rows(config: ExperimentConfig, rows: int) -> None:
             check_batching(rows, point.batch_size, point.build(config.input_shape()))
         except ConfigError as err:
             raise ConfigError(f"{{train_rows={rows}}}: {err} (point {point.name!r})") from None
-    full = min(rows // point.batch_size for point in config.points)
+    full = config.full_batches(rows)
     if config.recalibrate_batches > full:
         raise ConfigError(
             f"{{train_rows={rows}}}: the experiment recalibrates on {config.recalibrate_batches:,}"

@@ -175,12 +175,17 @@ class ExperimentConfig:
                 except ConfigError as err:
                     raise FieldError("sweep.batch_size",
                                      f"{err} (point {point.name!r})") from None
-        full = min(n_train // point.batch_size for point in self.points)
+        full = self.full_batches(n_train)
         _whole("recalibrate_batches", self.recalibrate_batches, 0, full,
                why=" (0: off; at most the full training batches of an epoch)")
         if self.recalibrate_batches and not any(p.build().has_batchnorm for p in self.points):
             raise FieldError("recalibrate_batches",
                              "no variant has a BatchNorm layer to recalibrate")
+
+    def full_batches(self, rows: int) -> int:
+        """The full batches of ``rows`` training rows at the largest batch size of any
+        point: the most ``recalibrate_batches`` can be."""
+        return min(rows // point.batch_size for point in self.points)
 
     @property
     def seed_list(self) -> tuple[int, ...]:
