@@ -49,12 +49,24 @@ def pytest_unconfigure(config):
     shutil.rmtree(CACHE, ignore_errors=True)
 
 
+def pytest_terminal_summary(terminalreporter):
+    """How many hostile inputs (``tests/hostile``) were tried and how many held."""
+    cases = {outcome: sum(1 for report in terminalreporter.stats.get(outcome, [])
+                          if any(key == "hostile_case" for key, _ in report.user_properties))
+             for outcome in ("passed", "failed")}
+    if any(cases.values()):
+        terminalreporter.write_line(
+            f"hostile inputs: {sum(cases.values())} cases, {cases['passed']} refused in one "
+            "line or taken within bounded time and memory, nothing written outside the asked "
+            f"path; {cases['failed']} failed")
+
+
 # Modules whose tests train whole runs (the runner, the API, the command) on synthetic data.
 E2E_MODULES = ("tests/experiments/", "tests/test_api.py", "tests/test_cli.py",
                "tests/test_extras.py", "tests/store/test_run_fuzz.py", "tests/store/test_lock.py",
                "tests/store/test_store.py", "tests/report/test_html.py",
                "tests/export/test_trained.py", "tests/train/test_loop.py",
-               "tests/train/test_members.py", "tests/train/test_seeds.py")
+               "tests/train/test_members.py", "tests/train/test_seeds.py", "tests/hostile/")
 
 
 # The modules that take longest (minutes of processes killed and resumed, a Ray cluster, a

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "bnlab"
-LAYERS = ("errors io lazy", "data", "nn", "train", "analysis", "config", "store", "experiments",
-          "export", "report", "api", "cli __main__")
+LAYERS = ("errors limits io lazy", "data", "nn", "train", "analysis", "config", "store",
+          "experiments", "export", "report", "api", "cli __main__")
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names.split()}
 
 

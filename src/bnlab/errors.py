@@ -18,7 +18,8 @@ from collections.abc import Callable
 #: The options a message may name as a placeholder (the arguments of ``bnlab.api``'s
 #: functions, which the ``bnlab`` command's flags mirror).
 OPTIONS = frozenset({"data_dir", "cache_dir", "download", "resume", "retry_diverged", "seeds",
-                     "epochs", "runs_dir", "test", "batches", "variant", "seed", "train_rows"})
+                     "epochs", "runs_dir", "test", "batches", "variant", "seed", "train_rows",
+                     "out", "force"})
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z_]*)(?:=([^{}\s]+))?\}")
 
 OptionRenderer = Callable[[str, "str | None"], str]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bnlab.errors import BnlabError
+from bnlab.limits import RUN_FILE_BYTES, Limit, LimitExceeded
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -85,15 +87,83 @@ def parse_json(text: str) -> Any:
         raise ValueError("a number has too many digits") from None
 
 
-def read_json(path: Path, *, fix: str) -> Any:
-    """The JSON document in ``path``; a missing, non-UTF-8 or malformed file is a one-line
-    ``BnlabError`` naming the file and ending with ``fix``."""
+class NotAFile(BnlabError):
+    """A path bnlab was to read that is not a regular file (a FIFO, a device, a folder, a
+    socket): reading it could block forever or never end, so it is refused unread;
+    ``reason`` is the message without the path."""
+
+    def __init__(self, message: str, *, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path: Path, *, limit: Limit | None = None) -> int:
+    """A read-only descriptor of the regular file at ``path`` (a link to one is followed),
+    checked before a byte is read: ``NotAFile`` for anything else, ``LimitExceeded`` when
+    its size is over ``limit``; ``OSError`` (e.g. ``FileNotFoundError``) as ``os.open``
+    raises it. Opened with ``O_NONBLOCK``, so a FIFO never waits for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a file")
+            reason = f"is {kind}, not a regular file; bnlab reads only regular files"
+            raise NotAFile(f"{path} {reason}", reason=reason)
+        if limit is not None:
+            limit.check(info.st_size, str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path, *, limit: Limit) -> bytes:
+    """The bytes of the regular file at ``path`` (``open_regular``'s checks), never more
+    than ``limit`` allows even if the file grows while it is read."""
+    fd = open_regular(path, limit=limit)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit.value + 1)
+    limit.check(len(data), str(path))
+    return data
+
+
+def check_regular(path: Path, *, limit: Limit | None = None) -> None:
+    """``open_regular``'s checks of ``path`` for a library that opens the file itself."""
+    os.close(open_regular(path, limit=limit))
+
+
+def read_problem(path: Path, *, limit: Limit = RUN_FILE_BYTES) -> tuple[bytes | None, str | None]:
+    """``(bytes, None)`` of a regular file within ``limit``, else ``(None, what is wrong)``
+    as a phrase after the file's name: ``"is missing"``, ``"is a FIFO (named pipe), …"``,
+    ``"cannot be read (Permission denied)"``."""
+    try:
+        return read_regular(path, limit=limit), None
+    except FileNotFoundError:
+        return None, "is missing"
+    except (NotAFile, LimitExceeded) as err:
+        return None, err.reason
+    except OSError as err:
+        return None, f"cannot be read ({err.strerror})"
+
+
+def read_json(path: Path, *, fix: str, limit: Limit = RUN_FILE_BYTES) -> Any:
+    """The JSON document in ``path`` (a regular file within ``limit``); a missing, unusual,
+    oversized, non-UTF-8 or malformed file is a one-line ``BnlabError`` naming the file and
+    ending with ``fix``."""
+    try:
+        text = read_regular(path, limit=limit).decode("utf-8")
     except FileNotFoundError:
         raise BnlabError(f"{path} is missing; {fix}") from None
     except UnicodeDecodeError as err:
         raise BnlabError(f"{path} is not UTF-8 text (byte {err.start}); {fix}") from None
+    except (NotAFile, LimitExceeded) as err:
+        raise BnlabError(f"{path} {err.reason}; {fix}") from None
     except OSError as err:
         raise BnlabError(f"{path} cannot be read ({err.strerror}); {fix}") from None
     try:

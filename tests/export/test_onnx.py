@@ -130,7 +130,8 @@ def torch_onnx_file(torch, tmp_path, monkeypatch, mode_name: str, batch_axis: bo
 def test_a_model_exported_in_training_mode_is_refused_for_its_batch_dependent_outputs(
         torch, tmp_path, monkeypatch, opset):
     from bnlab.errors import ConfigError
-    from bnlab.export.onnx import load_classifier, training_mode_nodes
+    from bnlab.export.onnx import load_classifier
+    from bnlab.export.onnx_checks import training_mode_nodes
 
     path, *_ = torch_onnx_file(torch, tmp_path, monkeypatch, "TRAINING", opset=opset)
     proto = onnx.load(path)
@@ -249,7 +250,8 @@ def test_a_foreign_file_bnlab_cannot_run_is_one_line(tmp_path, options, message)
 
 @pytest.mark.parametrize("dropout_node", [False, True], ids=["initializer", "constant-node"])
 def test_a_dropout_given_a_constant_false_training_mode_is_inference(tmp_path, dropout_node):
-    from bnlab.export.onnx import load_classifier, training_mode_nodes
+    from bnlab.export.onnx import load_classifier
+    from bnlab.export.onnx_checks import training_mode_nodes
 
     path, x, want = foreign_file(tmp_path, input_shape=(784,), dropout=False,
                                  dropout_node=dropout_node)

@@ -34,6 +34,7 @@ from bnlab.export.predict import predict as top_classes
 from bnlab.export.trained import trained_member
 from bnlab.report.plots import prediction_grid, save_figure
 from bnlab.store.lock import RunLock
+from bnlab.store.outputs import check_output
 from bnlab.store.reader import run_config
 from bnlab.store.recalibrations import Recalibration
 from bnlab.store.runs import Run, run_folder
@@ -95,13 +96,16 @@ def export_model(source: RunSource, out: Path | str | None = None, *,
                  recalibrated: bool = False, format: str = "onnx",
                  runs_dir: Path | str = "runs", data: Splits | None = None,
                  data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
-                 download: bool = True, observer: Observer = SILENT) -> Exported:
+                 download: bool = True, force: bool = False,
+                 observer: Observer = SILENT) -> Exported:
     """Write one trained member of a finished run, as ``bnlab export`` (docs/deploy.md):
     ``variant`` (default: the first with BatchNorm) and ``seed`` (default: the first), from
     its checkpoint or its ``recalibrated`` one, folded if ``fold``, as ``format`` ``"onnx"``
     (verified by onnxruntime against bnlab on the test images of ``data``, loaded as in
     ``run`` when not given), ``"keras"`` or ``"torch"``. ``out`` defaults to
-    ``<run>/<variant>-seed<seed>[-folded].<suffix>``. The member's checkpoint is read once. A
+    ``<run>/<variant>-seed<seed>[-folded].<suffix>``; a named ``out`` that exists is written
+    over only if ``force``, and a run's own files never (``store.outputs``). The member's
+    checkpoint is read once. A
     model still in training, a diverged seed or a damaged checkpoint is a ``BnlabError``,
     and nothing is written."""
     checked_format(format)
@@ -111,14 +115,16 @@ def export_model(source: RunSource, out: Path | str | None = None, *,
         h5py_module()
     run_dir, config = _run_of(source, runs_dir)
     member = trained_member(run_dir, config, variant, seed, recalibrated=recalibrated)
+    path = Path(out) if out is not None else default_path(member, run_dir, format, fold)
+    for written in (path, path.with_suffix(".py")) if format == "torch" else (path,):
+        check_output(written, force=force, given=out is not None)
     images = None
     if format == "onnx":
         if data is None:
             data = load_data(config.dataset, data_dir=data_dir, cache_dir=cache_dir,
                              download=download, observer=observer)
         images = data.x_test.astype(np.float32) / 255.0
-    return export_member(member, Path(out) if out is not None else default_path(
-        member, run_dir, format, fold), format=format, fold=fold,
+    return export_member(member, path, format=format, fold=fold,
         class_names=DATASETS[config.dataset].class_names, images=images)
 
 
@@ -141,7 +147,7 @@ def predict(model: RunSource, images: Sequence[Path | str] = (), *, test: int | 
             seed: int | None = None, top: int = 3, runs_dir: Path | str = "runs",
             data: Splits | None = None, data_dir: Path | str | None = None,
             cache_dir: Path | str | None = None, download: bool = True,
-            observer: Observer = SILENT) -> Predictions:
+            force: bool = False, observer: Observer = SILENT) -> Predictions:
     """The ``top`` classes of each image file (any size, PNG/JPEG, converted to
     Fashion-MNIST's form: ``export.predict``) by ``model``: a run's trained member
     (``variant``, ``seed`` as in ``export_model``), an exported ``.onnx`` file (any image
@@ -149,8 +155,11 @@ def predict(model: RunSource, images: Sequence[Path | str] = (), *, test: int | 
     ``bnlab predict``. An image that cannot be read is a line in ``Predictions.failed``; the
     others are predicted. ``test=N`` also draws the first N test images (1-400) with
     predicted and true labels into ``out`` (``.png``, ``.svg`` or ``.pdf``; default
-    ``predictions-N.png``). Every argument is checked before any data is loaded."""
+    ``predictions-N.png``; a named ``out`` that exists is written over only if ``force``).
+    Every argument is checked before any data is loaded."""
     grid = _grid_path(test, out, images)
+    if test is not None:
+        check_output(grid, force=force, given=out is not None)
     classifier = _classifier(model, variant, seed, runs_dir)
     classes = np.asarray(classifier.probabilities(np.zeros((1, 28, 28), np.float32))).shape[1]
     if classes != len(classifier.class_names):

@@ -13,6 +13,7 @@ import optax
 
 from bnlab.api.model_info import _as_model
 from bnlab.config.checks import failing_at
+from bnlab.config.experiment import MAX_SEED, MAX_SEEDS
 from bnlab.config.optimizer import parse_optimizer
 from bnlab.errors import ConfigError
 from bnlab.experiments.observer import Observer
@@ -72,6 +73,12 @@ def fit(model: Sequential | str, x: np.ndarray, y: np.ndarray, *, epochs: int = 
                              ("seeds", seeds, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"fit: {name} must be an integer ≥ {low}, got {value!r}")
+    if seed + seeds - 1 > MAX_SEED:
+        raise ConfigError(f"fit: seeds {seed} … {seed + seeds - 1} go past {MAX_SEED:,} "
+                          "(seeds are 31-bit, so larger ones would repeat smaller ones)")
+    if seeds > MAX_SEEDS:
+        raise ConfigError(f"fit: seeds must be at most {MAX_SEEDS:,}, got {seeds:,}")
+    batch_size = min(batch_size, len(x))  # as Keras: one batch of every row at most
     model = _as_model(model, "fit")
     if isinstance(optimizer, str):
         optimizer = parse_optimizer({"name": optimizer, "learning_rate": learning_rate},

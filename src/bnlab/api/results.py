@@ -14,6 +14,7 @@ from bnlab.api.stored import RunSource, open_run
 from bnlab.errors import BnlabError, ConfigError, OptionRenderer, python_option
 from bnlab.report.html import write_report as html_report
 from bnlab.report.plots import learning_curves
+from bnlab.store.outputs import check_output
 from bnlab.store.reader import load_run
 from bnlab.store.runs import Run
 from bnlab.train.history import History
@@ -30,11 +31,13 @@ class Report:
 
 
 def write_report(runs: RunSource | Sequence[RunSource], out: Path | str | None = None, *,
-                 runs_dir: Path | str = "runs",
+                 runs_dir: Path | str = "runs", force: bool = False,
                  option: OptionRenderer = python_option) -> Report:
     """Write the self-contained HTML report of ``runs`` (``Run`` objects, run folders, or
     runs' names under ``runs_dir``), as ``bnlab report``: to ``out``, by default
-    ``<run>/report.html`` for one run and ``./report.html`` for several. A run that cannot be
+    ``<run>/report.html`` for one run and ``./report.html`` for several; a named ``out`` that
+    exists is written over only if ``force``, and a run's own files never
+    (``store.outputs``). A run that cannot be
     read is named in the report while the others are reported; when it is the only one, or
     when none can be read, a ``BnlabError``. ``option`` names the caller's options in what
     is said of them (``errors``)."""
@@ -50,9 +53,9 @@ def write_report(runs: RunSource | Sequence[RunSource], out: Path | str | None =
     if not readable:
         raise BnlabError("none of the runs could be read; give run folders that list_runs "
                          "lists")
-    if out is None:
-        out = readable[0].path / "report.html" if len(sources) == 1 else Path("report.html")
-    path = html_report(readable, Path(out), unreadable=unreadable)
+    default = readable[0].path / "report.html" if len(sources) == 1 else Path("report.html")
+    path = html_report(readable, check_output(out or default, force=force,
+                                              given=out is not None), unreadable=unreadable)
     return Report(path, tuple(readable), tuple(unreadable))
 
 

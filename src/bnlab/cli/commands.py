@@ -100,7 +100,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     stderr) and the exit status is 1, while the others are reported."""
     from bnlab.api import write_report
 
-    report = write_report(args.runs, args.out, runs_dir=args.runs_dir, option=cli_option)
+    report = write_report(args.runs, args.out, runs_dir=args.runs_dir, force=args.force,
+                          option=cli_option)
     for _, why in report.unreadable:
         error_console.print(f"[yellow]skipped:[/] {escape(why)}", soft_wrap=True)
     console.print(str(report.path), markup=False)

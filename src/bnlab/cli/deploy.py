@@ -49,7 +49,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             exported = export_model(args.run, args.out, variant=args.variant, seed=args.seed,
                                     fold=args.fold, recalibrated=args.recalibrated,
                                     format=args.format, runs_dir=args.runs_dir,
-                                    **data_options(args), observer=observer)
+                                    **data_options(args), force=args.force,
+                                    observer=observer)
     except VerificationError as err:
         print_exported(err.exported)
         error_console.print(f"error: {err}", markup=False)
@@ -104,7 +105,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with ProgressObserver(verbose=1, console=console) as observer:
         found = predict(Path(args.model), args.images, test=args.test, out=args.out,
                         variant=args.variant, seed=args.seed, runs_dir=args.runs_dir,
-                        **data_options(args), observer=observer)
+                        **data_options(args), force=args.force, observer=observer)
     classifier = found.classifier
     console.print(f"by {classifier.label}", markup=False)
     if classifier.note:

@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path,
                    help="the file (default RUN/VARIANT-seedS[-folded].onnx, .keras or "
                         ".safetensors)")
+    p.add_argument("--force", action="store_true",
+                   help="write over an existing --out file (never a run's own files)")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("predict", parents=[member_options],
@@ -141,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the first N test images (1-400) with predictions")
     p.add_argument("--out", type=Path,
                    help="the --test grid: .png, .svg or .pdf (default predictions-N.png)")
+    p.add_argument("--force", action="store_true",
+                   help="write over an existing --out file (never a run's own files)")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("runs", help="list the runs under the runs directory")
@@ -161,5 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path,
                    help="the HTML file (default RUN/report.html for one run, "
                         "./report.html for several)")
+    p.add_argument("--force", action="store_true",
+                   help="write over an existing --out file (never a run's own files)")
     p.set_defaults(handler=cmd_report)
     return parser

@@ -120,7 +120,7 @@ FLAGS = {"data_dir": "--data-dir", "cache_dir": "--cache-dir", "download": "--no
          "resume": "--resume", "retry_diverged": "--retry-diverged", "seeds": "--seeds",
          "epochs": "--epochs", "runs_dir": "--runs-dir", "test": "--test",
          "batches": "--batches", "variant": "--variant", "seed": "--seed",
-         "train_rows": "--train-rows"}
+         "train_rows": "--train-rows", "out": "--out", "force": "--force"}
 ENVIRONMENT = {"data_dir": "BNLAB_DATA_DIR", "cache_dir": "BNLAB_CACHE_DIR"}
 
 

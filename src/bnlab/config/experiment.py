@@ -28,6 +28,7 @@ from bnlab.config.probe import probe_to_dict
 from bnlab.config.sweep import Point, SweepAxis, check_axis, expand
 from bnlab.data.datasets import DATASETS
 from bnlab.errors import BnlabError, ConfigError, LayerInputError
+from bnlab.limits import PARAMETERS
 from bnlab.nn.layers import Dense
 from bnlab.nn.model import Sequential
 from bnlab.nn.zoo import MODELS
@@ -150,6 +151,7 @@ class ExperimentConfig:
             try:
                 model = variant.build(self.input_shape())
                 model.output_shapes  # noqa: B018 — builds every layer: catches impossible orders
+                PARAMETERS.check(model.weight_bound, f"the model {variant.name}")
             except LayerInputError as err:  # named by the layer's own line
                 raise FieldError(f"{key}[{err.index}]", str(err)) from None
             except BnlabError as err:

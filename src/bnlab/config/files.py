@@ -45,6 +45,8 @@ from bnlab.config.optimizer import OptimizerConfig, parse_optimizer
 from bnlab.config.probe import parse_probe
 from bnlab.config.sweep import optax_problems, parse_sweep
 from bnlab.errors import ConfigError
+from bnlab.io import NotAFile, read_regular
+from bnlab.limits import RUN_FILE_BYTES, LimitExceeded
 from bnlab.train.probes import ProbePlan
 
 TOP_KEYS = {"name", "description", "dataset", "epochs", "batch_size", "seed", "seeds",
@@ -77,7 +79,9 @@ def load_experiment(file_or_preset: str | Path,
         path = PRESET_DIR / f"{file_or_preset}.toml"
     source = one_line(str(path))  # a name may hold a newline
     try:
-        data = path.read_bytes()
+        data = read_regular(path, limit=RUN_FILE_BYTES)
+    except (NotAFile, LimitExceeded) as err:
+        raise ConfigError(f"{source}: {err.reason}") from None
     except OSError as err:
         raise ConfigError(f"{source}: cannot read experiment file ({err.strerror})") from None
     except ValueError:  # a NUL byte in the name
@@ -95,6 +99,9 @@ def load_experiment(file_or_preset: str | Path,
         raise ConfigError(f"{source}: invalid TOML: {err}") from None
     except ValueError as err:  # an integer of more than 4,300 digits (int's own limit)
         raise ConfigError(f"{source}: invalid TOML: {str(err).split(';')[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid TOML: arrays or tables nested too deeply for "
+                          "an experiment") from None
     for setting in settings:
         raw = _merged(raw, parse_setting(setting))
     if settings:
@@ -123,7 +130,7 @@ def parse_setting(setting: str) -> dict[str, Any]:
     for line in (f"{key} = {value}", f"{key} = {json.dumps(value.strip())}"):
         try:
             return tomllib.loads(line)
-        except (tomllib.TOMLDecodeError, ValueError):
+        except (tomllib.TOMLDecodeError, ValueError, RecursionError):
             continue
     raise ConfigError(f"setting {one_line(setting)!r}: {one_line(key.strip())!r} is not a TOML "
                       "key (quote a key holding dots: sweep.\"optimizer.learning_rate\"=[0.1])")

@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 from bnlab.data.idx import gunzip
 from bnlab.data.spec import DatasetSpec, IdxFile
 from bnlab.errors import DataError, GzipError
-from bnlab.io import atomic_write_bytes
+from bnlab.io import NotAFile, atomic_write_bytes, read_regular
+from bnlab.limits import DATA_BYTES, LimitExceeded
 
 Origin = Literal["data-dir", "cache", "system", "download"]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -219,7 +220,9 @@ def _read_verified(
     role: str, path: Path, origin: Origin, file: IdxFile, *, fix: str
 ) -> tuple[LocatedFile, bytes]:
     try:
-        compressed = path.read_bytes()
+        compressed = read_regular(path, limit=DATA_BYTES)
+    except (NotAFile, LimitExceeded) as err:
+        raise DataError(f"{path} {err.reason}; {fix}") from None
     except OSError as err:
         raise DataError(f"cannot read {path} ({err.strerror}); {fix}") from err
     raw = gunzip(compressed, name=str(path), fix=fix, max_size=file.size)

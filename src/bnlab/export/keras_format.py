@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -29,11 +30,15 @@ import jax
 import numpy as np
 
 from bnlab.errors import BnlabError, ConfigError
+from bnlab.io import parse_json, read_regular
+from bnlab.limits import MODEL_BYTES, PARAMETERS
 from bnlab.nn.batchnorm import BatchNorm, affine_parameters
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 from bnlab.nn.model import KERAS_TYPE_NAMES, Sequential
 
 KERAS_VERSION = "3.6.0"  # the oldest Keras 3 the test extra allows; written in metadata.json
+_LAYOUTS_HERE = {0, 1, 2}  # HDF5's H5D_COMPACT, H5D_CONTIGUOUS, H5D_CHUNKED (not H5D_VIRTUAL)
+_BUILT_IN_FILTERS = {1, 2, 3, 5, 6}  # H5Z_FILTER_DEFLATE, SHUFFLE, FLETCHER32, NBIT, SCALEOFFSET
 
 
 def h5py_module():
@@ -65,64 +70,103 @@ class KerasFile:
 
 def read_keras(path: Path, *, weights: bool = True) -> KerasFile:
     """The Sequential in the ``.keras`` file at ``path`` as a bnlab model, with its weights
-    unless not ``weights``; anything else is a ``KerasFileError``."""
+    unless not ``weights``; anything else is a one-line ``KerasFileError`` (or another
+    ``BnlabError`` for the file itself). The file is data (module docstring), and no size
+    in it is trusted: the file and each member it unzips are within ``limits.MODEL_BYTES``,
+    the model within ``limits.PARAMETERS``, and each weight array's declared shape is
+    checked before it is read (``_layer_vars``)."""
     path = Path(path)
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-            weight_bytes = archive.read("model.weights.h5") if weights else None
+        data = read_regular(path, limit=MODEL_BYTES)
     except FileNotFoundError:
         raise KerasFileError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
+    except OSError as err:
+        raise KerasFileError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            config = parse_json(_member(archive, "config.json", path).decode("utf-8"))
+            weight_bytes = _member(archive, "model.weights.h5", path) if weights else None
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as err:
         raise KerasFileError(f"{path}: not a Keras 3 .keras file ({err})") from None
-    if not isinstance(config, dict) or config.get("class_name") != "Sequential":
-        found = config.get("class_name") if isinstance(config, dict) else type(config).__name__
-        raise KerasFileError(f"{path}: only a Keras Sequential model can be read, got "
-                             f"{found!r}")
-    layers_config = (config.get("config") or {}).get("layers")
-    if not isinstance(layers_config, list):
-        raise KerasFileError(f"{path}: its config.json lists no layers")
-    input_shape, layers, names = None, [], []
-    for entry in layers_config:
-        kind, options = entry.get("class_name"), entry.get("config") or {}
-        if kind == "InputLayer":
-            input_shape = tuple(options.get("batch_shape") or options.get("batch_input_shape")
-                                or ())[1:]
-            continue
-        layers.append(_bnlab_layer(path, kind, options))
-        names.append(options.get("name"))
-    if not input_shape:
-        built = layers_config[0].get("build_config", {}) if layers_config else {}
-        input_shape = tuple(built.get("input_shape") or ())[1:]
-    if not input_shape or not all(isinstance(d, int) for d in input_shape):
-        raise KerasFileError(f"{path}: its input shape is unknown (no InputLayer)")
-    model = Sequential(tuple(layers), input_shape=input_shape,
-                       name=(config.get("config") or {}).get("name", "sequential"))
+    model, layers_config = _model_of(path, config)
     if weight_bytes is None:
         return KerasFile(model, None, None)
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    PARAMETERS.check(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)),
+                     f"{path}: its model")
     params, bn_state = model.init(jax.random.key(0))
     params, bn_state = [dict(p) for p in params], [dict(s) for s in bn_state]
+    h5py = h5py_module()
     try:
-        with h5py_module().File(io.BytesIO(weight_bytes), "r") as weights_file:
-            for index, (layer, name) in enumerate(zip(layers, _weight_names(layers_config),
+        with h5py.File(io.BytesIO(weight_bytes), "r") as weights_file:
+            for index, (layer, name) in enumerate(zip(model.layers,
+                                                      _weight_names(layers_config),
                                                       strict=True)):
-                stored = _layer_vars(weights_file, name)
                 slots = [(params, "kernel"), (params, "bias")] if isinstance(layer, Dense) \
                     else [(params, "gamma"), (params, "beta"), (bn_state, "moving_mean"),
                           (bn_state, "moving_variance")] if isinstance(layer, BatchNorm) else []
                 slots = [(tree, key) for tree, key in slots if key in tree[index]]
-                if len(stored) != len(slots):
-                    raise KerasFileError(f"{path}: layer {name} holds {len(stored)} weight "
-                                         f"arrays, its config needs {len(slots)}")
+                stored = _layer_vars(path, weights_file, name,
+                                     [tree[index][key].shape for tree, key in slots])
                 for (tree, key), values in zip(slots, stored, strict=True):
-                    if values.shape != tree[index][key].shape:
-                        raise KerasFileError(f"{path}: layer {name} weight {key} is "
-                                             f"{values.shape}, its config needs "
-                                             f"{tree[index][key].shape}")
                     tree[index][key] = values.astype(np.float32)
-    except OSError as err:
+    except (OSError, ValueError, TypeError, KeyError) as err:
         raise KerasFileError(f"{path}: its model.weights.h5 cannot be read ({err})") from None
     return KerasFile(model, tuple(params), tuple(bn_state))
+
+
+def _member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    """The member ``name`` of ``archive``, unzipped only when its declared size is within
+    ``limits.MODEL_BYTES`` (``zipfile`` never unzips more than it declares)."""
+    MODEL_BYTES.check(archive.getinfo(name).file_size, f"{path}: its {name}, unzipped,")
+    return archive.read(name)
+
+
+def _model_of(path: Path, config: object) -> tuple[Sequential, list[dict]]:
+    """The bnlab Sequential a ``.keras`` file's ``config.json`` describes, and its list of
+    layer entries; a config of any other form is a ``KerasFileError``."""
+    if not isinstance(config, dict) or config.get("class_name") != "Sequential":
+        found = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+        raise KerasFileError(f"{path}: only a Keras Sequential model can be read, got "
+                             f"{str(found)[:80]!r}")
+    body = config.get("config")
+    layers_config = body.get("layers") if isinstance(body, dict) else None
+    if not isinstance(layers_config, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("config", {}), dict)
+            for entry in layers_config):
+        raise KerasFileError(f"{path}: its config.json lists no layers (a list of objects)")
+    input_shape, layers = None, []
+    for entry in layers_config:
+        kind, options = entry.get("class_name"), entry.get("config") or {}
+        if kind == "InputLayer":
+            input_shape = _shape(options.get("batch_shape") or
+                                 options.get("batch_input_shape"))
+            continue
+        layers.append(_bnlab_layer(path, str(kind), options))
+    if not input_shape:
+        built = layers_config[0].get("build_config") if layers_config else None
+        input_shape = _shape(built.get("input_shape") if isinstance(built, dict) else None)
+    if not input_shape:
+        raise KerasFileError(f"{path}: its input shape is unknown (no InputLayer)")
+    name = body.get("name", "sequential")
+    try:
+        return Sequential(tuple(layers), input_shape=input_shape,
+                          name=name if isinstance(name, str) else "sequential"), layers_config
+    except (BnlabError, ValueError, TypeError, OverflowError) as err:
+        if isinstance(err, KerasFileError):
+            raise
+        raise KerasFileError(f"{path}: its layers do not fit together ({err})") from None
+
+
+def _shape(batch_shape: object) -> tuple[int, ...] | None:
+    """``(None, 28, 28)`` → ``(28, 28)``; anything but a list of a batch and positive whole
+    numbers → ``None``."""
+    if not isinstance(batch_shape, list) or len(batch_shape) < 2:
+        return None
+    dims = batch_shape[1:]
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        return None
+    return tuple(dims)
 
 
 def _weight_names(layers_config: list) -> list[str]:
@@ -148,11 +192,54 @@ def _snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _layer_vars(weights_file, name: str) -> list[np.ndarray]:
-    group = weights_file.get(f"layers/{name}/vars")
-    if group is None:
-        return []
-    return [np.asarray(group[key]) for key in sorted(group, key=int)]
+def _layer_vars(path: Path, weights_file, name: str,
+                shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """The arrays at ``layers/<name>/vars/0, 1, …``, each read only after its declared shape
+    is found to be the one in ``shapes`` and it is found to be numbers stored in the file
+    itself (``_stored_here``); a mismatch is a ``KerasFileError``."""
+    group = weights_file
+    for part in ("layers", name, "vars"):
+        group = _stored_here(path, group, part) if group is not None else None
+    keys = sorted(group, key=int) if group is not None else []
+    if len(keys) != len(shapes):
+        raise KerasFileError(f"{path}: layer {name} holds {len(keys)} weight arrays, its "
+                             f"config needs {len(shapes)}")
+    arrays = []
+    for key, shape in zip(keys, shapes, strict=True):
+        dataset = _stored_here(path, group, key)
+        if dataset.shape != shape or dataset.dtype.kind not in "fiu":
+            raise KerasFileError(f"{path}: layer {name} weight {key} is {dataset.shape} "
+                                 f"{dataset.dtype}, its config needs {shape} numbers")
+        arrays.append(np.asarray(dataset))
+    return arrays
+
+
+def _stored_here(path: Path, group, key: str):
+    """``group[key]`` when it is a hard link (not a soft or external link to another place
+    or file), and, for a dataset, stored in this file: contiguous, chunked or compact, not
+    in external raw files or a virtual view of other files, with none but HDF5's built-in
+    filters (a plug-in filter is code from elsewhere); ``None`` when absent; else a
+    ``KerasFileError``."""
+    h5py = h5py_module()
+    link = group.get(key, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise KerasFileError(f"{path}: {group.name}/{key} is a {type(link).__name__}; bnlab "
+                             "reads only what is stored in the file itself")
+    item = group[key]
+    if isinstance(item, h5py.Group):
+        return item
+    if not isinstance(item, h5py.Dataset):
+        raise KerasFileError(f"{path}: {item.name} is not an array")
+    plist = item.id.get_create_plist()
+    filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+    if (item.external or plist.get_layout() not in _LAYOUTS_HERE
+            or not filters <= _BUILT_IN_FILTERS):
+        raise KerasFileError(f"{path}: {item.name} is stored outside the file (external "
+                             "storage, a virtual dataset or a plug-in filter); bnlab reads "
+                             "only arrays stored in the file itself")
+    return item
 
 
 def _bnlab_layer(path: Path, kind: str, options: dict):
@@ -179,7 +266,7 @@ def _bnlab_layer(path: Path, kind: str, options: dict):
             return LeakyReLU(float(options.get("negative_slope", options.get("alpha", 0.3))))
         if kind == "Dropout":
             return Dropout(float(options["rate"]))
-    except (KeyError, TypeError, ValueError, BnlabError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError, BnlabError) as err:
         if isinstance(err, KerasFileError):
             raise
         raise KerasFileError(f"{path}: layer {options.get('name')} ({kind}): {err}") from None

@@ -28,6 +28,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from bnlab.errors import ConfigError
+from bnlab.export.onnx_checks import (
+    checked_rows,
+    graph_inputs,
+    per_image_values,
+    read_onnx,
+    refuse_training_mode,
+    run_bounded,
+)
+from bnlab.limits import BATCH_VALUES
 from bnlab.nn.batchnorm import BatchNorm, affine_parameters
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
 from bnlab.nn.model import Sequential
@@ -154,49 +163,6 @@ def class_names_of(proto: onnx.ModelProto) -> list[str] | None:
     return None
 
 
-def training_mode_nodes(proto: onnx.ModelProto) -> list[str]:
-    """The nodes of ``proto`` that compute in training mode: a ``BatchNormalization`` with
-    ``training_mode=1`` (opset ≥ 14) or with its running-statistics outputs (opset < 14) —
-    it normalizes by each batch's own statistics, so an image's output depends on the
-    others in its batch — and a ``Dropout`` given a ``training_mode`` input that is not a
-    constant false (an initializer or a ``Constant`` node)."""
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), OPSET)
-    flags = {node.input[2] for node in proto.graph.node
-             if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]}
-    constants = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer
-                 if t.name in flags}
-    constants.update({node.output[0]: numpy_helper.to_array(a.t) for node in proto.graph.node
-                      if node.op_type == "Constant" and node.output[0] in flags
-                      for a in node.attribute if a.name == "value"})
-
-    def trains(node: onnx.NodeProto) -> bool:
-        if node.op_type == "BatchNormalization":
-            return (any(a.name == "training_mode" and a.i for a in node.attribute) or
-                    (opset < 14 and len([o for o in node.output if o]) > 1))
-        if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
-            flag = node.input[2]
-            return not (flag in constants and not constants[flag].any())
-        return False
-
-    return [node.name or node.output[0] for node in proto.graph.node if trains(node)]
-
-
-def refuse_training_mode(proto: onnx.ModelProto, where: str) -> None:
-    """A ``ConfigError`` naming the training-mode nodes of ``proto`` (``where``: its file),
-    if it has any."""
-    nodes = training_mode_nodes(proto)
-    if not nodes:
-        return
-    kinds = {n.op_type for n in proto.graph.node if (n.name or n.output[0]) in nodes}
-    why = "; ".join(part for kind, part in (
-        ("BatchNormalization", "its BatchNorm would normalize each batch by the batch's own "
-                               "statistics, so an image's output would depend on its batch"),
-        ("Dropout", "its Dropout would drop units at random")) if kind in kinds)
-    raise ConfigError(f"{where} is exported in training mode ({', '.join(nodes[:3])}"
-                      f"{' …' * (len(nodes) > 3)}): {why}; export the model in inference mode "
-                      "(in PyTorch: model.eval() and training=TrainingMode.EVAL)")
-
-
 @dataclass(frozen=True)
 class OnnxClassifier:
     """An ONNX file as ``bnlab predict`` runs it (``load_classifier``): ``probabilities``
@@ -216,28 +182,19 @@ def load_classifier(path: Path, image_shape: tuple[int, ...] = (28, 28)) -> Onnx
     and a ``probabilities`` output or a single output. That output is taken as
     probabilities when its rows for two probe images (black, mid-grey) are non-negative
     and sum to 1, else as logits (a softmax applied). A file exported for a fixed batch size
-    is run in chunks of it. A file that is unreadable, invalid, in training mode or of
-    another form is a ``ConfigError``."""
+    is run in chunks of it, any other in chunks of at most ``limits.BATCH_VALUES`` values in
+    its largest tensor. The file is read and checked as ``onnx_checks.read_onnx`` says and run
+    by ``onnx_checks.run_bounded``; a file that is refused, unreadable, invalid, in training
+    mode or of another form is a one-line ``BnlabError``, and so is an output that is not a
+    number (NaN) for an image."""
     import onnxruntime
-    from google.protobuf.message import DecodeError
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
     ort_errors = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph,
                   ort_state.InvalidProtobuf, ort_state.NotImplemented,
                   ort_state.RuntimeException)
-    try:
-        proto = onnx.load(path)
-        onnx.checker.check_model(proto)
-    except (OSError, ValueError, DecodeError, onnx.checker.ValidationError) as err:
-        raise ConfigError(f"{path}: not a readable ONNX model ({err})") from None
-    refuse_training_mode(proto, str(path))
-    try:
-        session = onnxruntime.InferenceSession(proto.SerializeToString(),
-                                               providers=["CPUExecutionProvider"])
-    except ort_errors as err:
-        raise ConfigError(f"{path}: onnxruntime cannot run it ({type(err).__name__}: {err})"
-                          ) from None
-    inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
+    proto = read_onnx(path)
+    inputs, outputs = graph_inputs(proto), [o.name for o in proto.graph.output]
     values = int(np.prod(image_shape))
     dims = inputs[0].shape[1:] if len(inputs) == 1 else []
     if len(inputs) != 1 or not all(isinstance(d, int) for d in dims) or int(
@@ -249,26 +206,33 @@ def load_classifier(path: Path, image_shape: tuple[int, ...] = (28, 28)) -> Onnx
         raise ConfigError(f"{path}: which output is the classes? It has "
                           f"{', '.join(outputs)}; bnlab reads 'probabilities' or a sole output")
     output = "probabilities" if "probabilities" in outputs else outputs[0]
+    largest = per_image_values(proto, path)  # before onnxruntime allocates anything
+    try:
+        session = onnxruntime.InferenceSession(proto.SerializeToString(),
+                                               providers=["CPUExecutionProvider"])
+    except ort_errors as err:
+        raise ConfigError(f"{path}: onnxruntime cannot run it ({type(err).__name__}: {err})"
+                          ) from None
     feed, shape = inputs[0].name, (-1, *dims)
     batch = inputs[0].shape[0]
     fixed = batch if isinstance(batch, int) and batch > 0 else None
+    if fixed:
+        BATCH_VALUES.check(fixed * largest, f"{path}: its fixed batch of {fixed:,} images")
+    rows_at_once = max(1, BATCH_VALUES.value // max(largest, 1))
 
     def run(x: np.ndarray) -> np.ndarray:
         try:
-            (rows,) = session.run([output], {feed: x})
+            (rows,) = run_bounded(session, [output], {feed: x}, str(path))
         except ort_errors as err:
             raise ConfigError(f"{path}: onnxruntime failed ({type(err).__name__}: {err})"
                               ) from None
-        rows = np.asarray(rows, np.float64)
-        if rows.ndim != 2 or rows.shape[0] != len(x):
-            raise ConfigError(f"{path}: its output {output} is {rows.shape} for {len(x)} "
-                              "images, not one row of class scores per image")
-        return rows
+        return checked_rows(rows, len(x), f"{path}: its output {output}")
 
     def scores(images: np.ndarray) -> np.ndarray:
         x = np.asarray(images, np.float32).reshape(shape)
         if fixed is None:
-            return run(x)
+            return np.concatenate([run(x[start:start + rows_at_once])
+                                   for start in range(0, len(x), rows_at_once)])
         # a file exported for batches of `fixed`: chunks, the last padded with zeros
         padded = np.concatenate([x, np.zeros((-len(x) % fixed, *dims), np.float32)])
         return np.concatenate([run(chunk) for chunk in np.split(

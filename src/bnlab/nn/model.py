@@ -112,6 +112,21 @@ class Sequential:
             shapes.append(shape)
         return tuple(shapes)
 
+    @property
+    def weight_bound(self) -> int:
+        """At least as many values as the model's parameters and statistics hold, in plain
+        Python (checking a size computes nothing): a ``Dense`` layer's inputs × units and its
+        bias, a normalization layer four per feature (γ, β, two moving statistics), other
+        layers none."""
+        total, shape = 0, self.input_shape
+        for layer, out in zip(self.layers, self.output_shapes, strict=True):
+            if isinstance(layer, Dense):
+                total += (shape[-1] + layer.use_bias) * layer.units
+            elif not isinstance(layer, Flatten | Activation | LeakyReLU | Dropout):
+                total += 4 * out[-1]
+            shape = out
+        return total
+
     def init(self, key: Array) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
         """``(params, bn_state)``; each layer gets its own key split from ``key``."""
         params, bn_state = [], []

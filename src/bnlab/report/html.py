@@ -27,7 +27,8 @@ from bnlab.analysis.sweep import numeric_axes
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.sweep import value_text
 from bnlab.errors import BnlabError, render_options
-from bnlab.io import atomic_write_bytes
+from bnlab.io import atomic_write_bytes, read_regular
+from bnlab.limits import RUN_FILE_BYTES
 from bnlab.nn.summary import summarize
 from bnlab.report.console import layer_text, one_seed_differences, resume_command
 from bnlab.report.figures import sweep_figure_name
@@ -362,8 +363,8 @@ def _png(run: Run, name: str, draw: Callable[[], Figure]) -> str:
     """Figure ``name`` as base64 PNG: the run's own ``<name>.png`` when its summary lists it
     and its bytes are the ones drawn (``Run.figures``), else ``draw()``."""
     stored = run.path / f"{name}.png"
-    data = (stored.read_bytes() if f"{name}.png" in run.figures and run.finished
-            else figure_bytes(draw()))
+    data = (read_regular(stored, limit=RUN_FILE_BYTES)
+            if f"{name}.png" in run.figures and run.finished else figure_bytes(draw()))
     return base64.b64encode(data).decode("ascii")
 
 

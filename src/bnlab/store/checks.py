@@ -18,19 +18,16 @@ from typing import Any
 import numpy as np
 
 from bnlab.config.checks import FLOAT32_MAX
+from bnlab.io import read_problem
 
 
 def file_digest_problem(path: Path, sha256: str, where: str) -> str | None:
     """What is wrong with a file whose bytes must have the digest ``sha256`` (``where`` says
     which file records it), or ``None``."""
-    try:
-        with path.open("rb") as handle:
-            actual = hashlib.file_digest(handle, "sha256").hexdigest()
-    except FileNotFoundError:
-        return "is missing"
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
-    if actual != sha256:
+    data, problem = read_problem(path)
+    if problem:
+        return problem
+    if hashlib.sha256(data).hexdigest() != sha256:
         return f"is damaged: its bytes do not match the digest in {where}"
     return None
 
@@ -104,14 +101,13 @@ def beyond_float32(values: np.ndarray) -> bool:
 
 def text_problem(path: Path) -> tuple[str | None, str | None]:
     """``(text, None)`` for a UTF-8 file, else ``(None, what is wrong)``."""
+    data, problem = read_problem(path)
+    if problem:
+        return None, problem
     try:
-        return path.read_text(encoding="utf-8"), None
-    except FileNotFoundError:
-        return None, "is missing"
+        return data.decode("utf-8"), None
     except UnicodeDecodeError as err:
         return None, f"is not UTF-8 text (byte {err.start})"
-    except OSError as err:
-        return None, f"cannot be read ({err.strerror})"
 
 
 def parse_csv(text: str, columns: tuple[str, ...]) -> tuple[dict[str, np.ndarray] | None,

@@ -6,8 +6,11 @@ record's length; a finished variant's must have exactly the bytes its record lis
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from bnlab.io import NotAFile, open_regular
 
 
 def event_files(log_dir: Path) -> list[Path]:
@@ -35,10 +38,13 @@ def event_damage(log_dir: Path, recorded: Mapping[str, tuple[int, str]], *,
     damage = []
     for name, (size, sha256) in recorded.items():
         try:
-            with (log_dir / name).open("rb") as handle:
+            with os.fdopen(open_regular(log_dir / name), "rb") as handle:
                 data = handle.read(size + 1)
         except FileNotFoundError:
             damage.append((name, "is missing"))
+            continue
+        except NotAFile as err:
+            damage.append((name, err.reason))
             continue
         except OSError as err:
             damage.append((name, f"cannot be read ({err.strerror})"))

@@ -6,6 +6,13 @@ dies, however it dies, so a lock file left by a killed process is *stale* by con
 the next process takes it over (and says whose it was). A second live process is refused,
 after retrying for ``PATIENCE_SECONDS``, with one line naming the holder. The file is
 removed when the lock is released.
+
+A run folder is written only through its lock, and the lock refuses a folder with a link in
+it: ``.lock`` is opened with ``O_NOFOLLOW`` (a ``.lock`` that links elsewhere would have
+that file overwritten with the lock record), and a symbolic link anywhere inside the folder
+(a seed folder, ``.replaced/``, a checkpoint) is refused before anything is written, so
+training, resume, repair and recalibration never write outside the run folder. (The run
+folder itself may be reached through a link: the runs folder is the user's to arrange.)
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
@@ -30,13 +38,54 @@ class RunLocked(BnlabError):
     """Another live process holds the run's lock."""
 
 
+class LinkInRunFolder(BnlabError):
+    """A symbolic link inside a run folder, which bnlab will not write through."""
+
+
+def _open_lock(path: Path, flags: int) -> int:
+    """``os.open(path, flags)`` of a lock file that is a regular file, never through a link
+    and never waiting on a FIFO; a link or anything but a regular file is a
+    ``LinkInRunFolder`` or ``BnlabError``."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise LinkInRunFolder(f"{path} is a symbolic link; bnlab never writes through a "
+                                  "link in a run folder: remove the link") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BnlabError(f"{path} is not a regular file; remove it (bnlab keeps its lock "
+                         "record there)")
+    return fd
+
+
+def first_link(run_dir: Path) -> Path | None:
+    """The first symbolic link found inside ``run_dir`` (not following any), or ``None``."""
+    folders = [run_dir]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    return Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+    return None
+
+
 def lock_holder(run_dir: Path) -> dict | None:
     """What ``<run>/.lock`` says about its holder (``{"pid", "host", "since"}``), or
     ``None`` without a readable lock file. It may be stale: only ``RunLock`` can tell."""
     try:
-        holder = json.loads((run_dir / LOCK_NAME).read_text(encoding="utf-8"))
+        fd = _open_lock(run_dir / LOCK_NAME, os.O_RDONLY)
+    except (OSError, BnlabError):
+        return None
+    try:
+        holder = json.loads(os.read(fd, 65536))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
     return holder if isinstance(holder, dict) else None
 
 
@@ -60,8 +109,8 @@ def training_holder(run_dir: Path) -> dict | None:
     a stale file grants; nothing is written. (``RunLock`` retries for ``PATIENCE_SECONDS``,
     so this brief shared lock never refuses a trainer.)"""
     try:
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
-    except OSError:
+        fd = _open_lock(run_dir / LOCK_NAME, os.O_RDONLY)
+    except (OSError, BnlabError):
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -87,7 +136,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         patience = time.monotonic() + PATIENCE_SECONDS
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock(self.path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
@@ -110,6 +159,14 @@ class RunLock:
             if same:  # not a file its last holder unlinked while we waited for it
                 break
             os.close(fd)
+        linked = first_link(self.path.parent)
+        if linked is not None:
+            self.path.unlink(missing_ok=True)  # held, so no one else's
+            os.close(fd)
+            raise LinkInRunFolder(
+                f"{linked} is a symbolic link to {os.readlink(linked)}; bnlab never writes "
+                "through a link in a run folder (it could write outside it): replace the "
+                "link by the files themselves, or remove it")
         previous = os.read(fd, 65536)
         if previous:
             try:

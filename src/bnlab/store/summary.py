@@ -36,7 +36,9 @@ import numpy as np
 from bnlab.analysis.stats import PairedComparison, compare_final_accuracy, compare_pairs
 from bnlab.analysis.sweep import SweepPoint, best_points, point_rows, sweep_pairs
 from bnlab.config.experiment import ExperimentConfig
-from bnlab.io import atomic_write_bytes, json_default
+from bnlab.errors import BnlabError
+from bnlab.io import atomic_write_bytes, json_default, read_json, read_regular
+from bnlab.limits import RUN_FILE_BYTES
 from bnlab.store.checks import beyond_float32, file_digest_problem, is_sha256, json_numbers
 from bnlab.store.record import (
     FORMAT,
@@ -167,7 +169,8 @@ def write_summary(run_dir: Path, config: ExperimentConfig,
                                 for name in names}
     document["comparisons"] = comparisons_to_json(comparisons)
     document["left_out"] = dict(left_out)
-    document["figures"] = {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest()
+    document["figures"] = {name: hashlib.sha256(read_regular(run_dir / name,
+                                                             limit=RUN_FILE_BYTES)).hexdigest()
                            for name in figures}
     document["records"] = {name: records[name].sha256 for name in names}
     document["format"] = FORMAT
@@ -213,8 +216,8 @@ def figure_damage(run_dir: Path, figures: Mapping[str, str | None]) -> list[tupl
 def listed_figures(run_dir: Path) -> list[str]:
     """The figures a run's ``summary.json`` lists (``[]`` when it cannot be read)."""
     try:
-        return list(summary_figures(json.loads((run_dir / "summary.json").read_text("utf-8"))))
-    except (OSError, ValueError):
+        return list(summary_figures(read_json(run_dir / "summary.json", fix="")))
+    except BnlabError:
         return []
 
 

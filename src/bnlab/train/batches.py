@@ -10,11 +10,13 @@ statistics, so it behaves exactly like Keras's smaller last batch (24 rows of 55
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bnlab.errors import ConfigError
 from bnlab.lazy import Deferred
+from bnlab.limits import BATCH_VALUES, PARAMETERS
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.model import Sequential
 
@@ -34,10 +36,16 @@ def steps_per_epoch(n_samples: int, batch_size: int) -> int:
 
 
 def check_batching(n_samples: int, batch_size: int, model: Sequential) -> None:
-    """Reject batchings that would leave a one-row batch for a model with BatchNorm."""
+    """Reject batchings that would leave a one-row batch for a model with BatchNorm, and
+    sizes over ``limits.PARAMETERS`` (``model.weight_bound``) or ``limits.BATCH_VALUES``
+    (``batch_size`` × the model's widest layer), before anything is allocated."""
     if batch_size < 1 or n_samples < 1:
         raise ConfigError(f"batch_size and the dataset size must be ≥ 1, got {batch_size}, "
                           f"{n_samples}")
+    PARAMETERS.check(model.weight_bound, f"the model {model.name}")
+    widest = max(math.prod(shape) for shape in (model.input_shape, *model.output_shapes))
+    BATCH_VALUES.check(batch_size * widest, f"a batch of {batch_size:,} rows × {widest:,} "
+                                            "values (the widest layer)")
     has_bn = any(isinstance(layer, BatchNorm) for layer in model.layers)
     if has_bn and (batch_size == 1 or n_samples % batch_size == 1):
         raise ConfigError(

@@ -29,8 +29,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from bnlab.errors import BnlabError
-from bnlab.io import atomic_write_bytes, atomic_write_json, json_default, parse_json
+from bnlab.io import (
+    NotAFile,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_regular,
+    json_default,
+    parse_json,
+    read_problem,
+)
 from bnlab.lazy import Deferred
+from bnlab.limits import MODEL_BYTES, LimitExceeded
 
 jax = Deferred("jax")  # its pytree utilities, when a state is saved or restored
 
@@ -93,8 +102,14 @@ def read_checkpoint(stem: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     before digests were stored (no ``sha256``) are read unchecked; ``metadata["sha256"]`` is
     then ``None``."""
     path = stem.with_suffix(".safetensors")
-    if not path.is_file():
-        raise CheckpointError(path, "is missing")
+    try:
+        check_regular(path, limit=MODEL_BYTES)
+    except FileNotFoundError:
+        raise CheckpointError(path, "is missing") from None
+    except (NotAFile, LimitExceeded) as err:
+        raise CheckpointError(path, err.reason) from None
+    except OSError as err:
+        raise CheckpointError(path, f"cannot be read ({err.strerror})") from None
     try:
         header, arrays = _read_safetensors(path)
         metadata = _bnlab_metadata(header)
@@ -136,16 +151,15 @@ def json_copy_problem(stem: Path, metadata: Mapping[str, Any]) -> str | None:
     """``None`` when ``<stem>.json`` holds the checkpoint's own ``metadata``, else what is
     wrong with that file (``"is missing"``, ``"does not agree with …"``)."""
     path = stem.with_suffix(".json")
+    data, problem = read_problem(path)
+    if problem:
+        return problem
     try:
-        copy = parse_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "is missing"
+        copy = parse_json(data.decode("utf-8"))
     except UnicodeDecodeError as err:
         return f"is not UTF-8 text (byte {err.start})"
     except ValueError as err:
         return f"is not valid JSON ({err})"
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
     expected = json.loads(json.dumps(dict(metadata), default=json_default))
     if metadata.get("sha256") is None:  # written before digests: the copy has no sha256
         expected.pop("sha256", None)
