@@ -38,6 +38,16 @@ def render_options(message: str, option: OptionRenderer = python_option) -> str:
                             message)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but tab and newline written as ``\\xNN``, so
+    that a name or description read from a file cannot drive the terminal (an escape
+    sequence that recolours, moves the cursor or retitles the window)."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
+
+
 class BnlabError(Exception):
     """A problem the user can fix; ``str(err)`` is a single human-readable line."""
 

@@ -121,6 +121,17 @@ def test_predict_by_the_run_and_by_its_onnx_file_agree_and_name_the_classes(
     assert "of 16 test images right; wrote" in capsys.readouterr().out
     with Image.open(grid) as drawn:
         assert drawn.size[0] > 500
+    # --out names a file that exists: written over with --force only; a run's own, never
+    before = grid.read_bytes()
+    for argv, code in ((["--out", str(grid)], 2), (["--out", str(grid), "--force"], 0),
+                       (["--out", str(small_run.path / "config.json"), "--force"], 2)):
+        assert main(["predict", str(onnx_file), "--test", "4", *argv, "--no-download"]) == code
+    err = capsys.readouterr().err
+    assert f"{grid} exists; choose another --out, or overwrite it --force" in err
+    assert "config.json: it is" in err and "bnlab never writes over a run's own files" in err
+    assert grid.read_bytes() != before  # the --force one: a grid of 4
+    assert main(["export", str(small_run.path), "--out", str(onnx_file), "--no-download"]) == 2
+    assert f"{onnx_file} exists" in capsys.readouterr().err
 
 
 @pytest.mark.realdata
@@ -188,8 +199,8 @@ def test_predict_with_a_keras_file_gives_the_runs_own_predictions(small_run, cap
     capsys.readouterr()
     assert main(["export", str(small_run.path), "--format", "keras", "--out",
                  str(tmp_path / "m.keras"), "--no-download"]) == 0
-    for source in (str(tmp_path / "m.keras"), str(small_run.path)):
-        assert main(["predict", source, "--test", "8", "--out", str(tmp_path / "g.png"),
+    for number, source in enumerate((str(tmp_path / "m.keras"), str(small_run.path))):
+        assert main(["predict", source, "--test", "8", "--out", str(tmp_path / f"g{number}.png"),
                      "--no-download"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "test images right" in line]
     assert len(lines) == 2 and lines[0] == lines[1]

@@ -275,6 +275,35 @@ def onnx_nan(folder: Path):
                                                                   np.float32)}))
 
 
+def _with_class_names(folder: Path, names: str) -> Path:
+    import onnx
+
+    path = _onnx_file(folder, [_gemm()], WEIGHTS)
+    model = onnx.load(path)
+    onnx.helper.set_model_props(model, {"class_names": names})
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@case("onnx: class names holding terminal escapes", None,
+      accepted=r"^\['\\\\x1b\[2J\\\\x1b\]0;owned\\\\x07', 'b'")
+def onnx_escapes(folder: Path):
+    import json
+
+    from bnlab.export.onnx import load_classifier
+
+    path = _with_class_names(folder, json.dumps(["\x1b[2J\x1b]0;owned\x07", *"bcdefghij"]))
+    return lambda: load_classifier(path).class_names
+
+
+@case("onnx: class names nested 100,000 deep", None, accepted="^None$")
+def onnx_deep_names(folder: Path):
+    from bnlab.export.onnx import load_classifier
+
+    path = _with_class_names(folder, "[" * 100_000 + "]" * 100_000)
+    return lambda: load_classifier(path).class_names
+
+
 @case("onnx: random bytes", r"not a readable ONNX model")
 def onnx_garbage(folder: Path):
     (folder / "model.onnx").write_bytes(np.random.default_rng(0).bytes(5000))
@@ -591,6 +620,22 @@ case("experiment: units = 100,000,000", r"e.toml.*variants\[0\].layers.*the mode
         "{ type = 'dense', units = 10, activation = 'softmax' }]\n"))
 
 
+case("experiment: a 7-axis sweep naming 256-byte folders", r"names a folder of 256 bytes, "
+     r"over the 255 a file system takes")(_experiment(
+        "name = 'x'\n[[variants]]\n"
+        "name = 'a_rather_long_variant_name_for_this_batch_norm_study_of_december_2026'\n"
+        "model = 'bn_after'\n[sweep]\n" + "".join(
+            f"'batch_norm.{option}' = [{value}]\n" for option, value in (
+                ("momentum", "0.123456789"), ("epsilon", "0.000123456789"),
+                ("center", "true"), ("scale", "true"))) + "".join(
+            f"'optimizer.{option}' = [{value}]\n" for option, value in (
+                ("learning_rate", "0.0123456789"), ("momentum", "0.987654321"),
+                ("nesterov", "true"))) + "batch_size = [48]\n"))
+case("experiment: a 250-character name", r"is 250 characters; a run folder's name takes at "
+     r"most 200")(_experiment("name = '" + "n" * 250 + "'\n[[variants]]\nname = 'a'\n"
+                              "model = 'baseline'\n"))
+
+
 @case("experiment: a FIFO", r"is a FIFO \(named pipe\)")
 def experiment_fifo(folder: Path):
     from bnlab.config.files import load_experiment
@@ -609,6 +654,18 @@ def fit_huge_batch(folder: Path):
         x = np.zeros((512, 28, 28), np.float32)
         return bnlab.fit("baseline", x, np.zeros(512, np.int32), batch_size=10**6, epochs=1,
                          verbose=0)
+    return act
+
+
+@case("fit: one NaN pixel (was reported as divergence)", r"fit: x holds NaN or infinite "
+      r"values in 1 rows \(the first is row 3\)")
+def fit_nan_pixel(folder: Path):
+    def act():
+        import bnlab
+
+        x = np.zeros((64, 28, 28), np.float32)
+        x[3, 10, 10] = np.nan
+        return bnlab.fit("baseline", x, np.zeros(64, np.int32), verbose=0)
     return act
 
 

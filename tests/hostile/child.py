@@ -1,8 +1,9 @@
 """Runs the hostile cases (``tests/hostile/cases.py``) in this process, one after another,
-and prints a JSON line per case: what it said, how long it took and how far it raised the
-process's peak memory. ``test_hostile_inputs.py`` starts it under a memory limit
-(``RLIMIT_AS``) and a deadline, so a case that exhausts memory or hangs shows as that case's
-failure (the line ``{"start": name}`` comes before each case)."""
+under the address-space limit its argument gives (bytes; ``RLIMIT_AS``), and prints a JSON
+line per case: what it said, how long it took and how far it raised the process's peak
+memory. ``test_hostile_inputs.py`` starts it with a deadline, so a case that exhausts memory
+or hangs shows as that case's failure (the line ``{"start": name}`` comes before each
+case)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def run_case(case, folder: Path) -> dict:
 
 
 def main() -> None:
+    limit = int(sys.argv[1]) if len(sys.argv) > 1 else resource.RLIM_INFINITY
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import h5py  # noqa: F401
     import onnxruntime  # noqa: F401
 

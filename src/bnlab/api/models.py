@@ -90,6 +90,9 @@ def fit(model: Sequential | str, x: np.ndarray, y: np.ndarray, *, epochs: int = 
                                         or len(validation_data) != 2):
         raise ConfigError("fit: validation_data must be a pair (x_val, y_val)")
     evaluation = {} if validation_data is None else {"val": tuple(validation_data)}
+    for name, values in (("x", x), *((("validation_data[0]", evaluation["val"][0]),)
+                                      if evaluation else ())):
+        _refuse_non_finite(name, values)
     trainer = SeedBatchTrainer(model, optimizer, batch_size=batch_size, x_train=x, y_train=y,
                                seeds=range(seed, seed + seeds), evaluation=evaluation,
                                compiler_options=compiler_options)
@@ -109,3 +112,16 @@ def fit(model: Sequential | str, x: np.ndarray, y: np.ndarray, *, epochs: int = 
                   model=model,
                   state=trainer.saved(state), compile_seconds=compile_seconds,
                   _trainer=trainer, _trained_state=state)
+
+
+def _refuse_non_finite(name: str, values) -> None:
+    """A ``ConfigError`` when float inputs hold a NaN or an infinity, which training would
+    otherwise report as a divergence of every seed."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        raise ConfigError(f"fit: {name} holds NaN or infinite values in {int(bad.sum()):,} "
+                          f"rows (the first is row {int(bad.argmax())}); clean or drop them "
+                          "first")

@@ -23,14 +23,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from rich.markup import escape
-
 from bnlab.cli.parser import build_parser
 from bnlab.cli.session import (
     FLAGS,
     Stopped,
     cli_option,
     error_console,
+    escape,
     os_error_text,
     program,
     session,

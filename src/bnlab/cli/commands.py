@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rich.markup import escape
-
-from bnlab.cli.session import cli_option, console, data_options, error_console
-from bnlab.errors import BnlabError
+from bnlab.cli.session import cli_option, console, data_options, error_console, escape
+from bnlab.errors import BnlabError, printable
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -81,9 +79,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     console.print(runs_table(runs, unreadable, args.runs_dir, cli_option))
     for run in runs:  # below the table, whole: a path never folds across lines
         for damage in run.damage:
-            console.print(f"{run.path.name}: {damage}", markup=False)
+            console.print(printable(f"{run.path.name}: {damage}"), markup=False)
     for folder, message in unreadable:
-        console.print(f"{folder.name}: {message}", markup=False)
+        console.print(printable(f"{folder.name}: {message}"), markup=False)
     return 0
 
 

@@ -17,12 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 
+from bnlab.errors import printable
 from bnlab.report.terminal import new_console
 
 console = new_console()
 error_console = new_console(stderr=True)
+
+
+def escape(text: str) -> str:
+    """``text`` as Rich prints it literally: its markup escaped and its control characters
+    written out (``errors.printable``), so nothing read from a file drives the terminal."""
+    return escape_markup(printable(text))
 
 
 class Stopped(KeyboardInterrupt):

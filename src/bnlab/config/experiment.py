@@ -41,6 +41,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_EPOCHS = 100_000
 MAX_SEEDS = 1_000
 MAX_SEED = 2**31 - 1
+MAX_NAME_BYTES = 255  # a folder name (NAME_MAX on Linux, macOS and Windows file systems)
+MAX_EXPERIMENT_NAME_BYTES = 200  # the run folder adds "-YYYYmmdd-HHMMSS" and maybe "-2"
 RESERVED_VARIANT_NAMES = {"tensorboard", "comparisons"}  # run-folder and summary.json keys
 
 
@@ -114,6 +116,10 @@ class ExperimentConfig:
         if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
             raise FieldError("name", f"{shown(self.name)} must be a plain folder name "
                              "(letters, digits, _ . -)")
+        if len(self.name) > MAX_EXPERIMENT_NAME_BYTES:
+            raise FieldError("name", f"{shown(self.name[:60])}… is {len(self.name)} "
+                             f"characters; a run folder's name takes at most "
+                             f"{MAX_EXPERIMENT_NAME_BYTES}")
         if not isinstance(self.description, str):
             raise FieldError("description", f"must be str, got {shown(self.description)}")
         if not isinstance(self.dataset, str) or self.dataset not in DATASETS:
@@ -168,9 +174,16 @@ class ExperimentConfig:
                 raise FieldError("batch_size", f"{err} (variant {variant.name!r})") from None
 
     def _check_points(self) -> None:
-        """Every point's batch size suits its model; ``recalibrate_batches`` fits them."""
+        """Every point's name makes a folder name a file system takes (``MAX_NAME_BYTES``);
+        its batch size suits its model; ``recalibrate_batches`` fits them."""
         n_train = self.training_rows()
         for point in self.points:
+            size = len(point.name.encode())
+            if size > MAX_NAME_BYTES:
+                raise FieldError("sweep" if self.sweep else "variants",
+                                 f"the point {point.name[:60]!r}… names a folder of {size} "
+                                 f"bytes, over the {MAX_NAME_BYTES} a file system takes; "
+                                 "shorten the variant's name or the swept values")
             if point.batch_size != self.batch_size:
                 try:
                     check_batching(n_train, point.batch_size, point.build())

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bnlab.errors import ConfigError
+from bnlab.errors import ConfigError, printable
 from bnlab.export.onnx_checks import (
     checked_rows,
     graph_inputs,
@@ -36,6 +36,7 @@ from bnlab.export.onnx_checks import (
     refuse_training_mode,
     run_bounded,
 )
+from bnlab.io import parse_json
 from bnlab.limits import BATCH_VALUES
 from bnlab.nn.batchnorm import BatchNorm, affine_parameters
 from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
@@ -151,14 +152,15 @@ def to_onnx(model: Sequential, params: tuple[dict, ...], bn_state: tuple[dict, .
 
 
 def class_names_of(proto: onnx.ModelProto) -> list[str] | None:
-    """The class names ``to_onnx`` stored in ``proto``'s metadata, or ``None``."""
+    """The class names ``to_onnx`` stored in ``proto``'s metadata (control characters
+    written out: ``errors.printable``), or ``None``."""
     for prop in proto.metadata_props:
         if prop.key == "class_names":
             try:
-                names = json.loads(prop.value)
+                names = parse_json(prop.value)
             except ValueError:
                 return None
-            return names if isinstance(names, list) and all(
+            return [printable(n) for n in names] if isinstance(names, list) and all(
                 isinstance(n, str) for n in names) else None
     return None
 

@@ -29,6 +29,7 @@ what the model's accuracy measures.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bnlab.errors import BnlabError
-from bnlab.io import read_regular
-from bnlab.limits import IMAGE_BYTES, IMAGE_PIXELS
+from bnlab.io import NotAFile, read_regular
+from bnlab.limits import IMAGE_BYTES, IMAGE_PIXELS, LimitExceeded
 
 SIDE = 28
 WORKING_SIDE = 16 * SIDE  # step 4: far more detail than 28 × 28 keeps, a small square
@@ -57,19 +58,26 @@ def image_input(path: Path) -> np.ndarray:
         data = read_regular(path, limit=IMAGE_BYTES)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
+    except (NotAFile, LimitExceeded) as err:
+        raise ImageError(f"{path} {err.reason}") from None
     except OSError as err:
         raise ImageError(f"{path}: cannot be read ({err.strerror})") from None
     if not data:
         raise ImageError(f"{path}: the file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
+            warnings.simplefilter("error")  # Pillow warns of corrupt data: refused instead
             width, height = image.size
-            IMAGE_PIXELS.check(width * height, f"{path} ({width} × {height})")
+            try:
+                IMAGE_PIXELS.check(width * height, f"{path} ({width} × {height})")
+            except LimitExceeded as err:
+                raise ImageError(str(err)) from None
             image.load()
             gray = _grayscale(ImageOps.exif_transpose(image), path)
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read (PNG, JPEG, …)") from None
-    except (OSError, SyntaxError, ValueError, TypeError, Image.DecompressionBombError) as err:
+    except (OSError, SyntaxError, ValueError, TypeError, Warning,
+            Image.DecompressionBombError) as err:
         raise ImageError(f"{path}: the image cannot be decoded ({err})") from None
     if max(gray.size) > WORKING_SIDE:
         scale = WORKING_SIDE / max(gray.size)

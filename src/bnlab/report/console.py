@@ -16,7 +16,7 @@ from rich.text import Text
 
 from bnlab.analysis.gap import final_gaps
 from bnlab.analysis.stats import PairedComparison
-from bnlab.errors import OptionRenderer, python_option, render_options
+from bnlab.errors import OptionRenderer, printable, python_option, render_options
 from bnlab.report.sweep_lines import (
     best_lines,
     gap_summary,
@@ -172,8 +172,8 @@ def run_overview(run: Run, option: OptionRenderer = python_option) -> Group:
                  if env.get("resumes") else "")
               + (f"; sweep {sweep_text(config)}" if config.sweep else ""))
     style = {"complete": "green", "damaged": "bold red"}.get(run.status, "yellow")
-    header = Text.assemble((str(run.path), "bold"), f": experiment {config.name!r}"
-                           + (f" — {config.description}" if config.description else "")
+    header = Text.assemble((printable(str(run.path)), "bold"), f": experiment {config.name!r}"
+                           + (f" — {printable(config.description)}" if config.description else "")
                            + " ", (f"[{run.status}]", style))
     layers = Table(title="Layers (every option as resolved)", title_justify="left",
                    show_header=False, box=None)
@@ -336,10 +336,11 @@ def runs_table(runs: Sequence[Run], unreadable: Sequence[tuple[Path, str]], runs
         for name, seeds in run.diverged.items():
             status += (f"; {escape(name)} diverged ({len(seeds)}/{config.seeds} seed"
                        f"{'s' * (config.seeds > 1)})")
-        table.add_row(escape(run.path.name), escape(config.name),
+        table.add_row(escape(printable(run.path.name)), escape(config.name),
                       escape(", ".join(v.name for v in config.variants)
                              + (f" ({len(config.points)} points)" if config.sweep else "")),
                       str(config.seeds), epochs, status)
     for folder, _ in unreadable:
-        table.add_row(escape(folder.name), "?", "?", "?", "?", "[red]unreadable[/] (below)")
+        table.add_row(escape(printable(folder.name)), "?", "?", "?", "?",
+                      "[red]unreadable[/] (below)")
     return table

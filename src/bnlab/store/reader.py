@@ -235,6 +235,8 @@ def list_runs(runs_dir: Path | str) -> tuple[list[Run], list[tuple[Path, str]]]:
             runs.append(load_run(folder))
         except BnlabError as err:
             unreadable.append((folder, str(err)))
+        except OSError as err:  # a folder that cannot be listed, a name too long, …
+            unreadable.append((folder, f"{folder} cannot be read ({err.strerror})"))
     return runs, unreadable
 
 
