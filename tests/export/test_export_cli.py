@@ -124,11 +124,11 @@ def test_predict_by_the_run_and_by_its_onnx_file_agree_and_name_the_classes(
     # --out names a file that exists: written over with --force only; a run's own, never
     before = grid.read_bytes()
     for argv, code in ((["--out", str(grid)], 2), (["--out", str(grid), "--force"], 0),
-                       (["--out", str(small_run.path / "config.json"), "--force"], 2)):
+                       (["--out", str(small_run.path / "curves.png"), "--force"], 2)):
         assert main(["predict", str(onnx_file), "--test", "4", *argv, "--no-download"]) == code
     err = capsys.readouterr().err
     assert f"{grid} exists; choose another --out, or overwrite it --force" in err
-    assert "config.json: it is" in err and "bnlab never writes over a run's own files" in err
+    assert "curves.png: it is a figure of" in err and "never writes over a run's own" in err
     assert grid.read_bytes() != before  # the --force one: a grid of 4
     assert main(["export", str(small_run.path), "--out", str(onnx_file), "--no-download"]) == 2
     assert f"{onnx_file} exists" in capsys.readouterr().err
@@ -202,7 +202,8 @@ def test_predict_with_a_keras_file_gives_the_runs_own_predictions(small_run, cap
     for number, source in enumerate((str(tmp_path / "m.keras"), str(small_run.path))):
         assert main(["predict", source, "--test", "8", "--out", str(tmp_path / f"g{number}.png"),
                      "--no-download"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if "test images right" in line]
+    lines = [line.split("; wrote")[0] for line in capsys.readouterr().out.splitlines()
+             if "test images right" in line]
     assert len(lines) == 2 and lines[0] == lines[1]
 
 

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM stop an ONNX model at once, however long its graph runs.
+"""Ctrl-C and SIGTERM stop an ONNX model and a training epoch at once, however long they run.
 
 onnxruntime's ``session.run`` holds the calling thread in C++ until the graph ends, where
 Python's signal handlers cannot run: a long graph ignored Ctrl-C. ``onnx_checks.run_bounded``
@@ -52,3 +52,44 @@ def test_an_interrupt_stops_onnxruntime_within_a_second(slow_session, interrupt)
     assert stopped < 1.5, f"returned {stopped:.2f} s after the start"
     assert not any(t.name == "onnxruntime" and t.is_alive() for t in threading.enumerate())
 
+
+
+def test_an_interrupt_stops_the_wait_for_a_compiled_epoch_within_a_second():
+    """A compiled epoch runs in XLA's threads for seconds; the trainer waits for it in
+    Python (``trainer.wait_interruptibly``), so Ctrl-C is raised at once, not when the
+    epoch ends."""
+    import optax
+
+    from bnlab.nn.layers import Dense, Flatten
+    from bnlab.nn.model import Sequential
+    from bnlab.train.trainer import SeedBatchTrainer
+
+    rng = np.random.default_rng(0)
+    model = Sequential((Flatten(), Dense(1024, activation="relu"),
+                        Dense(1024, activation="relu"), Dense(10, activation="softmax")),
+                       input_shape=(28, 28))
+    trainer = SeedBatchTrainer(model, optax.sgd(0.01), batch_size=32,
+                               x_train=rng.integers(0, 256, (25_600, 28, 28), np.uint8),
+                               y_train=rng.integers(0, 10, 25_600), seeds=(1,))
+    state = trainer.init_state()
+    trainer.compile(state)
+    start = time.perf_counter()
+    state, *_ = trainer.train_epoch(state, 0)
+    epoch_seconds = time.perf_counter() - start
+    assert epoch_seconds > 1.0, "the epoch is too short for the test to mean anything"
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train_epoch(state, 1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    stopped = time.perf_counter() - start
+    assert stopped < min(1.0, epoch_seconds / 2), (
+        f"stopped {stopped:.2f} s after the start; an epoch takes {epoch_seconds:.2f} s")

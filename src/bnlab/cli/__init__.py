@@ -19,6 +19,7 @@ returns; nothing here builds models, trainers, data pipelines or exporters.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -37,7 +38,21 @@ from bnlab.cli.session import (
 )
 from bnlab.errors import BnlabError
 
-__all__ = ["FLAGS", "main", "program"]
+__all__ = ["FLAGS", "command", "main", "program"]
+
+
+def command() -> None:
+    """The ``bnlab`` executable: ``main()``, then exit with its status. A command stopped
+    by SIGINT or SIGTERM exits at once, its output flushed (``os._exit``): an orderly
+    interpreter shutdown would wait for XLA to finish the epoch in flight, which the run
+    abandons (it resumes from its last saved epoch, and nothing else is pending: a run's
+    files are written atomically and its lock released before this returns)."""
+    code = main()
+    if code in (130, 143):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 import sys
 
-from bnlab.cli import main
+from bnlab.cli import command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

@@ -300,5 +300,18 @@ class SeedBatchTrainer:
         return pad_seeds(jnp.asarray(mask), len(self.run_seeds))
 
     def _own(self, values: jax.Array) -> np.ndarray:
-        """``(run seeds, …)`` → ``(seeds, …)`` on the host: the padding seeds dropped."""
-        return np.asarray(values)[: len(self.seeds)]
+        """``(run seeds, …)`` → ``(seeds, …)`` on the host: the padding seeds dropped, once
+        the computation is done (``wait_interruptibly``)."""
+        return np.asarray(wait_interruptibly(values))[: len(self.seeds)]
+
+
+def wait_interruptibly(values: jax.Array, poll_seconds: float = 0.01) -> jax.Array:
+    """``values`` once computed, waited for in Python: a compiled epoch runs for seconds in
+    XLA's threads, and reading its result directly would hold this thread in C++ until the
+    epoch ends, where no signal handler runs. Polling keeps Ctrl-C and SIGTERM prompt: the
+    ``KeyboardInterrupt`` is raised here at once, the epoch in flight is abandoned (the run
+    resumes from its last saved epoch)."""
+    is_ready = getattr(values, "is_ready", None)  # a NumPy array is ready
+    while is_ready is not None and not is_ready():
+        time.sleep(poll_seconds)
+    return values
