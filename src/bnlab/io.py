@@ -127,10 +127,17 @@ def read_regular(path: Path, *, limit: Limit) -> bytes:
     """The bytes of the regular file at ``path`` (``open_regular``'s checks), never more
     than ``limit`` allows even if the file grows while it is read."""
     fd = open_regular(path, limit=limit)
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(limit.value + 1)
-    limit.check(len(data), str(path))
-    return data
+    chunks, total, cap = [], 0, limit.value + 1
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        size = os.fstat(fd).st_size  # read as one piece (a read of n allocates n first),
+        while total < cap:  # then 64 KiB at a time if it grows or a read comes back short
+            chunk = handle.read(min(max(size + 1 - total, 1 << 16), cap - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    limit.check(total, str(path))
+    return b"".join(chunks)
 
 
 def check_regular(path: Path, *, limit: Limit | None = None) -> None:
