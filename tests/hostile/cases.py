@@ -644,6 +644,43 @@ def experiment_fifo(folder: Path):
     return lambda: load_experiment(folder / "e.toml")
 
 
+# ---------------------------------------------------------------- dataset files (--data-dir)
+
+def _data_dir_with(folder: Path, make: Callable[[Path], None]) -> Callable[[], object]:
+    """A --data-dir whose training images file is made by ``make``."""
+    from bnlab.data.datasets import load_dataset
+
+    data = folder / "data"
+    data.mkdir()
+    make(data / "train-images-idx3-ubyte.gz")
+    return lambda: load_dataset("fashion_mnist", data_dir=data, cache_dir=folder / "cache",
+                                download=False)
+
+
+@case("data: a 300 MB file (sparse) in --data-dir", r"is 300,000,000 bytes, over bnlab's "
+      r"limit of 256,000,000 for a dataset file")
+def data_huge(folder: Path):
+    def make(path: Path) -> None:
+        with path.open("wb") as handle:
+            handle.truncate(300 * 10**6)
+    return _data_dir_with(folder, make)
+
+
+@case("data: a FIFO in --data-dir", r"is a FIFO \(named pipe\)")
+def data_fifo(folder: Path):
+    return _data_dir_with(folder, os.mkfifo)
+
+
+@case("data: a 100 MB file that is not gzip (was read whole first)", r"is corrupt: not a "
+      r"valid gzip stream \(it starts with b'PK'")
+def data_not_gzip(folder: Path):
+    def make(path: Path) -> None:
+        with path.open("wb") as handle:
+            handle.write(b"PK")
+            handle.truncate(100 * 10**6)
+    return _data_dir_with(folder, make)
+
+
 # ---------------------------------------------------------------- bnlab.fit
 
 @case("fit: batch_size 10⁶ on 512 rows (tried 10 GB)", None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.client
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ from urllib.parse import urlsplit
 from bnlab.data.idx import gunzip
 from bnlab.data.spec import DatasetSpec, IdxFile
 from bnlab.errors import DataError, GzipError
-from bnlab.io import NotAFile, atomic_write_bytes, read_regular
+from bnlab.io import NotAFile, atomic_write_bytes, open_regular, read_regular
 from bnlab.limits import DATA_BYTES, LimitExceeded
 
 Origin = Literal["data-dir", "cache", "system", "download"]
@@ -145,7 +146,7 @@ def _read_one(
         _check_data_dir(spec, data_dir)
         path = data_dir / file.name
         fix = f"put the original {file.name} in {data_dir}, or leave out {{data_dir}}"
-        if not path.is_file():
+        if not path.exists():  # anything else there is judged by _read_verified
             raise DataError(f"{file.name} is missing from the data directory {data_dir}; {fix}")
         return _read_verified(role, path, "data-dir", file, fix=fix)
     cache = cache_dir / spec.name
@@ -220,6 +221,12 @@ def _read_verified(
     role: str, path: Path, origin: Origin, file: IdxFile, *, fix: str
 ) -> tuple[LocatedFile, bytes]:
     try:
+        with os.fdopen(open_regular(path, limit=DATA_BYTES), "rb") as handle:
+            head = handle.read(2)  # a file that is not gzip is refused before it is read
+        if head and head != b"\x1f\x8b":
+            raise GzipError(f"{path} is corrupt: not a valid gzip stream (it starts with "
+                            f"{head!r}, not gzip's 1f 8b); "
+                            f"{fix}", problem="corrupt")
         compressed = read_regular(path, limit=DATA_BYTES)
     except (NotAFile, LimitExceeded) as err:
         raise DataError(f"{path} {err.reason}; {fix}") from None
