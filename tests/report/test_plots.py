@@ -8,7 +8,15 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 
-from bnlab.report.plots import LINE_STYLES, MARKERS, figure_bytes, learning_curves, line_style
+from bnlab.report.plots import (
+    LINE_STYLES,
+    MARKERS,
+    figure_bytes,
+    gap_figure,
+    learning_curves,
+    line_style,
+)
+from tests.report.canvas import texts_outside
 
 
 def history(seeds: int = 1, epochs: int = 10) -> dict[str, np.ndarray]:
@@ -127,3 +135,31 @@ def test_a_sweeps_points_read_as_variants_by_colour_and_values_by_style_beside_t
     renderer = canvas.get_renderer()
     box = legend.get_window_extent(renderer)
     assert all(box.y1 <= ax.get_tightbbox(renderer).y0 + 1 for ax in figure.axes)
+
+
+@pytest.mark.parametrize("seeds", [2, 5])
+def test_every_text_of_the_curves_and_gap_figures_of_a_21_point_sweep_is_inside_its_canvas(
+        seeds):
+    rng = np.random.default_rng(seeds)
+    points = {f"{variant}@learning_rate={rate}": history(seeds=seeds, epochs=3) | {
+        f"val_batchstats_{m}": rng.uniform(0.3, 0.9, (seeds, 3)) for m in ("loss", "accuracy")}
+        for variant in ("baseline", "bn_after", "bn_before")
+        for rate in (0.001, 0.00316, 0.01, 0.0316, 0.1, 0.316, 1.0)}
+    assert texts_outside(learning_curves(points, title="lr-robustness-20261207-120000")) == []
+    assert texts_outside(gap_figure(points, title="lr-robustness-20261207-120000")) == []
+
+
+def test_the_gap_of_few_seeds_is_thin_lines_and_of_more_a_band_within_100_points():
+    from matplotlib.collections import PolyCollection
+
+    rng = np.random.default_rng(0)
+    for seeds, lines, bands in ((2, 3, 0), (5, 1, 1)):
+        bn = history(seeds=seeds, epochs=4) | {
+            "val_batchstats_accuracy": rng.uniform(0.0, 1.0, (seeds, 4)),
+            "val_batchstats_loss": rng.uniform(0.3, 0.9, (seeds, 4))}
+        _, gap = gap_figure({"bn": bn}).axes
+        assert len(gap.get_lines()) == lines + 1  # and the zero line
+        polygons = [c for c in gap.collections if isinstance(c, PolyCollection)]
+        assert len(polygons) == bands
+        for polygon in polygons:
+            assert np.abs(polygon.get_paths()[0].vertices[:, 1]).max() <= 100

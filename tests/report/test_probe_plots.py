@@ -7,6 +7,7 @@ import numpy as np
 
 from bnlab.report.plots import figure_bytes
 from bnlab.report.probe_plots import activation_bands, figure1, measures_figure
+from tests.report.canvas import texts_outside
 
 
 def records(names, seeds=3, n=6, m=4, epochs=2, ics=("dense", "dense_1")):
@@ -83,3 +84,38 @@ def test_a_point_whose_every_seed_diverged_draws_its_figures_without_a_warning()
     mean = finite_mean(layer.astype(np.float64))
     np.testing.assert_allclose(mean[:2], layer[[0, 2], :2].mean(axis=0), rtol=1e-6)
     assert np.isnan(mean[2:]).all()
+
+
+def test_measures_show_few_seeds_as_lines_and_more_as_a_band_and_say_which():
+    from matplotlib.collections import PolyCollection
+
+    for seeds, lines, bands, said in ((2, 3, 0, "thin lines: each seed"),
+                                      (5, 1, 1, "95% band")):
+        run = {"bn": records(["activation/input"], seeds=seeds)}
+        figure = measures_figure(run, "t")
+        beta = next(ax for ax in figure.axes if ax.get_title() == "effective β-smoothness")
+        assert len(beta.get_lines()) == lines
+        assert sum(isinstance(c, PolyCollection) for c in beta.collections) == bands
+        assert said in figure.get_suptitle()
+
+
+def test_a_cosine_near_one_reads_as_itself_and_an_empty_panel_says_why():
+    run = {"bn": records(["activation/input"], seeds=2)}
+    run["bn"]["measures/ics_cosine/dense_1"] = (
+        1 - np.array([[1e-6, 2e-6, 3e-6, 1e-6], [2e-6, 1e-6, 2e-6, 3e-6]])).astype(np.float32)
+    figure = measures_figure(run, "t")
+    figure_bytes(figure)  # drawn: tick labels and offsets are set when drawn
+    by_title = {ax.get_title(): ax for ax in figure.axes}
+    assert by_title["cos∠(G, G′) of dense_1"].yaxis.get_offset_text().get_text() == ""
+    empty = by_title["ICS ‖G − G′‖ of dense"]
+    assert not empty.has_data()
+    assert "no trained layer below it" in " ".join(t.get_text() for t in empty.texts)
+
+
+def test_every_text_of_every_probe_figure_is_inside_its_canvas():
+    run = {"bn_before@learning_rate=0.316,batch_size=64": records(
+               ["activation/input", "activation_1/input"], seeds=2),
+           "baseline@learning_rate=0.316,batch_size=64": records(
+               ["leaky_re_lu/input", "leaky_re_lu_1/input"], seeds=5)}
+    for draw in (activation_bands, figure1, measures_figure):
+        assert texts_outside(draw(run, "lr-robustness-20261207-120000")) == [], draw.__name__

@@ -152,25 +152,34 @@ def gap_figure(histories: Mapping[str, Mapping[str, np.ndarray]],
     """BatchNorm's train/inference gap over training (``analysis.gap``), for the variants
     whose ``histories[variant]`` have ``val_batchstats_accuracy``: validation accuracy per
     epoch in inference mode (solid) and with batch statistics (dashed), and the gap,
-    inference minus batch statistics in points, per seed then over seeds (mean, 95% band).
-    ``None`` when no variant measured it."""
+    inference minus batch statistics in points, per seed then over seeds: the mean, with
+    each seed as a thin line up to ``FEW_SEEDS`` seeds and above that the 95% band, clipped
+    to what a gap can be (±100 points). A sweep's points are styled as in
+    ``learning_curves`` (``point_styles``). ``None`` when no variant measured it."""
     measured = {name: h for name, h in histories.items() if "val_batchstats_accuracy" in h}
     if not measured:
         return None
     figure = InlineFigure(figsize=(13, 4.5), layout="constrained")
     accuracy, gap = figure.subplots(1, 2)
-    for index, (name, history) in enumerate(measured.items()):
+    longest = max(np.shape(h["val_accuracy"])[1] for h in measured.values())
+    styles = point_styles(list(measured), longest)
+    for name, history in measured.items():
         inference = np.asarray(history["val_accuracy"], np.float64)
         batch = np.asarray(history["val_batchstats_accuracy"], np.float64)
         epochs = np.arange(1, inference.shape[1] + 1)
-        style = line_style(index, len(epochs))
+        style = styles[name]
         for values, line in ((inference, "-"), (batch, "--")):
             mean, _, _ = band_over_seeds(values)
             accuracy.plot(epochs, mean, **(style | {"linestyle": line}))
-        mean, low, high = band_over_seeds(100.0 * (inference - batch))
+        points = 100.0 * (inference - batch)
+        mean, low, high = band_over_seeds(points)
         gap.plot(epochs, mean, label=name, **style)
-        if np.isfinite(low).any():
-            gap.fill_between(epochs, low, high, color=style["color"], alpha=0.15, linewidth=0)
+        if 1 < len(points) <= FEW_SEEDS:  # each seed, thin: a t-band of 1-2 df would
+            for seed in points:           # dwarf the curves
+                gap.plot(epochs, seed, color=style["color"], linewidth=0.6, alpha=0.5)
+        elif np.isfinite(low).any():
+            gap.fill_between(epochs, np.clip(low, -100, 100), np.clip(high, -100, 100),
+                             color=style["color"], alpha=0.15, linewidth=0)
     gap.axhline(0.0, color="black", linewidth=0.8)
     accuracy.set_title("validation accuracy: inference (solid) vs batch statistics (dashed)",
                        fontsize=10)

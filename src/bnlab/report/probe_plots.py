@@ -8,12 +8,13 @@ pyplot, as ``plots``.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 
 import numpy as np
 
 from bnlab.analysis.why import beta_smoothness, last_hidden_input
-from bnlab.report.plots import InlineFigure, band_over_seeds, line_style
+from bnlab.report.plots import FEW_SEEDS, InlineFigure, band_over_seeds, line_style
 
 Records = Mapping[str, np.ndarray]
 
@@ -28,10 +29,11 @@ def finite_mean(values: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 def _line(ax, x, values, index, label, *, band=True, log=False, within=None, **style):
-    """One variant's mean over seeds with its 95% band; ``log``: the geometric mean and the
-    band of the log values (for positive quantities that vary by factors, on a log axis);
-    ``within``: the ``(low, high)`` the quantity cannot leave (a cosine's), which the band
-    is clipped to."""
+    """One variant's mean over seeds with its 95% band, or with each seed as a thin line up
+    to ``plots.FEW_SEEDS`` seeds (a t-band of 1–2 degrees of freedom would dwarf the curve);
+    ``log``: the geometric mean and the band of the log values (for positive quantities that
+    vary by factors, on a log axis); ``within``: the ``(low, high)`` the quantity cannot
+    leave (a cosine's), which the band is clipped to."""
     values = np.asarray(values, np.float64)
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -43,8 +45,20 @@ def _line(ax, x, values, index, label, *, band=True, log=False, within=None, **s
         low, high = np.clip(low, *within), np.clip(high, *within)
     look = line_style(index, len(x)) | style
     ax.plot(x, mean, label=label, **look)
-    if band and np.isfinite(low).any():
+    if band and 1 < len(values) <= FEW_SEEDS:
+        for seed in values:
+            ax.plot(x, np.where(seed > 0, seed, np.nan) if log else seed, color=look["color"],
+                    linewidth=0.6, alpha=0.5)
+    elif band and np.isfinite(low).any():
         ax.fill_between(x, low, high, color=look["color"], alpha=0.15, linewidth=0)
+
+
+def panel_title(text: str, inches: float, fontsize: float) -> str:
+    """``text`` wrapped to a panel ``inches`` wide at ``fontsize`` points (a character is
+    about 0.6 of the size wide), long names broken where they must be: a sweep point's
+    name has no spaces, and a title wider than its panel runs off the canvas."""
+    return textwrap.fill(text, max(12, int(inches * 72 / (0.6 * fontsize))),
+                         break_on_hyphens=False)
 
 
 def hidden_inputs(record: Records) -> list[str]:
@@ -77,7 +91,7 @@ def activation_bands(records: Mapping[str, Records], title: str = "") -> InlineF
                     label="min, max")
             ax.plot(steps, mean[:, 4], color=f"C{row}", linestyle=":", linewidth=0.8)
             where = names[column].removeprefix("activations/").removesuffix("/layer")
-            ax.set_title(f"{variant}: {where}", fontsize=9)
+            ax.set_title(panel_title(f"{variant}: {where}", 3.6, 9), fontsize=9)
             ax.grid(alpha=0.3)
             if row == len(layers) - 1:
                 ax.set_xlabel("training step")
@@ -129,8 +143,8 @@ def figure1(records: Mapping[str, Records], title: str = "") -> InlineFigure:
             ax.fill_between(steps, low, high, color=f"C{panel - 1}", alpha=0.2, linewidth=0,
                             label="unit 0, 50th: 95% band over seeds")
         letter = chr(ord("a") + panel)
-        ax.set_title(f"({letter}) {variant}: {name.removeprefix('activations/')}",
-                     fontsize=10)
+        ax.set_title(panel_title(f"({letter}) {variant}: {name.removeprefix('activations/')}",
+                                 3.8, 10), fontsize=10)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
@@ -150,8 +164,8 @@ def measures_figure(records: Mapping[str, Records], title: str = "") -> InlineFi
     dense_layers = list(dict.fromkeys(n.removeprefix("measures/ics/") for v in variants
                                       for n in records[v] if n.startswith("measures/ics/")))
     labels = ["effective β-smoothness",
-              "gradient change along the gradient ‖∇L(θ) − ∇L(θ − ηg)‖, max over η",
-              "loss variation along the gradient, max − min over η"]
+              "gradient change ‖∇L(θ) − ∇L(θ − ηg)‖, max over η",
+              "loss variation along the gradient (max − min over η)"]
     for layer in dense_layers:
         labels += [f"ICS ‖G − G′‖ of {layer}", f"cos∠(G, G′) of {layer}"]
     panels, columns = len(labels), 3
@@ -159,7 +173,8 @@ def measures_figure(records: Mapping[str, Records], title: str = "") -> InlineFi
     figure = InlineFigure(figsize=(12, 3 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharex=True).ravel()
     for ax, label in zip(axes, labels, strict=False):
-        ax.set_title(label, fontsize=9)
+        ax.set_title(panel_title(label, 3.4, 9), fontsize=9)
+    seeds = max((len(records[v]["measures/loss"]) for v in variants), default=0)
     for index, variant in enumerate(variants):
         record = records[variant]
         steps = record["measures/steps"]
@@ -182,13 +197,23 @@ def measures_figure(records: Mapping[str, Records], title: str = "") -> InlineFi
                 ax.set_yscale("log")
     for ax in axes[panels:]:
         ax.set_axis_off()
-    for ax in axes[:panels]:
+    for ax, label in zip(axes[:panels], labels, strict=True):
         ax.grid(alpha=0.3)
+        if ax.get_yscale() == "linear":  # 0.99999 as it is, not "1e-5 + 9.9999e-1"
+            ax.ticklabel_format(axis="y", useOffset=False)
+        if not ax.has_data():  # an empty panel says why
+            ax.text(0.5, 0.5, "zero for every variant:\nno trained layer below it shifts its "
+                    "input" if label.startswith("ICS") else "undefined: no shift to compare",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                    color="0.4")
+            ax.tick_params(axis="y", left=False, labelleft=False)
     for ax in axes[max(0, panels - columns):panels]:
         ax.set_xlabel("training step")
     if variants and axes[0].has_data():
         axes[0].legend(fontsize=8, loc="best")
+    spread = ("thin lines: each seed" if 1 < seeds <= FEW_SEEDS else
+              "95% band" if seeds > FEW_SEEDS else "one seed")
     figure.suptitle(f"{title + chr(10) if title else ''}Santurkar et al. (2018): the loss "
                     "landscape and internal covariate shift over training\n(geometric mean over "
-                    "seeds on log axes, mean on the others; 95% band)", fontsize=10)
+                    f"seeds on log axes, mean on the others; {spread})", fontsize=10)
     return figure
