@@ -163,3 +163,25 @@ def test_the_gap_of_few_seeds_is_thin_lines_and_of_more_a_band_within_100_points
         assert len(polygons) == bands
         for polygon in polygons:
             assert np.abs(polygon.get_paths()[0].vertices[:, 1]).max() <= 100
+
+
+@pytest.mark.parametrize("seeds", [2, 5])
+def test_every_text_of_a_sweeps_accuracy_figure_is_inside_its_canvas(seeds):
+    """The lr-robustness preset's 21 points, one diverged in every seed and one in some."""
+    from bnlab.analysis.sweep import SweepPoint
+    from bnlab.config.files import load_experiment
+    from bnlab.report.plots import sweep_figure
+
+    config = load_experiment("lr-robustness")
+    points = [SweepPoint(p.name, p.variant, dict(p.values)) for p in config.points]
+    rng = np.random.default_rng(seeds)
+    finals = {p.name: rng.uniform(0.6, 0.9, seeds) for p in points}
+    finals[points[-1].name][:] = np.nan
+    finals[points[-2].name][0] = np.nan
+    figure = sweep_figure(points, finals, "optimizer.learning_rate",
+                          title="lr-robustness-20261207-120000")
+    assert texts_outside(figure) == []
+    (ax,) = figure.axes
+    spread = "thin lines = each seed" if seeds <= 3 else "band = 95% confidence interval"
+    assert spread in figure.get_suptitle()
+    assert len(ax.get_lines()) == 3 * (1 + (seeds if seeds <= 3 else 0)) + 2  # and two ✕

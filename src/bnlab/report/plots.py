@@ -219,7 +219,8 @@ def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray],
                  title: str = "") -> InlineFigure:
     """Final validation accuracy against the sweep axis ``axis`` (log scale when its values
     are positive and span a factor of 10 or more), one line per variant — and per value of
-    the other axes — with its 95% band over the seeds that did not diverge. A point where
+    the other axes — with each seed as a thin line up to ``FEW_SEEDS`` seeds, above that its
+    95% band over the seeds that did not diverge (clipped to [0, 1]). A point where
     seeds diverged is marked ✕ and labelled ``k/n diverged``; where every seed did, the ✕
     sits on the bottom edge. ``finals[point]: (seeds,)``, NaN for a diverged seed."""
     series: dict[str, list[SweepPoint]] = {}
@@ -235,6 +236,7 @@ def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray],
     if values and min(values) > 0 and max(values) / min(values) >= 10:
         ax.set_xscale("log", base=2 if axis == "batch_size" else 10)
     lost = []
+    seeds = max((len(finals[p.name]) for line in series.values() for p in line), default=0)
     for index, (label, line) in enumerate(series.items()):
         line = sorted(line, key=lambda p: p.values[axis])
         x = np.array([float(p.values[axis]) for p in line])
@@ -247,7 +249,10 @@ def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray],
                          for s in stats])
         style = line_style(index, len(x)) | {"markevery": None}
         ax.plot(x, mean, label=label, **style)
-        if np.isfinite(low).any():
+        if 1 < seeds <= FEW_SEEDS:  # each seed, thin: a t-band of 1-2 df would fill [0, 1]
+            for seed in np.array([finals[p.name] for p in line], np.float64).T:
+                ax.plot(x, seed, color=style["color"], linewidth=0.6, alpha=0.5)
+        elif np.isfinite(low).any():
             ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
         for xi, yi, point in zip(x, mean, line, strict=True):
             gone = int(np.count_nonzero(~np.isfinite(finals[point.name])))
@@ -266,9 +271,11 @@ def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray],
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8, loc="best")
-    figure.suptitle(title or f"final validation accuracy vs {axis.removeprefix('optimizer.')}\n"
-                    "mean over seeds, band = 95% confidence interval, ✕ = diverged seeds",
-                    fontsize=10)
+    spread = ("thin lines = each seed" if 1 < seeds <= FEW_SEEDS else
+              "band = 95% confidence interval" if seeds > FEW_SEEDS else "one seed")
+    figure.suptitle(f"{title or 'final validation accuracy'} vs "
+                    f"{axis.removeprefix('optimizer.')}\nmean over {seeds} seed(s), {spread}, "
+                    "✕ = diverged seeds", fontsize=10)
     return figure
 
 
