@@ -119,3 +119,14 @@ def test_every_text_of_every_probe_figure_is_inside_its_canvas():
                ["leaky_re_lu/input", "leaky_re_lu_1/input"], seeds=5)}
     for draw in (activation_bands, figure1, measures_figure):
         assert texts_outside(draw(run, "lr-robustness-20261207-120000")) == [], draw.__name__
+
+
+def test_figure1_draws_one_seeds_unit_0_not_a_mean_of_unrelated_units():
+    run = {"bn": records(["activation/input"], seeds=3)}
+    units = run["bn"]["activations/activation/input/units"]
+    units[0] = np.nan  # the first seed diverged at once: the second one's unit is drawn
+    figure = figure1(run, "t")
+    panel = figure.axes[1]
+    median = next(line for line in panel.get_lines() if line.get_label() == "unit 0, 50th")
+    np.testing.assert_allclose(median.get_ydata(), units[1, :, 0, 1])
+    assert "unit 0 of the first seed" in figure.get_suptitle()

@@ -108,9 +108,10 @@ def activation_bands(records: Mapping[str, Records], title: str = "") -> InlineF
 def figure1(records: Mapping[str, Records], title: str = "") -> InlineFigure:
     """Ioffe & Szegedy's Figure 1 from a run: (a) test accuracy against training steps, one
     line per variant (needs ``test_each_epoch``); then for each variant, the 15th, 50th and
-    85th percentiles of one unit's input to the last hidden nonlinearity (unit 0) over
-    training (means over seeds; the median with its 95% band over seeds), with the 15th–85th
-    percentiles of all its layer's units as a grey band."""
+    85th percentiles of one unit's input to the last hidden nonlinearity (unit 0 of the first
+    seed that trained: the unit 0 of two seeds are unrelated units, so they are not
+    averaged), with the 15th–85th percentiles of all its layer's units (means over seeds)
+    as a grey band."""
     variants = list(records)
     figure = InlineFigure(figsize=(4.2 * (1 + len(variants)), 3.6), layout="constrained")
     axes = figure.subplots(1, 1 + len(variants), squeeze=False)[0]
@@ -131,17 +132,15 @@ def figure1(records: Mapping[str, Records], title: str = "") -> InlineFigure:
             continue
         steps = record["activations/steps"]
         layer = finite_mean(record[f"{name}/layer"].astype(np.float64))
-        unit = finite_mean(record[f"{name}/units"][:, :, 0, :].astype(np.float64))
+        units = record[f"{name}/units"][:, :, 0, :].astype(np.float64)  # (seeds, n, 3)
+        trained = np.flatnonzero(np.isfinite(units[:, 0, 1]))
+        unit = units[trained[0] if trained.size else 0]
         ax.fill_between(steps, layer[:, 0], layer[:, 2], color="0.85", linewidth=0,
                         label="all units, 15th–85th")
         for column, (percentile, look) in enumerate((("15th", ":"), ("50th", "-"),
                                                      ("85th", "--"))):
             ax.plot(steps, unit[:, column], color=f"C{panel - 1}", linestyle=look,
                     label=f"unit 0, {percentile}")
-        _, low, high = band_over_seeds(record[f"{name}/units"][:, :, 0, 1].astype(np.float64))
-        if np.isfinite(low).any():  # the seeds' spread of unit 0's median
-            ax.fill_between(steps, low, high, color=f"C{panel - 1}", alpha=0.2, linewidth=0,
-                            label="unit 0, 50th: 95% band over seeds")
         letter = chr(ord("a") + panel)
         ax.set_title(panel_title(f"({letter}) {variant}: {name.removeprefix('activations/')}",
                                  3.8, 10), fontsize=10)
@@ -150,7 +149,10 @@ def figure1(records: Mapping[str, Records], title: str = "") -> InlineFigure:
         ax.legend(fontsize=7, loc="best")
     seeds = next((len(r["test/accuracy"]) for r in records.values() if "test/accuracy" in r),
                  None)
-    spread = f"mean of {seeds} seeds, band = 95% CI" if seeds and seeds > 1 else "one seed"
+    spread = ("one seed" if not seeds or seeds < 2 else
+              f"(a) the mean of {seeds} seeds, "
+              + ("thin lines: each seed" if seeds <= FEW_SEEDS else "band = 95% CI")
+              + "; unit 0 of the first seed, the layer's band the mean over seeds")
     figure.suptitle(f"{title + chr(10) if title else ''}Figure 1 of Ioffe & Szegedy (2015): "
                     f"{spread}", fontsize=10)
     return figure

@@ -105,8 +105,9 @@ def why_part(run: Run) -> WhyPart | None:
         if all("test/accuracy" in r for r in records.values()):
             figures.append(("figure1", "Ioffe & Szegedy's Figure 1 from this run: (a) test "
                             "accuracy against steps; then, per variant, the 15th/50th/85th "
-                            "percentiles of unit 0's input to the last hidden nonlinearity, "
-                            "with the same percentiles of all its layer's units shaded.",
+                            "percentiles of unit 0's input to the last hidden nonlinearity "
+                            "in the first seed (two seeds' unit 0 are unrelated units), with "
+                            "the same percentiles of all its layer's units shaded.",
                             lambda: figure1(records, title)))
     if any("measures/steps" in r for r in records.values()):
         figures.append(("measures", "Santurkar et al.'s measures over training: effective "
