@@ -205,54 +205,6 @@ def test_show_and_report_name_every_resolved_layer_option_and_one_seed_the_same_
     assert "No verdict (one seed)" in page
 
 
-PROBED = """
-name = "probed"
-epochs = 1
-seeds = 2
-batch_size = 500
-[optimizer]
-name = "sgd"
-learning_rate = 0.05
-[probe]
-every = 40
-rows = 64
-[[variants]]
-name = "plain"
-layers = [{ type = "flatten" }, { type = "dense", units = 16, activation = "relu" },
-          { type = "dense", units = 10, activation = "softmax" }]
-[[variants]]
-name = "bn"
-layers = [{ type = "flatten" }, { type = "dense", units = 16 }, { type = "batch_norm" },
-          { type = "activation", name = "relu" },
-          { type = "dense", units = 10, activation = "softmax" }]
-"""
-
-
-@pytest.mark.realdata
-def test_probe_retrains_a_run_with_the_measures_on_the_same_trajectory(capsys, tmp_path,
-                                                                        fashion_mnist):
-    from bnlab.store.reader import list_runs
-
-    del fashion_mnist  # on disk: the command finds it
-    (tmp_path / "probed.toml").write_text(PROBED)
-    runs = tmp_path / "runs"
-    assert main(["run", str(tmp_path / "probed.toml"), "--runs-dir", str(runs),
-                 "--no-download"]) == 0
-    (original,) = list_runs(runs)[0]
-    assert "measures/steps" not in original.probes["bn"]
-    capsys.readouterr()
-    assert main(["probe", original.path.name, "--runs-dir", str(runs), "--measures-every", "50",
-                 "--no-download"]) == 0
-    out = capsys.readouterr().out.replace("\n", " ")
-    assert f"the retrained run reproduces {original.path.name}" in out
-    assert "internal covariate shift of dense_1" in out and "against plain" in out
-    probed = next(r for r in list_runs(runs)[0] if r.path != original.path)
-    assert probed.config.probe.measures_every == 50 and probed.complete
-    steps = probed.probes["bn"]["measures/steps"]  # 110 steps at batch 500: 0, 50, 100
-    assert steps.tolist() == [0, 50, 100]
-    assert probed.probes["bn"]["measures/ics/dense_1"].shape == (2, 3)
-
-
 SLOW_BN = """
 name = "slow-bn"
 epochs = 1

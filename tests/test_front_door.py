@@ -156,7 +156,12 @@ def test_probe_retrains_the_same_trajectory_both_ways(runs, capsys):
     probed = bnlab.probe(by_cli, measures_every=5, runs_dir=root / "probe-api",
                          download=False, verbose=0, train_rows=5000)
     assert probed.reproduction is not None and probed.reproduction.sentence in out
+    assert f"the retrained run reproduces {by_cli.path.name}" in out.replace("\n", " ")
     (by_command,) = bnlab.list_runs(root / "probe-cli")[0]
+    assert "measures/steps" not in by_cli.probes["bn"]  # the run had none; the retrain has
+    assert by_command.config.probe.measures_every == 5 and by_command.complete
+    assert by_command.probes["bn"]["measures/steps"].tolist() == [0, 5]  # 10 steps of 500
+    assert by_command.probes["bn"]["measures/ics/dense_1"].shape == (2, 2)  # seeds × records
     for name, records in probed.run.probes.items():
         np.testing.assert_array_equal(by_command.probes[name]["measures/grad_norm"],
                                       records["measures/grad_norm"])
