@@ -178,8 +178,8 @@ def test_every_text_of_a_sweeps_accuracy_figure_is_inside_its_canvas(seeds):
     finals = {p.name: rng.uniform(0.6, 0.9, seeds) for p in points}
     finals[points[-1].name][:] = np.nan
     finals[points[-2].name][0] = np.nan
-    figure = sweep_figure(points, finals, "optimizer.learning_rate",
-                          title="lr-robustness-20261207-120000")
+    figure = sweep_figure(points, finals, "optimizer.learning_rate",  # as a run titles it
+                          title="lr-robustness (lr-robustness-20261207-120000)")
     assert texts_outside(figure) == []
     (ax,) = figure.axes
     spread = "thin lines = each seed" if seeds <= 3 else "band = 95% confidence interval"

@@ -130,3 +130,17 @@ def test_figure1_draws_one_seeds_unit_0_not_a_mean_of_unrelated_units():
     median = next(line for line in panel.get_lines() if line.get_label() == "unit 0, 50th")
     np.testing.assert_allclose(median.get_ydata(), units[1, :, 0, 1])
     assert "unit 0 of the first seed" in figure.get_suptitle()
+
+
+def test_activation_bands_colour_a_sweep_by_variant_and_say_why_a_panel_is_empty():
+    diverged = records(["activation/input"], seeds=2)
+    diverged["activations/activation/input/layer"][:] = np.nan  # from its first record on
+    run = {"bn@learning_rate=0.01": records(["activation/input"], seeds=2),
+           "bn@learning_rate=0.1": records(["activation/input"], seeds=2),
+           "bn@learning_rate=1.0": diverged,
+           "plain@learning_rate=0.01": records(["leaky_re_lu/input"], seeds=2)}
+    first, second, empty, plain = activation_bands(run, "t").axes
+    color = first.get_lines()[0].get_color()
+    assert second.get_lines()[0].get_color() == color  # one colour per variant
+    assert plain.get_lines()[0].get_color() != color
+    assert not empty.has_data() and "every seed diverged" in empty.texts[0].get_text()

@@ -36,10 +36,7 @@ def run_figures(experiment: str, points: Sequence[SweepPoint] | None = None
             "gap": functools.partial(gap_figure, per_seed, title=title)}
         for axis in numeric_axes(points or []):
             drawers[sweep_figure_name(axis)] = functools.partial(
-                sweep_figure, points, finals, axis,
-                title=f"{experiment}: final validation accuracy vs "
-                      f"{axis.removeprefix('optimizer.')} — mean over seeds, 95% band, "
-                      "✕ diverged")
+                sweep_figure, points, finals, axis, title=title)
         drawers |= probe_drawers(title, records or {})
         return draw(run_dir, drawers, only)
     return save

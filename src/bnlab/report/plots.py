@@ -273,7 +273,7 @@ def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray],
         ax.legend(fontsize=8, loc="best")
     spread = ("thin lines = each seed" if 1 < seeds <= FEW_SEEDS else
               "band = 95% confidence interval" if seeds > FEW_SEEDS else "one seed")
-    figure.suptitle(f"{title or 'final validation accuracy'} vs "
+    figure.suptitle(f"{title + ': ' if title else ''}final validation accuracy vs "
                     f"{axis.removeprefix('optimizer.')}\nmean over {seeds} seed(s), {spread}, "
                     "✕ = diverged seeds", fontsize=10)
     return figure

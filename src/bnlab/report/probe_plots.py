@@ -14,7 +14,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from bnlab.analysis.why import beta_smoothness, last_hidden_input
-from bnlab.report.plots import FEW_SEEDS, InlineFigure, band_over_seeds, line_style
+from bnlab.report.plots import (
+    FEW_SEEDS,
+    InlineFigure,
+    band_over_seeds,
+    line_style,
+    point_styles,
+)
 
 Records = Mapping[str, np.ndarray]
 
@@ -75,8 +81,10 @@ def activation_bands(records: Mapping[str, Records], title: str = "") -> InlineF
     figure = InlineFigure(figsize=(4 * columns, 2.6 * max(len(layers), 1)),
                           layout="constrained")
     axes = figure.subplots(max(len(layers), 1), columns, squeeze=False, sharex=True)
+    colors = {name: style["color"] for name, style in point_styles(list(layers), 1).items()}
     for row, (variant, names) in enumerate(layers.items()):
         steps = records[variant]["activations/steps"]
+        color = colors[variant]  # a sweep: one colour per variant, whatever its values
         for column in range(columns):
             ax = axes[row, column]
             if column >= len(names):
@@ -84,14 +92,20 @@ def activation_bands(records: Mapping[str, Records], title: str = "") -> InlineF
                 continue
             stats = records[variant][names[column]].astype(np.float64)  # (seeds, n, 7)
             mean = finite_mean(stats)
-            ax.fill_between(steps, mean[:, 0], mean[:, 2], color=f"C{row}", alpha=0.3,
-                            linewidth=0, label="15th–85th percentile")
-            ax.plot(steps, mean[:, 1], color=f"C{row}", label="median")
-            ax.plot(steps, mean[:, 3], color=f"C{row}", linestyle=":", linewidth=0.8,
-                    label="min, max")
-            ax.plot(steps, mean[:, 4], color=f"C{row}", linestyle=":", linewidth=0.8)
             where = names[column].removeprefix("activations/").removesuffix("/layer")
             ax.set_title(panel_title(f"{variant}: {where}", 3.6, 9), fontsize=9)
+            if not np.isfinite(mean).any():  # an empty panel says why
+                ax.text(0.5, 0.5, "every seed diverged\nbefore its first record",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                        color="0.4")
+                ax.tick_params(axis="y", left=False, labelleft=False)
+                continue
+            ax.fill_between(steps, mean[:, 0], mean[:, 2], color=color, alpha=0.3,
+                            linewidth=0, label="15th–85th percentile")
+            ax.plot(steps, mean[:, 1], color=color, label="median")
+            ax.plot(steps, mean[:, 3], color=color, linestyle=":", linewidth=0.8,
+                    label="min, max")
+            ax.plot(steps, mean[:, 4], color=color, linestyle=":", linewidth=0.8)
             ax.grid(alpha=0.3)
             if row == len(layers) - 1:
                 ax.set_xlabel("training step")
