@@ -25,12 +25,17 @@ os.environ["KERAS_BACKEND"] = "jax"
 # 80. The tests read printed lines at one width, whatever runs them; tests/report/
 # test_tables.py prints at 80, 100 and 200.
 os.environ["COLUMNS"] = "120"
-# One persistent compilation cache for the whole session and every process it starts: the
-# tests compile the same small programs over and over (JAX keys the cache by the program and
-# the compiler's options, so a hit is the same executable). Programs that compile in under
-# MIN_COMPILE seconds (the many one-operation programs of eager JAX) are not worth writing.
-# Removed when the session ends.
-CACHE = tempfile.mkdtemp(prefix="bnlab-test-jax-cache-")
+# One persistent compilation cache for the whole session, both pytest-xdist workers and every
+# process they start: the tests compile the same small programs over and over, in modules
+# that run on either worker (JAX keys the cache by the program and the compiler's options,
+# so a hit is the same executable; it writes an entry atomically). Programs that compile in
+# under MIN_COMPILE seconds (the many one-operation programs of eager JAX) are not worth
+# writing. The session's controller makes it (its workers, started later, inherit the
+# variable) and removes it when the session ends.
+WORKER = "PYTEST_XDIST_WORKER" in os.environ
+if not WORKER:
+    os.environ["BNLAB_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="bnlab-test-jax-cache-")
+CACHE = os.environ["BNLAB_TEST_JAX_CACHE"]
 MIN_COMPILE = 0.3
 os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(MIN_COMPILE)
@@ -46,7 +51,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE)
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(CACHE, ignore_errors=True)
+    if not WORKER:  # the controller, or a session without workers
+        shutil.rmtree(CACHE, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter):
