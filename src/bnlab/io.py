@@ -163,16 +163,13 @@ def read_json(path: Path, *, fix: str, limit: Limit = RUN_FILE_BYTES) -> Any:
     """The JSON document in ``path`` (a regular file within ``limit``); a missing, unusual,
     oversized, non-UTF-8 or malformed file is a one-line ``BnlabError`` naming the file and
     ending with ``fix``."""
+    data, problem = read_problem(path, limit=limit)
+    if problem:
+        raise BnlabError(f"{path} {problem}; {fix}")
     try:
-        text = read_regular(path, limit=limit).decode("utf-8")
-    except FileNotFoundError:
-        raise BnlabError(f"{path} is missing; {fix}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise BnlabError(f"{path} is not UTF-8 text (byte {err.start}); {fix}") from None
-    except (NotAFile, LimitExceeded) as err:
-        raise BnlabError(f"{path} {err.reason}; {fix}") from None
-    except OSError as err:
-        raise BnlabError(f"{path} cannot be read ({err.strerror}); {fix}") from None
     try:
         return parse_json(text)
     except ValueError as err:

@@ -372,6 +372,14 @@ def _keras_file(folder: Path, config: object = KERAS_CONFIG, *,
     return path
 
 
+def _dense_vars(h5, kernel: Callable[[object], None]) -> None:
+    """The Dense layer's weights group: its kernel ``"0"`` as ``kernel(group)`` makes it,
+    its bias ``"1"`` ten zeros."""
+    group = h5.create_group("layers/dense/vars")
+    kernel(group)
+    group["1"] = np.zeros(10, np.float32)
+
+
 def _read_keras(path: Path) -> Callable[[], object]:
     from bnlab.export.keras_format import read_keras
 
@@ -380,64 +388,50 @@ def _read_keras(path: Path) -> Callable[[], object]:
 
 @case("keras: a kernel in HDF5 external storage (/etc/passwd)", r"is stored outside the file")
 def keras_external_storage(folder: Path):
-    def weights(h5):
-        group = h5.create_group("layers/dense/vars")
-        group.create_dataset("0", shape=(784, 10), dtype="f4",
-                             external=[("/etc/passwd", 0, 784 * 40)])
-        group["1"] = np.zeros(10, np.float32)
-    return _read_keras(_keras_file(folder, weights=weights))
+    return _read_keras(_keras_file(folder, weights=lambda h5: _dense_vars(
+        h5, lambda group: group.create_dataset("0", shape=(784, 10), dtype="f4",
+                                               external=[("/etc/passwd", 0, 784 * 40)]))))
 
 
 @case("keras: a kernel that is an external link", r"is a ExternalLink")
 def keras_external_link(folder: Path):
     import h5py
 
-    def weights(h5):
-        group = h5.create_group("layers/dense/vars")
+    def kernel(group):
         group["0"] = h5py.ExternalLink("/etc/passwd.h5", "/kernel")
-        group["1"] = np.zeros(10, np.float32)
-    return _read_keras(_keras_file(folder, weights=weights))
+    return _read_keras(_keras_file(folder, weights=lambda h5: _dense_vars(h5, kernel)))
 
 
 @case("keras: a kernel that is a virtual dataset of another file", r"is stored outside")
 def keras_virtual(folder: Path):
     import h5py
 
-    def weights(h5):
-        layout = h5py.VirtualLayout(shape=(784, 10), dtype="f4")
-        layout[:] = h5py.VirtualSource(str(folder / "other.h5"), "data", shape=(784, 10))
-        group = h5.create_group("layers/dense/vars")
-        group.create_virtual_dataset("0", layout, fillvalue=0)
-        group["1"] = np.zeros(10, np.float32)
-    return _read_keras(_keras_file(folder, weights=weights))
+    layout = h5py.VirtualLayout(shape=(784, 10), dtype="f4")
+    layout[:] = h5py.VirtualSource(str(folder / "other.h5"), "data", shape=(784, 10))
+    return _read_keras(_keras_file(folder, weights=lambda h5: _dense_vars(
+        h5, lambda group: group.create_virtual_dataset("0", layout, fillvalue=0))))
 
 
 @case("keras: a kernel declared 4 × 10⁹ values (read before its shape was checked)",
       r"weight 0 is \(4000000000,\) float32, its config needs \(784, 10\)")
 def keras_declared_giant(folder: Path):
-    def weights(h5):
-        group = h5.create_group("layers/dense/vars")
-        group.create_dataset("0", shape=(4 * 10**9,), dtype="f4", chunks=(1024,))
-        group["1"] = np.zeros(10, np.float32)
-    return _read_keras(_keras_file(folder, weights=weights))
+    return _read_keras(_keras_file(folder, weights=lambda h5: _dense_vars(
+        h5, lambda group: group.create_dataset("0", shape=(4 * 10**9,), dtype="f4",
+                                               chunks=(1024,)))))
 
 
 @case("keras: a string dataset as the kernel", r"weight 0 is .* its config needs \(784, 10\)")
 def keras_strings(folder: Path):
-    def weights(h5):
-        group = h5.create_group("layers/dense/vars")
+    def kernel(group):
         group["0"] = np.array([b"x" * 10] * 7840).reshape(784, 10)
-        group["1"] = np.zeros(10, np.float32)
-    return _read_keras(_keras_file(folder, weights=weights))
+    return _read_keras(_keras_file(folder, weights=lambda h5: _dense_vars(h5, kernel)))
 
 
 @case("keras: weight keys that are not numbers", r"model.weights.h5 cannot be read")
 def keras_keys(folder: Path):
-    def weights(h5):
-        group = h5.create_group("layers/dense/vars")
+    def kernel(group):
         group["kernel"] = np.zeros((784, 10), np.float32)
-        group["1"] = np.zeros(10, np.float32)
-    return _read_keras(_keras_file(folder, weights=weights))
+    return _read_keras(_keras_file(folder, weights=lambda h5: _dense_vars(h5, kernel)))
 
 
 @case("keras: a zip bomb config.json (10 MB of zeros, limit 1 MB)",

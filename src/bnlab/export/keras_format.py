@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -91,9 +90,7 @@ def read_keras(path: Path, *, weights: bool = True) -> KerasFile:
     model, layers_config = _model_of(path, config)
     if weight_bytes is None:
         return KerasFile(model, None, None)
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
-    PARAMETERS.check(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)),
-                     f"{path}: its model")
+    PARAMETERS.check(model.weight_bound, f"{path}: its model")
     params, bn_state = model.init(jax.random.key(0))
     params, bn_state = [dict(p) for p in params], [dict(s) for s in bn_state]
     h5py = h5py_module()

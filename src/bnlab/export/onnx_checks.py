@@ -122,24 +122,28 @@ def per_image_values(proto: onnx.ModelProto, path: Path) -> int:
     inference with the first input's batch dimension set to 1 (or at the fixed batch size a
     file declares, divided by it); a tensor whose size the
     inference cannot state, or over ``limits.BATCH_VALUES``, is a ``ConfigError``."""
-    one = onnx.ModelProto()
-    one.CopyFrom(proto)
-    inputs = [i for i in one.graph.input
-              if i.name not in {t.name for t in one.graph.initializer}]
+    inputs = [i for i in proto.graph.input
+              if i.name not in {t.name for t in proto.graph.initializer}]
     if len(inputs) != 1:
         return 0  # load_classifier says what is wrong with the inputs
     dims = inputs[0].type.tensor_type.shape.dim
     batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
-    if dims and batch < 1:  # a batch of any size: one image
+    declared = None
+    if dims and batch < 1:  # a batch of any size: one image, set in place for the inference
+        declared = onnx.TensorShapeProto.Dimension()  # (a copy of the model would copy its
+        declared.CopyFrom(dims[0])                    # weights), restored after it
         dims[0].ClearField("dim_param")
         dims[0].dim_value = batch = 1
     try:
-        inferred = onnx.shape_inference.infer_shapes(one, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError,
             ValueError) as err:
         raise ConfigError(f"{path}: onnx cannot infer the sizes of its tensors "
                           f"({_first_line(err)}); bnlab runs graphs whose sizes are known"
                           ) from None
+    finally:
+        if declared is not None:
+            dims[0].CopyFrom(declared)
     largest, unknown = 0, []
     graph = inferred.graph
     for value in [*graph.input, *graph.value_info, *graph.output]:

@@ -70,6 +70,19 @@ FEW_SEEDS = 3
 RANGE = {"loss": (0.0, np.inf), "accuracy": (0.0, 1.0)}
 
 
+def draw_spread(ax, x: np.ndarray, seeds: np.ndarray, low: np.ndarray, high: np.ndarray,
+                color: str, bounds: tuple[float, float] = (-np.inf, np.inf)) -> None:
+    """The spread over seeds around a mean already drawn: ``seeds: (seeds, len(x))`` each as
+    a thin line up to ``FEW_SEEDS`` seeds, above that the band ``low``–``high`` clipped to
+    ``bounds`` (what the quantity can be); nothing for one seed."""
+    if 1 < len(seeds) <= FEW_SEEDS:
+        for seed in seeds:
+            ax.plot(x, seed, color=color, linewidth=0.6, alpha=0.5)
+    elif np.isfinite(low).any():
+        ax.fill_between(x, np.clip(low, *bounds), np.clip(high, *bounds), color=color,
+                        alpha=0.15, linewidth=0)
+
+
 def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
                     title: str = "") -> InlineFigure:
     """A 2 × 2 grid: loss (top) and accuracy (bottom), training (left) and validation
@@ -101,13 +114,7 @@ def learning_curves(histories: Mapping[str, Mapping[str, np.ndarray]],
                 mean, low, high = band_over_seeds(values)
                 ax = axes[row, column]
                 ax.plot(epochs, mean, label=name, **style)
-                if 1 < len(values) <= FEW_SEEDS:  # each seed, thin: a t-band of 1-2 df
-                    for seed in values:           # would dwarf the curves
-                        ax.plot(epochs, seed, color=style["color"], linewidth=0.6, alpha=0.5)
-                elif np.isfinite(low).any():  # within what the quantity can be
-                    bounds = RANGE[metric]
-                    ax.fill_between(epochs, np.clip(low, *bounds), np.clip(high, *bounds),
-                                    color=style["color"], alpha=0.15, linewidth=0)
+                draw_spread(ax, epochs, values, low, high, style["color"], RANGE[metric])
                 batch_key = f"val_batchstats_{metric}"
                 if column == 1 and batch_key in history:  # BN's batch-statistics score
                     batch_mean, _, _ = band_over_seeds(np.asarray(history[batch_key]))
@@ -174,12 +181,7 @@ def gap_figure(histories: Mapping[str, Mapping[str, np.ndarray]],
         points = 100.0 * (inference - batch)
         mean, low, high = band_over_seeds(points)
         gap.plot(epochs, mean, label=name, **style)
-        if 1 < len(points) <= FEW_SEEDS:  # each seed, thin: a t-band of 1-2 df would
-            for seed in points:           # dwarf the curves
-                gap.plot(epochs, seed, color=style["color"], linewidth=0.6, alpha=0.5)
-        elif np.isfinite(low).any():
-            gap.fill_between(epochs, np.clip(low, -100, 100), np.clip(high, -100, 100),
-                             color=style["color"], alpha=0.15, linewidth=0)
+        draw_spread(gap, epochs, points, low, high, style["color"], (-100.0, 100.0))
     gap.axhline(0.0, color="black", linewidth=0.8)
     accuracy.set_title("validation accuracy: inference (solid) vs batch statistics (dashed)",
                        fontsize=10)
@@ -242,18 +244,12 @@ def sweep_figure(points: Sequence[SweepPoint], finals: Mapping[str, np.ndarray],
         x = np.array([float(p.values[axis]) for p in line])
         stats = [finite_summary(finals[p.name]) for p in line]
         mean = np.array([np.nan if s is None else float(s.mean) for s in stats])
-        # An accuracy lies in [0, 1]: so does its band.
-        low = np.array([np.nan if s is None or s.n < 2 else max(0.0, float(s.ci_low))
-                        for s in stats])
-        high = np.array([np.nan if s is None or s.n < 2 else min(1.0, float(s.ci_high))
-                         for s in stats])
+        low = np.array([np.nan if s is None or s.n < 2 else float(s.ci_low) for s in stats])
+        high = np.array([np.nan if s is None or s.n < 2 else float(s.ci_high) for s in stats])
         style = line_style(index, len(x)) | {"markevery": None}
         ax.plot(x, mean, label=label, **style)
-        if 1 < seeds <= FEW_SEEDS:  # each seed, thin: a t-band of 1-2 df would fill [0, 1]
-            for seed in np.array([finals[p.name] for p in line], np.float64).T:
-                ax.plot(x, seed, color=style["color"], linewidth=0.6, alpha=0.5)
-        elif np.isfinite(low).any():
-            ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
+        draw_spread(ax, x, np.array([finals[p.name] for p in line], np.float64).T, low, high,
+                    style["color"], RANGE["accuracy"])
         for xi, yi, point in zip(x, mean, line, strict=True):
             gone = int(np.count_nonzero(~np.isfinite(finals[point.name])))
             if gone:

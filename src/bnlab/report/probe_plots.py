@@ -18,6 +18,7 @@ from bnlab.report.plots import (
     FEW_SEEDS,
     InlineFigure,
     band_over_seeds,
+    draw_spread,
     line_style,
     point_styles,
 )
@@ -47,16 +48,11 @@ def _line(ax, x, values, index, label, *, band=True, log=False, within=None, **s
                 np.where(values > 0, np.log(values), np.nan)))
     else:
         mean, low, high = band_over_seeds(values)
-    if within is not None:
-        low, high = np.clip(low, *within), np.clip(high, *within)
     look = line_style(index, len(x)) | style
     ax.plot(x, mean, label=label, **look)
-    if band and 1 < len(values) <= FEW_SEEDS:
-        for seed in values:
-            ax.plot(x, np.where(seed > 0, seed, np.nan) if log else seed, color=look["color"],
-                    linewidth=0.6, alpha=0.5)
-    elif band and np.isfinite(low).any():
-        ax.fill_between(x, low, high, color=look["color"], alpha=0.15, linewidth=0)
+    if band:
+        draw_spread(ax, x, np.where(values > 0, values, np.nan) if log else values, low, high,
+                    look["color"], within or (-np.inf, np.inf))
 
 
 def panel_title(text: str, inches: float, fontsize: float) -> str:
