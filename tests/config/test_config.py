@@ -77,8 +77,8 @@ def test_valid_file_builds_optimizer_with_arguments_and_custom_layers(tmp_path):
       '  { type = "batch_norm", momentun = 0.9'),  # a commented-out layer is not counted
      r"exp\.toml:16: variants\[1\]\.layers\[1\]: batch_norm layer has no option"),
     (('{ type = "flatten" },', ""),  # an impossible order is named by the layer's own line
-     r"exp\.toml:15: variants\[1\]\.layers\[0\]: BatchNorm expects flat .*put a Flatten "
-     r"layer before it"),
+     r"exp\.toml:15: variants\[1\]\.layers\[0\]: BatchNorm expects \(batch, features\) or "
+     r".*put a Flatten layer \(or a Reshape to \[28, 28, 1\]\) before it"),
     (("epochs = 2", "epochs = 2\nepochs = 3"), r"invalid TOML: .*line 4"),
 ])
 def test_invalid_file_gives_one_line_naming_file_key_and_allowed_values(tmp_path, edit, expected):

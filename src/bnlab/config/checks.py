@@ -118,14 +118,23 @@ def reject_unknown(raw: dict, allowed: set[str], prefix: str, fail: Fail) -> Non
 
 def option_type(hint: Any) -> tuple[Any, str]:
     """``(accepts(value) -> bool, description)`` for a layer option annotated ``hint``
-    (``int``, ``float``, ``str``, ``bool``, ``Literal[...]``, or one of those ``| None``)."""
+    (``int``, ``float``, ``str``, ``bool``, ``Literal[...]``, ``tuple[int, int]`` or
+    ``tuple[int, ...]`` — a TOML array —, or a union of those, ``| None`` included)."""
     if typing.get_origin(hint) is typing.Literal:
         choices = typing.get_args(hint)
         return (lambda v: isinstance(v, str) and v in choices,
                 "one of " + ", ".join(repr(c) for c in choices))
-    if isinstance(hint, types.UnionType):  # X | None: TOML has no null, so X
-        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return option_type(hint)
+    if typing.get_origin(hint) is tuple:
+        item, *rest = typing.get_args(hint)
+        length = None if rest == [Ellipsis] else 1 + len(rest)
+        accepts_item, item_description = option_type(item)
+        return (lambda v: isinstance(v, list | tuple) and len(v) == (length or len(v) or -1)
+                and all(accepts_item(i) for i in v),
+                f"an array of {length or 'one or more'} ({item_description} each)")
+    if isinstance(hint, types.UnionType):  # TOML has no null: None is never given
+        options = [option_type(arg) for arg in typing.get_args(hint) if arg is not type(None)]
+        return (lambda v: any(accepts(v) for accepts, _ in options),
+                " or ".join(description for _, description in options))
     if hint is bool:
         return (lambda v: isinstance(v, bool)), "true or false"
     if hint is int:

@@ -15,13 +15,21 @@ from typing import Any
 from bnlab.config.checks import option_type, shown, value_problem
 from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
-from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU
+from bnlab.nn.blocks import Residual
+from bnlab.nn.conv import Conv2D
+from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU, Reshape
 from bnlab.nn.model import Layer
 from bnlab.nn.norms import BatchRenorm, GhostBatchNorm, GroupNorm, LayerNorm, NoisyBatchNorm
+from bnlab.nn.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPool2D
 
 LAYER_TYPES: dict[str, type] = {
     "flatten": Flatten,
+    "reshape": Reshape,
     "dense": Dense,
+    "conv2d": Conv2D,
+    "max_pool2d": MaxPool2D,
+    "average_pool2d": AveragePooling2D,
+    "global_average_pool2d": GlobalAveragePooling2D,
     "batch_norm": BatchNorm,
     "noisy_batch_norm": NoisyBatchNorm,
     "batch_renorm": BatchRenorm,
@@ -31,6 +39,7 @@ LAYER_TYPES: dict[str, type] = {
     "activation": Activation,
     "leaky_relu": LeakyReLU,
     "dropout": Dropout,
+    "residual": Residual,
 }
 # Fields that are for code, not for files: BatchNorm.axis_name names a mapped device axis.
 FILE_HIDDEN_OPTIONS = {"axis_name"}
@@ -48,10 +57,14 @@ def build_layer(spec: dict[str, Any]) -> Layer:
     cls = LAYER_TYPES[kind]
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in FILE_HIDDEN_OPTIONS}
+    stacks = getattr(cls, "STACKS", ())  # options that hold layers: a residual block's
     for option, value in spec.items():
         if option not in fields:
             raise ConfigError(f"{kind} layer has no option {option!r}; allowed: "
                               f"{', '.join(sorted(fields)) or 'none'}")
+        if option in stacks:
+            spec[option] = build_stack(kind, option, value)
+            continue
         accepts, description = option_type(hints[option])
         if not accepts(value):
             raise ConfigError(f"{kind} layer option {option} must be {description}, "
@@ -63,3 +76,18 @@ def build_layer(spec: dict[str, Any]) -> Layer:
     if missing:
         raise ConfigError(f"{kind} layer needs {', '.join(missing)}")
     return cls(**spec)
+
+
+def build_stack(kind: str, option: str, specs: Any) -> tuple[Layer, ...]:
+    """The layers of a block's ``option`` (``residual``'s ``branch``, ``shortcut``): an array
+    of inline tables, each a layer; a message names the layer's place in it."""
+    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+        raise ConfigError(f"{kind} layer option {option} must be an array of layer tables, "
+                          f"got {shown(specs)}")
+    layers = []
+    for index, spec in enumerate(specs):
+        try:
+            layers.append(build_layer(spec))
+        except ConfigError as err:
+            raise ConfigError(f"{option}[{index}]: {err}") from None
+    return tuple(layers)

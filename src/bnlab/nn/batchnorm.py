@@ -19,6 +19,12 @@ plain mean of every batch's so far: after the n-th batch, moving ← moving + (b
 with n counted in the state's ``num_batches_tracked``. A batch without real rows (empty, or
 every row masked) leaves the moving statistics as they were.
 
+**Images.** For ``x: (batch, height, width, channels)`` a feature is a channel and B holds
+its values at every pixel of every image: m = N·H·W (Ioffe & Szegedy §3.2, "so that different
+elements of the same feature map, at different locations, are normalized in the same way";
+Keras's ``BatchNormalization`` on NHWC, PyTorch's ``BatchNorm2d`` on NCHW, whose unbiased
+factor also uses m = N·H·W). γ, β and the moving statistics are per channel.
+
 Inference is one affine map per feature:
 
     y = γ · (x − moving_mean) / √(moving_variance + ε) + β  =  s · x + (β − moving_mean · s)
@@ -41,12 +47,13 @@ together; here each is asked for by name.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from bnlab.errors import ConfigError
 from bnlab.lazy import Deferred
-from bnlab.nn.layers import is_number, is_traced
+from bnlab.nn.layers import is_number, is_traced, per_channel
 
 if TYPE_CHECKING:
     from jax import Array
@@ -58,7 +65,8 @@ jnp = Deferred("jax.numpy")
 
 @dataclass(frozen=True)
 class BatchNorm:
-    """BatchNorm over the last axis of ``x: (batch, features)``.
+    """BatchNorm per feature of ``x: (batch, features)``, or per channel of images
+    ``x: (batch, height, width, channels)`` over (N, H, W) (module docstring).
 
     Arguments:
         momentum: moving-average momentum; its meaning depends on ``momentum_on``.
@@ -142,17 +150,12 @@ class BatchNorm:
         return self.momentum if self.momentum_on == "old" else 1.0 - self.momentum
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(in_shape) != 1:
-            raise ConfigError(
-                f"BatchNorm expects flat (batch, features) inputs, got feature shape {in_shape}; "
-                "put a Flatten layer before it"
-            )
-        return in_shape
+        return channels_last(type(self).__name__, in_shape)
 
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         """``(params, bn_state, out_shape)`` for inputs ``(batch, *in_shape)``; ``key`` unused."""
         del key
-        (features,) = self.output_shape(in_shape)
+        features = self.output_shape(in_shape)[-1]
         affine = {}
         if self.scale:
             affine["gamma"] = jnp.ones((features,), jnp.float32)
@@ -179,7 +182,7 @@ class BatchNorm:
         mask: Array | None = None,
         key: Array | None = None,
     ) -> tuple[Array, dict]:
-        """Normalize ``x: (batch, features)``; returns ``(y, new_bn_state)``.
+        """Normalize ``x: (batch, ..., channels)``; returns ``(y, new_bn_state)``.
 
         ``mask: (batch,)`` bool marks the real rows of a padded batch (the ragged last
         batch of an epoch): statistics are taken over those rows only. In training a batch
@@ -189,25 +192,28 @@ class BatchNorm:
         del key
         if not train:
             scale, shift = inference_affine(params, bn_state, self.epsilon)
-            return x * scale[None, :] + shift[None, :], bn_state
+            return x * per_channel(scale, x) + per_channel(shift, x), bn_state
         x_hat, new_bn_state = self.normalize(bn_state, x, mask=mask)
         gamma, beta = self.affine(params, bn_state, x_hat)
-        return x_hat * gamma[None, :] + beta[None, :], new_bn_state
+        return x_hat * per_channel(gamma, x) + per_channel(beta, x), new_bn_state
 
     def normalize(self, bn_state: dict, x: Array, *,
                   mask: Array | None = None) -> tuple[Array, dict]:
-        """Training-mode steps 1–3 of Algorithm 1: ``(x̂: (batch, features), new_bn_state)``
+        """Training-mode steps 1–3 of Algorithm 1: ``(x̂: x's shape, new_bn_state)``
         with the moving statistics updated; ``apply`` then scales and shifts."""
         self.check_training_rows(x, mask)
         mean, variance, count = batch_moments(x, mask, self.axis_name)
-        x_hat = (x - mean[None, :]) * jax.lax.rsqrt(variance + self.epsilon)[None, :]
+        x_hat = (x - per_channel(mean, x)) * per_channel(
+            jax.lax.rsqrt(variance + self.epsilon), x)
         return x_hat, self.updated_statistics(bn_state, mean, variance, count)
 
     def check_training_rows(self, x: Array, mask: Array | None) -> None:
-        """A training batch of one (unmasked) row is a ``ConfigError``: its variance is 0."""
-        if x.shape[0] == 1 and mask is None:
+        """A training batch with one (unmasked) value per channel is a ``ConfigError``: its
+        variance is 0 (one row of features; an image of one pixel has H·W = 1 too)."""
+        if math.prod(x.shape[:-1]) == 1 and mask is None:
+            what = "rows per batch" if x.ndim == 2 else "values per channel (rows × pixels)"
             raise ConfigError(
-                f"{type(self).__name__} in training needs at least 2 rows per batch, got 1 "
+                f"{type(self).__name__} in training needs at least 2 {what}, got 1 "
                 "(its variance is 0 and the output would equal beta); use a larger batch or "
                 "train=False"
             )
@@ -238,7 +244,7 @@ class BatchNorm:
                 for name, value in new_bn_state.items()}
 
     def affine(self, params: dict, bn_state: dict, x_hat: Array) -> tuple[Array, Array]:
-        """``(γ, β)`` for ``x̂: (batch, features)`` as ``(features,)`` arrays: the learned
+        """``(γ, β)`` for ``x̂: (batch, ..., channels)`` as ``(channels,)`` arrays: the learned
         ones (or the frozen ones, in ``bn_state``), or 1 and 0 (constants, no gradient)
         where ``scale`` / ``center`` is off."""
         gamma, beta = affine_parameters(params, bn_state)
@@ -250,30 +256,48 @@ class BatchNorm:
 def batch_moments(
     x: Array, mask: Array | None = None, axis_name: str | None = None
 ) -> tuple[Array, Array, Array]:
-    """Per-feature batch mean and biased variance of ``x: (batch, features)``.
+    """Per-channel batch mean and biased variance of ``x: (batch, ..., channels)``, over the
+    batch and every other axis but the last: ``(batch, features)`` → per feature, images
+    ``(batch, H, W, C)`` → per channel over N·H·W values (Keras's ``BatchNormalization``
+    on NHWC, PyTorch's ``BatchNorm2d``).
 
     Two-pass (variance of the centred values), so the variance is never negative.
     ``mask: (batch,)`` keeps only the real rows; ``axis_name`` sums over mapped devices.
-    Returns ``(mean, variance, count)`` with ``mean, variance: (features,)`` and the
-    number of rows ``count`` as a float scalar.
+    Returns ``(mean, variance, count)`` with ``mean, variance: (channels,)`` and the number
+    of values per channel ``count`` (real rows × H·W) as a float scalar.
     """
+    axes = tuple(range(x.ndim - 1))
+    per_row = math.prod(x.shape[1:-1])  # H·W for images, 1 for features
     if mask is None:
-        total = jnp.asarray(x.shape[0], x.dtype)
+        total = jnp.asarray(x.shape[0] * per_row, x.dtype)
         real = x
     else:  # `where`, not a product: a non-finite padded row must not leak in via 0·inf
-        total = mask.sum().astype(x.dtype)
-        real = jnp.where(mask[:, None], x, 0.0)
-    row_sum = real.sum(axis=0)
+        rows = mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+        total = mask.sum().astype(x.dtype) * per_row
+        real = jnp.where(rows, x, 0.0)
+    value_sum = real.sum(axis=axes)
     if axis_name is not None:
         total = jax.lax.psum(total, axis_name)
-        row_sum = jax.lax.psum(row_sum, axis_name)
-    mean = row_sum / jnp.maximum(total, 1.0)  # no rows: mean 0, variance 0, count 0
-    centred = (real - mean[None, :] if mask is None
-               else jnp.where(mask[:, None], x - mean[None, :], 0.0))
-    square_sum = jnp.sum(centred * centred, axis=0)
+        value_sum = jax.lax.psum(value_sum, axis_name)
+    mean = value_sum / jnp.maximum(total, 1.0)  # no rows: mean 0, variance 0, count 0
+    mean_x = per_channel(mean, x)
+    centred = real - mean_x if mask is None else jnp.where(rows, x - mean_x, 0.0)
+    square_sum = jnp.sum(centred * centred, axis=axes)
     if axis_name is not None:
         square_sum = jax.lax.psum(square_sum, axis_name)
     return mean, square_sum / jnp.maximum(total, 1.0), total
+
+
+def channels_last(kind: str, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``in_shape`` when a normalization layer takes it — ``(features,)`` or images
+    ``(height, width, channels)``, normalized per feature or channel (the last axis) — else a
+    ``ConfigError``: a ``(28, 28)`` input would otherwise be read as 28 channels."""
+    if len(in_shape) not in (1, 3):
+        raise ConfigError(
+            f"{kind} expects (batch, features) or (batch, height, width, channels) inputs, got "
+            f"feature shape {tuple(in_shape)}; put a Flatten layer (or a Reshape to "
+            f"[{', '.join(map(str, in_shape))}, 1]) before it")
+    return tuple(in_shape)
 
 
 def affine_parameters(params: dict, bn_state: dict) -> tuple[Array | None, Array | None]:

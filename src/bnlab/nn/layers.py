@@ -65,9 +65,42 @@ def is_traced(value: object) -> bool:
     return isinstance(value, jax.Array | jax.core.Tracer)
 
 
+def per_channel(values: Array, x: Array) -> Array:
+    """``values: (channels,)`` shaped to broadcast against ``x: (batch, ..., channels)``
+    (explicitly: ``(1, ..., 1, channels)``)."""
+    return values.reshape((1,) * (x.ndim - 1) + values.shape)
+
+
 def _check_choice(kind: str, value: str, allowed: dict) -> None:
     if value not in allowed:
         raise ConfigError(f"unknown {kind} {value!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+def check_kernel_options(kind: str, activation: str, kernel_init: str,
+                         kernel_stddev: float | None) -> None:
+    """The options a layer with a kernel shares (Dense, Conv2D): an activation and an
+    initializer by name, and ``kernel_stddev`` only with ``random_normal``."""
+    _check_choice("activation", activation, ACTIVATIONS)
+    _check_choice("kernel initializer", kernel_init, INITIALIZERS)
+    if kernel_stddev is not None:
+        if kernel_init != "random_normal":
+            raise ConfigError(f"{kind} kernel_stddev sets the spread of random_normal "
+                              f"kernels; give kernel_init = \"random_normal\" with it "
+                              f"(got {kernel_init!r})")
+        if not 0 < kernel_stddev < float("inf"):
+            raise ConfigError(f"{kind} kernel_stddev must be a finite number > 0, got "
+                              f"{kernel_stddev!r}")
+
+
+def initial_kernel(kernel_init: str, kernel_stddev: float | None, key: Array,
+                   shape: tuple[int, ...]) -> Array:
+    """A float32 kernel of ``shape`` drawn by the named initializer. The fans are Keras's:
+    ``fan_in = shape[-2] · receptive field``, ``fan_out = shape[-1] · receptive field``,
+    the receptive field being the product of the leading axes (1 for Dense)."""
+    make = getattr(jax.nn.initializers, INITIALIZERS[kernel_init])
+    initializer = (make(kernel_stddev or RANDOM_NORMAL_STDDEV)
+                   if kernel_init == "random_normal" else make())
+    return initializer(key, shape, jnp.float32)
 
 
 @dataclass(frozen=True)
@@ -85,6 +118,39 @@ class Flatten:
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
         return x.reshape(x.shape[0], -1), bn_state
+
+
+@dataclass(frozen=True)
+class Reshape:
+    """``(batch, *dims) -> (batch, *target_shape)`` with the same number of values per row:
+    ``Reshape((28, 28, 1))`` turns Fashion-MNIST's ``(28, 28)`` images into the
+    ``(height, width, channels)`` that convolutions take (Keras's ``Reshape``)."""
+
+    target_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.target_shape) if isinstance(self.target_shape, list | tuple) else ()
+        if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                for n in shape):
+            raise ConfigError(f"Reshape target_shape must be a list of positive integers, "
+                              f"got {self.target_shape!r}")
+        object.__setattr__(self, "target_shape", shape)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if math.prod(in_shape) != math.prod(self.target_shape):
+            raise ConfigError(f"Reshape cannot make {math.prod(in_shape):,} values per row "
+                              f"(shape {tuple(in_shape)}) into {self.target_shape} "
+                              f"({math.prod(self.target_shape):,} values)")
+        return self.target_shape
+
+    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
+        del key
+        return {}, {}, self.output_shape(in_shape)
+
+    def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
+              mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
+        del params, train, mask, key
+        return x.reshape(x.shape[0], *self.target_shape), bn_state
 
 
 @dataclass(frozen=True)
@@ -110,16 +176,7 @@ class Dense:
     def __post_init__(self) -> None:
         if not isinstance(self.units, int) or self.units < 1:
             raise ConfigError(f"Dense units must be a positive integer, got {self.units!r}")
-        _check_choice("activation", self.activation, ACTIVATIONS)
-        _check_choice("kernel initializer", self.kernel_init, INITIALIZERS)
-        if self.kernel_stddev is not None:
-            if self.kernel_init != "random_normal":
-                raise ConfigError(f"Dense kernel_stddev sets the spread of random_normal "
-                                  f"kernels; give kernel_init = \"random_normal\" with it "
-                                  f"(got {self.kernel_init!r})")
-            if not 0 < self.kernel_stddev < float("inf"):
-                raise ConfigError(f"Dense kernel_stddev must be a finite number > 0, got "
-                                  f"{self.kernel_stddev!r}")
+        check_kernel_options("Dense", self.activation, self.kernel_init, self.kernel_stddev)
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != 1:
@@ -131,10 +188,8 @@ class Dense:
 
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         out_shape = self.output_shape(in_shape)
-        make = getattr(jax.nn.initializers, INITIALIZERS[self.kernel_init])
-        initializer = (make(self.kernel_stddev or RANDOM_NORMAL_STDDEV)
-                       if self.kernel_init == "random_normal" else make())
-        kernel = initializer(key, (in_shape[0], self.units), jnp.float32)
+        kernel = initial_kernel(self.kernel_init, self.kernel_stddev, key,
+                                (in_shape[0], self.units))
         params = {"kernel": kernel}
         if self.use_bias:
             params["bias"] = jnp.zeros((self.units,), jnp.float32)

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Literal
 
 from bnlab.errors import ConfigError
 from bnlab.lazy import Deferred
-from bnlab.nn.batchnorm import BatchNorm, batch_moments
-from bnlab.nn.layers import is_number
+from bnlab.nn.batchnorm import BatchNorm, batch_moments, channels_last
+from bnlab.nn.layers import is_number, per_channel
 
 if TYPE_CHECKING:
     from jax import Array
@@ -77,8 +77,8 @@ class NoisyBatchNorm(BatchNorm):
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
-        """BatchNorm of ``x: (batch, features)``, then in training ``s · y + t`` with this
-        step's noise drawn from ``key``; returns ``(y, new_bn_state)``."""
+        """BatchNorm of ``x: (batch, ..., channels)``, then in training ``s · y + t`` (one
+        draw per channel) with this step's noise from ``key``; returns ``(y, new_bn_state)``."""
         y, new_bn_state = super().apply(params, bn_state, x, train=train, mask=mask)
         if not train:
             return y, new_bn_state
@@ -86,13 +86,13 @@ class NoisyBatchNorm(BatchNorm):
             raise ConfigError("NoisyBatchNorm in training needs a PRNG key (its noise is drawn "
                               "every step)")
         scale, shift = self.noise(key, x.shape[-1])
-        return y * scale[None, :] + shift[None, :], new_bn_state
+        return y * per_channel(scale, y) + per_channel(shift, y), new_bn_state
 
 
 @dataclass(frozen=True)
 class BatchRenorm(BatchNorm):
     """Batch Renormalization (Ioffe 2017, "Batch Renormalization: Towards Reducing Minibatch
-    Dependence in Batch-Normalized Models", Algorithm 1), over ``x: (batch, features)``.
+    Dependence in Batch-Normalized Models", Algorithm 1), over ``x: (batch, ..., channels)``.
 
     Training normalizes with the batch statistics and then corrects them towards the moving
     ones, so that training computes what inference will (exactly, when r and d are not clipped):
@@ -153,7 +153,7 @@ class BatchRenorm(BatchNorm):
 
     def normalize(self, bn_state: dict, x: Array, *,
                   mask: Array | None = None) -> tuple[Array, dict]:
-        """``(x̂: (batch, features), new_bn_state)`` of the class docstring."""
+        """``(x̂: x's shape, new_bn_state)`` of the class docstring."""
         self.check_training_rows(x, mask)
         mean, variance, count = batch_moments(x, mask, self.axis_name)
         sigma_batch = jnp.sqrt(variance + self.epsilon)
@@ -162,7 +162,8 @@ class BatchRenorm(BatchNorm):
         r = jax.lax.stop_gradient(jnp.clip(sigma_batch / sigma, 1.0 / r_max, r_max))
         d = jax.lax.stop_gradient(jnp.clip((mean - bn_state["moving_mean"]) / sigma,
                                            -d_max, d_max))
-        x_hat = (x - mean[None, :]) * (r / sigma_batch)[None, :] + d[None, :]
+        x_hat = ((x - per_channel(mean, x)) * per_channel(r / sigma_batch, x)
+                 + per_channel(d, x))
         new_bn_state = self.updated_statistics(bn_state, mean, variance, count)
         if new_bn_state is not bn_state:  # frozen: the schedule stands still too
             new_bn_state = {**new_bn_state,
@@ -173,7 +174,7 @@ class BatchRenorm(BatchNorm):
 @dataclass(frozen=True)
 class GhostBatchNorm(BatchNorm):
     """Ghost Batch Normalization (Hoffer, Hubara & Soudry 2017, "Train longer, generalize
-    better", §4), over ``x: (batch, features)``.
+    better", §4), over ``x: (batch, ..., channels)``.
 
     In training the batch is split into ghost batches of ``virtual_batch_size`` consecutive
     rows, and each is normalized with its own statistics (Algorithm 1 on each ghost); a batch
@@ -195,8 +196,8 @@ class GhostBatchNorm(BatchNorm):
 
     def normalize(self, bn_state: dict, x: Array, *,
                   mask: Array | None = None) -> tuple[Array, dict]:
-        """``(x̂: (batch, features), new_bn_state)``, each ghost normalized alone."""
-        rows, features = x.shape
+        """``(x̂: x's shape, new_bn_state)``, each ghost normalized alone."""
+        rows = x.shape[0]
         if rows <= self.virtual_batch_size:
             return super().normalize(bn_state, x, mask=mask)
         if rows % self.virtual_batch_size:
@@ -204,34 +205,38 @@ class GhostBatchNorm(BatchNorm):
                               f"ghost batches of {self.virtual_batch_size}; pick a batch size "
                               "that is a multiple of virtual_batch_size")
         ghosts = rows // self.virtual_batch_size
-        x_ghosts = x.reshape(ghosts, self.virtual_batch_size, features)
+        x_ghosts = x.reshape(ghosts, self.virtual_batch_size, *x.shape[1:])
         mask_ghosts = (jnp.ones((ghosts, self.virtual_batch_size), bool) if mask is None
                        else mask.reshape(ghosts, self.virtual_batch_size))
         means, variances, counts = jax.vmap(batch_moments, in_axes=(0, 0, None))(
-            x_ghosts, mask_ghosts, self.axis_name)  # (ghosts, features), …, (ghosts,)
-        x_hat = (x_ghosts - means[:, None, :]) * jax.lax.rsqrt(variances + self.epsilon)[
-            :, None, :]
+            x_ghosts, mask_ghosts, self.axis_name)  # (ghosts, channels), …, (ghosts,)
+        per_ghost = (ghosts,) + (1,) * (x.ndim - 1) + (x.shape[-1],)  # against x_ghosts
+        x_hat = (x_ghosts - means.reshape(per_ghost)) * jax.lax.rsqrt(
+            variances + self.epsilon).reshape(per_ghost)
         real = (counts > 0).astype(x.dtype)  # ghosts with rows; a padded-out one counts not
         used = jnp.maximum(real.sum(), 1.0)
         mean = (means * real[:, None]).sum(axis=0) / used
         variance = (variances * real[:, None]).sum(axis=0) / used
-        count = (counts * real).sum() / used  # rows per ghost: the unbiased factor's m
-        return x_hat.reshape(rows, features), self.updated_statistics(bn_state, mean, variance,
-                                                                      count)
+        count = (counts * real).sum() / used  # values per ghost: the unbiased factor's m
+        return x_hat.reshape(x.shape), self.updated_statistics(bn_state, mean, variance, count)
 
 
 @dataclass(frozen=True)
 class LayerNorm:
-    """Layer Normalization (Ba, Kiros & Hinton 2016), over the features of each row of
-    ``x: (batch, features)``:
+    """Layer Normalization (Ba, Kiros & Hinton 2016), over each row of ``x: (batch,
+    features)`` or each image of ``x: (batch, H, W, C)``:
 
-        μ_i = (1/F) Σ_j x_ij,   σ²_i = (1/F) Σ_j (x_ij − μ_i)²,
-        y_ij = γ_j · (x_ij − μ_i) / √(σ²_i + ε) + β_j
+        μ_n = mean of x[n, ...],   σ²_n = mean of (x[n, ...] − μ_n)²
+        y[n, ..., c] = γ_c · (x[n, ..., c] − μ_n) / √(σ²_n + ε) + β_c
 
     The same computation in training and inference, no state and no dependence on the other
-    rows: a control for what BatchNorm's batch statistics do. Keras 3's
-    ``LayerNormalization`` defaults (ε = 1e-3; PyTorch's ``LayerNorm`` uses 1e-5).
-    Parameters: ``gamma``, ``beta`` ``(features,)`` (``scale`` / ``center`` off: none).
+    rows: a control for what BatchNorm's batch statistics do. On images the statistics span
+    the whole image (H, W and C) and γ, β are per channel, as in Wu & He's Group Normalization
+    paper (LayerNorm = GroupNorm with one group; PyTorch ``GroupNorm(1, C)``, Keras
+    ``GroupNormalization(groups=1)``) — not Keras's ``LayerNormalization()``, whose default
+    ``axis=-1`` normalizes each pixel over its channels alone. Keras 3's ε = 1e-3 (PyTorch's
+    ``LayerNorm`` uses 1e-5). Parameters: ``gamma``, ``beta`` ``(channels,)`` (``scale`` /
+    ``center`` off: none).
     """
 
     epsilon: float = 1e-3
@@ -244,53 +249,55 @@ class LayerNorm:
                               f"{self.epsilon!r}")
 
     def groups_of(self, features: int) -> int:
-        """Statistics are taken over groups of features; LayerNorm's is all of them."""
+        """Statistics are taken over groups of channels; LayerNorm's is all of them."""
         del features
         return 1
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(in_shape) != 1:
-            raise ConfigError(f"{type(self).__name__} expects flat (batch, features) inputs, "
-                              f"got feature shape {in_shape}; put a Flatten layer before it")
-        self.groups_of(in_shape[0])  # checks that the groups split the features
+        in_shape = channels_last(type(self).__name__, in_shape)
+        self.groups_of(in_shape[-1])  # checks that the groups split the channels
         return in_shape
 
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         """``(params, {}, out_shape)`` for inputs ``(batch, *in_shape)``; ``key`` unused."""
         del key
-        (features,) = self.output_shape(in_shape)
+        channels = self.output_shape(in_shape)[-1]
         params = {}
         if self.scale:
-            params["gamma"] = jnp.ones((features,), jnp.float32)
+            params["gamma"] = jnp.ones((channels,), jnp.float32)
         if self.center:
-            params["beta"] = jnp.zeros((features,), jnp.float32)
+            params["beta"] = jnp.zeros((channels,), jnp.float32)
         return params, {}, in_shape
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
-        """Normalize each row of ``x: (batch, features)`` by group; ``(y, bn_state)``."""
+        """Normalize each row of ``x: (batch, ..., channels)`` by group; ``(y, bn_state)``."""
         del train, mask, key  # per row: the same in training and inference, padding harmless
-        rows, features = x.shape
-        groups = self.groups_of(features)
-        grouped = x.reshape(rows, groups, features // groups)
-        mean = grouped.mean(axis=-1, keepdims=True)
+        channels = x.shape[-1]
+        groups = self.groups_of(channels)
+        grouped = x.reshape(*x.shape[:-1], groups, channels // groups)
+        axes = (*range(1, x.ndim - 1), grouped.ndim - 1)  # pixels and the group's channels
+        mean = grouped.mean(axis=axes, keepdims=True)
         centred = grouped - mean
-        variance = (centred * centred).mean(axis=-1, keepdims=True)  # two-pass: never < 0
-        y = (centred * jax.lax.rsqrt(variance + self.epsilon)).reshape(rows, features)
+        variance = (centred * centred).mean(axis=axes, keepdims=True)  # two-pass: never < 0
+        y = (centred * jax.lax.rsqrt(variance + self.epsilon)).reshape(x.shape)
         if self.scale:
-            y = y * params["gamma"][None, :]
+            y = y * per_channel(params["gamma"], y)
         if self.center:
-            y = y + params["beta"][None, :]
+            y = y + per_channel(params["beta"], y)
         return y, bn_state
 
 
 @dataclass(frozen=True)
 class GroupNorm(LayerNorm):
-    """Group Normalization (Wu & He 2018), over ``x: (batch, features)``: LayerNorm's formula
-    with the statistics taken over each of ``groups`` consecutive groups of F/G features of a
-    row (``groups=1`` is LayerNorm; ``groups=F`` normalizes each feature alone). γ and β are
-    per feature. Keras 3's ``GroupNormalization`` defaults (32 groups, ε = 1e-3); the groups
-    must split the features evenly (300 and 100 units: e.g. 4, 5, 10, 20, 25, 50).
+    """Group Normalization (Wu & He 2018), over ``x: (batch, features)`` or images
+    ``(batch, H, W, C)``: LayerNorm's formula with the statistics taken over each of
+    ``groups`` consecutive groups of C/G channels of a row (of an image: those channels at
+    every pixel, Wu & He's eq. 1 and Figure 2). ``groups=1`` is LayerNorm; ``groups=C``
+    normalizes each channel alone (Instance Norm on images). γ and β are per channel.
+    Keras 3's ``GroupNormalization`` defaults (32 groups, ε = 1e-3), which PyTorch's
+    ``GroupNorm(G, C)`` computes on NCHW; the groups must split the channels evenly (300 and
+    100 units: e.g. 4, 5, 10, 20, 25, 50).
     """
 
     groups: int = 32

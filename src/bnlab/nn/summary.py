@@ -41,11 +41,14 @@ class LayerRow(NamedTuple):
     output_shape: tuple[int | None, ...]
     params: int
     frozen: str = ""  # "frozen" (γ, β and moving statistics), "γ, β frozen", or ""
+    reads: str = ""  # a Branch's or Add's other input: a layer's name, or "input"
 
     @property
     def type_label(self) -> str:
-        """``BatchNormalization`` or ``BatchNormalization, frozen``."""
-        return f"{self.type_name}, {self.frozen}" if self.frozen else self.type_name
+        """``BatchNormalization``, ``BatchNormalization, frozen``, ``Add, + conv2d_2``."""
+        detail = self.frozen or (f"{'from' if self.type_name == 'Branch' else '+'} "
+                                 f"{self.reads}" if self.reads else "")
+        return f"{self.type_name}, {detail}" if detail else self.type_name
 
 
 class Variable(NamedTuple):
@@ -190,11 +193,16 @@ def summarize(model: Sequential) -> ModelSummary:
     per_layer: dict[str, int] = {}
     for v in variables:
         per_layer[v.layer] = per_layer.get(v.layer, 0) + math.prod(v.shape)
+    names = model.layer_names
+
+    def reads(layer: object) -> str:
+        source = getattr(layer, "source", None)
+        return "" if source is None else "input" if source < 0 else names[source]
+
     rows = tuple(
         LayerRow(name, KERAS_TYPE_NAMES[type(layer)][0], (None, *shape), per_layer.get(name, 0),
-                 frozen_label(layer))
-        for layer, name, shape in zip(model.layers, model.layer_names, model.output_shapes,
-                                      strict=True))
+                 frozen_label(layer), reads(layer))
+        for layer, name, shape in zip(model.layers, names, model.output_shapes, strict=True))
     normalization = tuple(name for layer, name in zip(model.layers, model.layer_names,
                                                       strict=True)
                           if isinstance(layer, BatchNorm | LayerNorm))
