@@ -276,3 +276,31 @@ def test_a_cnn_summary_has_keras_names_shapes_and_parameter_counts(keras):
     assert (summary.total, summary.non_trainable) == (
         theirs.count_params(), sum(int(np.prod(w.shape)) for w in theirs.non_trainable_weights))
     assert ours.weight_bound >= summary.total
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn_bn_after", "cnn_bn_before"])
+def test_the_cnn_presets_models_have_the_keras_counts_of_the_same_layers(keras, name):
+    """The zoo's conv nets (nn/zoo.py) as Keras Sequential models: the same names, output
+    shapes and parameters per layer."""
+    from bnlab.nn.zoo import get_model
+
+    keras.backend.clear_session()
+    layers = keras.layers
+    def block(layer, with_relu):
+        if name == "cnn_bn_before":
+            return [layer(use_bias=False), layers.BatchNormalization(), layers.Activation("relu")]
+        return [with_relu(), *([layers.BatchNormalization()] if name == "cnn_bn_after" else [])]
+
+    stack = [keras.Input((28, 28)), layers.Reshape((28, 28, 1))]
+    for filters in (32, 64):
+        stack += [*block(lambda filters=filters, **o: layers.Conv2D(filters, 3, padding="same",
+                                                                    **o),
+                         lambda filters=filters: layers.Conv2D(filters, 3, padding="same",
+                                                               activation="relu")),
+                  layers.MaxPooling2D()]
+    stack += [layers.Flatten(), *block(lambda **o: layers.Dense(128, **o),
+                                       lambda: layers.Dense(128, activation="relu"))]
+    theirs = keras.Sequential([*stack, layers.Dense(10, activation="softmax")])
+    summary = summarize(get_model(name))
+    assert [(row.name, row.output_shape, row.params) for row in summary.layers] == [
+        (layer.name, tuple(layer.output.shape), layer.count_params()) for layer in theirs.layers]

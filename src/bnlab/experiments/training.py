@@ -34,7 +34,7 @@ from bnlab.experiments.recalibrate import recalibrate_program
 from bnlab.experiments.sweep import Program
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.store.record import VariantRecord, read_record
-from bnlab.store.tensorboard import HParam, TensorBoardLogger
+from bnlab.store.tensorboard import HParam, TensorBoardLogger, is_histogram_layer
 from bnlab.store.writer import VariantWriter
 from bnlab.train.checkpoint import restore_state
 from bnlab.train.history import History
@@ -131,7 +131,8 @@ def _train_epochs(trainer: SeedBatchTrainer, state, points: list[PointProgress],
     for record in train_epochs(trainer, state, epochs=config.epochs, start_epoch=min(starts),
                                diverged=gone, starts=starts):
         state = record.state
-        activations = trainer.probe(state, probe_images) if logging else {}
+        activations = (trainer.probe(state, probe_images, is_histogram_layer) if logging
+                       else {})
         host_state = trainer.saved(state) if any(p.writer for p in points) else None
         for p in points:
             own = record.of_members(p.members)

@@ -17,17 +17,22 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 
-def seeds_per_vmap(devices: int) -> int | None:
+def seeds_per_vmap(devices: int, convolutional: bool = False) -> int | None:
     """Seeds per vmapped group on each of ``devices`` devices of JAX's default backend
     (``None``: all of a device's seeds in one vmap).
 
     CPU with one device per core: up to 3; CPU with one device for all cores: up to 5 (a
     larger vmap's working set leaves the cache). GPU: a batch-32 step leaves the device
     mostly idle, so every seed goes into one vmap. These are the fastest groupings that
-    ``benchmarks/seed_batching.py`` measured (``benchmarks/results/``).
+    ``benchmarks/seed_batching.py`` measured (``benchmarks/results/``). A model with
+    convolutions on CPU: 1, one seed after the other — a vmapped convolution with a kernel
+    per seed becomes a grouped convolution, which XLA's CPU backend runs several times
+    slower per seed than the seeds' convolutions one by one.
     """
     if jax.default_backend() != "cpu":
         return None
+    if convolutional:
+        return 1
     return 3 if devices > 1 else 5
 
 
@@ -58,7 +63,8 @@ def pad_seeds(tree, count: int):
 
 def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
                group: int | None = None,
-               devices: Sequence[jax.Device] | None = None) -> Callable:
+               devices: Sequence[jax.Device] | None = None,
+               convolutional: bool = False) -> Callable:
     """``fn`` over a leading seed axis of the arguments whose ``in_axes`` is 0 (the others,
     ``None``, are shared), as one program; every output has the seed axis in front.
 
@@ -73,9 +79,10 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
     - one seed: a plain call, the axis dropped and restored (a vmap of size 1 turns every
       matrix product into a batched one, which is slower on CPU);
     - up to ``group`` seeds: ``jax.vmap``; ``group=None`` takes ``seeds_per_vmap`` (on CPU 3
-      when the seeds spread over several devices, 5 on one; every seed elsewhere);
+      when the seeds spread over several devices, 5 on one, 1 for a ``convolutional``
+      ``fn``; every seed elsewhere);
     - more: ``jax.lax.map`` over groups of ``group`` seeds, each group vmapped (the last may
-      be smaller).
+      be smaller), or with ``group`` 1 over the seeds themselves, none vmapped.
 
     Every seed's numbers are the same, up to float rounding, whichever layout runs it.
     """
@@ -83,7 +90,7 @@ def over_seeds(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
     used, per_device = spread(seeds, len(devices))
     devices = devices[:used]
     if group is None:
-        group = seeds_per_vmap(len(devices)) or per_device
+        group = seeds_per_vmap(len(devices), convolutional) or per_device
     local = _on_one_device(fn, in_axes, per_device, group)
     if len(devices) == 1:
         return local
@@ -124,6 +131,6 @@ def _on_one_device(fn: Callable, in_axes: tuple[int | None, ...], seeds: int,
             return fn(*[arg if axis is None else next(it)
                         for arg, axis in zip(args, in_axes, strict=True)])
 
-        return jax.lax.map(one_seed, per_seed, batch_size=group)
+        return jax.lax.map(one_seed, per_seed, batch_size=group if group > 1 else None)
 
     return grouped

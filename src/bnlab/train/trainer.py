@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from bnlab.errors import ConfigError
+from bnlab.nn.conv import Conv2D
 from bnlab.nn.model import Sequential
 from bnlab.train.batches import check_batching, scale_pixels, steps_per_epoch
 from bnlab.train.engine import (
@@ -125,13 +126,13 @@ class SeedBatchTrainer:
         check_batching(self.n_train, batch_size, model)
         epoch = make_train_epoch(self.bind, self.n_train, batch_size, probe=self.probe_plan,
                                  probe_images=probe_images)
-        self._epoch = jax.jit(over_seeds(epoch, (0, 0, 0, None, None, 0, 0),
-                                         len(self.run_seeds)), donate_argnums=0)
+        self.convolutional = any(isinstance(layer, Conv2D) for layer in model.layers)
+        self._epoch = jax.jit(self.over_seeds(epoch, (0, 0, 0, None, None, 0, 0)),
+                              donate_argnums=0)
         self._evaluate = {
-            statistics: jax.jit(over_seeds(
+            statistics: jax.jit(self.over_seeds(
                 make_evaluate(self.bind, batch_size if statistics else 5000,
-                              batch_statistics=statistics),
-                (0, 0, 0, None, None), len(self.run_seeds)))
+                              batch_statistics=statistics), (0, 0, 0, None, None)))
             for statistics in (False, True)}
         self._evaluate_compiled: dict[tuple[int, bool], Callable] = {}
         self._placed: dict[str, tuple[jax.Array, jax.Array]] = {}
@@ -269,27 +270,35 @@ class SeedBatchTrainer:
                               f"rows), got {batches!r}")
         program = self._recalibrate.get(batches)
         if program is None:
-            program = jax.jit(over_seeds(
+            program = jax.jit(self.over_seeds(
                 make_recalibrate(self.bind, self.n_train, self.batch_size, batches),
-                (0, 0, 0, None, 0), len(self.run_seeds)))
+                (0, 0, 0, None, 0)))
             self._recalibrate[batches] = program
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.keys.shuffle,
                                                                RECALIBRATION_STREAM)
         bn_state = program(state.params, state.bn_state, self.scalars, self.x_train, keys)
         return state._replace(bn_state=bn_state)
 
-    def probe(self, state: TrainState, images: jax.Array) -> dict[str, np.ndarray]:
-        """Inference-mode intermediates on a fixed probe batch ``images: (rows, …)``:
-        ``{layer_name or "<dense>/pre_activation": (seeds, rows, features)}``."""
+    def probe(self, state: TrainState, images: jax.Array,
+              wanted: Callable[[str], bool] = lambda name: True) -> dict[str, np.ndarray]:
+        """Inference-mode intermediates on a fixed probe batch ``images: (rows, …)``, those
+        whose name ``wanted`` takes: ``{layer_name or "<layer>/pre_activation": (seeds, rows,
+        values)}``, an image layer's (height, width, channels) flattened into its values.
+        The first call fixes ``wanted`` (its program is kept)."""
         if self._probe is None:
             def intermediates(params, bn_state, scalars, x):
                 model = self.bind(scalars)[0]
-                return model.apply_with_intermediates(params, bn_state, scale_pixels(x),
-                                                      train=False)[2]
-            self._probe = jax.jit(over_seeds(intermediates, (0, 0, 0, None),
-                                             len(self.run_seeds)))
+                outputs = model.apply_with_intermediates(params, bn_state, scale_pixels(x),
+                                                         train=False)[2]
+                return {name: value.reshape(value.shape[0], -1)
+                        for name, value in outputs.items() if wanted(name)}
+            self._probe = jax.jit(self.over_seeds(intermediates, (0, 0, 0, None)))
         outputs = self._probe(state.params, state.bn_state, self.scalars, images)
         return {name: self._own(values) for name, values in outputs.items()}
+
+    def over_seeds(self, fn: Callable, in_axes: tuple[int | None, ...]) -> Callable:
+        """``seeds.over_seeds`` of ``fn`` over this trainer's (padded) seeds."""
+        return over_seeds(fn, in_axes, len(self.run_seeds), convolutional=self.convolutional)
 
     def _active(self, active: Sequence[bool] | None) -> jax.Array:
         """``active`` (default: every member) padded as the members are."""
