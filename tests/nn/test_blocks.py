@@ -200,3 +200,37 @@ def test_blocks_from_a_file_and_their_errors():
     assert err.value.index == 2
     with pytest.raises(ConfigError, match="reads layer 3, which is not an earlier layer"):
         Sequential((Reshape((8, 8, 1)), Add(3)), input_shape=(8, 8))
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "skipinit"])
+def test_the_resnet_presets_models_count_what_keras_counts(keras, norm):
+    """The zoo's residual networks (nn/zoo.py) against the same network in Keras's
+    functional API: the same parameters (SkipInit's α, one per block, has no Keras layer:
+    it is counted apart)."""
+    from bnlab.nn.zoo import get_model
+
+    keras.backend.clear_session()
+    layers = keras.layers
+
+    def normalized(x, filters, strides=1, kernel=3):
+        x = layers.Conv2D(filters, kernel, strides=strides, padding="same",
+                          use_bias=norm == "skipinit")(x)
+        if norm == "bn":
+            return layers.BatchNormalization()(x)
+        return layers.GroupNormalization(groups=4)(x) if norm == "gn" else x
+
+    inputs = keras.Input((28, 28))
+    x = layers.Activation("relu")(normalized(layers.Reshape((28, 28, 1))(inputs), 16))
+    for stage, filters in enumerate((16, 32, 64)):
+        for block in range(2):
+            strides = 2 if stage > 0 and block == 0 else 1
+            y = normalized(layers.Activation("relu")(normalized(x, filters, strides)), filters)
+            shortcut = normalized(x, filters, strides, kernel=1) if strides > 1 else x
+            x = layers.Activation("relu")(layers.Add()([y, shortcut]))
+    outputs = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x))
+    theirs = keras.Model(inputs, outputs)
+    summary = summarize(get_model(f"resnet_{norm}"))
+    alphas = 6 if norm == "skipinit" else 0
+    assert summary.total == theirs.count_params() + alphas
+    assert summary.non_trainable == sum(int(np.prod(w.shape))
+                                        for w in theirs.non_trainable_weights)

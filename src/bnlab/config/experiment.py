@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bnlab.config.augment import augment_to_dict
 from bnlab.config.checks import FieldError, shown, value_problem
 from bnlab.config.layers import build_layer
 from bnlab.config.optimizer import OptimizerConfig
@@ -32,6 +33,7 @@ from bnlab.limits import PARAMETERS
 from bnlab.nn.layers import Dense
 from bnlab.nn.model import Sequential
 from bnlab.nn.zoo import MODELS
+from bnlab.train.augment import Augmentation
 from bnlab.train.batches import check_batching
 from bnlab.train.probes import ProbePlan
 
@@ -111,6 +113,8 @@ class ExperimentConfig:
     # When training ends, the BN statistics recomputed over this many training batches
     # (experiments.recalibrate); 0: not.
     recalibrate_batches: int = 0
+    # What each training image goes through (train.augment); default: nothing.
+    augment: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
@@ -131,12 +135,18 @@ class ExperimentConfig:
             _whole(key, getattr(self, key), 1, high)
         _whole("seed", self.seed, 0, MAX_SEED - self.seeds + 1,
                why=" (seeds seed, seed+1, … are 31-bit)")
-        for key, kind in (("optimizer", OptimizerConfig), ("probe", ProbePlan)):
+        for key, kind in (("optimizer", OptimizerConfig), ("probe", ProbePlan),
+                          ("augment", Augmentation)):
             if not isinstance(getattr(self, key), kind):
                 raise FieldError(key, f"must be a {kind.__name__}")
         object.__setattr__(self, "variants", tuple(self.variants))
         object.__setattr__(self, "sweep", tuple(self.sweep))
         self._check_variants()
+        if self.augment.active:
+            try:
+                self.augment.check_images(DATASETS[self.dataset].train_images.shape[1:])
+            except ConfigError as err:
+                raise FieldError("augment", str(err)) from None
         for axis in self.sweep:
             if not isinstance(axis, SweepAxis):
                 raise FieldError("sweep", "must hold SweepAxis values")
@@ -237,7 +247,8 @@ class ExperimentConfig:
                    else {}),
                 "probe": probe_to_dict(self.probe),
                 **({"recalibrate_batches": self.recalibrate_batches}
-                   if self.recalibrate_batches else {})}
+                   if self.recalibrate_batches else {}),
+                **({"augment": augment_to_dict(self.augment)} if self.augment.active else {})}
 
 
 def _whole(key: str, value: Any, low: int, high: int, why: str = "") -> None:

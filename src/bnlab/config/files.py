@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bnlab.config.augment import parse_augment
 from bnlab.config.checks import Fail, FieldError, failing_at, one_line, reject_unknown, typed
 from bnlab.config.experiment import ExperimentConfig, VariantConfig
 from bnlab.config.optimizer import OptimizerConfig, parse_optimizer
@@ -47,12 +48,13 @@ from bnlab.config.sweep import optax_problems, parse_sweep
 from bnlab.errors import ConfigError
 from bnlab.io import NotAFile, read_regular
 from bnlab.limits import RUN_FILE_BYTES, LimitExceeded
+from bnlab.train.augment import Augmentation
 from bnlab.train.probes import ProbePlan
 
 TOP_KEYS = {"name", "description", "dataset", "epochs", "batch_size", "seed", "seeds",
-            "optimizer", "variants", "sweep", "probe", "recalibrate_batches"}
+            "optimizer", "variants", "sweep", "probe", "recalibrate_batches", "augment"}
 # A stored config may lack these (stored before they existed).
-OPTIONAL_STORED_KEYS = {"description", "sweep", "probe", "recalibrate_batches"}
+OPTIONAL_STORED_KEYS = {"description", "sweep", "probe", "recalibrate_batches", "augment"}
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
@@ -181,6 +183,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str = "<config>",
             name=raw["name"], variants=variants, optimizer=optimizer,
             sweep=parse_sweep(raw["sweep"], fail) if "sweep" in raw else (),
             probe=parse_probe(raw["probe"], fail) if "probe" in raw else ProbePlan(),
+            augment=parse_augment(raw["augment"], fail) if "augment" in raw else Augmentation(),
             **values)
     except FieldError as err:
         raise fail(err.key or "config", err.message) from None

@@ -25,6 +25,7 @@ from bnlab.config.experiment import ExperimentConfig
 from bnlab.config.sweep import Point, value_text, with_layer_values
 from bnlab.data.datasets import Splits
 from bnlab.nn.model import Sequential
+from bnlab.train.augment import Augmentation
 from bnlab.train.engine import Scalars
 from bnlab.train.probes import ProbePlan
 from bnlab.train.trainer import SeedBatchTrainer
@@ -72,10 +73,11 @@ class Program:
 
     def trainer(self, splits: Splits, *,
                 compiler_options: Mapping[str, bool | int | str] | None = None,
-                probe: ProbePlan | None = None) -> SeedBatchTrainer:
+                probe: ProbePlan | None = None,
+                augmentation: Augmentation | None = None) -> SeedBatchTrainer:
         """The program's trainer on ``splits``, validating on ``val`` and testing on
         ``test``; ``probe`` records what it says on the first ``probe.rows`` validation
-        images."""
+        images; ``augmentation`` is what each training image goes through."""
         first, input_shape = self.points[0], splits.x_train.shape[1:]
         model, optimizer = first.build(input_shape), first.optimizer.build()
         return SeedBatchTrainer(
@@ -87,7 +89,8 @@ class Program:
             scalars=self.scalars() if self.scalar_keys else None,
             bind=functools.partial(self.bind, input_shape=input_shape) if self.scalar_keys
             else None, probe=probe,
-            probe_images=splits.x_val[:probe.rows] if probe and probe.every else None)
+            probe_images=splits.x_val[:probe.rows] if probe and probe.every else None,
+            augmentation=augmentation)
 
     def subset(self, points: list[Point]) -> Program:
         """The program of some of its points (a resume trains only those left)."""

@@ -19,6 +19,7 @@ from bnlab.lazy import Deferred
 from bnlab.limits import BATCH_VALUES, PARAMETERS
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.model import Sequential
+from bnlab.train.augment import Augmentation, augmentation_key
 
 if TYPE_CHECKING:
     from jax import Array
@@ -81,14 +82,18 @@ def epoch_batches(shuffle_key: Array, dropout_key: Array, n_samples: int,
     return order, mask, step_keys, jnp.arange(steps, dtype=jnp.int32)
 
 
-def batch_reader(images: Array, labels: Array) -> Callable[[Array], tuple[Array, Array]]:
-    """``rows → (x, y)``: the model inputs and labels of ``rows`` of the training set."""
+def batch_reader(images: Array, labels: Array, augmentation: Augmentation | None = None
+                 ) -> Callable[[Array, Array], tuple[Array, Array]]:
+    """``(rows, step_key) → (x, y)``: the model inputs and labels of ``rows`` of the training
+    set, each image augmented (``train.augment``) by draws from the step's key."""
     # Rows are gathered as flat vectors, then reshaped back (free): in the BN models XLA's CPU
     # gather of (28, 28) rows is slower (measured in benchmarks/results/).
     flat_images = images.reshape(images.shape[0], -1)
 
-    def batch_of(rows: Array) -> tuple[Array, Array]:
+    def batch_of(rows: Array, step_key: Array) -> tuple[Array, Array]:
         x = scale_pixels(flat_images[rows].reshape(rows.shape + images.shape[1:]))
+        if augmentation is not None and augmentation.active:
+            x = augmentation.apply(augmentation_key(step_key), x)
         return x, labels[rows]
 
     return batch_of

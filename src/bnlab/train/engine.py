@@ -25,6 +25,7 @@ import optax
 
 from bnlab.nn.fused import apply_training
 from bnlab.nn.model import Sequential
+from bnlab.train.augment import Augmentation
 from bnlab.train.batches import (
     Batch,
     batch_reader,
@@ -169,7 +170,7 @@ def masked_loss(model: Sequential) -> Callable:
 
 
 def make_step(loss: Callable, optimizer: optax.GradientTransformation,
-              batch_of: Callable[[Array], tuple[Array, Array]], active: Array,
+              batch_of: Callable[[Array, Array], tuple[Array, Array]], active: Array,
               guard: bool) -> Callable:
     """The scanned step ``((state, diverged_step), batch) → ((state, diverged_step),
     (loss, loss·rows, correct, rows))``: one update of ``state`` on ``batch``
@@ -180,7 +181,7 @@ def make_step(loss: Callable, optimizer: optax.GradientTransformation,
     def train_step(carry: tuple[TrainState, Array], batch: Batch):
         state, diverged_step = carry
         rows, mask, step_key, step = batch
-        x, y = batch_of(rows)
+        x, y = batch_of(rows, step_key)
         (value, (bn_state, correct, count)), grads = grad_fn(
             state.params, state.bn_state, x, y, mask, step_key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -205,6 +206,7 @@ def make_train_epoch(
     guard: bool = True,
     probe: ProbePlan | None = None,
     probe_images: Array | None = None,
+    augmentation: Augmentation | None = None,
 ) -> Callable[..., tuple[TrainState, EpochMetrics]]:
     """Build ``train_epoch(state, scalars, active, images, labels, shuffle_key,
     dropout_key)`` (not jitted).
@@ -231,6 +233,9 @@ def make_train_epoch(
     et al.'s measures on the step's own batch, into ``EpochMetrics.probes``
     (``probe_records`` gives the shapes). They read the state and change nothing: the
     trained numbers are the same with or without them.
+
+    ``augmentation`` (a ``train.augment.Augmentation``) crops and flips each training image
+    by draws from its step's key; the probes' measures see the same augmented batch.
     """
     steps = steps_per_epoch(n_samples, batch_size)
     mask = row_mask(n_samples, batch_size)
@@ -241,11 +246,11 @@ def make_train_epoch(
                     dropout_key: Array) -> tuple[TrainState, EpochMetrics]:
         model, optimizer = bind(scalars)
         check_batching(n_samples, batch_size, model)
-        loss, batch_of = masked_loss(model), batch_reader(images, labels)
+        loss, batch_of = masked_loss(model), batch_reader(images, labels, augmentation)
 
         def loss_of(batch: Batch, state: TrainState) -> Callable:
             rows, row_mask_, step_key, _ = batch
-            x, y = batch_of(rows)
+            x, y = batch_of(rows, step_key)
             return lambda params: loss(params, state.bn_state, x, y, row_mask_, step_key)[0]
 
         step = make_step(loss, optimizer, batch_of, active, guard)

@@ -36,6 +36,7 @@ import optax
 from bnlab.errors import ConfigError
 from bnlab.nn.conv import Conv2D
 from bnlab.nn.model import Sequential
+from bnlab.train.augment import Augmentation
 from bnlab.train.batches import check_batching, scale_pixels, steps_per_epoch
 from bnlab.train.engine import (
     Bind,
@@ -76,6 +77,8 @@ class SeedBatchTrainer:
         probe, probe_images: what every epoch records besides its loss
             (``train.probes.ProbePlan``) and the fixed probe batch ``(rows, *input_shape)``
             its activation statistics are taken on; ``train_epoch`` returns the records.
+        augmentation: what each training image goes through (``train.augment``); default
+            nothing.
 
     The state it trains holds the seeds as the programs run them, ``run_seeds =
     seeds_to_run(seeds)``: padded once, by repeating the last seed, to fill every device (5
@@ -90,7 +93,8 @@ class SeedBatchTrainer:
                  compiler_options: Mapping[str, bool | int | str] | None = None,
                  scalars: Mapping[str, Sequence[float]] | None = None,
                  bind: Bind | None = None, probe: ProbePlan | None = None,
-                 probe_images: np.ndarray | None = None) -> None:
+                 probe_images: np.ndarray | None = None,
+                 augmentation: Augmentation | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.seeds = tuple(int(seed) for seed in seeds)
@@ -124,8 +128,11 @@ class SeedBatchTrainer:
             probe_images = self.checked("probe images", probe_images,
                                         np.zeros(len(probe_images), np.int32))[0]
         check_batching(self.n_train, batch_size, model)
+        self.augmentation = augmentation or Augmentation()
+        if self.augmentation.active:
+            self.augmentation.check_images(model.input_shape)
         epoch = make_train_epoch(self.bind, self.n_train, batch_size, probe=self.probe_plan,
-                                 probe_images=probe_images)
+                                 probe_images=probe_images, augmentation=self.augmentation)
         self.convolutional = any(isinstance(layer, Conv2D) for layer in model.layers)
         self._epoch = jax.jit(self.over_seeds(epoch, (0, 0, 0, None, None, 0, 0)),
                               donate_argnums=0)
