@@ -122,7 +122,7 @@ def test_summary_is_data_and_renders_as_text_and_html():
     summary = bnlab.summary(bnlab.model("bn_after"))
     assert (summary.total, summary.trainable, summary.non_trainable) == (271_346, 268_978, 2_368)
     assert summary.layers[1] == ("batch_normalization", "BatchNormalization", (None, 784), 3136,
-                                 "")
+                                 "", "")
     assert [(v.name, v.trainable) for v in summary.normalization_variables()[:4]] == [
         ("gamma", True), ("beta", True), ("moving_mean", False), ("moving_variance", False)]
     assert summary.pytorch_buffers == 2_368 + 3

@@ -60,6 +60,7 @@ def test_a_block_expands_into_flat_layers_that_read_the_right_outputs():
     assert rows[12].type_label == "Add, + batch_normalization_2"
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4))
 def run_layers(layers, params, state, x, train):
     """Apply plain layers in order (no graph): the by-hand computation of a block."""
     for layer, p, s in zip(layers, params, state, strict=True):
@@ -70,7 +71,7 @@ def run_layers(layers, params, state, x, train):
 @pytest.mark.parametrize("train", [True, False])
 def test_the_network_computes_relu_of_branch_plus_shortcut(train):
     model = projection_net()
-    params, state = model.init(jax.random.key(0))
+    params, state = jax.jit(model.init)(jax.random.key(0))
     x = images()
     y, new_state, outputs = jax.jit(functools.partial(model.apply_with_intermediates,
                                                       train=train))(params, state, x)
@@ -96,7 +97,7 @@ def test_skip_init_starts_each_block_as_its_shortcut_and_learns_alpha():
                      activation="linear", skip_init=True)
     model = Sequential((Reshape((8, 8, 1)), Conv2D(4, 1), block), input_shape=(8, 8))
     assert isinstance(model.layers[4], SkipInit)
-    params, state = model.init(jax.random.key(1))
+    params, state = jax.jit(model.init)(jax.random.key(1))
     assert float(params[4]["alpha"]) == 0.0
     x = images(seed=1)
     y, _, outputs = jax.jit(functools.partial(model.apply_with_intermediates, train=True))(
@@ -155,7 +156,7 @@ def test_a_residual_network_equals_keras_functional_in_training_and_inference(ke
     theirs, theirs_weighted = keras_projection_net(keras)
     model = projection_net()
     assert summarize(model).total == theirs.count_params()
-    params, state = model.init(jax.random.key(4))
+    params, state = jax.jit(model.init)(jax.random.key(4))
     params, state = list(params), list(state)
     ours_weighted = [i for i, layer in enumerate(model.layers)
                      if isinstance(layer, Conv2D | BatchNorm | Dense)]
