@@ -29,7 +29,7 @@ def test_summary_prints_keras_totals_and_pytorch_view(capsys, model, total, trai
 
 
 @pytest.mark.parametrize("argv", [
-    ["summary", "resnet"],
+    ["summary", "resnet50"],
     ["run", "no-such-experiment"],
     ["seed", "--seeds", "0"],
     ["data", "--data-dir", "EMPTY", "--no-download"],

@@ -28,8 +28,8 @@ from bnlab.train.probes import (
     activation_inputs,
     activation_statistics,
     beta_smoothness,
-    dense_kernels,
     internal_covariate_shift,
+    kernel_layers,
     landscape,
     record_activations,
     tree_norm,
@@ -60,6 +60,25 @@ def test_activation_inputs_are_the_inputs_of_every_hidden_nonlinearity(name, wan
     # The notebook's models: what feeds each LeakyReLU / ReLU (in bn_before, the BatchNorm's
     # output, as in the paper's Figure 1 with BN); the output layer's softmax is left out.
     assert list(activation_inputs(get_model(name))) == want
+
+
+def test_a_conv_layers_units_are_its_channels_over_every_pixel_and_its_kernel_is_measured():
+    """Figure 1's per-unit bands of a conv layer: each channel's percentiles over every pixel
+    of every probe image; Santurkar et al.'s ICS covers its kernel."""
+    model = get_model("cnn_bn_after")
+    inputs = activation_inputs(model)
+    assert inputs[:2] == (("conv2d/pre_activation", "conv2d/pre_activation"),
+                          ("conv2d_1/pre_activation", "conv2d_1/pre_activation"))
+    assert kernel_layers(model) == (1, 4, 8, 10)  # both convolutions and both Dense layers
+    params, bn_state = jax.jit(model.init)(jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(1).random((6, 28, 28)), jnp.float32)
+    records = jax.jit(functools.partial(record_activations, model, units=5))(params, bn_state,
+                                                                              x)
+    _, _, outputs = model.apply_with_intermediates(params, bn_state, x, train=True)
+    values = np.asarray(outputs["conv2d/pre_activation"], np.float64)  # (6, 28, 28, 32)
+    _, per_unit = records["conv2d/pre_activation"]
+    want = np.percentile(values.reshape(-1, 32)[:, :5], [15, 50, 85], axis=0).T
+    np.testing.assert_allclose(per_unit, want, rtol=1e-5, atol=1e-6)
 
 
 def test_probe_plan_refuses_what_it_cannot_record():
@@ -207,7 +226,7 @@ def test_a_probed_epoch_trains_the_same_numbers_and_records_each_probed_steps_st
         if measured:
             shift, cosine = internal_covariate_shift(loss, params,
                                                      optax.apply_updates(params, updates),
-                                                     dense_kernels(model))
+                                                     kernel_layers(model))
             along, change = landscape(loss, params, grads, 0.1 * jnp.asarray([1.0, 3.0]))
             recorded["measures"] = {"ics": shift, "ics_cosine": cosine, "loss_along": along,
                                     "grad_change": change, "grad_norm": tree_norm(grads),

@@ -39,7 +39,7 @@ from bnlab.store.writer import VariantWriter
 from bnlab.train.checkpoint import restore_state
 from bnlab.train.history import History
 from bnlab.train.loop import Recorded, train_epochs
-from bnlab.train.probes import dense_kernels
+from bnlab.train.probes import kernel_layers
 from bnlab.train.trainer import SeedBatchTrainer
 
 # Rows of the fixed probe batch for TensorBoard histograms: 128 × features values per layer
@@ -76,7 +76,7 @@ def train_program(program: Program, config: ExperimentConfig, splits: Splits, *,
     trainer = program.trainer(splits, compiler_options=compiler_options, probe=config.probe,
                               augmentation=config.augment)
     model = program.points[0].build()
-    dense = tuple(model.layer_names[i] for i in dense_kernels(model))
+    dense = tuple(model.layer_names[i] for i in kernel_layers(model))
     points = [PointProgress(p, program.of(p), History(program.seeds),
                             Recorded(program.seeds, config.probe, dense))
               for p in program.points]

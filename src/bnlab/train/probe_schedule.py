@@ -26,8 +26,8 @@ from bnlab.nn.model import Sequential
 from bnlab.train.batches import scale_pixels
 from bnlab.train.probes import (
     ProbePlan,
-    dense_kernels,
     internal_covariate_shift,
+    kernel_layers,
     landscape,
     probe_records,
     record_activations,
@@ -131,7 +131,7 @@ def measured(model: Sequential, optimizer: optax.GradientTransformation, state,
     updates, _ = optimizer.update(grads, state.opt_state, params)
     shift, cosine = internal_covariate_shift(loss_of, params,
                                              optax.apply_updates(params, updates),
-                                             dense_kernels(model))
+                                             kernel_layers(model))
     grad_norm = tree_norm(grads)
     # Step sizes as multiples of the step taken along the gradient: for SGD, ‖Δ‖/‖g‖ is the
     # learning rate.

@@ -9,22 +9,23 @@ and works on one member (vmapped over members like the step itself).
 **Activation statistics** — every ``ProbePlan.every`` steps, before that step's update, the
 network runs in training mode (BatchNorm with the probe batch's own statistics, moving
 statistics untouched, dropout as in training) on a fixed probe batch ``x: (rows, …)``. For
-the input of every hidden nonlinearity (``activation_inputs``: a Dense layer's pre-activation
-when the layer has an activation of its own, else the input of the Activation or LeakyReLU
-layer that follows; the output layer's softmax is left out), ``activation_statistics``
+the input of every hidden nonlinearity (``activation_inputs``: a Dense or Conv2D layer's
+pre-activation when the layer has an activation of its own, else the input of the Activation
+or LeakyReLU layer that follows; the output layer's softmax is left out), ``activation_statistics``
 keeps, over all ``rows × units`` values, the 15th, 50th and 85th percentiles, the minimum,
 maximum, mean and standard deviation (``STATISTICS``), and for each of the first
 ``ProbePlan.units`` units its own 15th, 50th and 85th percentiles over the rows — the bands
-of the paper's Figure 1 (b, c). Percentiles interpolate linearly, as ``numpy.percentile``.
+of the paper's Figure 1 (b, c). A conv layer's unit is a channel, over every pixel of every
+row (``by_unit``). Percentiles interpolate linearly, as ``numpy.percentile``.
 
 **Santurkar et al.'s measures** — every ``ProbePlan.measures_every`` steps, on that step's own
 batch ``(x, y)`` and loss ``L`` (training mode), with ``θ`` the parameters before the step, ``g
 = ∇L(θ)`` and ``Δ`` the optimizer's update the step applies:
 
-- internal covariate shift of Dense layer *i* (their Definition 2.1): with ``G = ∇_{W_i}
-  L(θ)`` and ``G' = ∇_{W_i} L(θ′)``, where ``θ′`` has the layers below *i* updated (``θ + Δ``)
-  and layer *i* and those above as in ``θ``, ``ICS_i = ‖G − G'‖₂`` and ``cos∠(G, G')``
-  (``internal_covariate_shift``);
+- internal covariate shift of Dense or Conv2D layer *i* (their Definition 2.1): with
+  ``G = ∇_{W_i} L(θ)`` and ``G' = ∇_{W_i} L(θ′)``, where ``θ′`` has the layers below *i*
+  updated (``θ + Δ``) and layer *i* and those above as in ``θ``, ``ICS_i = ‖G − G'‖₂``
+  and ``cos∠(G, G')`` (``internal_covariate_shift``);
 - along the gradient, for each step size ``η`` of the grid (``landscape``): the loss
   ``L(θ − ηg)`` (its range over the grid is their "loss variation", Fig. 4a) and the
   gradient change ``‖∇L(θ) − ∇L(θ − ηg)‖₂`` (their "gradient predictiveness", Fig. 4b);
@@ -45,8 +46,8 @@ from typing import TYPE_CHECKING
 
 from bnlab.errors import ConfigError
 from bnlab.lazy import Deferred
-from bnlab.nn.layers import Activation, Dense, LeakyReLU
-from bnlab.nn.model import Sequential
+from bnlab.nn.layers import Activation, LeakyReLU
+from bnlab.nn.model import WEIGHTED, Sequential
 
 if TYPE_CHECKING:
     from jax import Array
@@ -110,7 +111,7 @@ def activation_inputs(model: Sequential) -> tuple[tuple[str, str], ...]:
     names = model.layer_names
     found = []
     for i, layer in enumerate(model.layers[:-1]):
-        if isinstance(layer, Dense) and layer.activation != "linear":
+        if isinstance(layer, WEIGHTED) and layer.activation != "linear":
             found.append((f"{names[i]}/pre_activation", f"{names[i]}/pre_activation"))
         elif isinstance(layer, Activation | LeakyReLU) and i > 0:
             found.append((f"{names[i]}/input", names[i - 1]))
@@ -175,13 +176,21 @@ def record_activations(model: Sequential, params: tuple[dict, ...], bn_state: tu
     probe batch ``x: (rows, …)`` (float inputs; the moving statistics it would update are
     dropped); ``key`` drives Dropout as in training."""
     _, _, outputs = model.apply_with_intermediates(params, bn_state, x, train=True, key=key)
-    return {name: activation_statistics(outputs[source].reshape(x.shape[0], -1), units)
+    return {name: activation_statistics(by_unit(outputs[source]), units)
             for name, source in activation_inputs(model)}
 
 
-def dense_kernels(model: Sequential) -> tuple[int, ...]:
-    """Indices of the layers whose kernels ICS is measured for: every Dense layer."""
-    return tuple(i for i, layer in enumerate(model.layers) if isinstance(layer, Dense))
+def by_unit(values: Array) -> Array:
+    """A layer's values as ``(samples, units)``: ``(rows, features)`` as they are, images
+    ``(rows, H, W, C)`` as ``(rows·H·W, C)`` — a conv layer's unit is a channel, and its
+    samples are every pixel of every image (what BatchNorm normalizes it over)."""
+    return values.reshape(-1, values.shape[-1])
+
+
+def kernel_layers(model: Sequential) -> tuple[int, ...]:
+    """Indices of the layers whose kernels ICS is measured for: every Dense and Conv2D
+    layer."""
+    return tuple(i for i, layer in enumerate(model.layers) if isinstance(layer, WEIGHTED))
 
 
 def internal_covariate_shift(loss: Callable[[tuple[dict, ...]], Array],
@@ -259,7 +268,7 @@ def probe_records(model: Sequential, plan: ProbePlan, steps: int, params, bn_sta
             model, p, s, probe_x, units=plan.units, key=jax.random.key(0)), params, bn_state)
         records["activations"] = stacked(one, plan.probe_steps(steps))
     if plan.measures_every:
-        layers, sizes = len(dense_kernels(model)), len(plan.step_scales)
+        layers, sizes = len(kernel_layers(model)), len(plan.step_scales)
 
         def f32(*shape):
             return jax.ShapeDtypeStruct(shape, jnp.float32)
