@@ -73,8 +73,11 @@ def test_conv_activation_and_no_bias():
     np.testing.assert_allclose(np.asarray(y, np.float64), want, rtol=TOL, atol=TOL)
 
 
-@pytest.mark.parametrize("case", [(3, 2, "same"), ((2, 3), 1, "valid")], ids=ids)
+@pytest.mark.parametrize("case", [(3, 2, "same"), ((2, 3), 1, "valid"), (4, 3, "valid")],
+                         ids=ids)
 def test_conv_gradients_match_finite_differences(float64, case):
+    """Including strides that leave the last rows unread (4 × 4 windows, stride 3, on 5 × 4):
+    those inputs get no gradient, and the kernel gradient's correlation is cut to 4 × 4."""
     kernel, strides, padding = case
     layer = Conv2D(2, kernel, strides=strides, padding=padding)
     x = jnp.asarray(images(seed=3, shape=(2, 5, 4, 3)), jnp.float64)
@@ -95,11 +98,12 @@ def torch_same_padding(torch, x, layer: Conv2D):
     return torch.nn.functional.pad(x, (left, right, top, bottom))
 
 
-@pytest.mark.parametrize("case", [(3, 1, "same"), (3, 2, "same"), ((5, 3), (2, 1), "valid")],
-                         ids=ids)
+@pytest.mark.parametrize("case", [(3, 1, "same"), (3, 2, "same"), ((5, 3), (2, 1), "valid"),
+                                  (3, 2, "valid")], ids=ids)
 def test_conv_equals_pytorch_conv2d_forward_and_backward(torch, case):
     """PyTorch's NCHW / OIHW layout, converted: the outputs and the gradients of a weighted
-    sum of them with respect to the input, kernel and bias."""
+    sum of them with respect to the input, kernel and bias (bnlab's own gradient rules,
+    ``nn.conv.convolve``; k3-s2-valid leaves the last column of the 7 × 6 images unread)."""
     kernel, strides, padding = case
     layer = Conv2D(5, kernel, strides=strides, padding=padding)
     x = images(seed=4)
@@ -304,3 +308,24 @@ def test_the_cnn_presets_models_have_the_keras_counts_of_the_same_layers(keras, 
     summary = summarize(get_model(name))
     assert [(row.name, row.output_shape, row.params) for row in summary.layers] == [
         (layer.name, tuple(layer.output.shape), layer.count_params()) for layer in theirs.layers]
+
+
+@pytest.mark.parametrize("case", CONVOLUTIONS, ids=ids)
+def test_convolve_gradients_equal_jaxs_own_transposition(case):
+    """``nn.conv.convolve`` writes its gradients out (fast inside ``lax.scan``); they are the
+    gradients JAX derives for ``lax.conv_general_dilated`` itself."""
+    from bnlab.nn.conv import LAYOUT, convolve, padding_pair
+
+    kernel_size, strides, padding = case
+    layer = Conv2D(5, kernel_size, strides=strides, padding=padding)
+    x = jnp.asarray(images(seed=12))
+    kernel = jnp.asarray(conv_params(layer, 4)["kernel"])
+    pads = tuple(padding_pair(size, window, step, padding) for size, window, step
+                 in zip(x.shape[1:3], layer.kernel_size, layer.strides, strict=True))
+    ours, ours_vjp = jax.vjp(lambda x, k: convolve(x, k, layer.strides, pads), x, kernel)
+    theirs, theirs_vjp = jax.vjp(lambda x, k: jax.lax.conv_general_dilated(
+        x, k, layer.strides, pads, dimension_numbers=LAYOUT, precision="highest"), x, kernel)
+    np.testing.assert_array_equal(ours, theirs)
+    upstream = jnp.asarray(np.random.default_rng(13).normal(size=ours.shape), jnp.float32)
+    for got, want in zip(ours_vjp(upstream), theirs_vjp(upstream), strict=True):
+        np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
