@@ -40,6 +40,18 @@ def test_scan_epoch_equals_python_loop_of_the_same_step_including_ragged_batch()
     compiled_state, metrics = epoch(state, {}, True, splits.x_train, splits.y_train,
                                     shuffle_key, dropout_key)
 
+    @jax.jit
+    def reference_step(params, bn_state, opt_state, x, y):  # one step of the loop, compiled
+        def loss_fn(p):
+            logits, new_state = model.apply(p, bn_state, x, train=True)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (
+                new_state, logits)
+
+        (loss, (bn_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), bn_state, opt_state, loss,
+                jnp.sum(jnp.argmax(logits, -1) == y))
+
     order = np.asarray(jax.random.permutation(shuffle_key, 70))
     params, bn_state, opt_state = state
     losses, weights, correct = [], [], 0
@@ -47,18 +59,11 @@ def test_scan_epoch_equals_python_loop_of_the_same_step_including_ragged_batch()
         rows = order[start:start + 32]
         x = scale_pixels(jnp.asarray(splits.x_train[rows]))
         y = jnp.asarray(splits.y_train[rows])
-
-        def loss_fn(p, x=x, y=y, bn_state=bn_state):
-            logits, new_state = model.apply(p, bn_state, x, train=True)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (
-                new_state, logits)
-
-        (loss, (bn_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params, bn_state, opt_state, loss, right = reference_step(params, bn_state, opt_state,
+                                                                  x, y)
         losses.append(float(loss))
         weights.append(len(rows))
-        correct += int(jnp.sum(jnp.argmax(logits, -1) == y))
+        correct += int(right)
 
     np.testing.assert_allclose(metrics.step_loss, losses, rtol=1e-5, atol=1e-6)
     assert float(metrics.loss) == pytest.approx(np.average(losses, weights=weights), rel=1e-5)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bnlab.errors import ConfigError
 from bnlab.lazy import Deferred
-from bnlab.nn.layers import ACTIVATIONS, Activation, _check_choice
+from bnlab.nn.layers import ACTIVATIONS, Activation, ShapeKeeping, _check_choice
 
 if TYPE_CHECKING:
     from jax import Array
@@ -41,18 +41,12 @@ jnp = Deferred("jax.numpy")
 
 
 @dataclass(frozen=True)
-class Branch:
+class Branch(ShapeKeeping):
     """Continue from the output of layer ``source`` (``-1``: the model's input): this layer
-    outputs that value unchanged, and the layers after it compute on it."""
+    outputs that value unchanged, and the layers after it compute on it (``Sequential``
+    passes it the source's value and shape as its input)."""
 
     source: int
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape  # Sequential passes the source's shape
-
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        del key
-        return {}, {}, in_shape
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
@@ -61,18 +55,11 @@ class Branch:
 
 
 @dataclass(frozen=True)
-class Add:
+class Add(ShapeKeeping):
     """``y = x + (output of layer source)``: the sum that closes a residual block (Keras's
     ``Add``); both must have the same shape."""
 
     source: int
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
-
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        del key
-        return {}, {}, in_shape
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:

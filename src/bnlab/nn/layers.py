@@ -103,16 +103,28 @@ def initial_kernel(kernel_init: str, kernel_stddev: float | None, key: Array,
     return initializer(key, shape, jnp.float32)
 
 
-@dataclass(frozen=True)
-class Flatten:
-    """``(batch, *dims) -> (batch, prod(dims))``."""
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (math.prod(in_shape),)
+class WithoutParameters:
+    """Base of the layers without parameters or state: ``init`` gives only their output
+    shape (``output_shape``)."""
 
     def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
         del key
         return {}, {}, self.output_shape(in_shape)
+
+
+class ShapeKeeping(WithoutParameters):
+    """Base of the layers without parameters whose output has their input's shape."""
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+
+@dataclass(frozen=True)
+class Flatten(WithoutParameters):
+    """``(batch, *dims) -> (batch, prod(dims))``."""
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (math.prod(in_shape),)
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
@@ -121,7 +133,7 @@ class Flatten:
 
 
 @dataclass(frozen=True)
-class Reshape:
+class Reshape(WithoutParameters):
     """``(batch, *dims) -> (batch, *target_shape)`` with the same number of values per row:
     ``Reshape((28, 28, 1))`` turns Fashion-MNIST's ``(28, 28)`` images into the
     ``(height, width, channels)`` that convolutions take (Keras's ``Reshape``)."""
@@ -142,10 +154,6 @@ class Reshape:
                               f"(shape {tuple(in_shape)}) into {self.target_shape} "
                               f"({math.prod(self.target_shape):,} values)")
         return self.target_shape
-
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        del key
-        return {}, {}, self.output_shape(in_shape)
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
@@ -211,20 +219,13 @@ class Dense:
 
 
 @dataclass(frozen=True)
-class Activation:
+class Activation(ShapeKeeping):
     """Element-wise activation by name (``relu``, ``sigmoid``, ``tanh``, ``softmax``, …)."""
 
     name: str
 
     def __post_init__(self) -> None:
         _check_choice("activation", self.name, ACTIVATIONS)
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
-
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        del key
-        return {}, {}, in_shape
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
@@ -233,17 +234,10 @@ class Activation:
 
 
 @dataclass(frozen=True)
-class LeakyReLU:
+class LeakyReLU(ShapeKeeping):
     """``y = x if x ≥ 0 else negative_slope · x``; Keras's default slope is 0.3 (PyTorch 0.01)."""
 
     negative_slope: float = 0.3
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
-
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        del key
-        return {}, {}, in_shape
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
@@ -252,7 +246,7 @@ class LeakyReLU:
 
 
 @dataclass(frozen=True)
-class Dropout:
+class Dropout(ShapeKeeping):
     """Inverted dropout: in training zero each value with probability ``rate``, scale by
     ``1 / (1 − rate)``; identity at inference. Needs a PRNG ``key`` in training."""
 
@@ -261,13 +255,6 @@ class Dropout:
     def __post_init__(self) -> None:
         if is_number(self.rate) and not 0.0 <= self.rate < 1.0:  # a traced rate: checked before
             raise ConfigError(f"Dropout rate must be in [0, 1), got {self.rate}")
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
-
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        del key
-        return {}, {}, in_shape
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:

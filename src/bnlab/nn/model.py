@@ -23,7 +23,15 @@ from bnlab.lazy import Deferred
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.blocks import Add, Branch, SkipInit, expand_blocks, source_of
 from bnlab.nn.conv import Conv2D
-from bnlab.nn.layers import Activation, Dense, Dropout, Flatten, LeakyReLU, Reshape
+from bnlab.nn.layers import (
+    Activation,
+    Dense,
+    Dropout,
+    Flatten,
+    LeakyReLU,
+    Reshape,
+    WithoutParameters,
+)
 from bnlab.nn.norms import BatchRenorm, GhostBatchNorm, GroupNorm, LayerNorm, NoisyBatchNorm
 from bnlab.nn.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPool2D
 
@@ -35,8 +43,6 @@ Layer = (Flatten | Reshape | Dense | Conv2D | MaxPool2D | AveragePooling2D
          | GlobalAveragePooling2D | Activation | LeakyReLU | Dropout | BatchNorm | NoisyBatchNorm
          | BatchRenorm | GhostBatchNorm | LayerNorm | GroupNorm | Branch | Add | SkipInit)
 WEIGHTED = (Dense, Conv2D)  # layers with a kernel, a pre-activation and an activation
-WITHOUT_PARAMETERS = (Flatten, Reshape, Activation, LeakyReLU, Dropout, MaxPool2D,
-                      AveragePooling2D, GlobalAveragePooling2D, Branch, Add)
 
 KERAS_TYPE_NAMES = {  # layer type -> (Keras class name, Keras auto-name base)
     Flatten: ("Flatten", "flatten"),
@@ -156,7 +162,7 @@ class Sequential:
                 total += (field * shape[-1] + layer.use_bias) * out[-1]
             elif isinstance(layer, SkipInit):
                 total += 1
-            elif not isinstance(layer, WITHOUT_PARAMETERS):
+            elif not isinstance(layer, WithoutParameters):
                 total += 4 * out[-1]
             shape = out
         return total

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from bnlab.errors import ConfigError
 from bnlab.lazy import Deferred
 from bnlab.nn.conv import check_padding, pair, windows_shape
+from bnlab.nn.layers import WithoutParameters
 
 if TYPE_CHECKING:
     from jax import Array
@@ -26,7 +27,7 @@ jnp = Deferred("jax.numpy")
 
 
 @dataclass(frozen=True)
-class _Pool2D:
+class _Pool2D(WithoutParameters):
     """A window of ``pool_size`` sliding by ``strides`` (``None``: the pool size)."""
 
     pool_size: int | tuple[int, int] = 2
@@ -43,10 +44,6 @@ class _Pool2D:
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*windows_shape(type(self).__name__, in_shape, self.pool_size, self.strides,
                                self.padding), in_shape[-1])
-
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        del key
-        return {}, {}, self.output_shape(in_shape)
 
     def window_sums(self, x: Array, initial: float, reduce) -> Array:
         """``reduce`` over each window of ``x: (batch, H, W, C)``, padding at ``initial``."""
@@ -79,7 +76,7 @@ class AveragePooling2D(_Pool2D):
 
 
 @dataclass(frozen=True)
-class GlobalAveragePooling2D:
+class GlobalAveragePooling2D(WithoutParameters):
     """``(batch, H, W, C) -> (batch, C)``: each channel's mean over the image."""
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -87,10 +84,6 @@ class GlobalAveragePooling2D:
             raise ConfigError(f"GlobalAveragePooling2D expects images (batch, height, width, "
                               f"channels), got feature shape {tuple(in_shape)}")
         return (in_shape[-1],)
-
-    def init(self, key: Array, in_shape: tuple[int, ...]) -> tuple[dict, dict, tuple[int, ...]]:
-        del key
-        return {}, {}, self.output_shape(in_shape)
 
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
