@@ -92,7 +92,8 @@ def probe(source: Experiment | Run, *, measures_every: int = 500,
     experiment (as ``run`` takes it) or a run (a ``Run`` or its folder, or its name under
     ``runs_dir``): a run's experiment is trained again into a new folder, and since training
     is deterministic the retrained run follows the original's trajectory, which
-    ``Probed.reproduction`` checks. Other options as ``run``'s."""
+    ``Probed.reproduction`` checks; it trains on the rows that run trained on unless
+    ``train_rows`` says otherwise. Other options as ``run``'s."""
     original = _stored_run(source, runs_dir)
     config = original.config if original is not None else (
         source if isinstance(source, ExperimentConfig) else load_experiment(source))
@@ -101,6 +102,12 @@ def probe(source: Experiment | Run, *, measures_every: int = 500,
         wanted.append(f"probe.every={ProbePlan().every}")
     config = with_overrides(with_settings(config, [*wanted, *settings]), seeds=seeds,
                             epochs=epochs)
+    if original is not None and options.get("train_rows") is None:
+        # The rows the run trained on (``--train-rows``), or the retrained run learns from
+        # other data and cannot follow its trajectory.
+        rows = (original.environment.get("data") or {}).get("train")
+        if isinstance(rows, int) and rows < config.training_rows():
+            options["train_rows"] = rows
     trained = train_run(config, runs_dir=runs_dir, **options)
     if original is None:
         return Probed(trained)
