@@ -42,10 +42,11 @@ test: $(VENV)/.test data test-tools
 		--ignore=tests/examples/test_notebook.py $(ARGS)
 	$(BIN)/python -m pytest tests/examples/test_notebook.py $(ARGS)
 
-# The inner loop: the unit tests, on both cores (no run trained, no real data, no servers).
+# The inner loop: the unit tests, on both cores (no run trained, no real data, no servers,
+# none of the unit tests marked slow: those run in `make test`).
 test-fast: $(VENV)/.test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not realdata and not server and not e2e" -n 2 $(ARGS)
+	$(BIN)/python -m pytest -m "not realdata and not server and not e2e and not slow" -n 2 $(ARGS)
 
 # The example notebook, executed in place with its full parameters (its outputs are committed;
 # the test suite executes a copy cut to a few hundred steps).

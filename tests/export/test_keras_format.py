@@ -36,6 +36,7 @@ def images(rows: int = 32, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["baseline", "bn_after", "bn_before"])
+@pytest.mark.slow
 def test_a_bnlab_model_written_as_keras_loads_in_keras_safe_mode_with_the_same_outputs(
         keras, tmp_path, name):
     model = get_model(name)
@@ -71,6 +72,7 @@ def keras_model(keras):
 
 
 @KERAS_SAVES
+@pytest.mark.slow
 def test_a_keras_model_read_by_bnlab_gives_keras_outputs_and_trains_to_the_same_statistics(
         keras, tmp_path):
     # Layers made before it give the model's layers other names (batch_normalization_7); its

@@ -53,6 +53,7 @@ def test_the_written_module_gives_bnlabs_logits(torch, tmp_path, monkeypatch, na
                    for c in exported.conversions)
 
 
+@pytest.mark.slow
 def test_the_written_code_runs_as_a_script_from_any_folder(torch, tmp_path):
     import subprocess
     import sys
@@ -68,6 +69,7 @@ def test_the_written_code_runs_as_a_script_from_any_folder(torch, tmp_path):
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_one_training_step_in_each_gives_the_same_moving_statistics(torch, tmp_path,
                                                                    monkeypatch):
     model = Sequential((Flatten(), BatchNorm.pytorch(), Dense(32, use_bias=False),

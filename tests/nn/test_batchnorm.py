@@ -439,6 +439,7 @@ def float64_inputs(seed: int, m: int = 6, features: int = 3):
 
 
 @pytest.mark.parametrize("preset", ["keras", "pytorch"])
+@pytest.mark.slow
 def test_training_gradients_pass_check_grads_to_second_order_in_float64(float64, preset):
     bn = PRESETS[preset]
     x, gamma, beta = float64_inputs(seed=24)

@@ -69,6 +69,7 @@ def run_layers(layers, params, state, x, train):
 
 
 @pytest.mark.parametrize("train", [True, False])
+@pytest.mark.slow
 def test_the_network_computes_relu_of_branch_plus_shortcut(train):
     model = projection_net()
     params, state = jax.jit(model.init)(jax.random.key(0))
@@ -108,6 +109,7 @@ def test_skip_init_starts_each_block_as_its_shortcut_and_learns_alpha():
     assert summarize(model).layers[4].params == 1
 
 
+@pytest.mark.slow
 def test_residual_gradients_match_finite_differences(float64):
     model = Sequential((Reshape((5, 5, 2)),
                         Residual(branch=(Conv2D(2, 3, padding="same"), BatchNorm(),
@@ -151,6 +153,7 @@ def keras_projection_net(keras):
     return keras.Model(inputs, outputs), weighted
 
 
+@pytest.mark.slow
 def test_a_residual_network_equals_keras_functional_in_training_and_inference(keras):
     keras.backend.clear_session()
     theirs, theirs_weighted = keras_projection_net(keras)
@@ -204,6 +207,7 @@ def test_blocks_from_a_file_and_their_errors():
 
 
 @pytest.mark.parametrize("norm", ["bn", "gn", "skipinit"])
+@pytest.mark.slow
 def test_the_resnet_presets_models_count_what_keras_counts(keras, norm):
     """The zoo's residual networks (nn/zoo.py) against the same network in Keras's
     functional API: the same parameters (SkipInit's α, one per block, has no Keras layer:

@@ -268,6 +268,7 @@ def small_cnn(keras=None):
     return ours, theirs
 
 
+@pytest.mark.slow
 def test_a_cnn_summary_has_keras_names_shapes_and_parameter_counts(keras):
     keras.backend.clear_session()
     ours, theirs = small_cnn(keras)

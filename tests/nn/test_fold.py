@@ -79,6 +79,7 @@ LAYER_CHOICES = (
 
 
 @pytest.mark.parametrize("seed", range(40))
+@pytest.mark.slow
 def test_random_stacks_fold_to_the_same_outputs(seed):
     rng = np.random.default_rng(seed)
     body = [LAYER_CHOICES[int(rng.integers(len(LAYER_CHOICES)))](rng)

@@ -63,6 +63,7 @@ def test_frozen_affine_still_updates_the_moving_statistics_in_training():
 
 
 @pytest.mark.parametrize("option", ["freeze", "freeze_affine"])
+@pytest.mark.slow
 def test_an_epoch_of_sgd_leaves_frozen_gamma_beta_as_they_were(option):
     model = Sequential((Flatten(), BatchNorm(**{option: True}), Dense(10, activation="softmax")),
                        input_shape=(4, 4))

@@ -33,6 +33,7 @@ def layer_by_layer(model, params, state, x, mask):
 
 
 @pytest.mark.parametrize("name", ["bn_after", "bn_before"])
+@pytest.mark.slow
 def test_fused_input_batchnorm_gives_the_layer_by_layer_loss_gradients_and_state(name):
     model = get_model(name)
     assert input_batchnorm_dense(model) == 1  # Flatten, then the input BatchNorm
@@ -124,6 +125,7 @@ def test_scale_shift_dense_equals_the_two_layers_values_and_autodiff_gradients(f
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_fused_path_keeps_each_layers_dropout_key_and_a_final_dense_gives_logits():
     model = Sequential((Flatten(), BatchNorm(), Dense(6, activation="relu"), Dropout(0.5),
                         Dense(3, activation="softmax")), input_shape=(2, 2))

@@ -107,6 +107,7 @@ def param_counts(model) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("name", NOTEBOOK)
+@pytest.mark.slow
 def test_param_counts_equal_keras_count_params_in_total_and_per_layer(keras_models, name):
     model, keras_model = get_model(name), keras_models[name]
     counts = param_counts(model)

@@ -64,6 +64,7 @@ def test_a_key_gives_the_same_images_and_nothing_is_done_by_default():
         Augmentation(crop_padding=7).check_images((7, 7, 3))
 
 
+@pytest.mark.slow
 def test_the_compiled_epoch_trains_on_the_augmented_images_of_each_step():
     """A Python loop over the epoch's batches, each augmented with its step's key, gives the
     compiled epoch's numbers (1e-5: float32 reassociation; the images of a crop by one pixel

@@ -27,6 +27,7 @@ def test_steps_per_epoch_matches_keras_1719_for_55000_rows_at_batch_32():
     assert 55_000 - 1718 * 32 == 24  # the ragged last batch
 
 
+@pytest.mark.slow
 def test_scan_epoch_equals_python_loop_of_the_same_step_including_ragged_batch():
     # 70 rows at batch 32 → batches of 32, 32 and 6 rows. The Python loop slices the
     # ragged batch to its 6 real rows (Keras's behaviour, no mask at all); the compiled
@@ -74,6 +75,7 @@ def test_scan_epoch_equals_python_loop_of_the_same_step_including_ragged_batch()
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_is_mean_over_rows_in_inference_mode_whatever_the_chunking():
     splits = tiny_splits(n_val=37)
     model = tiny_model()

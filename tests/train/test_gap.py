@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import optax.losses
+import pytest
 
 from bnlab.analysis.gap import final_gaps
 from bnlab.nn.batchnorm import BatchNorm
@@ -33,6 +34,7 @@ def trainer_for(model, seeds=(1, 2, 3), batch_size=8):
     return trainer, state, splits
 
 
+@pytest.mark.slow
 def test_batch_statistics_evaluation_is_training_mode_batch_by_batch_without_noise():
     model = Sequential((Flatten(), NoisyBatchNorm(), Dense(8, activation="relu"), Dropout(0.5),
                         Dense(3, activation="softmax")), input_shape=(4, 4))
@@ -59,6 +61,7 @@ def test_batch_statistics_evaluation_is_training_mode_batch_by_batch_without_noi
     assert abs(float(inference_loss) - float(loss)) > 1e-4  # the two modes really differ
 
 
+@pytest.mark.slow
 def test_bn_models_record_the_gap_every_epoch_and_models_without_bn_do_not():
     trainer, state, _ = trainer_for(tiny_model())
     history = History(trainer.seeds)

@@ -62,6 +62,7 @@ def test_activation_inputs_are_the_inputs_of_every_hidden_nonlinearity(name, wan
     assert list(activation_inputs(get_model(name))) == want
 
 
+@pytest.mark.slow
 def test_a_conv_layers_units_are_its_channels_over_every_pixel_and_its_kernel_is_measured():
     """Figure 1's per-unit bands of a conv layer: each channel's percentiles over every pixel
     of every probe image; Santurkar et al.'s ICS covers its kernel."""
@@ -153,6 +154,7 @@ def test_beta_smoothness_of_a_quadratic_is_its_curvature_along_the_gradient():
         np.testing.assert_allclose(beta, eigenvalues[4], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_gradient_predictiveness_equals_central_finite_differences():
     rng = np.random.default_rng(3)
     x, labels = rng.normal(size=(7, 3)), rng.integers(0, 2, 7)
@@ -189,6 +191,7 @@ def test_gradient_predictiveness_equals_central_finite_differences():
     np.testing.assert_allclose(changes, want, rtol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_probed_epoch_trains_the_same_numbers_and_records_each_probed_steps_state():
     # 70 rows at batch 8: 9 steps; statistics at steps 0, 2, 4, 6, 8 and measures at 0, 3,
     # 6, each on the state before that step, as a Python loop of the same steps takes them.

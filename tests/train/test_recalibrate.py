@@ -39,6 +39,7 @@ def numpy_population_statistics(params, x_batches, unbiased=(False, False)):
             for layer in per_layer]
 
 
+@pytest.mark.slow
 def test_precise_statistics_are_the_average_batch_statistics_of_every_layer():
     model = Sequential((Flatten(), BatchNorm(), Dense(6, activation="relu"),
                         BatchNorm(stored_variance="unbiased"), Dropout(0.5), Dense(3)),
@@ -77,6 +78,7 @@ def trained(momentum: float):
     return trainer, record
 
 
+@pytest.mark.slow
 def test_recalibration_closes_the_gap_left_by_a_slow_moving_average():
     # Momentum 0.999 over 8 steps leaves the moving statistics near their initial 0 and 1:
     # inference is far from what the batch statistics give. Recalibrated over every

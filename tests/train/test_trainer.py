@@ -34,12 +34,14 @@ def trained(seeds, epochs: int = 3) -> tuple[History, SeedBatchTrainer, object]:
     return history, trainer, state
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_histories_and_other_seed_differs():
     first, again, other = trained((5,))[0], trained((5,))[0], trained((6,))[0]
     np.testing.assert_array_equal(first.per_seed["loss"], again.per_seed["loss"])
     assert not np.array_equal(first.per_seed["loss"], other.per_seed["loss"])
 
 
+@pytest.mark.slow
 def test_n_seed_program_equals_n_single_runs_per_seed():
     # One program over seeds 7, 8, 9 (spread over the tests' two CPU devices, 2 + 2 with
     # one padding seed) against three separate single-seed programs.
@@ -67,6 +69,7 @@ def test_seeds_in_one_program_have_their_own_init_and_shuffle():
                               jax.random.permutation(shuffle[1], 70))
 
 
+@pytest.mark.slow
 def test_trainer_pads_the_seeds_once_and_reports_only_the_real_ones():
     if len(jax.devices()) < 2:
         pytest.skip("needs two JAX devices (tests/conftest.py asks for two CPU devices)")
@@ -88,6 +91,7 @@ def test_trainer_pads_the_seeds_once_and_reports_only_the_real_ones():
         np.testing.assert_allclose(got, np.asarray(want), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_evaluation_of_other_arrays_equals_the_placed_set():
     _, trainer, state = trained((1, 2), epochs=1)
     splits = tiny_splits()
