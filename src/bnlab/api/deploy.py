@@ -57,7 +57,7 @@ def recalibrate(source: RunSource, *, batches: int = 200,
     ``source``: a ``Run``, its folder or its name under ``runs_dir``; ``data`` as in
     ``run``. The run's folder is locked meanwhile."""
     stored = open_run(source, runs_dir)
-    rows = (stored.environment.get("data") or {}).get("train", stored.config.training_rows())
+    rows = stored.training_rows
     full = stored.config.full_batches(rows)
     if isinstance(batches, bool) or not isinstance(batches, int) or not 1 <= batches <= full:
         raise ConfigError(f"recalibration batches must be a whole number in 1..{full:,} (full "

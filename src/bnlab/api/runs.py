@@ -102,12 +102,11 @@ def probe(source: Experiment | Run, *, measures_every: int = 500,
         wanted.append(f"probe.every={ProbePlan().every}")
     config = with_overrides(with_settings(config, [*wanted, *settings]), seeds=seeds,
                             epochs=epochs)
-    if original is not None and options.get("train_rows") is None:
-        # The rows the run trained on (``--train-rows``), or the retrained run learns from
-        # other data and cannot follow its trajectory.
-        rows = (original.environment.get("data") or {}).get("train")
-        if isinstance(rows, int) and rows < config.training_rows():
-            options["train_rows"] = rows
+    # The rows the run trained on (``--train-rows``), or the retrained run learns from other
+    # data and cannot follow its trajectory.
+    if (original is not None and options.get("train_rows") is None
+            and original.training_rows < config.training_rows()):
+        options["train_rows"] = original.training_rows
     trained = train_run(config, runs_dir=runs_dir, **options)
     if original is None:
         return Probed(trained)

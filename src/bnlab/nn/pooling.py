@@ -45,8 +45,9 @@ class _Pool2D(WithoutParameters):
         return (*windows_shape(type(self).__name__, in_shape, self.pool_size, self.strides,
                                self.padding), in_shape[-1])
 
-    def window_sums(self, x: Array, initial: float, reduce) -> Array:
-        """``reduce`` over each window of ``x: (batch, H, W, C)``, padding at ``initial``."""
+    def reduce_windows(self, x: Array, initial: float, reduce) -> Array:
+        """``reduce`` (max, add) over each window of ``x: (batch, H, W, C)``, the padding at
+        ``initial``."""
         return jax.lax.reduce_window(x, initial, reduce, (1, *self.pool_size, 1),
                                      (1, *self.strides, 1), self.padding.upper())
 
@@ -58,7 +59,7 @@ class MaxPool2D(_Pool2D):
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
-        return self.window_sums(x, -jnp.inf, jax.lax.max), bn_state
+        return self.reduce_windows(x, -jnp.inf, jax.lax.max), bn_state
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,10 @@ class AveragePooling2D(_Pool2D):
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
-        sums = self.window_sums(x, 0.0, jax.lax.add)
+        sums = self.reduce_windows(x, 0.0, jax.lax.add)
         if self.padding == "valid":
             return sums / (self.pool_size[0] * self.pool_size[1]), bn_state
-        counts = self.window_sums(jnp.ones((1, *x.shape[1:3], 1), x.dtype), 0.0, jax.lax.add)
+        counts = self.reduce_windows(jnp.ones((1, *x.shape[1:3], 1), x.dtype), 0.0, jax.lax.add)
         return sums / counts, bn_state
 
 

@@ -88,6 +88,13 @@ class Run:
         return self.path.name
 
     @property
+    def training_rows(self) -> int:
+        """The training rows the run trained on (fewer than the split's with ``--train-rows``),
+        from its ``environment.json``; the split's when that does not say."""
+        rows = (self.environment.get("data") or {}).get("train")
+        return rows if isinstance(rows, int) else self.config.training_rows()
+
+    @property
     def finished(self) -> bool:
         """Whether every variant finished training and was evaluated."""
         return self.summary is not None
