@@ -160,9 +160,13 @@ def test_conv_kernels_are_drawn_with_keras_fans(keras):
     np.testing.assert_allclose([kernel.std(), theirs.std()], limit / np.sqrt(3), rtol=0.015)
 
 
-POOLS = [(MaxPool2D, 2, None, "valid"), (MaxPool2D, 3, 2, "same"), (MaxPool2D, (2, 3), 1, "valid"),
-         (AveragePooling2D, 2, None, "valid"), (AveragePooling2D, 3, 2, "same"),
-         (AveragePooling2D, (3, 2), (2, 2), "same")]
+# tiled windows (strides = pool size; 7 × 6 inputs: "valid" cuts a row, "same" pads one) take
+# the reshape path, the others lax.reduce_window
+POOLS = [(MaxPool2D, 2, None, "valid"), (MaxPool2D, 2, None, "same"),
+         (MaxPool2D, (3, 2), None, "same"), (MaxPool2D, 3, 2, "same"),
+         (MaxPool2D, (2, 3), 1, "valid"),
+         (AveragePooling2D, 2, None, "valid"), (AveragePooling2D, 2, 2, "same"),
+         (AveragePooling2D, 3, 2, "same"), (AveragePooling2D, (3, 2), (2, 2), "same")]
 
 
 def pool_id(case) -> str:
@@ -206,6 +210,65 @@ def test_pooling_gradients_equal_pytorch(torch):
         (theirs(tx) * torch.from_numpy(upstream.transpose(0, 3, 1, 2))).sum().backward()
         np.testing.assert_allclose(grad, tx.grad.numpy().transpose(0, 2, 3, 1), rtol=TOL,
                                    atol=TOL)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_tiled_max_pooling_shares_a_tied_gradient(torch, padding):
+    """Pixels drawn from {0, 1, 2} tie in most windows. Untied windows send the gradient to
+    their maximum as PyTorch does; a tie's gradient is shared equally by the tiled path (JAX's
+    rule) and goes to the first maximal pixel on the general path (``select_and_scatter``) and
+    in PyTorch: per window the same total either way."""
+    x = np.random.default_rng(12).integers(0, 3, (3, 7, 6, 4)).astype(np.float32)
+    layer = MaxPool2D(2, padding=padding)
+    upstream = np.random.default_rng(13).normal(
+        size=(3, *layer.output_shape(x.shape[1:]))).astype(np.float32)
+    tiled, general = (np.asarray(jax.grad(lambda x, f=f: jnp.sum(f(x) * upstream))(
+        jnp.asarray(x))) for f in (lambda x: layer.apply({}, {}, x, train=True)[0],
+                                   lambda x: layer.reduce_windows(x, -jnp.inf, jax.lax.max)))
+    tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    ceil = padding == "same"  # 7 rows → 4 windows, the last one hanging over by one row
+    (torch.nn.MaxPool2d(2, ceil_mode=ceil)(tx)
+     * torch.from_numpy(upstream.transpose(0, 3, 1, 2))).sum().backward()
+    np.testing.assert_array_equal(general, tx.grad.numpy().transpose(0, 2, 3, 1))
+
+    def per_window(grad):
+        return np.asarray(layer.tiles(jnp.asarray(grad), 0.0).sum(axis=(2, 4)))
+
+    counts = np.asarray(layer.tiles(jnp.asarray(x), -np.inf) == layer.apply(
+        {}, {}, jnp.asarray(x), train=True)[0][:, :, None, :, None, :]).sum(axis=(2, 4))
+    assert (counts > 1).mean() > 0.5  # most windows tie
+    np.testing.assert_allclose(per_window(tiled), upstream, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(per_window(general), upstream, rtol=1e-6, atol=1e-6)
+    untied = np.zeros(x.shape, bool)  # the pixels of untied windows
+    spread = np.repeat(np.repeat(counts == 1, 2, axis=1), 2, axis=2)[:, :7]
+    untied[:, :spread.shape[1]] = spread
+    np.testing.assert_array_equal(tiled[untied], general[untied])
+
+
+def test_relu_then_max_pooling_trains_alike_under_either_tie_rule():
+    """Conv → ReLU → BN → MaxPool (the cnn preset's block): ReLU zeros make whole windows tie
+    (at BN(0)), yet every parameter gradient equals the one through ``select_and_scatter``
+    (first position), because the ReLU drops the gradient of its zeros either way."""
+    from bnlab.nn.batchnorm import BatchNorm
+
+    conv, bn, pool = Conv2D(4, 3, padding="same", activation="relu"), BatchNorm(), MaxPool2D(2)
+    x = jnp.asarray(images(seed=14, shape=(4, 8, 8, 2)))
+    params = {"conv": conv_params(conv, 2), "bn": bn.init(jax.random.key(0), (8, 8, 4))[0]}
+    params["conv"]["bias"] = params["conv"]["bias"] - 1.0  # most pre-activations negative
+    state = bn.init(jax.random.key(0), (8, 8, 4))[1]
+    upstream = jnp.asarray(np.random.default_rng(15).normal(size=(4, 4, 4, 4)), jnp.float32)
+
+    def loss(params, pooled):
+        z = bn.apply(params["bn"], state, conv.apply(params["conv"], {}, x, train=True)[0],
+                     train=True)[0]
+        return jnp.sum(pooled(z) * upstream)
+
+    tiled = jax.grad(loss)(params, lambda z: pool.apply({}, {}, z, train=True)[0])
+    general = jax.grad(loss)(params, lambda z: pool.reduce_windows(z, -jnp.inf, jax.lax.max))
+    z = conv.apply(params["conv"], {}, x, train=True)[0]
+    assert float(jnp.mean(pool.tiles(z, -1.0).max(axis=(2, 4)) == 0.0)) > 0.2  # tied windows
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 tiled, general)
 
 
 def test_global_average_pooling_and_reshape():

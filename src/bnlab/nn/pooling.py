@@ -7,6 +7,18 @@ padding. With ``"same"`` the windows at the edges hang over the image: max pooli
 maximum of the real values, average pooling their mean — the padded positions are not
 counted (Keras's and TensorFlow's rule; PyTorch's ``AvgPool2d(count_include_pad=False)``).
 No parameters, no state.
+
+When the windows tile the image (strides = pool size, the usual 2×2 pooling), the image is
+padded or cut to whole tiles and reshaped to ``(batch, OH, ph, OW, pw, C)``, and the reduction
+runs over the two window axes: element-wise passes that XLA fuses. The general path,
+``lax.reduce_window``, differentiates max pooling through ``select_and_scatter``, which XLA's
+CPU backend ran slower than the rest of the `cnn` preset's epoch put together (2026-12-07,
+JAX 0.10). The two paths differ only in the gradient of a tied maximum: the general one gives
+it to the first maximal position in row-major window order, as Keras, TensorFlow and PyTorch
+do; the tiled one shares it equally among the tied positions (JAX's rule for a maximum; a
+custom rule for the first position cost a fifth of the epoch). Ties come where a ReLU before
+the pooling zeroed the window, whose gradient that ReLU drops either way, so networks built
+that way train identically under both rules.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bnlab.errors import ConfigError
 from bnlab.lazy import Deferred
-from bnlab.nn.conv import check_padding, pair, windows_shape
+from bnlab.nn.conv import check_padding, padding_pair, pair, windows_shape
 from bnlab.nn.layers import WithoutParameters
 
 if TYPE_CHECKING:
@@ -45,9 +57,27 @@ class _Pool2D(WithoutParameters):
         return (*windows_shape(type(self).__name__, in_shape, self.pool_size, self.strides,
                                self.padding), in_shape[-1])
 
+    @property
+    def tiled(self) -> bool:
+        """Whether the windows tile the image (strides = pool size)."""
+        return self.strides == self.pool_size
+
+    def tiles(self, x: Array, fill: float) -> Array:
+        """``x: (batch, H, W, C)`` padded with ``fill`` (``"same"``) or cut (``"valid"``) to
+        whole windows, as ``(batch, OH, ph, OW, pw, C)``; only when ``tiled``."""
+        (ph, pw), (height, width) = self.pool_size, x.shape[1:3]
+        out_h, out_w = self.output_shape(x.shape[1:])[:2]
+        edges = [(0, 0, 0)]
+        for size, window, out in ((height, ph, out_h), (width, pw, out_w)):
+            before, after = padding_pair(size, window, window, self.padding)
+            edges.append((before, after if self.padding == "same" else out * window - size, 0))
+        if any(edge != (0, 0, 0) for edge in edges):
+            x = jax.lax.pad(x, jnp.asarray(fill, x.dtype), [*edges, (0, 0, 0)])
+        return x.reshape(x.shape[0], out_h, ph, out_w, pw, x.shape[3])
+
     def reduce_windows(self, x: Array, initial: float, reduce) -> Array:
         """``reduce`` (max, add) over each window of ``x: (batch, H, W, C)``, the padding at
-        ``initial``."""
+        ``initial``: the general path (module docstring)."""
         return jax.lax.reduce_window(x, initial, reduce, (1, *self.pool_size, 1),
                                      (1, *self.strides, 1), self.padding.upper())
 
@@ -59,6 +89,8 @@ class MaxPool2D(_Pool2D):
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
+        if self.tiled:
+            return self.tiles(x, -jnp.inf).max(axis=(2, 4)), bn_state
         return self.reduce_windows(x, -jnp.inf, jax.lax.max), bn_state
 
 
@@ -69,11 +101,15 @@ class AveragePooling2D(_Pool2D):
     def apply(self, params: dict, bn_state: dict, x: Array, *, train: bool,
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
-        sums = self.reduce_windows(x, 0.0, jax.lax.add)
         if self.padding == "valid":
-            return sums / (self.pool_size[0] * self.pool_size[1]), bn_state
-        counts = self.reduce_windows(jnp.ones((1, *x.shape[1:3], 1), x.dtype), 0.0, jax.lax.add)
-        return sums / counts, bn_state
+            return self.sums(x) / (self.pool_size[0] * self.pool_size[1]), bn_state
+        return self.sums(x) / self.sums(jnp.ones((1, *x.shape[1:3], 1), x.dtype)), bn_state
+
+    def sums(self, x: Array) -> Array:
+        """The sum of each window's real values."""
+        if self.tiled:
+            return self.tiles(x, 0.0).sum(axis=(2, 4))
+        return self.reduce_windows(x, 0.0, jax.lax.add)
 
 
 @dataclass(frozen=True)
@@ -90,3 +126,4 @@ class GlobalAveragePooling2D(WithoutParameters):
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
         return x.mean(axis=(1, 2)), bn_state
+
