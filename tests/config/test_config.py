@@ -57,6 +57,31 @@ def test_valid_file_builds_optimizer_with_arguments_and_custom_layers(tmp_path):
     assert with_overrides(config, seeds=5, epochs=None).seeds == 5
 
 
+def test_a_cosine_schedule_is_stored_only_when_chosen_and_decays_as_its_closed_form(tmp_path):
+    """η_t = η · ½ (1 + cos(π t / T)) over the T steps ``build`` is given (SGD on a unit
+    gradient steps by −η_t); the default, a constant rate, is not written into a stored
+    config, so a run from before schedules reads back the same."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    text = GOOD.replace('name = "adam"', 'name = "sgd"').replace("b1 = 0.8", "")
+    assert "schedule" not in load_experiment(write(tmp_path, text)).to_dict()["optimizer"]
+    config = load_experiment(write(tmp_path, text.replace("learning_rate = 0.01",
+                                                          'learning_rate = 0.01\n'
+                                                          'schedule = "cosine"')))
+    stored = config.to_dict()
+    assert stored["optimizer"]["schedule"] == "cosine"
+    assert experiment_from_json(stored, source="config.json").optimizer == config.optimizer
+    optimizer, params = config.optimizer.build(steps=8), {"w": jnp.zeros(())}
+    state, steps = optimizer.init(params), []
+    for _ in range(10):
+        update, state = optimizer.update({"w": jnp.ones(())}, state, params)
+        steps.append(float(-update["w"]))
+    t = np.minimum(np.arange(10), 8)  # held at 0 after T steps
+    np.testing.assert_allclose(steps, 0.01 * 0.5 * (1 + np.cos(np.pi * t / 8)), rtol=1e-6,
+                               atol=1e-9)
+
+
 @pytest.mark.parametrize(("edit", "expected"), [
     (("epochs = 2", "epoch = 2"), r"exp\.toml:3: epoch: unknown key; allowed: .*epochs"),
     (("epochs = 2", 'epochs = "two"'), r"exp\.toml:3: epochs: must be int"),
@@ -64,6 +89,10 @@ def test_valid_file_builds_optimizer_with_arguments_and_custom_layers(tmp_path):
     (('name = "adam"', 'name = "adamm"'), r"exp\.toml:5: optimizer\.name: 'adamm' is not an optax"),
     (("b1 = 0.8", "beta1 = 0.8"), r"exp\.toml:7: optimizer\.beta1: not an argument of "
                                   r"optax\.adam; allowed: .*b1"),
+    (("b1 = 0.8", 'b1 = 0.8\nschedule = "linear"'),
+     r"exp\.toml:8: optimizer\.schedule: must be one of constant, cosine, got 'linear'"),
+    (("b1 = 0.8", "b1 = 0.8\nschedule = 1"),
+     r"exp\.toml:8: optimizer\.schedule: must be one of constant, cosine, got 1$"),
     (('model = "baseline"', 'model = "resnet"'), r"exp\.toml:10: variants\[0\]\.model: unknown"),
     (('{ type = "flatten" },', '{ type = "flaten" },'),
      r"exp\.toml:14: variants\[1\]\.layers\[0\]: layer type 'flaten' unknown"),

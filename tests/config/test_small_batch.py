@@ -101,3 +101,20 @@ def test_the_warning_names_each_variants_own_epsilon_and_needs_batch_norm():
 def test_with_only_2_rows_in_all_the_warning_asks_for_more_rows():
     (warning, _) = small_batch_warnings(with_batch(2), 2)
     assert warning.endswith("; use more training rows")
+
+
+def test_a_batch_norm_over_images_is_not_warned_about_and_a_mixed_model_names_its_layers():
+    """BN over (N, H, W) averages 2·28·28 values per channel at batch 2: no warning for a
+    conv net whose BatchNorms all see images; cnn_bn_after's last BatchNorm sees 128
+    features, and the warning names it alone."""
+    conv_only = VariantConfig("conv", layers=(
+        {"type": "reshape", "target_shape": [28, 28, 1]},
+        {"type": "conv2d", "filters": 4, "kernel_size": 3}, {"type": "batch_norm"},
+        {"type": "global_average_pool2d"},
+        {"type": "dense", "units": 10, "activation": "softmax"}))
+    config = dataclasses.replace(with_batch(2), variants=(
+        conv_only, VariantConfig("cnn_bn_after", model="cnn_bn_after")))
+    (warning,) = small_batch_warnings(config, 55_000)
+    assert warning.startswith("variant 'cnn_bn_after': every training batch has 2 rows; "
+                              "BatchNorm over features (batch_normalization_2; those over "
+                              "images average 2·H·W values) of 2 rows a, b gives")

@@ -137,3 +137,21 @@ def test_small_batch_warnings_name_each_point_with_two_row_batches(tmp_path):
                                              (True, "true"), (32, "32"), ("relu", "relu")])
 def test_values_are_written_as_a_file_writes_them(value, text):
     assert value_text(value) == text
+
+
+def test_a_schedule_axis_gives_each_point_its_schedule_in_a_program_of_its_own(tmp_path):
+    """``optimizer.schedule`` is not a number: its points train in separate programs (their
+    optimizer states differ in structure); a value the table refuses names the axis."""
+    from bnlab.experiments.sweep import programs
+
+    text = SWEEP.replace('"batch_norm.momentum" = [0.9, 0.99]\n"dense[0].units" = [20, 40]\n',
+                         '"optimizer.schedule" = ["constant", "cosine"]\n')
+    config = load_experiment(write(tmp_path, text))
+    point = config.point("bn@learning_rate=0.1,schedule=cosine")
+    assert (point.optimizer.schedule, point.optimizer.learning_rate) == ("cosine", 0.1)
+    assert config.point("bn@learning_rate=0.1,schedule=constant").optimizer.schedule == \
+        "constant"
+    assert len(programs(config)) == 4  # 2 variants × 2 schedules; the rates traced
+    with pytest.raises(ConfigError, match=r"sweep\.optimizer\.schedule: must be one of "
+                                          r"constant, cosine, got 'step'"):
+        load_experiment(write(tmp_path, text.replace('"cosine"]', '"step"]')))

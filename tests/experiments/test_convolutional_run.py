@@ -1,18 +1,24 @@
 """A convolutional experiment through the CLI on a small slice of the real data: conv layers,
-BN over (N, H, W), a residual block with its own BatchNorms and GroupNorm train, and every
-command that reads a run takes it (``show``, ``recalibrate``, ``predict``, TensorBoard);
-``export`` says in one line that it does not write conv layers yet. One run, shared."""
+BN over (N, H, W), a residual block with its own BatchNorms and GroupNorm train on cropped and
+flipped images, and every command that reads a run takes it (``show``, ``recalibrate``,
+``predict``, TensorBoard); a run stopped after an epoch, or with a damaged checkpoint, resumes
+to the same numbers; ``export`` says in one line that it does not write conv layers yet. One
+run, shared."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import bnlab
 from bnlab.cli import main
 from bnlab.nn.conv import Conv2D
 from bnlab.store.reader import list_runs, load_run
 from bnlab.train.checkpoint import read_checkpoint
+from tests.synthetic import run_stopped_after_one_epoch
 
 pytestmark = pytest.mark.realdata
 
@@ -27,6 +33,9 @@ every = 0
 name = "sgd"
 learning_rate = 0.05
 momentum = 0.9
+[augment]
+crop_padding = 2
+flip = true
 [[variants]]
 name = "bn"
 layers = [{ type = "reshape", target_shape = [28, 28, 1] },
@@ -47,13 +56,16 @@ layers = [{ type = "reshape", target_shape = [28, 28, 1] },
 """
 
 
+ROWS = 1280
+
+
 @pytest.fixture(scope="module")
 def conv_run(tmp_path_factory, fashion_mnist):
     del fashion_mnist  # on disk: the command finds it
     root = tmp_path_factory.mktemp("conv")
     (root / "conv.toml").write_text(CONVOLUTIONAL)
     assert main(["run", str(root / "conv.toml"), "--runs-dir", str(root / "runs"),
-                 "--train-rows", "1280", "--no-download"]) == 0
+                 "--train-rows", str(ROWS), "--no-download"]) == 0
     (run,) = list_runs(root / "runs")[0]
     return run
 
@@ -89,9 +101,13 @@ def test_tensorboard_holds_conv_pre_activation_and_normalization_histograms(conv
             "activations/group_normalization"} <= tags
 
 
-def test_show_recalibrate_and_predict_take_a_convolutional_run(conv_run, capsys, tmp_path):
+def test_show_report_recalibrate_and_predict_take_a_convolutional_run(conv_run, capsys,
+                                                                      tmp_path):
     assert main(["show", str(conv_run.path)]) == 0
     assert "bn" in capsys.readouterr().out
+    assert main(["report", str(conv_run.path), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "Conv2D" in page and "GroupNorm" in page and "Residual" not in page  # flat layers
     assert main(["recalibrate", str(conv_run.path), "--batches", "4", "--no-download"]) == 0
     printed = capsys.readouterr().out
     assert "skipped gn: no BatchNorm layer" in printed
@@ -110,3 +126,53 @@ def test_export_of_a_convolutional_run_is_refused_in_one_line(conv_run, capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "has no ONNX export" in line
     assert not (conv_run.path / "m.onnx").exists()
+
+
+def same_numbers(got, want) -> None:
+    """The same histories and test accuracies: the same steps on the same machine and device
+    layout (1e-6: the tolerance of the fault-injection test)."""
+    assert got.histories.keys() == want.histories.keys()
+    for name, history in want.histories.items():
+        for metric, values in history.per_seed.items():
+            np.testing.assert_allclose(got.histories[name].per_seed[metric], values, rtol=0,
+                                       atol=1e-6, err_msg=f"{name} {metric}")
+        np.testing.assert_allclose(got.summary[name].test_accuracy,
+                                   want.summary[name].test_accuracy, rtol=0, atol=1e-6)
+
+
+def test_a_run_stopped_after_an_epoch_resumes_to_the_same_augmented_numbers(
+        conv_run, fashion_mnist, tmp_path):
+    """Crops and flips are drawn from the run's keys by step: the resumed second epoch trains
+    on the images the uninterrupted one trained on, so both runs end on the same numbers."""
+    want = load_run(conv_run.path)
+    splits = fashion_mnist.subset(train=ROWS)
+    run_stopped_after_one_epoch(want.config, splits, tmp_path / "runs" / "conv-stopped")
+    assert not load_run(tmp_path / "runs" / "conv-stopped").complete
+    resumed = bnlab.run(want.config, data=splits, runs_dir=tmp_path / "runs", resume=True,
+                        verbose=0)
+    assert resumed.path.name == "conv-stopped" and resumed.complete
+    same_numbers(resumed, want)
+
+
+def test_a_damaged_conv_checkpoint_is_named_and_retrained_to_the_same_numbers(
+        conv_run, tmp_path, capsys):
+    """Overwritten bytes in the bn variant's checkpoint (conv kernels, per-channel BN
+    statistics): ``show`` names the file, ``run --resume`` retrains that variant alone and
+    the run ends on the numbers it had."""
+    root = tmp_path / "copy"
+    shutil.copytree(conv_run.path.parent, root / "runs")
+    shutil.copy(conv_run.path.parent.parent / "conv.toml", root / "conv.toml")
+    run_dir = root / "runs" / conv_run.path.name
+    checkpoint = run_dir / "bn" / "checkpoint.safetensors"
+    data = checkpoint.read_bytes()
+    middle = len(data) // 2
+    checkpoint.write_bytes(data[:middle] + b"\xff" * 16 + data[middle + 16:])
+    assert main(["show", str(run_dir)]) == 0
+    assert "bn/checkpoint.safetensors" in capsys.readouterr().out
+    gn_checkpoint = (run_dir / "gn" / "checkpoint.safetensors").stat().st_mtime_ns
+    assert main(["run", str(root / "conv.toml"), "--runs-dir", str(root / "runs"),
+                 "--train-rows", str(ROWS), "--no-download", "--resume"]) == 0
+    assert (run_dir / "gn" / "checkpoint.safetensors").stat().st_mtime_ns == gn_checkpoint
+    repaired = load_run(run_dir)
+    assert repaired.complete, repaired.damage
+    same_numbers(repaired, load_run(conv_run.path))

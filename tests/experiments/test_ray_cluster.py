@@ -2,10 +2,11 @@
 
 The cluster and the driver live in a network namespace the test creates, holding only a
 loopback interface: Ray binds to the machine's interface address even when told 127.0.0.1,
-and no test may send traffic anywhere else. The sweep's results land in the run store and
-equal a local run's, although the workers of the tasks running once a point has saved an
-epoch are killed (SIGKILL): Ray retries them and each retry resumes from its program's last
-checkpoint, while the other programs run on the cluster untouched.
+and no test may send traffic anywhere else. The sweep (an MLP and a conv net with BN over
+(N, H, W), two learning rates) lands in the run store and equals a local run, although the
+workers of the tasks running once a point has saved an epoch are killed (SIGKILL): Ray
+retries them and each retry resumes from its program's last checkpoint, while the other
+programs run on the cluster untouched.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ layers = [{ type = "flatten" }, { type = "batch_norm" },
           { type = "dense", units = 16, activation = "relu" },
           { type = "dense", units = 10, activation = "softmax" }]
 [[variants]]
-name = "plain"
-layers = [{ type = "flatten" }, { type = "dense", units = 16, activation = "relu" },
+name = "conv"
+layers = [{ type = "reshape", target_shape = [28, 28, 1] },
+          { type = "conv2d", filters = 4, kernel_size = 3, strides = 2, use_bias = false },
+          { type = "batch_norm" }, { type = "activation", name = "relu" },
+          { type = "max_pool2d" }, { type = "flatten" },
           { type = "dense", units = 10, activation = "softmax" }]
 [sweep]
 "optimizer.learning_rate" = [0.05, 0.2]

@@ -16,7 +16,7 @@ from bnlab.experiments.runner import run_experiment
 from bnlab.experiments.sweep import programs
 from bnlab.store.reader import load_run
 from bnlab.train.probes import ProbePlan
-from tests.synthetic import TINY_LAYERS, Hooks, tiny_splits
+from tests.synthetic import TINY_LAYERS, Hooks, run_stopped_after_one_epoch, tiny_splits
 
 PLAIN = ({"type": "flatten"}, {"type": "dense", "units": 8, "activation": "relu"},
          {"type": "dense", "units": 10, "activation": "softmax"})
@@ -118,3 +118,35 @@ def test_a_sweep_stopped_between_two_checkpoints_of_a_program_resumes_to_the_sam
         assert_same(resumed[name], result)
         assert resumed[name].history.epochs == 3
     assert load_run(tmp_path / "stopped").complete
+
+
+def test_a_cosine_schedule_spans_the_run_and_resumes_where_it_stopped(tmp_path):
+    """The program's optimizer decays over the run's epochs × steps per epoch (3 × ⌈70 / 16⌉
+    = 15 steps), and a run stopped after its first epoch resumes to the uninterrupted
+    numbers: the schedule's step count is in the checkpointed optimizer state."""
+    import jax.numpy as jnp
+
+    from bnlab.experiments.sweep import programs
+
+    config = sweep_config(epochs=3, sweep=(), optimizer=OptimizerConfig("sgd", 0.05,
+                                                                        schedule="cosine"))
+    splits = tiny_splits()
+    optimizer = programs(config)[0].trainer(splits, epochs=3).optimizer
+    params = {"w": jnp.zeros(())}
+    state, steps = optimizer.init(params), []
+    for _ in range(15):
+        update, state = optimizer.update({"w": jnp.ones(())}, state, params)
+        steps.append(float(-update["w"]))
+    np.testing.assert_allclose(steps, 0.05 * 0.5 * (1 + np.cos(np.pi * np.arange(15) / 15)),
+                               rtol=1e-6, atol=1e-9)
+
+    straight = {r.name: r for r in run_experiment(config, splits, tmp_path / "straight")}
+    constant = run_experiment(dataclasses.replace(config, optimizer=OptimizerConfig(
+        "sgd", 0.05)), splits, tmp_path / "constant")
+    assert not np.allclose(constant[0].history.per_seed["loss"],
+                           straight["tiny"].history.per_seed["loss"])
+    run_stopped_after_one_epoch(config, splits, tmp_path / "stopped")
+    resumed = {r.name: r for r in run_experiment(config, splits, tmp_path / "stopped",
+                                                 resume=True)}
+    for name, result in straight.items():
+        assert_same(resumed[name], result)

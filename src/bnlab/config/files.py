@@ -217,9 +217,7 @@ def _stored_optimizer(raw: Any, fail: Fail) -> OptimizerConfig:
     if not isinstance(raw, dict):
         raise fail("optimizer", "must be a table: [optimizer] name = \"sgd\" …")
     try:
-        return OptimizerConfig(raw.get("name", "sgd"), raw.get("learning_rate", 1e-3),
-                               {k: v for k, v in raw.items()
-                                if k not in ("name", "learning_rate")})
+        return OptimizerConfig.from_table(raw)
     except FieldError as err:
         raise fail(f"optimizer.{err.key}" if err.key else "optimizer", err.message) from None
 

@@ -4,6 +4,12 @@
     name = "adam"          # optax.adam
     learning_rate = 1e-3
     b1 = 0.8               # any other argument of optax.adam, of the kind of its default
+    schedule = "cosine"    # the learning rate over the run (default "constant")
+
+``schedule = "cosine"`` decays the learning rate η over the run's T training steps as
+η_t = η · ½ (1 + cos(π t / T)) (Loshchilov & Hutter 2017, SGDR without restarts; PyTorch's
+``CosineAnnealingLR`` with ``T_max`` = T, ``optax.cosine_decay_schedule``); the step count
+lives in the optimizer state, so a resumed run goes on where it stopped.
 
 An ``OptimizerConfig`` checks its form when it is built: a name, a finite positive learning
 rate within float32, and arguments that are numbers, strings, booleans or arrays of them,
@@ -37,16 +43,20 @@ from bnlab.config.checks import (
 from bnlab.errors import ConfigError
 
 KNOWN = "adam, adamw, sgd, rmsprop, lamb, lion, nadam, …"
+SCHEDULES = ("constant", "cosine")
+TABLE_KEYS = ("name", "learning_rate", "schedule")  # the others are optax arguments
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """``optax.<name>(learning_rate, **args)``; a malformed one is a ``FieldError`` naming
-    ``name``, ``learning_rate`` or the argument."""
+    """``optax.<name>(learning_rate, **args)``, the learning rate following ``schedule``; a
+    malformed one is a ``FieldError`` naming ``name``, ``learning_rate``, ``schedule`` or the
+    argument."""
 
     name: str = "sgd"
     learning_rate: float = 1e-3
     args: dict[str, Any] = field(default_factory=dict)
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier() \
@@ -63,13 +73,24 @@ class OptimizerConfig:
                              f"{shown(rate)}, beyond float32's largest ({FLOAT32_MAX:.4g})")
         if not isinstance(self.args, Mapping):
             raise FieldError("", f"arguments must be a table, got {shown(self.args)}")
+        if self.schedule not in SCHEDULES:
+            raise FieldError("schedule", f"must be one of {', '.join(SCHEDULES)}, got "
+                             f"{shown(self.schedule)}")
         for key, value in self.args.items():
-            if not isinstance(key, str) or key in ("name", "learning_rate"):
+            if not isinstance(key, str) or key in TABLE_KEYS:
                 raise FieldError(str(key), "not an optimizer argument")
             if problem := value_problem(value):
                 raise FieldError(key, problem)
         object.__setattr__(self, "learning_rate", float(rate))
         object.__setattr__(self, "args", dict(self.args))
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> OptimizerConfig:
+        """The ``[optimizer]`` table, or its stored copy, checked for its form only: every
+        key but ``name``, ``learning_rate`` and ``schedule`` is an optax argument."""
+        return cls(table.get("name", "sgd"), table.get("learning_rate", 1e-3),
+                   {k: v for k, v in table.items() if k not in TABLE_KEYS},
+                   table.get("schedule", "constant"))
 
     def optax_problem(self) -> tuple[str, str] | None:
         """``(key, message)`` when optax does not take this optimizer (``key``: ``name``, an
@@ -84,19 +105,29 @@ class OptimizerConfig:
             return _cached_problem(self.name, self.learning_rate, text)
         return _optax_problem(self.name, self.learning_rate, self.args)
 
-    def build(self, **overrides: Any):
+    def build(self, steps: int | None = None, **overrides: Any):
         """``optax.<name>(learning_rate, **args)`` with any argument replaced by
-        ``overrides`` (a sweep member's values, traced): the one place bnlab builds an
+        ``overrides`` (a sweep member's values, traced), the learning rate decaying over
+        ``steps`` training steps as ``schedule`` says (``None``: for the optimizer state's
+        structure only, as templates and checks need it): the one place bnlab builds an
         optimizer; one optax does not take is a ``ConfigError``."""
         if problem := self.optax_problem():
             key, message = problem
             raise ConfigError(f"optimizer{'.' + key if key else ''}: {message}")
-        return _factory(self.name)(**{"learning_rate": self.learning_rate, **self.args,
-                                      **overrides})
+        arguments = {"learning_rate": self.learning_rate, **self.args, **overrides}
+        if self.schedule == "cosine":
+            import optax
+
+            arguments["learning_rate"] = optax.cosine_decay_schedule(
+                arguments["learning_rate"], max(steps or 1, 1))
+        return _factory(self.name)(**arguments)
 
     def to_dict(self) -> dict[str, Any]:
-        """The table as a file writes it: ``{"name", "learning_rate", **args}``."""
-        return {"name": self.name, "learning_rate": self.learning_rate, **self.args}
+        """The table as a file writes it: ``{"name", "learning_rate", **args}``, and
+        ``schedule`` unless constant (so a run from before schedules reads back the same)."""
+        schedule = {} if self.schedule == "constant" else {"schedule": self.schedule}
+        return {"name": self.name, "learning_rate": self.learning_rate, **self.args,
+                **schedule}
 
 
 def parse_optimizer(raw: Any, fail: Fail) -> OptimizerConfig:
@@ -106,9 +137,7 @@ def parse_optimizer(raw: Any, fail: Fail) -> OptimizerConfig:
         raise fail("optimizer", "must be a table: [optimizer] name = \"sgd\" …")
     name = typed(raw, "name", str, fail, default="sgd", prefix="optimizer.")
     try:
-        config = OptimizerConfig(name, raw.get("learning_rate", 1e-3),
-                                 {k: v for k, v in raw.items()
-                                  if k not in ("name", "learning_rate")})
+        config = OptimizerConfig.from_table({**raw, "name": name})
         problem = config.optax_problem()
     except FieldError as err:
         problem = err.key, err.message

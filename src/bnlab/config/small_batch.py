@@ -20,7 +20,9 @@ def small_batch_warnings(config: ExperimentConfig, n_train: int) -> list[str]:
     (+ for a, − for b): every feature of that batch becomes ±γ + β, whatever its
     values; the layer passes on only the sign of a − b. A batch of 1 row is an error
     (``train.engine.check_batching``); 2 rows is legal but nearly meaningless, so it is
-    a warning, with a batch size that avoids it.
+    a warning, with a batch size that avoids it. A BatchNorm over images is not concerned:
+    its statistics average 2·H·W values per channel; a model with both kinds names the
+    layers over features.
     """
     warnings = []
     for point in config.points:
@@ -37,13 +39,19 @@ def small_batch_warnings(config: ExperimentConfig, n_train: int) -> list[str]:
         fix = (f"batch_size {better} avoids it" if better is not None
                else "use more training rows")
         model = point.build(config.input_shape())
-        epsilons = sorted({layer.epsilon for layer in model.layers
-                           if isinstance(layer, BatchNorm)})
-        if epsilons:
-            eps = ", ".join(f"{e:g}" for e in epsilons)
+        normalizing = [(name, layer, len(shape)) for name, layer, shape in zip(
+            model.layer_names, model.layers, model.output_shapes, strict=True)
+            if isinstance(layer, BatchNorm)]
+        over_features = [(name, layer) for name, layer, rank in normalizing if rank == 1]
+        if over_features:
+            eps = ", ".join(f"{e:g}" for e in sorted({layer.epsilon
+                                                        for _, layer in over_features}))
+            which = ("" if len(over_features) == len(normalizing) else
+                     f" over features ({', '.join(name for name, _ in over_features)}; those "
+                     f"over images average 2·H·W values)")
             kind = "variant" if point.name == point.variant else "point"
             warnings.append(
-                f"{kind} {point.name!r}: {what}; BatchNorm of 2 rows a, b gives each "
+                f"{kind} {point.name!r}: {what}; BatchNorm{which} of 2 rows a, b gives each "
                 f"feature ±((a−b)/2)/√(((a−b)/2)² + ε) ≈ ±1 (ε = {eps}), so it passes on "
                 f"only the sign of a − b; {fix}")
     return warnings

@@ -217,17 +217,21 @@ def optax_problems(axes: tuple[SweepAxis, ...],
         if axis.kind != "optimizer":
             continue
         for value in axis.values:
-            if problem := _with_value(optimizer, axis.option, value).optax_problem():
+            try:
+                problem = _with_value(optimizer, axis.option, value).optax_problem()
+            except FieldError as err:  # a value the table itself refuses (a schedule)
+                return f"sweep.{axis.key}", err.message
+            if problem:
                 return f"sweep.{axis.key}", problem[1]
     return None
 
 
 def _with_value(optimizer: OptimizerConfig, option: str, value: Any) -> OptimizerConfig:
-    """``optimizer`` with argument ``option`` (or its learning rate) set to ``value``."""
-    if option == "learning_rate":
-        return OptimizerConfig(optimizer.name, value, optimizer.args)
-    return OptimizerConfig(optimizer.name, optimizer.learning_rate,
-                           {**optimizer.args, option: value})
+    """``optimizer`` with argument ``option`` (or its learning rate, or its schedule) set
+    to ``value``."""
+    if option in ("learning_rate", "schedule"):
+        return dataclasses.replace(optimizer, **{option: value})
+    return dataclasses.replace(optimizer, args={**optimizer.args, option: value})
 
 
 def _example_spec(layer_type: str) -> dict[str, Any]:
@@ -262,22 +266,17 @@ def expand(variants: tuple, axes: tuple[SweepAxis, ...], *, batch_size: int,
 def _point(variant, model: Sequential, axes: list[SweepAxis], values, batch_size: int,
            optimizer: OptimizerConfig) -> Point:
     layer_values = []
-    args = dict(optimizer.args)
-    learning_rate = optimizer.learning_rate
     for axis, (_, value) in zip(axes, values, strict=True):
         if axis.kind == "batch_size":
             batch_size = value
-        elif axis.kind == "optimizer" and axis.option == "learning_rate":
-            learning_rate = float(value)
         elif axis.kind == "optimizer":
-            args[axis.option] = value
+            optimizer = _with_value(optimizer, axis.option, value)
         else:
             layer_values += [(axis.key, i, axis.option, value)
                              for i in axis.layer_positions(model)]
     name = variant.name + ("@" + ",".join(f"{k.removeprefix('optimizer.')}={value_text(v)}"
                                           for k, v in values) if values else "")
-    return Point(name, variant.name, values, batch_size,
-                 OptimizerConfig(optimizer.name, learning_rate, args), variant,
+    return Point(name, variant.name, values, batch_size, optimizer, variant,
                  tuple(layer_values))
 
 

@@ -26,6 +26,7 @@ from bnlab.config.sweep import Point, value_text, with_layer_values
 from bnlab.data.datasets import Splits
 from bnlab.nn.model import Sequential
 from bnlab.train.augment import Augmentation
+from bnlab.train.batches import steps_per_epoch
 from bnlab.train.engine import Scalars
 from bnlab.train.probes import ProbePlan
 from bnlab.train.trainer import SeedBatchTrainer
@@ -58,28 +59,32 @@ class Program:
         return {key: np.array([float(point.value(key)) for point, _ in self.members],
                               np.float32) for key in self.scalar_keys}
 
-    def bind(self, scalars: Scalars, input_shape: tuple[int, ...] = (28, 28)
-             ) -> tuple[Sequential, optax.GradientTransformation]:
-        """One member's model (for inputs ``(batch, *input_shape)``) and optimizer with its
-        scalar axis values ``scalars`` (traced in the program); every other value is the
-        first point's, which all points share."""
+    def bind(self, scalars: Scalars, input_shape: tuple[int, ...] = (28, 28),
+             steps: int | None = None) -> tuple[Sequential, optax.GradientTransformation]:
+        """One member's model (for inputs ``(batch, *input_shape)``) and optimizer (its
+        schedule over ``steps``) with its scalar axis values ``scalars`` (traced in the
+        program); every other value is the first point's, which all points share."""
         first = self.points[0]
         layer_values = [(i, option, scalars.get(key, value))
                         for key, i, option, value in first.layer_values]
         model = with_layer_values(first.base.build(input_shape), layer_values)
-        return model, first.optimizer.build(**{
+        return model, first.optimizer.build(steps, **{
             key.removeprefix("optimizer."): scalars[key] for key in self.scalar_keys
             if key.startswith("optimizer.")})
 
-    def trainer(self, splits: Splits, *,
+    def trainer(self, splits: Splits, *, epochs: int | None = None,
                 compiler_options: Mapping[str, bool | int | str] | None = None,
                 probe: ProbePlan | None = None,
                 augmentation: Augmentation | None = None) -> SeedBatchTrainer:
         """The program's trainer on ``splits``, validating on ``val`` and testing on
-        ``test``; ``probe`` records what it says on the first ``probe.rows`` validation
-        images; ``augmentation`` is what each training image goes through."""
+        ``test``; ``epochs``: the run's length, over which a learning-rate schedule
+        decays (``None``: a trainer that does not train, e.g. to recalibrate); ``probe``
+        records what it says on the first ``probe.rows`` validation images;
+        ``augmentation`` is what each training image goes through."""
         first, input_shape = self.points[0], splits.x_train.shape[1:]
-        model, optimizer = first.build(input_shape), first.optimizer.build()
+        steps = None if epochs is None else epochs * steps_per_epoch(len(splits.y_train),
+                                                                     first.batch_size)
+        model, optimizer = first.build(input_shape), first.optimizer.build(steps)
         return SeedBatchTrainer(
             model, optimizer, batch_size=first.batch_size, x_train=splits.x_train,
             y_train=splits.y_train, seeds=[seed for _, seed in self.members],
@@ -87,8 +92,8 @@ class Program:
                         "test": (splits.x_test, splits.y_test)},
             compiler_options=compiler_options,
             scalars=self.scalars() if self.scalar_keys else None,
-            bind=functools.partial(self.bind, input_shape=input_shape) if self.scalar_keys
-            else None, probe=probe,
+            bind=functools.partial(self.bind, input_shape=input_shape, steps=steps)
+            if self.scalar_keys else None, probe=probe,
             probe_images=splits.x_val[:probe.rows] if probe and probe.every else None,
             augmentation=augmentation)
 

@@ -73,7 +73,8 @@ def train_program(program: Program, config: ExperimentConfig, splits: Splits, *,
     ``run_dir`` each point resumes from its record there and is written as it trains
     (module docstring); ``run``: the run's config and environment as it started, kept in
     every record. ``observer`` hears ``compiled`` and each point's ``epoch``."""
-    trainer = program.trainer(splits, compiler_options=compiler_options, probe=config.probe,
+    trainer = program.trainer(splits, epochs=config.epochs,
+                              compiler_options=compiler_options, probe=config.probe,
                               augmentation=config.augment)
     model = program.points[0].build()
     dense = tuple(model.layer_names[i] for i in kernel_layers(model))

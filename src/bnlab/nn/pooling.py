@@ -126,4 +126,3 @@ class GlobalAveragePooling2D(WithoutParameters):
               mask: Array | None = None, key: Array | None = None) -> tuple[Array, dict]:
         del params, train, mask, key
         return x.mean(axis=(1, 2)), bn_state
-

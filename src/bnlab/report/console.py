@@ -165,6 +165,7 @@ def run_overview(run: Run, option: OptionRenderer = python_option) -> Group:
     recipe = (f"optimizer {config.optimizer.name} lr {lr}"
               + "".join(f", {k}={'swept' if f'optimizer.{k}' in swept else v}"
                         for k, v in config.optimizer.args.items())
+              + schedule_text(config.optimizer.schedule, "optimizer.schedule" in swept)
               + f", batch {batch}, {config.epochs} epochs, seeds "
               f"{list(config.seed_list)}{rows}; {env.get('device')}, jax "
               f"{(env.get('packages') or {}).get('jax')}"
@@ -344,3 +345,10 @@ def runs_table(runs: Sequence[Run], unreadable: Sequence[tuple[Path, str]], runs
         table.add_row(escape(printable(folder.name)), "?", "?", "?", "?",
                       "[red]unreadable[/] (below)")
     return table
+
+
+def schedule_text(schedule: str, swept: bool = False) -> str:
+    """``", cosine schedule"`` for a recipe line; ``""`` for a constant learning rate."""
+    if swept:
+        return ", schedule swept"
+    return "" if schedule == "constant" else f", {schedule} schedule"

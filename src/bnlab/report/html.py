@@ -30,7 +30,12 @@ from bnlab.errors import BnlabError, render_options
 from bnlab.io import atomic_write_bytes, read_regular
 from bnlab.limits import RUN_FILE_BYTES
 from bnlab.nn.summary import summarize
-from bnlab.report.console import layer_text, one_seed_differences, resume_command
+from bnlab.report.console import (
+    layer_text,
+    one_seed_differences,
+    resume_command,
+    schedule_text,
+)
 from bnlab.report.figures import sweep_figure_name
 from bnlab.report.plots import figure_bytes, gap_figure, learning_curves, sweep_figure
 from bnlab.report.style import CSS
@@ -121,6 +126,8 @@ def _experiment_table(run: Run, config: ExperimentConfig) -> str:
     optimizer = f"{config.optimizer.name}, learning rate {config.optimizer.learning_rate:g}"
     if config.optimizer.args:
         optimizer += ", " + ", ".join(f"{k}={v!r}" for k, v in config.optimizer.args.items())
+    optimizer += schedule_text(config.optimizer.schedule,
+                               any(a.key == "optimizer.schedule" for a in config.sweep))
     packages = ", ".join(f"{name} {version or 'not installed'}"
                          for name, version in env.get("packages", {}).items())
     device = str(env.get("device", "unknown"))
