@@ -119,7 +119,7 @@ class OptimizerConfig:
             import optax
 
             arguments["learning_rate"] = optax.cosine_decay_schedule(
-                arguments["learning_rate"], max(steps or 1, 1))
+                arguments["learning_rate"], steps or 1)
         return _factory(self.name)(**arguments)
 
     def to_dict(self) -> dict[str, Any]:

@@ -39,16 +39,16 @@ def small_batch_warnings(config: ExperimentConfig, n_train: int) -> list[str]:
         fix = (f"batch_size {better} avoids it" if better is not None
                else "use more training rows")
         model = point.build(config.input_shape())
-        normalizing = [(name, layer, len(shape)) for name, layer, shape in zip(
+        ranks = {name: (layer, len(shape)) for name, layer, shape in zip(
             model.layer_names, model.layers, model.output_shapes, strict=True)
-            if isinstance(layer, BatchNorm)]
-        over_features = [(name, layer) for name, layer, rank in normalizing if rank == 1]
+            if isinstance(layer, BatchNorm)}
+        over_features = {name: layer for name, (layer, rank) in ranks.items() if rank == 1}
         if over_features:
-            eps = ", ".join(f"{e:g}" for e in sorted({layer.epsilon
-                                                        for _, layer in over_features}))
-            which = ("" if len(over_features) == len(normalizing) else
-                     f" over features ({', '.join(name for name, _ in over_features)}; those "
-                     f"over images average 2·H·W values)")
+            epsilons = sorted({layer.epsilon for layer in over_features.values()})
+            eps = ", ".join(f"{e:g}" for e in epsilons)
+            which = ("" if len(over_features) == len(ranks) else
+                     f" over features ({', '.join(over_features)}; those over images average "
+                     f"2·H·W values)")
             kind = "variant" if point.name == point.variant else "point"
             warnings.append(
                 f"{kind} {point.name!r}: {what}; BatchNorm{which} of 2 rows a, b gives each "
