@@ -38,6 +38,12 @@ def render_options(message: str, option: OptionRenderer = python_option) -> str:
                             message)
 
 
+def some_of(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: the first ``shown`` of ``names`` and how many others."""
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 

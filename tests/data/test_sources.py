@@ -249,3 +249,28 @@ def test_registry_entry_must_be_self_consistent(tiny):
         dataclasses.replace(tiny.spec, test_labels=tiny.spec.train_labels)
     with pytest.raises(ValueError, match=r"validation_size must be in 1..7"):
         dataclasses.replace(tiny.spec, validation_size=8)
+
+
+def test_an_unchanged_file_is_verified_once_per_process_and_a_changed_one_again(tiny,
+                                                                               tmp_path):
+    """A second read of the same verified file reuses its decompressed bytes; the file
+    rewritten in place with its size and modification time restored (only its change time
+    moves) is read and verified again, and its damage found."""
+    import os
+
+    system = tiny.put(tmp_path / "system")
+    first = read_files(tiny.spec, cache_dir=tmp_path / "cache", system_dirs=[system],
+                       download=False)
+    again = read_files(tiny.spec, cache_dir=tmp_path / "cache", system_dirs=[system],
+                       download=False)
+    assert all(again[role][1] is first[role][1] for role in ROLES)
+    assert [r for r, _ in again.values()] == [r for r, _ in first.values()]
+    path = system / NAMES["train_images"]
+    before, data = path.stat(), bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(DataError, match=str(path)):
+        read_files(tiny.spec, cache_dir=tmp_path / "cache", system_dirs=[system],
+                   download=False)

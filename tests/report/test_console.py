@@ -40,3 +40,33 @@ def test_the_sweep_estimate_counts_the_epochs_and_the_compiles_still_to_come():
     assert line.endswith("about 40 s of training left in this sweep, then its figures"), line
     assert timing.after_epoch("v0@lr=2", EpochRecord(
         epoch=1, epochs=2, steps=10, seconds=4.0, metrics={}, state=None)) is None
+
+
+def test_recalibrate_names_the_points_it_skipped_once_per_reason_in_one_line(tmp_path):
+    """A learning-rate sweep of a plain and a BN model: twelve points, six recalibrated. The
+    six skipped are one line (three named, the count of the rest), not six; the saved files
+    one line, not six."""
+    from types import SimpleNamespace
+
+    from bnlab.config.files import parse_experiment
+    from bnlab.report.console import recalibration_outcome
+    from bnlab.store.runs import Run
+
+    rates = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]
+    config = parse_experiment({
+        "name": "sweep", "variants": [{"name": "plain", "model": "baseline"},
+                                      {"name": "bn", "model": "bn_after"}],
+        "sweep": {"optimizer.learning_rate": rates}})
+    run = Run(path=tmp_path, config=config, environment={}, summary=None, histories={})
+    done = [SimpleNamespace(point=p.name) for p in config.points if p.name.startswith("bn")]
+    assert len(config.points) == 12 and len(done) == 6
+    assert recalibration_outcome(run, done, variants_asked=False) == [
+        "skipped plain@learning_rate=0.001, plain@learning_rate=0.003, "
+        "plain@learning_rate=0.01 and 3 more: no BatchNorm layer, nothing to recalibrate",
+        f"saved recalibrated.safetensors beside the checkpoint of each of 6 points in {tmp_path}"]
+    one = [SimpleNamespace(point="bn@learning_rate=0.1")]
+    skipped_plain, skipped_bn, saved = recalibration_outcome(run, one, variants_asked=True)
+    assert skipped_plain.endswith("and 3 more: no BatchNorm layer, nothing to recalibrate")
+    assert skipped_bn == ("skipped bn@learning_rate=0.001, bn@learning_rate=0.003, "
+                          "bn@learning_rate=0.01 and 2 more: not asked for (--variant)")
+    assert saved == f"saved {tmp_path / 'bn@learning_rate=0.1' / 'recalibrated.safetensors'}"

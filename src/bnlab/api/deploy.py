@@ -12,7 +12,7 @@ from bnlab.api.setup import load_data
 from bnlab.api.stored import RunSource, open_run
 from bnlab.config.experiment import ExperimentConfig
 from bnlab.data.datasets import DATASETS, Splits
-from bnlab.errors import ConfigError
+from bnlab.errors import ConfigError, some_of
 from bnlab.experiments.observer import SILENT, Observer
 from bnlab.experiments.recalibrate import chosen_points, recalibrable, recalibrate_run
 from bnlab.export.classifier import (
@@ -82,13 +82,11 @@ def _check_trained(run: Run, wanted: set[str] | None) -> None:
                  and (p.name not in run.records
                       or not run.records[p.name].finished(run.config.epochs))]
     if untrained:
-        shown = ", ".join(untrained[:3]) + (f" and {len(untrained) - 3} more"
-                                            if len(untrained) > 3 else "")
         epochs = run.config.epochs
-        raise ConfigError(f"{run.path.name} is unfinished: {shown} not trained to the run's "
-                          f"{epochs} epoch{'s' * (epochs != 1)}; finish the run first (bnlab run … "
-                          "--resume), or recalibrate the finished variants alone "
-                          "{variant=NAME}")
+        raise ConfigError(f"{run.path.name} is unfinished: {some_of(untrained)} not trained "
+                          f"to the run's {epochs} epoch{'s' * (epochs != 1)}; finish the run "
+                          "first (bnlab run … --resume), or recalibrate the finished variants "
+                          "alone {variant=NAME}")
 
 
 def export_model(source: RunSource, out: Path | str | None = None, *,

@@ -14,7 +14,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
 
     configure_jax(cache_dir=args.cache_dir)
     from bnlab.api import load_run, recalibrate
-    from bnlab.report.console import recalibration_table
+    from bnlab.report.console import recalibration_outcome, recalibration_table
     from bnlab.report.progress import ProgressObserver
     from bnlab.store.runs import run_folder
 
@@ -23,16 +23,8 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
         results = recalibrate(run, batches=args.batches, variant=args.variant,
                               **data_options(args), observer=observer)
     console.print(recalibration_table(results))
-    done = {result.point for result in results}
-    for point in run.config.points:
-        if point.name not in done:
-            why = ("not asked for (--variant)" if args.variant and point.build(
-                run.config.input_shape()).has_batchnorm else "no BatchNorm layer, nothing to "
-                "recalibrate")
-            console.print(f"skipped {point.name}: {why}", markup=False)
-    for result in results:
-        console.print(f"saved {run.path / result.point / 'recalibrated.safetensors'}",
-                      markup=False)
+    for line in recalibration_outcome(run, results, variants_asked=bool(args.variant)):
+        console.print(line, markup=False)
     return 0
 
 

@@ -217,12 +217,32 @@ def _check_data_dir(spec: DatasetSpec, data_dir: Path) -> None:
                         "leave out {data_dir}")
 
 
+#: Decompressed bytes of files verified in this process, by what identifies the file's
+#: current content (``_identity``); a dataset's files are read again only when they changed.
+#: A few entries (two datasets' files): about 55 MB for Fashion-MNIST.
+_VERIFIED: dict[tuple, bytes] = {}
+_VERIFIED_ENTRIES = 8
+
+
+def _identity(info: os.stat_result, file: IdxFile) -> tuple:
+    """The file (device, inode), its content's version (size, modification and change
+    times: a write moves ``st_ctime_ns``, which no user call can set back) and the digest it
+    was verified against."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+            file.sha256)
+
+
 def _read_verified(
     role: str, path: Path, origin: Origin, file: IdxFile, *, fix: str
 ) -> tuple[LocatedFile, bytes]:
+    """The decompressed, verified bytes of ``path`` (from ``_VERIFIED`` when this process
+    verified the same unchanged file before: decompressing Fashion-MNIST takes ~0.3 s)."""
     try:
         with os.fdopen(open_regular(path, limit=DATA_BYTES), "rb") as handle:
             head = handle.read(2)  # a file that is not gzip is refused before it is read
+            identity = _identity(os.fstat(handle.fileno()), file)
+        if identity in _VERIFIED:
+            return LocatedFile(role, path, origin, file.sha256), _VERIFIED[identity]
         if head and head != b"\x1f\x8b":
             raise GzipError(f"{path} is corrupt: not a valid gzip stream (it starts with "
                             f"{head!r}, not gzip's 1f 8b); "
@@ -236,6 +256,9 @@ def _read_verified(
     digest = hashlib.sha256(raw).hexdigest()
     if digest != file.sha256:
         raise DataError(f"{path} has the wrong content ({_mismatch(file, raw, digest)}); {fix}")
+    if len(_VERIFIED) >= _VERIFIED_ENTRIES:
+        _VERIFIED.pop(next(iter(_VERIFIED)))  # the oldest
+    _VERIFIED[identity] = raw
     return LocatedFile(role, path, origin, digest), raw
 
 

@@ -16,7 +16,13 @@ from rich.text import Text
 
 from bnlab.analysis.gap import final_gaps
 from bnlab.analysis.stats import PairedComparison
-from bnlab.errors import OptionRenderer, printable, python_option, render_options
+from bnlab.errors import (
+    OptionRenderer,
+    printable,
+    python_option,
+    render_options,
+    some_of,
+)
 from bnlab.report.sweep_lines import (
     best_lines,
     gap_summary,
@@ -259,6 +265,28 @@ def recalibration_table(results: Sequence[Recalibration]) -> FittedTable:
                           f"{result.before['test_accuracy'][i]:.4f}",
                           f"{result.after['test_accuracy'][i]:.4f}")
     return table
+
+
+def recalibration_outcome(run: Run, results: Sequence[Recalibration], *,
+                          variants_asked: bool) -> list[str]:
+    """What ``bnlab recalibrate`` says after its table: the points it skipped, one line per
+    reason (``some_of``: a sweep's dozen points do not fill the screen), and where it saved
+    the recalibrated checkpoints."""
+    done = {result.point for result in results}
+    skipped: dict[str, list[str]] = {}
+    for point in run.config.points:
+        if point.name not in done:
+            why = ("not asked for (--variant)" if variants_asked and point.build(
+                run.config.input_shape()).has_batchnorm else "no BatchNorm layer, nothing to "
+                "recalibrate")
+            skipped.setdefault(why, []).append(point.name)
+    lines = [f"skipped {some_of(names)}: {why}" for why, names in skipped.items()]
+    if len(results) == 1:
+        lines.append(f"saved {run.path / results[0].point / 'recalibrated.safetensors'}")
+    elif results:
+        lines.append(f"saved recalibrated.safetensors beside the checkpoint of each of "
+                     f"{len(results)} points in {run.path}")
+    return lines
 
 
 def recalibration_parts(run: Run) -> tuple[FittedTable | None, list[str]]:
