@@ -29,9 +29,11 @@ def test_the_sweep_estimate_counts_the_epochs_and_the_compiles_still_to_come():
 
     from bnlab.report.progress import SweepTiming
 
-    plan = [SimpleNamespace(points=[SimpleNamespace(name=f"v{i}@lr={lr}") for lr in (1, 2)],
-                            members=range(4)) for i in range(3)]  # 3 programs × 4 members
-    timing = SweepTiming(plan, epochs=2)
+    plan = [SimpleNamespace(points=[SimpleNamespace(name=f"v{i}@lr={lr}", variant=f"v{i}",
+                                                    batch_size=32) for lr in (1, 2)],
+                            members=range(4))
+            for i in range(3)]  # 3 programs × 4 members
+    timing = SweepTiming(plan, epochs=2, clock=lambda: 0.0)
     timing.compiled(10.0)
     line = timing.after_epoch("v0@lr=1", EpochRecord(
         epoch=1, epochs=2, steps=10, seconds=4.0, metrics={}, state=None, seeds=(42, 43)))
@@ -41,6 +43,49 @@ def test_the_sweep_estimate_counts_the_epochs_and_the_compiles_still_to_come():
     assert timing.after_epoch("v0@lr=2", EpochRecord(
         epoch=1, epochs=2, steps=10, seconds=4.0, metrics={}, state=None)) is None
 
+
+
+def test_the_sweep_estimate_uses_the_wall_time_between_epochs_and_programs_per_variant():
+    """Wall-clock time beyond the epochs' own (evaluation, files; finishing one program and
+    starting the next) counts, and a program still to come is priced by the measured
+    programs most like it: its variant at its batch size, else its batch size, else all."""
+    from types import SimpleNamespace
+
+    from bnlab.report.progress import SweepTiming
+
+    def program(variant, batch):
+        return SimpleNamespace(points=[SimpleNamespace(name=f"{variant}@batch={batch}",
+                                                       variant=variant, batch_size=batch)],
+                               members=range(2))
+
+    plan = [program("plain", 8), program("bn", 8), program("bn", 8 * 16), program("bn", 16)]
+    now = [0.0]
+    timing = SweepTiming(plan, epochs=3, clock=lambda: now[0])
+
+    def epoch(point, number, seconds, at):
+        now[0] = at
+        return timing.after_epoch(point, EpochRecord(
+            epoch=number, epochs=3, steps=10, seconds=seconds, metrics={}, state=None,
+            seeds=(42, 43)))
+
+    timing.compiled(2.0)
+    first = epoch("plain@batch=8", 1, 2.0, at=4.0)  # 1 s per member-epoch
+    # Left: 2 epochs here (4 s), then 3 programs × (2 s compiling + 3 epochs × 2 s).
+    assert first.endswith("about 28 s of training left in this sweep, then its figures")
+    assert epoch("plain@batch=8", 2, 2.0, at=6.5) is None  # 0.5 s between epochs
+    assert epoch("plain@batch=8", 3, 2.0, at=9.0) is None
+    # bn: 2 s per member-epoch; 3 s from plain's last epoch to bn's first beyond its own 4 s.
+    second = epoch("bn@batch=8", 1, 4.0, at=16.0)
+    # Left: 2 epochs here, 2 × (4 + 0.5) = 9 s; bn@128 (no program of batch 128 measured,
+    # so all of them: 1.5 s per member-epoch): 3 s to start + 3 × (3 + 0.5) = 13.5 s;
+    # bn@16 (none of batch 16 either): 13.5 s. 36 s in all.
+    assert second.endswith("about 36 s of training left in this sweep, then its figures")
+    epoch("bn@batch=8", 2, 4.0, at=20.5)  # bn@8's last epochs, then bn@128's first
+    epoch("bn@batch=8", 3, 4.0, at=25.0)
+    third = epoch("bn@batch=128", 1, 1.2, at=29.2)  # 0.6 s per member-epoch, 3 s to start
+    # 2 × (1.2 + 0.5) = 3.4 s here; bn@16 priced by all three (mean 1.2 s per member-epoch),
+    # starting in 3 s: 3 + 3 × (2.4 + 0.5) = 11.7 s. 15.1 s in all.
+    assert third.endswith("about 15 s of training left in this sweep, then its figures")
 
 def test_recalibrate_names_the_points_it_skipped_once_per_reason_in_one_line(tmp_path):
     """A learning-rate sweep of a plain and a BN model: twelve points, six recalibrated. The

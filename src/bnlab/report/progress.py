@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 import numpy as np
@@ -253,39 +253,71 @@ class DownloadBars:
 
 
 class SweepTiming:
-    """The sweep's time left, estimated after each program's first epoch from the seconds
-    per member-epoch measured so far (the first program's rate for programs not yet run)
-    and, for each program still to compile, the mean compile time measured so far."""
+    """The sweep's training time left, estimated at each program's first epoch from wall-clock
+    time measured so far (``clock``, seconds):
 
-    def __init__(self, plan: Sequence[Program], epochs: int) -> None:
-        self.plan, self.epochs = plan, epochs
+    - the program training: its epochs left × members × its seconds per member-epoch (the
+      epoch's own time, plus the time between epochs measured so far: evaluation, files);
+    - each program still to come: the time between two programs measured so far (finishing
+      the last one, compiling and starting the next; of programs of its variant where there
+      are: a BN model compiles longer; before any, the mean compile time) plus
+      its epochs × members × the mean seconds per member-epoch of the measured programs most
+      like it: of its variant and batch size, else of its batch size (an epoch of batch 2
+      takes many times one of batch 256), else all of them."""
+
+    def __init__(self, plan: Sequence[Program], epochs: int, *,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.plan, self.epochs, self.clock = plan, epochs, clock
         self.program_of = {p.name: i for i, program in enumerate(plan) for p in program.points}
-        self.rates: dict[int, float] = {}  # program → seconds per member-epoch
+        self.rates: dict[int, float] = {}  # program → seconds per member-epoch, its own time
         self.trained: dict[int, int] = {}  # program → epochs trained in this session
+        self.seen: dict[int, float] = {}  # program → when its latest epoch ended
         self.compiles: list[float] = []  # seconds, per program compiled in this session
+        self.between_epochs: list[float] = []  # seconds between two epochs beyond their own
+        self.between_programs: dict[int, float] = {}  # program → seconds from the last
+        # epoch of the program before it to the start of its own first epoch
 
     def compiled(self, seconds: float) -> None:
         self.compiles.append(seconds)
 
     def after_epoch(self, point: str, record: EpochRecord) -> str | None:
         """A line after the first epoch a program trains, else ``None``."""
-        index = self.program_of[point]
+        index, now = self.program_of[point], self.clock()
         if record.epoch <= self.trained.get(index, 0):
-            return None
-        self.trained[index] = record.epoch
+            return None  # another point of the same program's epoch
+        if index in self.seen:  # a later epoch of this program
+            self.between_epochs.append(max(0.0, now - self.seen[index] - record.seconds))
+        elif index - 1 in self.seen:  # the first epoch after the program before it
+            self.between_programs[index] = max(0.0, now - self.seen[index - 1] - record.seconds)
+        self.trained[index], self.seen[index] = record.epoch, now
         if index in self.rates:
             return None
         members = len(self.plan[index].members)
-        self.rates[index] = record.seconds / members
-        rate = self.rates[index]
-        left = sum((self.epochs - (record.epoch if i == index else 0 if i > index else
-                                   self.epochs)) * len(p.members) * self.rates.get(i, rate)
-                   for i, p in enumerate(self.plan))
-        if self.compiles:  # the programs after this one compile before they train
-            left += (len(self.plan) - 1 - index) * sum(self.compiles) / len(self.compiles)
+        rate = self.rates[index] = record.seconds / members
+        overhead = _mean(self.between_epochs)  # per epoch, whatever its members
+        left = (self.epochs - record.epoch) * (members * rate + overhead)
+        for program in self.plan[index + 1:]:
+            alike, variant = self._alike(program), program.points[0].variant
+            starts = ([t for i, t in self.between_programs.items()
+                       if self.plan[i].points[0].variant == variant]
+                      or list(self.between_programs.values()) or self.compiles)
+            left += _mean(starts) + self.epochs * (
+                len(program.members) * _mean([self.rates[i] for i in alike]) + overhead)
         return (f"program {index + 1}/{len(self.plan)}: {record.seconds:.1f} s per epoch of "
                 f"{members} members ({1000 * rate:.0f} ms per member-epoch); about "
                 f"{duration_text(left)} of training left in this sweep, then its figures")
+
+    def _alike(self, program: Program) -> list[int]:
+        """The measured programs most like ``program`` (never none, once one is measured)."""
+        point = program.points[0]
+        same_batch = [i for i in self.rates
+                      if self.plan[i].points[0].batch_size == point.batch_size]
+        return ([i for i in same_batch if self.plan[i].points[0].variant == point.variant]
+                or same_batch or list(self.rates))
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def duration_text(seconds: float) -> str:
