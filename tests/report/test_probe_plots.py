@@ -144,3 +144,14 @@ def test_activation_bands_colour_a_sweep_by_variant_and_say_why_a_panel_is_empty
     assert second.get_lines()[0].get_color() == color  # one colour per variant
     assert plain.get_lines()[0].get_color() != color
     assert not empty.has_data() and "every seed diverged" in empty.texts[0].get_text()
+
+
+def test_measures_of_one_probed_step_tick_that_step_only():
+    """A run measured once (a short run, or ``measures_every`` past its steps) shows its step
+    as the one tick, not −0.04 … 0.04 around it; each seed's value is drawn."""
+    run = {"bn": records(["activation/input"], m=1, ics=("dense_1",))}
+    run["bn"]["measures/steps"] = np.array([150])
+    figure = measures_figure(run, "t")
+    figure_bytes(figure)  # drawn, so the ticks are the ones shown
+    drawn = [ax for ax in figure.axes if ax.has_data()]
+    assert drawn and all(list(ax.get_xticks()) == [150] for ax in drawn)

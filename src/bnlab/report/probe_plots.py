@@ -221,6 +221,10 @@ def measures_figure(records: Mapping[str, Records], title: str = "") -> InlineFi
             ax.tick_params(axis="y", left=False, labelleft=False)
     for ax in axes[max(0, panels - columns):panels]:
         ax.set_xlabel("training step")
+    measured = np.unique(np.concatenate([records[v]["measures/steps"] for v in variants]
+                                        or [np.zeros(0)]))
+    if len(measured) == 1:  # one step measured: its tick, not ±0.04 around it
+        axes[0].set_xticks(measured)  # the axes share x
     if variants and axes[0].has_data():
         axes[0].legend(fontsize=8, loc="best")
     spread = ("thin lines: each seed" if 1 < seeds <= FEW_SEEDS else
