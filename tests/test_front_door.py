@@ -153,10 +153,17 @@ def test_probe_retrains_the_same_trajectory_both_ways(runs, capsys):
     root, by_cli, _ = runs
     # Without --train-rows the retrain takes the rows the run trained on (its 5,000), as the
     # API call that names them does.
+    # One variant of the two (--variant): trained as in the whole run, so it reproduces.
     out = command(capsys, "probe", str(by_cli.path), "--measures-every", "5", "--runs-dir",
-                  str(root / "probe-cli"), "--no-download")
-    probed = bnlab.probe(by_cli, measures_every=5, runs_dir=root / "probe-api",
+                  str(root / "probe-cli"), "--no-download", "--variant", "bn")
+    probed = bnlab.probe(by_cli, measures_every=5, runs_dir=root / "probe-api", variant="bn",
                          download=False, verbose=0, train_rows=5000)
+    assert [v.name for v in probed.run.config.variants] == ["bn"]
+    with pytest.raises(bnlab.ConfigError, match=r"'nope' is not a variant of door; probe one "
+                                                r"or more of bn, plain variant=NAME"):
+        bnlab.probe(by_cli, variant=["bn", "nope"], runs_dir=root / "probe-none",
+                    data_dir=root / "no-data", download=False)
+    assert not (root / "probe-none").exists()  # refused before anything is written
     assert probed.reproduction is not None and probed.reproduction.sentence in out
     assert f"the retrained run reproduces {by_cli.path.name}" in out.replace("\n", " ")
     (by_command,) = bnlab.list_runs(root / "probe-cli")[0]

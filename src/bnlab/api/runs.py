@@ -11,7 +11,7 @@ from pathlib import Path
 from bnlab.analysis.reproduction import Reproduction, reproduction
 from bnlab.api.setup import load_data
 from bnlab.config.experiment import ExperimentConfig, with_overrides
-from bnlab.config.files import load_experiment, with_settings
+from bnlab.config.files import load_experiment, with_settings, with_variants
 from bnlab.config.small_batch import small_batch_warnings
 from bnlab.data.datasets import Splits
 from bnlab.errors import ConfigError
@@ -85,6 +85,7 @@ class Probed:
 
 
 def probe(source: Experiment | Run, *, measures_every: int = 500,
+          variant: str | Sequence[str] | None = None,
           settings: Sequence[str] = (), seeds: int | None = None, epochs: int | None = None,
           runs_dir: Path | str = "runs", **options) -> Probed:
     """Train with Santurkar et al.'s measures recorded every ``measures_every`` steps (and
@@ -93,13 +94,18 @@ def probe(source: Experiment | Run, *, measures_every: int = 500,
     ``runs_dir``): a run's experiment is trained again into a new folder, and since training
     is deterministic the retrained run follows the original's trajectory, which
     ``Probed.reproduction`` checks; it trains on the rows that run trained on unless
-    ``train_rows`` says otherwise. Other options as ``run``'s."""
+    ``train_rows`` says otherwise. ``variant``: only these variants (a name or a list; a
+    sweep's variant with all its points), each trained as in the whole run, so the
+    reproduction still holds. Other options as ``run``'s."""
     original = _stored_run(source, runs_dir)
     config = original.config if original is not None else (
         source if isinstance(source, ExperimentConfig) else load_experiment(source))
     wanted = [f"probe.measures_every={measures_every}"]
     if not config.probe.every:
         wanted.append(f"probe.every={ProbePlan().every}")
+    if variant is not None:
+        config = with_variants(config, [variant] if isinstance(variant, str) else variant,
+                               command="probe")
     config = with_overrides(with_settings(config, [*wanted, *settings]), seeds=seeds,
                             epochs=epochs)
     # The rows the run trained on (``--train-rows``), or the retrained run learns from other

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "experiment file or a preset")
     p.add_argument("--measures-every", type=int, default=500, metavar="STEPS",
                    help="steps between the measures (default 500)")
+    p.add_argument("--variant", action="append", metavar="NAME",
+                   help="only this variant (repeatable; default: every one), trained as in "
+                        "the whole run")
     p.set_defaults(handler=cmd_probe)
 
     p = sub.add_parser("recalibrate", parents=[data_options],

@@ -53,7 +53,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with command_observer() as observer:
         probed = probe(Path(args.experiment), measures_every=args.measures_every,
-                       **run_options(args), observer=observer)
+                       variant=args.variant, **run_options(args), observer=observer)
     print_run(probed.run, started)
     if probed.reproduction is not None:
         console.print(probed.reproduction.sentence, markup=False)

@@ -121,6 +121,21 @@ def with_settings(config: ExperimentConfig, settings: Sequence[str]) -> Experime
                             + "; ".join(one_line(s) for s in settings))
 
 
+def with_variants(config: ExperimentConfig, names: Sequence[str], *,
+                  command: str = "run") -> ExperimentConfig:
+    """``config`` with only the variants ``names`` (in the file's order), through the checks
+    of a file; a name that is not a variant is a ``ConfigError`` listing them."""
+    known = [variant.name for variant in config.variants]
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{name!r} is not a variant of {config.name}; {command} one or "
+                              f"more of {', '.join(known)} {{variant=NAME}}")
+    raw = config.to_dict()
+    raw["variants"] = [v for v in raw["variants"] if v["name"] in names]
+    return parse_experiment(raw, source=f"experiment {config.name!r} with variants "
+                            + ", ".join(names))
+
+
 def parse_setting(setting: str) -> dict[str, Any]:
     """``"key = value"`` (a TOML line; a value that is not TOML is taken as text) as the
     nested table it sets: ``"optimizer.learning_rate=0.1"`` → ``{"optimizer":
