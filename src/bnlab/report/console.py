@@ -272,13 +272,15 @@ def recalibration_outcome(run: Run, results: Sequence[Recalibration], *,
     """What ``bnlab recalibrate`` says after its table: the points it skipped, one line per
     reason (``some_of``: a sweep's dozen points do not fill the screen), and where it saved
     the recalibrated checkpoints."""
+    from bnlab.experiments.recalibrate import recalibrable  # builds models: JAX
+
     done = {result.point for result in results}
+    with_bn = {p.name for program in recalibrable(run.config) for p in program.points}
     skipped: dict[str, list[str]] = {}
     for point in run.config.points:
         if point.name not in done:
-            why = ("not asked for (--variant)" if variants_asked and point.build(
-                run.config.input_shape()).has_batchnorm else "no BatchNorm layer, nothing to "
-                "recalibrate")
+            why = ("not asked for (--variant)" if variants_asked and point.name in with_bn
+                   else "no BatchNorm layer, nothing to recalibrate")
             skipped.setdefault(why, []).append(point.name)
     lines = [f"skipped {some_of(names)}: {why}" for why, names in skipped.items()]
     if len(results) == 1:
