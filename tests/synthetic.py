@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from bnlab.data.datasets import Splits
@@ -89,3 +91,16 @@ def run_stopped_after_one_epoch(config, splits: Splits, run_dir) -> None:
 
     with pytest.raises(Stop):
         run_experiment(config, splits, run_dir, observer=Hooks(on_epoch=stop))
+
+
+def damage(path: Path, how: str) -> None:
+    """``path`` deleted, truncated to its first half, or ``overwrite``: 16 bytes in its
+    middle replaced by 0xFF."""
+    data = path.read_bytes()
+    if how == "delete":
+        path.unlink()
+    elif how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # 16 bytes in the middle overwritten with 0xFF
+        middle = max(0, len(data) // 2 - 8)
+        path.write_bytes(data[:middle] + b"\xff" * 16 + data[middle + 16:])

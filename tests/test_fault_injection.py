@@ -22,6 +22,7 @@ import pytest
 
 from bnlab.cli import main
 from bnlab.store.reader import load_run
+from tests.synthetic import damage
 
 pytestmark = pytest.mark.realdata
 
@@ -54,17 +55,6 @@ RUN_FILES = ["config.json", "environment.json", "summary.json",
                             "seed-42/history.csv", "seed-43/history.csv")),
              *(f"tensorboard/{variant}/seed-{seed}" + part for variant in ("bn", "plain")
                for seed in (42, 43) for part in ("", "/train", "/validation", "/probes"))]
-
-
-def damage(path: Path, how: str) -> None:
-    data = path.read_bytes()
-    if how == "delete":
-        path.unlink()
-    elif how == "truncate":
-        path.write_bytes(data[: len(data) // 2])
-    else:  # 16 bytes in the middle overwritten with 0xFF
-        middle = max(0, len(data) // 2 - 8)
-        path.write_bytes(data[:middle] + b"\xff" * 16 + data[middle + 16:])
 
 
 def bnlab(capsys, *argv: str) -> tuple[int, str]:

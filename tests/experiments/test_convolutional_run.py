@@ -18,7 +18,7 @@ from bnlab.cli import main
 from bnlab.nn.conv import Conv2D
 from bnlab.store.reader import list_runs, load_run
 from bnlab.train.checkpoint import read_checkpoint
-from tests.synthetic import run_stopped_after_one_epoch
+from tests.synthetic import damage, run_stopped_after_one_epoch
 
 pytestmark = pytest.mark.realdata
 
@@ -164,9 +164,7 @@ def test_a_damaged_conv_checkpoint_is_named_and_retrained_to_the_same_numbers(
     shutil.copy(conv_run.path.parent.parent / "conv.toml", root / "conv.toml")
     run_dir = root / "runs" / conv_run.path.name
     checkpoint = run_dir / "bn" / "checkpoint.safetensors"
-    data = checkpoint.read_bytes()
-    middle = len(data) // 2
-    checkpoint.write_bytes(data[:middle] + b"\xff" * 16 + data[middle + 16:])
+    damage(checkpoint, "overwrite")
     assert main(["show", str(run_dir)]) == 0
     assert "bn/checkpoint.safetensors" in capsys.readouterr().out
     gn_checkpoint = (run_dir / "gn" / "checkpoint.safetensors").stat().st_mtime_ns
